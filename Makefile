@@ -1,0 +1,35 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both build .venv first if missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= runs/demo
+
+.PHONY: venv demo test lint bench clean
+
+venv: $(VENV)/.installed
+
+# torch==2.13.0 goes in first and alone: it is the CPU build on this disk; letting the
+# project's dependencies pick torch would pull a several-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: venv
+	rm -rf $(DEMO_DIR)
+	$(BIN)/evo run math/circle_packing_26 --run-dir $(DEMO_DIR) --budget 600 --workers 2
+	$(BIN)/evo show $(DEMO_DIR)
+
+lint: venv
+	$(BIN)/ruff check evo tests benchmarks tasks kernels
+
+test: venv lint
+	$(BIN)/python -m pytest -q -x --timeout 600 tests
+
+bench: venv
+	$(BIN)/python benchmarks/engine_overhead.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

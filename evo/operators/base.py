@@ -1,0 +1,48 @@
+"""The operator protocol: how every child is made, by an LLM or without one.
+
+An operator receives a `ProposalRequest` (parents, inspirations, feedback, a seeded RNG) and
+returns one or more `Proposal`s. It is `async` so that an LLM operator waiting on a server
+and an instant AST operator share one interface; the engine awaits both the same way.
+An operator that cannot make a child raises `OperatorError` with a reason; the engine
+records that as a failed proposal and moves on. Operators never touch the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from evo.program import Program, Source
+
+
+@dataclass
+class ProposalRequest:
+    """Everything an operator may read to make a child."""
+
+    parents: list[Program]
+    inspirations: list[Program] = field(default_factory=list)
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    task_prompt: str = ""
+    feedback: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Proposal:
+    """A child's source and how it was made; the engine turns it into a `Program`."""
+
+    source: Source
+    parents: tuple[str, ...]
+    operator: str
+    meta: dict[str, object] = field(default_factory=dict)  # e.g. which literal moved, tokens used
+
+
+@runtime_checkable
+class Operator(Protocol):
+    """Makes children from parents. `arity` is how many parents `propose` expects."""
+
+    name: str
+    arity: int
+
+    async def propose(self, request: ProposalRequest) -> list[Proposal]: ...

@@ -1,0 +1,198 @@
+"""The `Task` interface and the loader for `tasks/<family>/<name>/`.
+
+A task folder holds:
+
+- `task.toml`: objective, metric, evaluation limits, descriptors (see `TaskConfig`).
+- `reference.py`: two functions, split by trust.
+  `run_candidate(module) -> dict[str, numpy.ndarray]` runs *inside the sandbox*, next to the
+  untrusted candidate: it calls the candidate's entry point and returns its raw outputs.
+  `evaluate(outputs) -> dict` runs in the *trusted* process on the outputs read back from the
+  sandbox; it returns `{"valid": bool, "metrics": {name: float}, "error": str | None}`,
+  where `metrics` holds the task's metric and every descriptor named in `task.toml`.
+- `seed.py` (or `seeds/*.py`): the naive starting program(s).
+- `prompt.md`: what an LLM operator is told about the task.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from evo.errors import EvoError
+from evo.program import Program
+
+TASKS_ENV = "EVO_TASKS_PATH"
+
+
+def tasks_roots() -> list[Path]:
+    """Folders searched for tasks: `$EVO_TASKS_PATH` (colon-separated) then the repo's `tasks/`."""
+    roots = [Path(p) for p in os.environ.get(TASKS_ENV, "").split(os.pathsep) if p]
+    roots.append(Path(__file__).resolve().parent.parent / "tasks")
+    return [r for r in roots if r.is_dir()]
+
+
+@dataclass(frozen=True)
+class DescriptorSpec:
+    """One axis of the MAP-Elites grid: a metric from `evaluate`, its range and bin count."""
+
+    name: str
+    low: float
+    high: float
+    bins: int = 10
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    objective: str = "maximize"
+    metric: str = "score"
+    timeout_s: float = 30.0
+    memory_mb: int = 2048
+    max_output_mb: int = 16
+    descriptors: tuple[DescriptorSpec, ...] = ()
+    description: str = ""
+    best_known: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("maximize", "minimize"):
+            raise EvoError(f"task.toml: objective must be 'maximize' or 'minimize', not {self.objective!r}")
+        for d in self.descriptors:
+            if not d.high > d.low or d.bins < 1:
+                raise EvoError(f"task.toml: descriptor {d.name!r} needs high > low and bins >= 1")
+
+
+@dataclass
+class EvalOutcome:
+    """What the trusted side concluded about one candidate's outputs."""
+
+    valid: bool
+    score: float | None  # oriented: higher is better
+    metrics: dict[str, float]
+    descriptors: tuple[float, ...]
+    error: str | None = None
+
+
+def _parse_config(path: Path) -> TaskConfig:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise EvoError(f"cannot read {path}: {e}") from e
+    ev = raw.get("evaluation", {})
+    descs = tuple(
+        DescriptorSpec(d["name"], float(d["low"]), float(d["high"]), int(d.get("bins", 10)))
+        for d in raw.get("descriptors", [])
+    )
+    return TaskConfig(
+        objective=raw.get("objective", "maximize"),
+        metric=raw.get("metric", "score"),
+        timeout_s=float(ev.get("timeout_s", 30.0)),
+        memory_mb=int(ev.get("memory_mb", 2048)),
+        max_output_mb=int(ev.get("max_output_mb", 16)),
+        descriptors=descs,
+        description=raw.get("description", ""),
+        best_known={k: float(v) for k, v in raw.get("best_known", {}).items()},
+    )
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    """Import a Python file as a fresh module (not cached in `sys.modules`)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise EvoError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Task:
+    """A problem to optimise: its config, seeds, prompt and trusted scoring."""
+
+    def __init__(self, name: str, root: Path):
+        self.name = name
+        self.root = root
+        self.config = _parse_config(root / "task.toml")
+        self._reference: ModuleType | None = None
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r})"
+
+    @property
+    def reference_path(self) -> Path:
+        return self.root / "reference.py"
+
+    @property
+    def reference(self) -> ModuleType:
+        """The trusted reference module (imported once per process)."""
+        if self._reference is None:
+            modname = "evo_task_" + self.name.replace("/", "_")
+            self._reference = load_module(self.reference_path, modname)
+            sys.modules.setdefault(modname, self._reference)
+        return self._reference
+
+    def seed_paths(self) -> list[Path]:
+        single = self.root / "seed.py"
+        many = sorted((self.root / "seeds").glob("*.py")) if (self.root / "seeds").is_dir() else []
+        return ([single] if single.is_file() else []) + many
+
+    def seeds(self) -> list[Program]:
+        """The task's naive starting programs, as fresh `Program`s."""
+        paths = self.seed_paths()
+        if not paths:
+            raise EvoError(f"task {self.name} has no seed.py or seeds/*.py in {self.root}")
+        return [Program(source=p.read_text(), operator="seed", meta={"seed_file": p.name}) for p in paths]
+
+    def prompt(self) -> str:
+        p = self.root / "prompt.md"
+        return p.read_text() if p.is_file() else self.config.description
+
+    def orient(self, value: float) -> float:
+        """Turn the raw metric into a higher-is-better score."""
+        return value if self.config.objective == "maximize" else -value
+
+    def score_outputs(self, outputs: dict[str, Any]) -> EvalOutcome:
+        """Validate and score a candidate's outputs with the reference's trusted `evaluate`."""
+        try:
+            result = self.reference.evaluate(outputs)
+        except Exception as e:  # the reference must never take the engine down with it
+            return EvalOutcome(False, None, {}, (), f"validator raised {type(e).__name__}: {e}")
+        metrics = {k: float(v) for k, v in dict(result.get("metrics", {})).items()}
+        if not result.get("valid", False):
+            return EvalOutcome(False, None, metrics, (), result.get("error") or "invalid output")
+        value = metrics.get(self.config.metric)
+        if value is None or not math.isfinite(value):
+            return EvalOutcome(False, None, metrics, (), f"metric {self.config.metric!r} missing or not finite")
+        descriptors = []
+        for d in self.config.descriptors:
+            v = metrics.get(d.name)
+            if v is None or not math.isfinite(v):
+                return EvalOutcome(False, None, metrics, (), f"descriptor {d.name!r} missing or not finite")
+            descriptors.append(v)
+        return EvalOutcome(True, self.orient(value), metrics, tuple(descriptors), None)
+
+
+def list_tasks() -> list[str]:
+    """Names (`family/name`) of every task found under the task roots."""
+    names: set[str] = set()
+    for root in tasks_roots():
+        for toml in root.glob("*/*/task.toml"):
+            names.add(f"{toml.parent.parent.name}/{toml.parent.name}")
+    return sorted(names)
+
+
+def load_task(name: str) -> Task:
+    """Load `family/name` from the task roots, or a task folder given by path."""
+    direct = Path(name)
+    if (direct / "task.toml").is_file():
+        root = direct.resolve()
+        return Task(f"{root.parent.name}/{root.name}", root)
+    for root in tasks_roots():
+        if (root / name / "task.toml").is_file():
+            return Task(name, (root / name).resolve())
+    known = ", ".join(list_tasks()) or "none found"
+    raise EvoError(f"unknown task {name!r}. Known tasks: {known}. (`evo tasks` lists them.)")
