@@ -1,0 +1,322 @@
+"""The run's store: one SQLite file (WAL) holding every program, evaluation and event.
+
+Two tables carry the run:
+
+- `events`: the append-only log. Every operator call, proposal (accepted or rejected, with
+  the reason), finished evaluation, admission and migration is one row, in order.
+- `programs`: one row per proposed program (compressed source, lineage, embedding, state),
+  so that a program is one indexed lookup away.
+
+`evaluations` counts the finished evaluations: its rowid is the evaluation order, which is
+what the population is rebuilt from on resume. A finished evaluation, its event and the
+program's new state are written in one transaction, committed before the engine acts on
+it; a `kill -9` at any point loses at most evaluations that were still running, and those
+programs stay `proposed`, to be evaluated again on resume, never counted twice.
+
+Only this module speaks SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evo.errors import EvoError
+from evo.program import Program, Status
+
+DB_NAME = "evo.db"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS programs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    hash TEXT NOT NULL,
+    source BLOB NOT NULL,
+    parents TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    island INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    score REAL,
+    metrics TEXT,
+    descriptors TEXT,
+    error TEXT,
+    verdict TEXT,
+    embedding BLOB,
+    meta TEXT,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS programs_pending ON programs(status) WHERE status = 'proposed';
+CREATE TABLE IF NOT EXISTS evaluations (
+    n INTEGER PRIMARY KEY,
+    program_id TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    program_id TEXT,
+    data TEXT
+);
+CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
+"""
+
+
+def _pack_source(source: Any) -> bytes:
+    return zlib.compress(json.dumps(source).encode(), 6)
+
+
+def _unpack_source(blob: bytes) -> Any:
+    return json.loads(zlib.decompress(blob))
+
+
+@dataclass
+class EvaluationRecord:
+    """One finished evaluation, as replayed on resume (in evaluation order)."""
+
+    n: int
+    program_id: str
+    island: int
+    status: Status
+    score: float | None
+    descriptors: tuple[float, ...]
+
+
+class Store:
+    """A run's SQLite store. One writer (the engine); readers may open the file alongside."""
+
+    def __init__(self, path: Path, *, readonly: bool = False):
+        self.path = Path(path)
+        if readonly:
+            if not self.path.is_file():
+                raise EvoError(f"no run store at {self.path}: is this an evo run directory?")
+            uri = f"file:{self.path}?mode=ro"
+            self.db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a killed process (it is in the WAL file);
+            # only a power cut may lose the last commits. That is the failure we design for.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+        self.db.execute("PRAGMA busy_timeout=5000")
+        try:
+            version = self.get_meta("schema_version")
+        except sqlite3.DatabaseError as e:
+            raise EvoError(f"{self.path} is not an evo store (SQLite said: {e})") from e
+        if version is None and not readonly:
+            self.set_meta("schema_version", SCHEMA_VERSION)
+        elif version is not None and version != SCHEMA_VERSION:
+            raise EvoError(f"{self.path} has store schema {version}; this evo reads schema {SCHEMA_VERSION}")
+
+    @classmethod
+    def in_dir(cls, run_dir: Path, *, readonly: bool = False) -> Store:
+        return cls(Path(run_dir) / DB_NAME, readonly=readonly)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta ---------------------------------------------------------------------------
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    # -- writes -------------------------------------------------------------------------
+    def _event(self, kind: str, program_id: str | None, data: dict[str, Any] | None, ts: float) -> None:
+        self.db.execute(
+            "INSERT INTO events(ts, kind, program_id, data) VALUES (?, ?, ?, ?)",
+            (ts, kind, program_id, None if data is None else json.dumps(data)),
+        )
+
+    def log(self, kind: str, data: dict[str, Any] | None = None, program_id: str | None = None) -> None:
+        """Append one event in its own transaction."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self._event(kind, program_id, data, time.time())
+
+    def add_program(
+        self,
+        program: Program,
+        embedding: np.ndarray | None,
+        events: Sequence[tuple[str, dict[str, Any]]] = (),
+    ) -> int:
+        """Insert a proposed (or rejected) program with its events; returns its `seq`."""
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN")
+            cur = self.db.execute(
+                "INSERT INTO programs(id, hash, source, parents, operator, island, status, score, metrics,"
+                " descriptors, error, verdict, embedding, meta, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, NULL, ?, ?, ?)",
+                (
+                    program.id,
+                    program.hash,
+                    _pack_source(program.source),
+                    json.dumps(list(program.parents)),
+                    program.operator,
+                    program.island,
+                    str(program.status),
+                    program.error,
+                    None if embedding is None else np.asarray(embedding, dtype=np.float32).tobytes(),
+                    json.dumps(program.meta, default=str),
+                    now,
+                ),
+            )
+            for kind, data in events:
+                self._event(kind, program.id, data, now)
+        seq = cur.lastrowid
+        assert seq is not None
+        program.seq = seq
+        return seq
+
+    def record_evaluation(self, program: Program, data: dict[str, Any], admission: dict[str, Any] | None) -> bool:
+        """Commit a finished evaluation (and its admission) in one transaction.
+
+        Returns False, writing nothing, if this program's evaluation was already recorded:
+        a resumed run can never count one program twice.
+        """
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN")
+            cur = self.db.execute(
+                "UPDATE programs SET status = ?, score = ?, metrics = ?, descriptors = ?, error = ?"
+                " WHERE id = ? AND status = 'proposed'",
+                (
+                    str(program.status),
+                    program.score,
+                    json.dumps(program.metrics),
+                    json.dumps(list(program.descriptors)),
+                    program.error,
+                    program.id,
+                ),
+            )
+            if cur.rowcount != 1:
+                return False
+            self.db.execute("INSERT INTO evaluations(program_id) VALUES (?)", (program.id,))
+            self._event("evaluated", program.id, data, now)
+            if admission is not None:
+                self._event("admitted", program.id, admission, now)
+        return True
+
+    # -- reads --------------------------------------------------------------------------
+    def count_evaluations(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+
+    def count_programs(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM programs").fetchone()[0]
+
+    def count_events(self, kind: str | None = None) -> int:
+        if kind is None:
+            return self.db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM events WHERE kind = ?", (kind,)).fetchone()[0]
+
+    def event_counts(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT kind, COUNT(*) FROM events GROUP BY kind").fetchall())
+
+    def _program(self, row: tuple) -> Program:
+        (seq, pid, _h, src, parents, op, island, status, score, metrics, descs, error, verdict, _emb, meta) = row
+        return Program(
+            source=_unpack_source(src),
+            id=pid,
+            parents=tuple(json.loads(parents)),
+            operator=op,
+            island=island,
+            seq=seq,
+            status=Status(status),
+            score=score,
+            metrics=json.loads(metrics) if metrics else {},
+            descriptors=tuple(json.loads(descs)) if descs else (),
+            error=error,
+            verdict=verdict,
+            meta=json.loads(meta) if meta else {},
+        )
+
+    _COLUMNS = (
+        "seq, id, hash, source, parents, operator, island, status, score, metrics, descriptors,"
+        " error, verdict, embedding, meta"
+    )
+
+    def get_program(self, program_id: str) -> Program:
+        row = self.db.execute(f"SELECT {self._COLUMNS} FROM programs WHERE id = ?", (program_id,)).fetchone()
+        if row is None:
+            raise KeyError(program_id)
+        return self._program(row)
+
+    def pending_programs(self) -> list[Program]:
+        """Programs proposed but never evaluated (in flight when the run stopped), oldest first."""
+        rows = self.db.execute(
+            f"SELECT {self._COLUMNS} FROM programs WHERE status = 'proposed' ORDER BY seq"
+        ).fetchall()
+        return [self._program(r) for r in rows]
+
+    def iter_programs(self, *, statuses: Sequence[str] | None = None, batch: int = 5000) -> Iterator[Program]:
+        """Every program in proposal order (optionally only some statuses), streamed."""
+        where = ""
+        params: tuple = ()
+        if statuses:
+            where = f" WHERE status IN ({','.join('?' * len(statuses))})"
+            params = tuple(statuses)
+        cur = self.db.execute(f"SELECT {self._COLUMNS} FROM programs{where} ORDER BY seq", params)
+        while rows := cur.fetchmany(batch):
+            yield from (self._program(r) for r in rows)
+
+    def iter_embeddings(self, dim: int, batch: int = 20000) -> Iterator[tuple[list[str], np.ndarray]]:
+        """(ids, float32 matrix) of every screened program, in proposal order, for the novelty index."""
+        cur = self.db.execute(
+            "SELECT id, embedding FROM programs WHERE status != 'rejected' AND embedding IS NOT NULL ORDER BY seq"
+        )
+        while rows := cur.fetchmany(batch):
+            ids = [r[0] for r in rows]
+            mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+            yield ids, mat
+
+    def iter_evaluations(self) -> Iterator[EvaluationRecord]:
+        """Every finished evaluation in the order it was committed: the replay log of the population."""
+        cur = self.db.execute(
+            "SELECT e.n, p.id, p.island, p.status, p.score, p.descriptors"
+            " FROM evaluations e JOIN programs p ON p.id = e.program_id ORDER BY e.n"
+        )
+        while rows := cur.fetchmany(5000):
+            for n, pid, island, status, score, descs in rows:
+                yield EvaluationRecord(
+                    n, pid, island, Status(status), score, tuple(json.loads(descs)) if descs else ()
+                )
+
+    def best_programs(self, limit: int = 10) -> list[Program]:
+        rows = self.db.execute(
+            f"SELECT {self._COLUMNS} FROM programs WHERE status = 'evaluated' AND score IS NOT NULL"
+            " ORDER BY score DESC, seq LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [self._program(r) for r in rows]
+
+    def failure_counts(self) -> dict[str, int]:
+        """Failed evaluations and rejected proposals, by reason kind."""
+        rows = self.db.execute(
+            "SELECT kind, json_extract(data, '$.reason_kind'), COUNT(*) FROM events"
+            " WHERE kind IN ('evaluated', 'rejected', 'operator_failed')"
+            " AND json_extract(data, '$.reason_kind') IS NOT NULL GROUP BY 1, 2"
+        ).fetchall()
+        return {f"{reason}": n for _kind, reason, n in rows}
+
+    def events(self, kind: str | None = None) -> list[tuple[int, float, str, str | None, dict | None]]:
+        q = "SELECT seq, ts, kind, program_id, data FROM events"
+        params: tuple = ()
+        if kind is not None:
+            q += " WHERE kind = ?"
+            params = (kind,)
+        rows = self.db.execute(q + " ORDER BY seq", params).fetchall()
+        return [(s, t, k, p, json.loads(d) if d else None) for s, t, k, p, d in rows]
