@@ -337,3 +337,16 @@ def test_population_sample_borrows_and_validates():
     cells = GridCells(SPECS)
     with pytest.raises(ValueError, match="lambda: cells"):
         Population(lambda: cells, n_islands=2)
+
+
+def test_migration_survives_a_migrant_displaced_earlier_in_the_same_round() -> None:
+    """Regression: island 0's migrant can evict island 1's own migrant from its only cell."""
+    from evo.population import GridCells, Population
+    from evo.task import DescriptorSpec
+
+    specs = [DescriptorSpec("x", 0.0, 1.0, 1)]
+    pop = Population(lambda: GridCells(specs), n_islands=2, migration_interval=2, migrants=1)
+    pop.admit("weak", 1, 1.0, [0.5])
+    pop.admit("strong", 0, 2.0, [0.5])  # migration: strong -> island 1 evicts weak, weak -> island 0
+    assert pop.islands[1].elite_ids() == ["strong"]
+    assert ("strong", 0, 1) in pop.last_migrations

@@ -96,13 +96,14 @@ class Population:
     def _migrate(self) -> None:
         """Ring migration: O(migrants * islands), never a scan of the population."""
         n = len(self.islands)
+        # Snapshot score and descriptors first: an earlier move of this round may displace a
+        # later migrant from its last cell, which forgets its info.
         moves = [
-            (pid, src, (src + 1) % n)
+            (pid, src, (src + 1) % n, self._elite_info[pid])
             for src, cells in enumerate(self.islands)
             for pid, _ in cells.top(self.migrants)
         ]
-        for pid, src, dst in moves:
-            score, descriptors = self._elite_info[pid]
+        for pid, src, dst, (score, descriptors) in moves:
             if self._add(self.islands[dst], pid, score, descriptors).admitted:
                 self.last_migrations.append((pid, src, dst))
 

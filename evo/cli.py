@@ -1,0 +1,210 @@
+"""The `evo` command. Errors a user can cause print one line and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from evo.errors import EvoError
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _status_table(stats: Any, metric: str, orient: Any) -> Table:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    best = "-" if stats.best_score is None else f"{orient(stats.best_score):.6g}"
+    seed = "-" if stats.seed_score is None else f"{orient(stats.seed_score):.6g}"
+    table.add_row("evaluations", f"{stats.done} / {stats.budget}")
+    table.add_row(f"best {metric}", f"{best}   (seed {seed})")
+    table.add_row("archive coverage", f"{stats.coverage:.1%}")
+    table.add_row("QD-score", f"{stats.qd_score:.4g}")
+    table.add_row("evaluations / min", f"{stats.evals_per_minute:.1f}")
+    fails = ", ".join(f"{k} {v}" for k, v in stats.failures.most_common()) or "none"
+    table.add_row("failures", fails)
+    return table
+
+
+def _run_engine(engine: Any, quiet: bool) -> None:
+    task = engine.task
+    metric = task.config.metric
+
+    def orient(score: float) -> float:
+        return task.orient(score)  # orient is its own inverse
+
+    if quiet or not console.is_terminal:
+        last = [0.0]
+
+        def tick(stats: Any) -> None:
+            if time.monotonic() - last[0] >= 5 or stats.done >= stats.budget:
+                last[0] = time.monotonic()
+                best = "-" if stats.best_score is None else f"{orient(stats.best_score):.6g}"
+                console.print(f"[{stats.done}/{stats.budget}] best {metric} {best}, coverage {stats.coverage:.1%}, "
+                              f"{stats.evals_per_minute:.0f} evals/min", highlight=False)
+
+        stats = engine.run(on_tick=None if quiet else tick)
+    else:
+        with Live(_status_table(engine.stats, metric, orient), console=console, refresh_per_second=4) as live:
+            stats = engine.run(on_tick=lambda s: live.update(_status_table(s, metric, orient)))
+    out.print(_status_table(stats, metric, orient))
+    reason = "budget spent" if stats.done >= stats.budget else "stopped early: `evo resume` continues it"
+    out.print(f"run directory: {engine.run_dir}  ({reason})", highlight=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="evo")
+def cli() -> None:
+    """evo: open-ended evolutionary search over programs.
+
+    \b
+    Start a search:     evo run math/circle_packing_26 --run-dir runs/cp26 --budget 600
+    Continue it:        evo resume runs/cp26
+    Look at it:         evo show runs/cp26
+    List tasks:         evo tasks
+    """
+
+
+@cli.command()
+@click.argument("task")
+@click.option("--run-dir", required=True, type=click.Path(path_type=Path), help="Directory for the run (evo.db).")
+@click.option("--budget", type=int, help="Finished evaluations in all, seeds included (default 200).")
+@click.option("--workers", type=int, help="Evaluations at once (default 2).")
+@click.option("--time-limit", type=float, help="Stop this invocation after this many seconds.")
+@click.option("--seed", type=int, help="Random seed of the run (default 0).")
+@click.option("--islands", type=int, help="Number of islands (default 2).")
+@click.option("--cells", type=click.Choice(["grid", "embedding"]), help="Grid over task descriptors, or "
+              "CVT cells over code embeddings (PCA fitted on the seeds).")
+@click.option("--embedder", type=click.Choice(["ngram", "minilm"]), help="Code embedding for novelty (default ngram).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with run options.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def run(task: str, run_dir: Path, config_file: Path | None, quiet: bool, **options: Any) -> None:
+    """Start a search on TASK (see `evo tasks`), writing everything to RUN_DIR/evo.db."""
+    from evo.config import RunConfig
+    from evo.engine import Engine
+
+    base = RunConfig.from_toml(config_file).to_dict() if config_file else {}
+    mapping = {"time_limit": "time_limit_s"}
+    given = {mapping.get(k, k): v for k, v in options.items() if v is not None}
+    config = RunConfig.from_dict({**base, **given, "task": task})
+    engine = Engine.create(run_dir, config)
+    console.print(f"evo run: {engine.task.name}, budget {config.budget}, {config.workers} workers, "
+                  f"{config.islands} islands, cells {config.cells}", highlight=False)
+    _run_engine(engine, quiet)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--budget", type=int, help="New total budget (finished evaluations).")
+@click.option("--workers", type=int, help="Evaluations at once.")
+@click.option("--time-limit", type=float, help="Stop this invocation after this many seconds.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def resume(run_dir: Path, budget: int | None, workers: int | None, time_limit: float | None, quiet: bool) -> None:
+    """Continue the run in RUN_DIR after a stop, a crash or kill -9; nothing is lost or counted twice."""
+    from evo.engine import Engine
+
+    engine = Engine.open(run_dir, {"budget": budget, "workers": workers, "time_limit_s": time_limit})
+    console.print(f"evo resume: {engine.task.name}, {engine.stats.done}/{engine.config.budget} evaluations done",
+                  highlight=False)
+    _run_engine(engine, quiet)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--top", default=5, show_default=True, help="How many best programs to list.")
+@click.option("--source", "show_source", is_flag=True, help="Print the best program's source.")
+def show(run_dir: Path, top: int, show_source: bool) -> None:
+    """Best programs and the archive of the run in RUN_DIR."""
+    from evo.report.summary import run_summary
+
+    summary = run_summary(run_dir, top=top)
+    out.print(summary.header, highlight=False)
+    out.print(summary.best_table)
+    out.print(summary.archive_table)
+    if show_source and summary.best_source is not None:
+        out.print(summary.best_source, markup=False, highlight=False)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True)
+@click.option("--out", "out_path", type=click.Path(path_type=Path), help="Output file (default RUN_DIR/programs.<fmt>).")
+def export(run_dir: Path, fmt: str, out_path: Path | None) -> None:
+    """Write every program of the run (source, lineage, scores, state) to JSONL or Parquet."""
+    from evo.store.export import export_programs
+
+    path = out_path or Path(run_dir) / f"programs.{fmt}"
+    n = export_programs(run_dir, path, fmt)
+    out.print(f"wrote {n} programs to {path}", highlight=False)
+
+
+@cli.command(name="eval")
+@click.argument("task")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def eval_(task: str, file: Path, as_json: bool) -> None:
+    """Evaluate one program FILE on TASK in the sandbox and print the result."""
+    from evo.eval.backends.local import evaluate_in_sandbox
+    from evo.program import Program
+    from evo.task import load_task
+
+    t = load_task(task)
+    try:
+        source = Path(file).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise EvoError(f"cannot read {file}: {getattr(e, 'strerror', None) or e}") from e
+    with tempfile.TemporaryDirectory(prefix="evo-eval-") as scratch:
+        result = evaluate_in_sandbox(t, Program(source=source), Path(scratch))
+    value = result.metrics.get(t.config.metric)
+    if as_json:
+        out.print_json(json.dumps({"task": t.name, "ok": result.ok, "metric": t.config.metric, "value": value,
+                                   "metrics": result.metrics, "failure": result.failure, "error": result.error,
+                                   "seconds": round(result.wall_s, 3)}))
+    elif result.ok:
+        out.print(f"{t.name}: {t.config.metric} = {value:.10g}  ({result.wall_s:.2f} s)", highlight=False)
+        for k, v in result.metrics.items():
+            out.print(f"  {k}: {v:.6g}", highlight=False)
+    else:
+        out.print(f"{t.name}: FAILED ({result.failure}): {result.error}", highlight=False)
+    if not result.ok:
+        sys.exit(1)
+
+
+@cli.command()
+def tasks() -> None:
+    """List the tasks evo knows, with their objective and best published values."""
+    from evo.task import list_tasks, load_task
+
+    table = Table("task", "objective", "metric", "best known")
+    for name in list_tasks():
+        t = load_task(name)
+        best = ", ".join(f"{k} {v:g}" for k, v in t.config.best_known.items())
+        table.add_row(name, t.config.objective, t.config.metric, best)
+    out.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `evo` command."""
+    try:
+        code = cli.main(args=argv, standalone_mode=False)
+    except EvoError as e:
+        console.print(f"error: {e}", highlight=False, markup=False)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        console.print("interrupted: `evo resume RUN_DIR` continues the run")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,77 @@
+"""`RunConfig`: every option of a run, with a default; read from TOML, stored with the run."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evo.errors import EvoError
+from evo.operators import DEFAULT_WEIGHTS
+
+
+@dataclass
+class RunConfig:
+    """Options of one run. `budget` counts finished evaluations (seeds included)."""
+
+    task: str = "math/circle_packing_26"
+    budget: int = 200
+    time_limit_s: float | None = None  # wall-clock limit of one invocation (run or resume)
+    workers: int = 2
+    seed: int = 0
+    islands: int = 2
+    migration_interval: int = 50
+    migrants: int = 2
+    cells: str = "grid"  # "grid": task descriptors; "embedding": PCA of code embeddings + CVT
+    embedding_cells: int = 64
+    embedding_dims: int = 2
+    embedder: str = "ngram"  # "ngram" (light default) | "minilm"
+    duplicate_threshold: float = 0.9999  # cosine; n-gram vectors of a one-literal change sit near 0.999
+    novelty_k: int = 10
+    exploit_ratio: float = 0.7
+    explore_ratio: float = 0.2
+    n_inspirations: int = 3
+    qd_offset: float = 0.0
+    max_consecutive_rejections: int = 2000
+    operators: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.budget >= 1, "budget must be >= 1 (finished evaluations)"),
+            (self.workers >= 1, "workers must be >= 1"),
+            (self.islands >= 1, "islands must be >= 1"),
+            (self.migration_interval >= 1, "migration_interval must be >= 1"),
+            (self.cells in ("grid", "embedding"), f"cells must be 'grid' or 'embedding', not {self.cells!r}"),
+            (0.0 < self.duplicate_threshold <= 1.0, "duplicate_threshold must be in (0, 1]"),
+            (self.time_limit_s is None or self.time_limit_s > 0, "time_limit_s must be > 0"),
+            (self.embedding_cells >= 2, "embedding_cells must be >= 2"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise EvoError(f"bad run config: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise EvoError(f"{source}: unknown option(s) {', '.join(unknown)}. Known: {', '.join(sorted(known))}")
+        try:
+            return cls(**raw)
+        except TypeError as e:
+            raise EvoError(f"{source}: {e}") from e
+
+    @classmethod
+    def from_toml(cls, path: Path) -> RunConfig:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except OSError as e:
+            raise EvoError(f"cannot read config {path}: {e.strerror}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise EvoError(f"config {path} is not valid TOML: {e}") from e
+        return cls.from_dict(raw, source=str(path))

@@ -1,0 +1,463 @@
+"""The loop: sample, propose, screen, evaluate, admit, record. Steady-state, asynchronous.
+
+One producer coroutine makes children (sample parents, call an operator, screen: parse and
+near-duplicate check, store) and queues them; `workers` evaluation coroutines take children
+from the queue, await the evaluator (sandboxed processes), commit the result, then admit it.
+Proposals, evaluations and admissions overlap; there is no generation barrier.
+
+Invariants:
+- a slot of the budget is reserved when a child is queued; the run ends with exactly
+  `budget` finished evaluations, however often it was stopped and resumed;
+- a finished evaluation is committed to the store before the population sees it;
+- the population and the novelty index are pure functions of the store: `Engine.open`
+  rebuilds them by replaying it (programs proposed but never evaluated are queued again).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import signal
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evo.config import RunConfig
+from evo.embed import make_embedder
+from evo.errors import EvoError, OperatorError
+from evo.eval.backends.base import EvalResult, Evaluator
+from evo.operators import Operator, ProposalRequest, build_operators
+from evo.population import Cells, CVTCells, EmbeddingCellSpace, GridCells, Population, SamplingConfig
+from evo.population.novelty import NoveltyArchive
+from evo.program import Program, Status
+from evo.store import DB_NAME, Store
+from evo.task import Task, load_task
+
+_CACHE_SIZE = 20000
+
+
+@dataclass
+class RunStats:
+    """Live figures of a run, for the progress display and the final summary."""
+
+    budget: int
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    done_at_start: int = 0
+    proposals: int = 0
+    failures: Counter = field(default_factory=Counter)  # failed evaluations and rejections by reason
+    seed_score: float | None = None
+    best_score: float | None = None
+    best_id: str | None = None
+    coverage: float = 0.0
+    qd_score: float = 0.0
+
+    @property
+    def evals_per_minute(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return 60.0 * (self.done - self.done_at_start) / elapsed if elapsed > 0 else 0.0
+
+
+class Engine:
+    """A run: its store, task, population and evaluator. Build with `create` or `open`, then `run`."""
+
+    def __init__(self, run_dir: Path, store: Store, task: Task, config: RunConfig, evaluator: Evaluator | None):
+        self.run_dir = Path(run_dir)
+        self.store = store
+        self.task = task
+        self.config = config
+        if evaluator is None:
+            from evo.eval.backends.local import LocalEvaluator
+
+            evaluator = LocalEvaluator(task, config.workers, self.run_dir / "scratch")
+        self.evaluator = evaluator
+        self.embedder = make_embedder(config.embedder)
+        self.operators: list[tuple[Operator, float]] = build_operators(config.operators)
+        weights = np.array([w for _, w in self.operators], dtype=float)
+        self._op_probs = weights / weights.sum()
+        self.novelty = NoveltyArchive(self.embedder.dim, k=config.novelty_k,
+                                      duplicate_threshold=config.duplicate_threshold)
+        self.cell_space: EmbeddingCellSpace | None = None
+        if config.cells == "embedding":
+            self.cell_space = EmbeddingCellSpace.from_dict(store.get_meta("cell_space"))
+        self.population = new_population(task, config, self.cell_space)
+        self.stats = RunStats(budget=config.budget)
+        self.rng = np.random.default_rng([config.seed, store.count_events()])
+        self._cache: OrderedDict[str, Program] = OrderedDict()
+        self._stopping = False
+        self._stop_reason = ""
+        self._reserved = 0  # finished + queued + being evaluated
+        self._admitted: asyncio.Event | None = None  # created inside the event loop
+        self._rebuild()
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def create(cls, run_dir: Path, config: RunConfig, evaluator: Evaluator | None = None) -> Engine:
+        """Start a new run in `run_dir`: store the config and the task's seeds."""
+        run_dir = Path(run_dir)
+        task = load_task(config.task)
+        if (run_dir / DB_NAME).exists():
+            other = Store.in_dir(run_dir, readonly=True).get_meta("task")
+            if other != task.name:
+                raise EvoError(f"{run_dir} holds a run of task {other!r}, not {task.name!r}: choose another --run-dir")
+            raise EvoError(f"{run_dir} already holds a run of {task.name}: continue it with `evo resume {run_dir}`"
+                           " or choose another --run-dir")
+        seeds = task.seeds()
+        store = Store.in_dir(run_dir)
+        config = RunConfig.from_dict({**config.to_dict(), "task": task.name})
+        store.set_meta("task", task.name)
+        store.set_meta("config", config.to_dict())
+        store.set_meta("created", time.time())
+        if config.cells == "embedding":
+            store.set_meta("cell_space", _fit_cell_space(seeds, config).to_dict())
+        embedder = make_embedder(config.embedder)
+        for i, seed in enumerate(seeds):
+            seed.island = i % config.islands
+            store.add_program(seed, embedder.embed([seed.text])[0],
+                              events=[("proposed", {"operator": "seed", "island": seed.island})])
+        store.log("run_created", {"config": config.to_dict()})
+        return cls(run_dir, store, task, config, evaluator)
+
+    @classmethod
+    def open(cls, run_dir: Path, overrides: dict[str, Any] | None = None,
+             evaluator: Evaluator | None = None) -> Engine:
+        """Reopen a run to continue it; `overrides` may change budget, workers, time limit."""
+        run_dir = Path(run_dir)
+        if not (run_dir / DB_NAME).is_file():
+            raise EvoError(f"{run_dir} is not an evo run directory (no {DB_NAME}); start one with `evo run`")
+        store = Store.in_dir(run_dir)
+        raw = store.get_meta("config")
+        if raw is None:
+            raise EvoError(f"{run_dir / DB_NAME} has no run config: was the run created by `evo run`?")
+        allowed = {"budget", "workers", "time_limit_s"}
+        bad = set(overrides or {}) - allowed
+        if bad:
+            raise EvoError(f"resume can change only {', '.join(sorted(allowed))}, not {', '.join(sorted(bad))}")
+        config = RunConfig.from_dict({**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}})
+        store.set_meta("config", config.to_dict())
+        return cls(run_dir, store, load_task(config.task), config, evaluator)
+
+    def _rebuild(self) -> None:
+        """Replay the store into the novelty index and the population."""
+        for ids, vectors in self.store.iter_embeddings(self.embedder.dim):
+            self.novelty.add_batch(ids, vectors)
+        self.stats.done = replay_evaluations(self.store, self.population)
+        self.stats.done_at_start = self.stats.done
+        self.stats.failures.update(self.store.failure_counts())
+        self._refresh_stats()
+        seeds = [p for p in self.store.best_programs(limit=1_000) if p.operator == "seed"]
+        if seeds:
+            self.stats.seed_score = seeds[0].score
+
+    def _refresh_stats(self) -> None:
+        best = self.population.best()
+        if best is not None:
+            self.stats.best_id, self.stats.best_score = best
+        self.stats.coverage = self.population.coverage
+        self.stats.qd_score = self.population.qd_score
+
+    def program(self, program_id: str) -> Program:
+        """A program by id, from the cache or the store."""
+        p = self._cache.get(program_id)
+        if p is None:
+            p = self.store.get_program(program_id)
+            self._cache[program_id] = p
+            if len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return p
+
+    # -- proposing ----------------------------------------------------------------------
+    async def propose(self) -> list[Program]:
+        """One operator call: sample parents, make children, screen them, store them."""
+        op_index = int(self.rng.choice(len(self.operators), p=self._op_probs))
+        op = self.operators[op_index][0]
+        island = int(self.rng.integers(self.config.islands))
+        parent_ids, inspiration_ids = self.population.sample(island, self.rng, n_parents=op.arity)
+        if not parent_ids:
+            return []
+        parents = [self.program(pid) for pid in parent_ids]
+        request = ProposalRequest(parents=parents, inspirations=[self.program(i) for i in inspiration_ids],
+                                  rng=self.rng, task_prompt="",
+                                  feedback=[p.error for p in parents if p.error])
+        start = time.perf_counter()
+        call = {"operator": op.name, "parents": parent_ids, "island": island}
+        try:
+            proposals = await op.propose(request)
+        except OperatorError as e:
+            self._reject(None, "operator_error", str(e), call)
+            return []
+        call["seconds"] = round(time.perf_counter() - start, 6)
+        children = []
+        for prop in proposals:
+            child = Program(source=prop.source, parents=tuple(prop.parents), operator=prop.operator,
+                            island=island, meta=dict(prop.meta))
+            accepted = self._screen(child, call)
+            if accepted:
+                children.append(child)
+        return children
+
+    def _screen(self, child: Program, call: dict[str, Any]) -> bool:
+        self.stats.proposals += 1
+        try:
+            ast.parse(child.text)
+        except SyntaxError as e:
+            self._reject(child, "parse_error", f"line {e.lineno}: {e.msg}", call)
+            return False
+        vector = self.embedder.embed([child.text])[0]
+        duplicate, nearest, similarity = self.novelty.is_near_duplicate(vector)
+        if duplicate:
+            self._reject(child, "near_duplicate", f"cosine {similarity:.4f} to {nearest}", call)
+            return False
+        if self.cell_space is not None:
+            child.descriptors = tuple(float(x) for x in self.cell_space.project(vector[None, :])[0])
+        self.store.add_program(child, vector, events=[("operator_call", call),
+                                                      ("proposed", {"operator": child.operator})])
+        self.novelty.add(child.id, vector)
+        self._cache[child.id] = child
+        return True
+
+    def _reject(self, child: Program | None, kind: str, reason: str, call: dict[str, Any]) -> None:
+        self.stats.failures[kind] += 1
+        data = {"reason_kind": kind, "reason": reason}
+        if child is None:
+            self.store.log("operator_failed", {**call, **data})
+            return
+        child.status = Status.REJECTED
+        child.error = reason
+        self.store.add_program(child, None, events=[("operator_call", call), ("rejected", data)])
+
+    # -- evaluating and admitting ---------------------------------------------------------
+    def record(self, program: Program, result: EvalResult) -> None:
+        """Commit one finished evaluation, then admit it: in that order, always."""
+        program.status = Status.EVALUATED if result.ok else Status.FAILED
+        program.score = result.score
+        program.metrics = result.metrics
+        program.error = result.error
+        if self.cell_space is None:
+            program.descriptors = result.descriptors
+        data: dict[str, Any] = {"ok": result.ok, "score": result.score, "wall_s": round(result.wall_s, 4)}
+        if not result.ok:
+            data.update(reason_kind=result.failure or "failed", reason=result.error)
+        admission = None
+        decision = None
+        if result.ok and result.score is not None:
+            decision = self.population.decide(program.id, program.island, result.score, program.descriptors)
+            data["admission"] = decision.status
+            if decision.status != "rejected":
+                admission = {"cell": decision.cell, "status": decision.status, "island": program.island,
+                             "previous": decision.previous, "previous_score": decision.previous_score}
+        if not self.store.record_evaluation(program, data, admission):
+            return  # already recorded: never count twice
+        self.stats.done += 1
+        if not result.ok:
+            self.stats.failures[result.failure or "failed"] += 1
+        if decision is not None and result.score is not None:
+            self.population.admit(program.id, program.island, result.score, program.descriptors)
+            if self.population.last_migrations:
+                self.store.log("migration", {"moves": self.population.last_migrations})
+            if program.operator == "seed" and (self.stats.seed_score is None or result.score > self.stats.seed_score):
+                self.stats.seed_score = result.score
+            self._refresh_stats()
+            if self._admitted is not None:
+                self._admitted.set()
+
+    async def _producer(self, queue: asyncio.Queue[Program | None]) -> None:
+        budget = self.config.budget
+        for program in self.store.pending_programs():
+            if self._stopping or self._reserved >= budget:
+                break
+            self._reserved += 1
+            await queue.put(program)
+        rejections = 0
+        while not self._stopping and self._reserved < budget:
+            if self.population.num_elites == 0:
+                if self._reserved == self.stats.done and queue.empty():
+                    raise EvoError("no valid program to mutate: every seed failed its evaluation. "
+                                   f"Failures so far: {dict(self.stats.failures)}. Check with `evo eval`.")
+                assert self._admitted is not None
+                self._admitted.clear()
+                try:
+                    await asyncio.wait_for(self._admitted.wait(), timeout=0.2)
+                except TimeoutError:
+                    pass
+                continue
+            children = await self.propose()
+            if not children:
+                rejections += 1
+                if rejections >= self.config.max_consecutive_rejections:
+                    raise EvoError(f"{rejections} proposals in a row were rejected "
+                                   f"({dict(self.stats.failures)}): the operators cannot make new programs "
+                                   "from this population; try other operators or a lower duplicate_threshold")
+                if rejections % 50 == 0:
+                    await asyncio.sleep(0)
+                continue
+            rejections = 0
+            for child in children:
+                if self._reserved >= budget:
+                    break  # stays `proposed` in the store; a resume with a bigger budget evaluates it
+                self._reserved += 1
+                await queue.put(child)
+
+    async def _worker(self, queue: asyncio.Queue[Program | None]) -> None:
+        while True:
+            program = await queue.get()
+            if program is None or self._stopping:
+                return
+            result = await self.evaluator.evaluate(program)
+            self.record(program, result)
+
+    def request_stop(self, reason: str = "stopped") -> None:
+        """Stop making children; evaluations already running finish and are recorded."""
+        if not self._stopping:
+            self._stopping = True
+            self._stop_reason = reason
+
+    async def run_async(self, on_tick: Callable[[RunStats], None] | None = None) -> RunStats:
+        """Run until the budget is spent, the time limit passes, or `request_stop` is called."""
+        self._admitted = asyncio.Event()
+        self._reserved = self.stats.done
+        self.stats.started = time.monotonic()
+        self.store.log("run_started", {"done": self.stats.done, "budget": self.config.budget})
+        queue: asyncio.Queue[Program | None] = asyncio.Queue(maxsize=self.config.workers)
+        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.config.workers)]
+        producer = asyncio.create_task(self._producer(queue))
+        deadline = None if self.config.time_limit_s is None else time.monotonic() + self.config.time_limit_s
+        finishing = False  # producer done: workers empty the queue, then stop
+        try:
+            while any(not w.done() for w in workers):
+                pending = [w for w in workers if not w.done()] + ([] if producer.done() else [producer])
+                await asyncio.wait(pending, timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
+                failed = [t for t in [producer, *workers] if t.done() and not t.cancelled() and t.exception()]
+                if failed:
+                    self.request_stop("error")
+                    producer.cancel()
+                    await self._drain(workers, queue)
+                    raise failed[0].exception()  # type: ignore[misc]
+                if deadline is not None and time.monotonic() > deadline:
+                    self.request_stop("time limit")
+                if on_tick is not None:
+                    on_tick(self.stats)
+                if self._stopping:
+                    producer.cancel()
+                    await self._drain(workers, queue)
+                    break
+                if producer.done() and not finishing:
+                    finishing = True
+                    for _ in workers:
+                        await queue.put(None)
+        finally:
+            if not producer.done():
+                producer.cancel()
+            reason = self._stop_reason or ("budget spent" if self.stats.done >= self.config.budget else "stopped")
+            self.store.log("run_stopped", {"reason": reason, "done": self.stats.done})
+        if on_tick is not None:
+            on_tick(self.stats)
+        return self.stats
+
+    async def _drain(self, workers: list[asyncio.Task[None]], queue: asyncio.Queue[Program | None]) -> None:
+        # Workers finish the evaluation in hand (bounded by the task's timeout); queued
+        # children stay `proposed` in the store and are evaluated on resume.
+        while not queue.empty():
+            queue.get_nowait()
+        for _ in workers:
+            try:
+                queue.put_nowait(None)
+            except asyncio.QueueFull:
+                break
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    def run(self, on_tick: Callable[[RunStats], None] | None = None) -> RunStats:
+        """Run with Ctrl-C (SIGINT) and SIGTERM mapped to a clean stop; a second Ctrl-C aborts."""
+
+        async def main() -> RunStats:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._on_signal)
+            try:
+                return await self.run_async(on_tick)
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+
+        try:
+            stats = asyncio.run(main())
+        except KeyboardInterrupt:
+            # Abandoned evaluations die at their own deadline inside the sandbox; their
+            # programs stay `proposed` and are evaluated again on resume.
+            self.store.close()
+            raise
+        self.close()
+        return stats
+
+    def _on_signal(self) -> None:
+        if self._stopping:
+            raise KeyboardInterrupt  # second signal: abandon running evaluations; resume redoes them
+        self.request_stop("interrupted")
+
+    def close(self) -> None:
+        self.evaluator.close()
+        self.store.close()
+
+
+def new_population(task: Task, config: RunConfig, cell_space: EmbeddingCellSpace | None) -> Population:
+    """An empty population with the run's cells: the task's descriptor grid, or frozen CVT cells."""
+    if cell_space is not None:
+        centroids = cell_space.centroids
+
+        def make_cells() -> Cells:
+            return CVTCells(centroids, qd_offset=config.qd_offset)
+    else:
+        specs = task.config.descriptors
+
+        def make_cells() -> Cells:
+            return GridCells(specs, qd_offset=config.qd_offset)
+
+    sampling = SamplingConfig(exploit_ratio=config.exploit_ratio, explore_ratio=config.explore_ratio,
+                              n_inspirations=config.n_inspirations)
+    return Population(make_cells, n_islands=config.islands, migration_interval=config.migration_interval,
+                      migrants=config.migrants, sampling=sampling)
+
+
+def replay_evaluations(store: Store, population: Population) -> int:
+    """Admit every valid evaluation of the store, in commit order; returns how many evaluations."""
+    done = 0
+    for rec in store.iter_evaluations():
+        done += 1
+        if rec.status == Status.EVALUATED and rec.score is not None:
+            population.admit(rec.program_id, rec.island, rec.score, rec.descriptors)
+    return done
+
+
+def rebuild_population(store: Store, task: Task, config: RunConfig) -> Population:
+    """The population of a stored run, exactly as the live engine held it."""
+    raw = store.get_meta("cell_space")
+    space = EmbeddingCellSpace.from_dict(raw) if config.cells == "embedding" and raw else None
+    population = new_population(task, config, space)
+    replay_evaluations(store, population)
+    return population
+
+
+def _fit_cell_space(seeds: list[Program], config: RunConfig) -> EmbeddingCellSpace:
+    """Embedding-defined cells: PCA fitted on the seeds and a few of their mutants, frozen for the run."""
+    embedder = make_embedder(config.embedder)
+    rng = np.random.default_rng(config.seed)
+    texts = [s.text for s in seeds]
+    ops = [op for op, _ in build_operators(config.operators) if op.arity == 1]
+    for _ in range(64):
+        if not ops:
+            break
+        op = ops[int(rng.integers(len(ops)))]
+        parent = seeds[int(rng.integers(len(seeds)))]
+        try:
+            proposals = asyncio.run(op.propose(ProposalRequest(parents=[parent], rng=rng)))
+        except OperatorError:
+            continue
+        texts.extend(p.source if isinstance(p.source, str) else "" for p in proposals)
+    vectors = embedder.embed(texts)
+    return EmbeddingCellSpace.fit(vectors, n_dims=config.embedding_dims, n_cells=config.embedding_cells,
+                                  seed=config.seed)

@@ -1,0 +1,64 @@
+"""What `evo show` prints: the run's state, its best programs and its archive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+
+from evo.errors import EvoError
+from evo.store import Store
+from evo.task import load_task
+
+
+@dataclass
+class RunSummary:
+    header: str
+    best_table: Table
+    archive_table: Table
+    best_source: str | None
+    evaluations: int
+    best_value: float | None
+    coverage: float
+
+
+def run_summary(run_dir: Path, top: int = 5) -> RunSummary:
+    """Read the run in `run_dir` (rebuilding its archive from the store) and summarise it."""
+    from evo.config import RunConfig
+    from evo.engine import rebuild_population
+
+    store = Store.in_dir(run_dir, readonly=True)
+    try:
+        raw = store.get_meta("config")
+        if raw is None:
+            raise EvoError(f"{run_dir} has no run config: was it created by `evo run`?")
+        config = RunConfig.from_dict(raw)
+        task = load_task(config.task)
+        done = store.count_evaluations()
+        counts = store.event_counts()
+        population = rebuild_population(store, task, config)
+        best = store.best_programs(limit=top)
+        metric = task.config.metric
+        header = (f"run {run_dir}: task {task.name}, {done}/{config.budget} evaluations, "
+                  f"{counts.get('proposed', 0)} proposals accepted, {counts.get('rejected', 0)} rejected, "
+                  f"{counts.get('operator_failed', 0)} operator failures")
+        best_table = Table(title="best programs", title_justify="left")
+        for col in ("rank", "id", metric, "operator", "island", "parents"):
+            best_table.add_column(col)
+        for i, p in enumerate(best, 1):
+            value = p.metrics.get(metric)
+            best_table.add_row(str(i), p.id[:12], "-" if value is None else f"{value:.10g}", p.operator,
+                               str(p.island), ",".join(x[:8] for x in p.parents))
+        archive = Table(title=f"archive ({config.cells} cells)", title_justify="left")
+        for col in ("island", "elites", "coverage", "QD-score", f"best {metric}"):
+            archive.add_column(col)
+        for i, cells in enumerate(population.islands):
+            b = cells.best()
+            archive.add_row(str(i), str(cells.num_elites), f"{cells.coverage:.1%}", f"{cells.qd_score:.4g}",
+                            "-" if b is None else f"{task.orient(b[1]):.10g}")
+        best_value = best[0].metrics.get(metric) if best else None
+        return RunSummary(header, best_table, archive, best[0].text if best else None, done, best_value,
+                          population.coverage)
+    finally:
+        store.close()
