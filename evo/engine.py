@@ -109,7 +109,9 @@ class Engine:
                            " or choose another --run-dir")
         seeds = task.seeds()
         store = Store.in_dir(run_dir)
-        config = RunConfig.from_dict({**config.to_dict(), "task": task.name})
+        # A task given by folder path stays a path (resolved), so that resume finds it again.
+        task_ref = str(task.root) if (Path(config.task) / "task.toml").is_file() else task.name
+        config = RunConfig.from_dict({**config.to_dict(), "task": task_ref})
         store.set_meta("task", task.name)
         store.set_meta("config", config.to_dict())
         store.set_meta("created", time.time())
@@ -214,12 +216,16 @@ class Engine:
             self._reject(child, "near_duplicate", f"cosine {similarity:.4f} to {nearest}", call)
             return False
         if self.cell_space is not None:
-            child.descriptors = tuple(float(x) for x in self.cell_space.project(vector[None, :])[0])
+            child.descriptors = self._embedding_descriptors(vector)
         self.store.add_program(child, vector, events=[("operator_call", call),
                                                       ("proposed", {"operator": child.operator})])
         self.novelty.add(child.id, vector)
         self._cache[child.id] = child
         return True
+
+    def _embedding_descriptors(self, vector: np.ndarray) -> tuple[float, ...]:
+        assert self.cell_space is not None
+        return tuple(float(x) for x in self.cell_space.project(vector[None, :])[0])
 
     def _reject(self, child: Program | None, kind: str, reason: str, call: dict[str, Any]) -> None:
         self.stats.failures[kind] += 1
@@ -240,6 +246,8 @@ class Engine:
         program.error = result.error
         if self.cell_space is None:
             program.descriptors = result.descriptors
+        elif not program.descriptors:  # seeds and programs reloaded on resume
+            program.descriptors = self._embedding_descriptors(self.embedder.embed([program.text])[0])
         data: dict[str, Any] = {"ok": result.ok, "score": result.score, "wall_s": round(result.wall_s, 4)}
         if not result.ok:
             data.update(reason_kind=result.failure or "failed", reason=result.error)

@@ -145,7 +145,14 @@ class Task:
         paths = self.seed_paths()
         if not paths:
             raise EvoError(f"task {self.name} has no seed.py or seeds/*.py in {self.root}")
-        return [Program(source=p.read_text(), operator="seed", meta={"seed_file": p.name}) for p in paths]
+        seeds = []
+        for p in paths:
+            try:
+                text = p.read_text()
+            except (OSError, UnicodeDecodeError) as e:
+                raise EvoError(f"cannot read seed {p}: {getattr(e, 'strerror', None) or e}") from e
+            seeds.append(Program(source=text, operator="seed", meta={"seed_file": p.name}))
+        return seeds
 
     def prompt(self) -> str:
         p = self.root / "prompt.md"

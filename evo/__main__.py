@@ -1,0 +1,5 @@
+"""`python -m evo` is the `evo` command."""
+
+from evo.cli import main
+
+main()
