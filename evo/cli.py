@@ -16,8 +16,10 @@ from rich.table import Table
 
 from evo.errors import EvoError
 
-console = Console(stderr=True)
-out = Console()
+# Piped output (logs, CI, tests) gets a wide page instead of rich's 80 columns, so that paths
+# and tables are not folded or cut.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 200, soft_wrap=True)
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _status_table(stats: Any, metric: str, orient: Any) -> Table:

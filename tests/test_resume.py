@@ -67,3 +67,36 @@ def test_kill_9_at_five_random_points_then_resume(tmp_path: Path) -> None:
         pending = con.execute("SELECT COUNT(*) FROM programs WHERE status = 'proposed'").fetchone()[0]
     assert pending == 0
     assert len(set(seen)) >= 3, f"kills landed at {seen}: not spread over the run (seed {seed})"
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
+    import signal
+
+    run_dir = tmp_path / "run"
+    db = run_dir / "evo.db"
+    proc = _evo("run", TASK, "--run-dir", str(run_dir), "--budget", "30", "--workers", "2")
+    deadline = time.monotonic() + 120
+    while _evaluations(db) < 8 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0, proc.stderr.read().decode() if proc.stderr else ""
+    stopped_at = _check_consistent(db)
+    assert 8 <= stopped_at < 30
+    with sqlite3.connect(db) as con:
+        reason = con.execute("SELECT json_extract(data, '$.reason') FROM events WHERE kind = 'run_stopped'"
+                             " ORDER BY seq DESC LIMIT 1").fetchone()[0]
+    assert reason == "interrupted"
+    assert _evo("resume", str(run_dir)).wait(timeout=300) == 0
+    assert _check_consistent(db) == 30
+
+
+def test_time_limit_stops_the_invocation(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = _evo("run", TASK, "--run-dir", str(run_dir), "--budget", "100000", "--time-limit", "4")
+    assert proc.wait(timeout=120) == 0
+    done = _evaluations(run_dir / "evo.db")
+    assert 0 < done < 100000
+    with sqlite3.connect(run_dir / "evo.db") as con:
+        reason = con.execute("SELECT json_extract(data, '$.reason') FROM events WHERE kind = 'run_stopped'"
+                             ).fetchone()[0]
+    assert reason == "time limit"

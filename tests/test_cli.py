@@ -1,0 +1,159 @@
+"""The `evo` command as a user types it: real subprocesses, real run directories."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TOY = str(Path(__file__).parent / "fixtures" / "tasks" / "toy" / "quadratic")
+SEED = ROOT / "tasks" / "math" / "circle_packing_26" / "seed.py"
+
+
+def evo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "evo", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """One clear message, exit code 2, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    text = " ".join((result.stdout + result.stderr).split())
+    assert "Traceback" not in text
+    assert text.startswith("error:"), text
+    for needle in needles:
+        assert needle in text, (needle, text)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    result = evo("run", "math/circle_packing_26", "--run-dir", str(run_dir), "--budget", "20", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "20 / 20" in result.stdout
+    return run_dir
+
+
+def test_tasks_lists_the_math_tasks() -> None:
+    result = evo("tasks")
+    assert result.returncode == 0
+    for name in ("math/circle_packing_26", "math/circle_packing_32", "math/min_max_distance_16"):
+        assert name in result.stdout
+
+
+def test_help_teaches_the_commands() -> None:
+    result = evo("--help")
+    assert result.returncode == 0
+    for command in ("run", "resume", "show", "export", "eval", "tasks"):
+        assert command in result.stdout
+
+
+def test_unknown_task(tmp_path: Path) -> None:
+    result = evo("run", "math/no_such_task", "--run-dir", str(tmp_path / "r"))
+    assert_user_error(result, "unknown task 'math/no_such_task'", "math/circle_packing_26")
+
+
+def test_bad_config_unknown_option(tmp_path: Path) -> None:
+    cfg = tmp_path / "evo.toml"
+    cfg.write_text("budgett = 10\n")
+    result = evo("run", "math/circle_packing_26", "--run-dir", str(tmp_path / "r"), "--config", str(cfg))
+    assert_user_error(result, "unknown option(s) budgett", "Known:")
+
+
+def test_bad_config_not_toml(tmp_path: Path) -> None:
+    cfg = tmp_path / "evo.toml"
+    cfg.write_text("budget = = 3\n")
+    result = evo("run", "math/circle_packing_26", "--run-dir", str(tmp_path / "r"), "--config", str(cfg))
+    assert_user_error(result, "not valid TOML")
+
+
+def test_bad_config_value(tmp_path: Path) -> None:
+    result = evo("run", "math/circle_packing_26", "--run-dir", str(tmp_path / "r"), "--budget", "0")
+    assert_user_error(result, "budget must be >= 1")
+
+
+def test_unknown_operator_in_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "evo.toml"
+    cfg.write_text("[operators]\nconstants = 1.0\nmagic = 2.0\n")
+    result = evo("run", "math/circle_packing_26", "--run-dir", str(tmp_path / "r"), "--config", str(cfg))
+    assert_user_error(result, "magic")
+
+
+def test_unreadable_seed(tmp_path: Path) -> None:
+    task = tmp_path / "tasks" / "toy" / "broken"
+    (task / "seeds").mkdir(parents=True)
+    for name in ("task.toml", "reference.py"):
+        (task / name).write_text((Path(TOY) / name).read_text())
+    (task / "seeds" / "bad.py").write_bytes(b"\xff\xfe not utf-8 \x80")
+    result = evo("run", str(task), "--run-dir", str(tmp_path / "r"))
+    assert_user_error(result, "cannot read seed", "bad.py")
+
+
+def test_run_dir_of_another_task(finished_run: Path) -> None:
+    result = evo("run", "math/circle_packing_32", "--run-dir", str(finished_run))
+    assert_user_error(result, "holds a run of task 'math/circle_packing_26'")
+
+
+def test_run_dir_of_the_same_task_points_to_resume(finished_run: Path) -> None:
+    result = evo("run", "math/circle_packing_26", "--run-dir", str(finished_run))
+    assert_user_error(result, "evo resume")
+
+
+def test_resume_of_a_directory_that_is_no_run(tmp_path: Path) -> None:
+    assert_user_error(evo("resume", str(tmp_path)), "not an evo run directory")
+
+
+def test_show_of_a_directory_that_is_no_run(tmp_path: Path) -> None:
+    assert_user_error(evo("show", str(tmp_path)), "no run store")
+
+
+def test_store_that_is_not_sqlite(tmp_path: Path) -> None:
+    (tmp_path / "evo.db").write_text("this is not a database" * 100)
+    assert_user_error(evo("show", str(tmp_path)), "not an evo store")
+
+
+def test_eval_missing_file() -> None:
+    assert_user_error(evo("eval", "math/circle_packing_26", "/nonexistent/prog.py"), "cannot read")
+
+
+def test_eval_prints_the_seed_score_as_json() -> None:
+    result = evo("eval", "math/circle_packing_26", str(SEED), "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["ok"] and data["metric"] == "sum_radii"
+    assert 2.0 < data["value"] < 2.5
+
+
+def test_eval_of_a_failing_program_exits_1(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("def construct_packing():\n    return [[0.5, 0.5]] * 26, [0.6] * 26\n")
+    result = evo("eval", "math/circle_packing_26", str(bad))
+    assert result.returncode == 1
+    assert "FAILED (invalid)" in result.stdout
+
+
+def test_show_reads_a_finished_run(finished_run: Path) -> None:
+    result = evo("show", str(finished_run), "--source")
+    assert result.returncode == 0, result.stderr
+    assert "20/20 evaluations" in " ".join(result.stdout.split())
+    assert "best programs" in result.stdout and "archive" in result.stdout
+    assert "def construct_packing" in result.stdout
+
+
+def test_export_jsonl_and_parquet(finished_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.jsonl"
+    assert evo("export", str(finished_run), "--out", str(out)).returncode == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sum(r["status"] in ("evaluated", "failed") for r in rows) == 20
+    assert all("source" in r and "parents" in r for r in rows)
+    pq = tmp_path / "p.parquet"
+    assert evo("export", str(finished_run), "--format", "parquet", "--out", str(pq)).returncode == 0
+    import pyarrow.parquet as parquet
+
+    table = parquet.read_table(pq)
+    assert table.num_rows == len(rows)
+    assert set(table.column("id").to_pylist()) == {r["id"] for r in rows}
