@@ -211,14 +211,16 @@ class Engine:
             self._reject(child, "parse_error", f"line {e.lineno}: {e.msg}", call)
             return False
         vector = self.embedder.embed([child.text])[0]
-        duplicate, nearest, similarity = self.novelty.is_near_duplicate(vector)
-        if duplicate:
-            self._reject(child, "near_duplicate", f"cosine {similarity:.4f} to {nearest}", call)
+        seen = self.novelty.assess(vector)
+        if seen.duplicate:
+            self._reject(child, "near_duplicate", f"cosine {seen.similarity:.5f} to {seen.nearest}", call)
             return False
+        child.meta["novelty"] = round(seen.novelty, 6)
         if self.cell_space is not None:
             child.descriptors = self._embedding_descriptors(vector)
         self.store.add_program(child, vector, events=[("operator_call", call),
-                                                      ("proposed", {"operator": child.operator})])
+                                                      ("proposed", {"operator": child.operator,
+                                                                    "novelty": child.meta["novelty"]})])
         self.novelty.add(child.id, vector)
         self._cache[child.id] = child
         return True

@@ -95,6 +95,9 @@ def test_near_duplicates_are_rejected_before_evaluation(tmp_path: Path) -> None:
     assert "cosine" in (engine.store.get_program(child.id).error or "")
     different = Program(source=seed.text.replace("0.9, -0.2", "0.31, 0.29"), parents=(seed.id,), operator="test")
     assert engine._screen(different, {"operator": "test"})
+    stored = engine.store.get_program(different.id)
+    assert stored.status == Status.PROPOSED
+    assert 0.0 < stored.meta["novelty"] < 1.0  # k-NN novelty recorded with the proposal
     assert engine.store.count_evaluations() == before
     engine.close()
 

@@ -13,6 +13,7 @@ approximate index (HNSW) for 1M programs is a later step behind the same interfa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -93,3 +94,20 @@ class NoveltyArchive:
             return False, None, 0.0
         pid, sim = near[0]
         return sim >= self.duplicate_threshold, pid, sim
+
+    def assess(self, vector: np.ndarray) -> NoveltyAssessment:
+        """Novelty and near-duplicate verdict from one k-NN search (what screening needs)."""
+        near = self.nearest(vector, self.k)
+        if not near:
+            return NoveltyAssessment(1.0, False, None, 0.0)
+        pid, sim = near[0]
+        novelty = max(0.0, float(np.mean([1.0 - s for _, s in near])))
+        return NoveltyAssessment(novelty, sim >= self.duplicate_threshold, pid, sim)
+
+
+@dataclass(frozen=True)
+class NoveltyAssessment:
+    novelty: float  # mean cosine distance to the k nearest; 1.0 for the first program
+    duplicate: bool
+    nearest: str | None
+    similarity: float
