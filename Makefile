@@ -23,7 +23,7 @@ demo: venv
 	$(BIN)/evo show $(DEMO_DIR)
 
 lint: venv
-	$(BIN)/ruff check evo tests benchmarks tasks kernels
+	$(BIN)/ruff check .
 
 test: venv lint
 	$(BIN)/python -m pytest -q -x --timeout 600 tests
