@@ -89,6 +89,7 @@ class Engine:
         self.stats = RunStats(budget=config.budget)
         self.rng = np.random.default_rng([config.seed, store.count_events()])
         self._cache: OrderedDict[str, Program] = OrderedDict()
+        self._task_prompt = task.prompt()
         self._stopping = False
         self._stop_reason = ""
         self._reserved = 0  # finished + queued + being evaluated
@@ -184,7 +185,7 @@ class Engine:
             return []
         parents = [self.program(pid) for pid in parent_ids]
         request = ProposalRequest(parents=parents, inspirations=[self.program(i) for i in inspiration_ids],
-                                  rng=self.rng, task_prompt="",
+                                  rng=self.rng, task_prompt=self._task_prompt,
                                   feedback=[p.error for p in parents if p.error])
         start = time.perf_counter()
         call = {"operator": op.name, "parents": parent_ids, "island": island}
