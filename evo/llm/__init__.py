@@ -1,0 +1,1 @@
+"""The LLM stack: clients, prompts, and the parsing and applying of model replies."""
