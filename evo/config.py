@@ -11,6 +11,8 @@ from typing import Any
 from evo.errors import EvoError
 from evo.operators import DEFAULT_WEIGHTS
 
+DEFAULT_LLM_WEIGHTS = {"llm_diff": 1.0, "llm_rewrite": 0.3, "llm_crossover": 0.2}
+
 
 @dataclass
 class RunConfig:
@@ -36,6 +38,11 @@ class RunConfig:
     qd_offset: float = 0.0
     max_consecutive_rejections: int = 2000
     operators: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    llm: str | None = None  # endpoints "URL[#model][@weight],...": adds the llm_* operators
+    llm_samples: int = 1  # children asked per LLM call (`n`)
+    llm_max_tokens: int = 2048
+    llm_temperature: float = 0.8
+    proposal_concurrency: int = 0  # operator calls at once; 0: 1 without an LLM, 2 x workers with one
 
     def __post_init__(self) -> None:
         checks = [
@@ -51,6 +58,13 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise EvoError(f"bad run config: {message}")
+
+    def operator_weights(self) -> dict[str, float]:
+        """The operators' weights; with an LLM and no llm_* weight given, the LLM operators join."""
+        weights = dict(self.operators)
+        if self.llm and not any(name.startswith("llm_") for name in weights):
+            weights.update(DEFAULT_LLM_WEIGHTS)
+        return weights
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import functools
 import signal
 import time
 from collections import Counter, OrderedDict
@@ -31,7 +32,9 @@ from evo.config import RunConfig
 from evo.embed import make_embedder
 from evo.errors import EvoError, OperatorError
 from evo.eval.backends.base import EvalResult, Evaluator
-from evo.operators import Operator, ProposalRequest, build_operators
+from evo.llm.client import LLMClient, LLMUnavailable, parse_endpoints
+from evo.operators import OPERATORS, Operator, ProposalRequest, build_operators
+from evo.operators.llm import LLMOperator
 from evo.population import Cells, CVTCells, EmbeddingCellSpace, GridCells, Population, SamplingConfig
 from evo.population.novelty import NoveltyArchive
 from evo.program import Program, Status
@@ -39,6 +42,7 @@ from evo.store import DB_NAME, Store
 from evo.task import Task, load_task
 
 _CACHE_SIZE = 20000
+_LLM_PAUSE_S = 5.0
 
 
 @dataclass
@@ -77,7 +81,17 @@ class Engine:
             evaluator = LocalEvaluator(task, config.workers, self.run_dir / "scratch")
         self.evaluator = evaluator
         self.embedder = make_embedder(config.embedder)
-        self.operators: list[tuple[Operator, float]] = build_operators(config.operators)
+        self.llm_client: LLMClient | None = None
+        registry: dict[str, Callable[[], Operator]] = dict(OPERATORS)
+        if config.llm:
+            client = self.llm_client = LLMClient(parse_endpoints(config.llm))
+            for mode in ("diff", "rewrite", "crossover"):
+                registry[f"llm_{mode}"] = functools.partial(
+                    LLMOperator, client, mode, n=config.llm_samples, max_tokens=config.llm_max_tokens,
+                    temperature=config.llm_temperature)
+        elif any(name.startswith("llm_") for name in config.operators):
+            raise EvoError("the llm_* operators need a model server: give --llm URL (see `evo run --help`)")
+        self.operators: list[tuple[Operator, float]] = build_operators(config.operator_weights(), registry)
         weights = np.array([w for _, w in self.operators], dtype=float)
         self._op_probs = weights / weights.sum()
         self.novelty = NoveltyArchive(self.embedder.dim, k=config.novelty_k,
@@ -192,7 +206,7 @@ class Engine:
         try:
             proposals = await op.propose(request)
         except OperatorError as e:
-            self._reject(None, "operator_error", str(e), call)
+            self._reject(None, "operator_error", str(e), {**call, **e.meta})
             return []
         call["seconds"] = round(time.perf_counter() - start, 6)
         children = []
@@ -278,12 +292,17 @@ class Engine:
                 self._admitted.set()
 
     async def _producer(self, queue: asyncio.Queue[Program | None]) -> None:
-        budget = self.config.budget
         for program in self.store.pending_programs():
-            if self._stopping or self._reserved >= budget:
+            if self._stopping or self._reserved >= self.config.budget:
                 break
             self._reserved += 1
             await queue.put(program)
+        n = self.config.proposal_concurrency or (2 * self.config.workers if self.llm_client else 1)
+        await asyncio.gather(*(self._propose_loop(queue) for _ in range(n)))
+
+    async def _propose_loop(self, queue: asyncio.Queue[Program | None]) -> None:
+        """One stream of operator calls; several run at once when calls wait on a model server."""
+        budget = self.config.budget
         rejections = 0
         while not self._stopping and self._reserved < budget:
             if self.population.num_elites == 0:
@@ -297,7 +316,14 @@ class Engine:
                 except TimeoutError:
                     pass
                 continue
-            children = await self.propose()
+            try:
+                children = await self.propose()
+            except LLMUnavailable as e:
+                # The server is down or restarting: pause proposals, never fail candidates for it.
+                self.stats.failures["llm_unavailable"] += 1
+                self.store.log("llm_unavailable", {"reason_kind": "llm_unavailable", "reason": str(e)[:2000]})
+                await asyncio.sleep(_LLM_PAUSE_S)
+                continue
             if not children:
                 rejections += 1
                 if rejections >= self.config.max_consecutive_rejections:
@@ -364,6 +390,8 @@ class Engine:
         finally:
             if not producer.done():
                 producer.cancel()
+            if self.llm_client is not None:
+                await self.llm_client.aclose()
             reason = self._stop_reason or ("budget spent" if self.stats.done >= self.config.budget else "stopped")
             self.store.log("run_stopped", {"reason": reason, "done": self.stats.done})
         if on_tick is not None:
@@ -458,7 +486,8 @@ def _fit_cell_space(seeds: list[Program], config: RunConfig) -> EmbeddingCellSpa
     embedder = make_embedder(config.embedder)
     rng = np.random.default_rng(config.seed)
     texts = [s.text for s in seeds]
-    ops = [op for op, _ in build_operators(config.operators) if op.arity == 1]
+    plain = {k: w for k, w in config.operators.items() if not k.startswith("llm_") and w > 0}
+    ops = [op for op, _ in build_operators(plain) if op.arity == 1] if plain else []
     for _ in range(64):
         if not ops:
             break

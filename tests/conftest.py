@@ -1,0 +1,25 @@
+"""Fixtures shared by several test modules."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from llm_fixtures import build_tiny_model, start_server, stop_server
+
+
+@pytest.fixture(scope="session")
+def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """`(base_url, model_dir)` of a live `transformers serve` over a tiny model built here."""
+    missing = [m for m in ("fastapi", "uvicorn", "openai", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"`transformers serve` needs {', '.join(missing)}: pip install -e '.[dev]'")
+    model_dir = build_tiny_model(tmp_path_factory.mktemp("tiny-chat-model"))
+    # A failure to start is a test failure, not a skip: the error carries the server's output.
+    base_url, process = start_server(model_dir)
+    try:
+        yield base_url, model_dir
+    finally:
+        stop_server(process)
