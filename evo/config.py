@@ -42,6 +42,7 @@ class RunConfig:
     llm_samples: int = 1  # children asked per LLM call (`n`)
     llm_max_tokens: int = 2048
     llm_temperature: float = 0.8
+    operator_selection: str = "auto"  # "weights" | "bandit" (UCB1, weights as prior) | "auto": bandit with an LLM
     proposal_concurrency: int = 0  # operator calls at once; 0: 1 without an LLM, 2 x workers with one
 
     def __post_init__(self) -> None:
@@ -54,6 +55,8 @@ class RunConfig:
             (0.0 < self.duplicate_threshold <= 1.0, "duplicate_threshold must be in (0, 1]"),
             (self.time_limit_s is None or self.time_limit_s > 0, "time_limit_s must be > 0"),
             (self.embedding_cells >= 2, "embedding_cells must be >= 2"),
+            (self.operator_selection in ("auto", "weights", "bandit"),
+             f"operator_selection must be 'auto', 'weights' or 'bandit', not {self.operator_selection!r}"),
         ]
         for ok, message in checks:
             if not ok:

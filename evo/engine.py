@@ -34,6 +34,7 @@ from evo.errors import EvoError, OperatorError
 from evo.eval.backends.base import EvalResult, Evaluator
 from evo.llm.client import LLMClient, LLMUnavailable, parse_endpoints
 from evo.operators import OPERATORS, Operator, ProposalRequest, build_operators
+from evo.operators.bandit import OperatorBandit
 from evo.operators.llm import LLMOperator
 from evo.population import Cells, CVTCells, EmbeddingCellSpace, GridCells, Population, SamplingConfig
 from evo.population.novelty import NoveltyArchive
@@ -94,6 +95,13 @@ class Engine:
         self.operators: list[tuple[Operator, float]] = build_operators(config.operator_weights(), registry)
         weights = np.array([w for _, w in self.operators], dtype=float)
         self._op_probs = weights / weights.sum()
+        selection = config.operator_selection
+        if selection == "auto":
+            selection = "bandit" if config.llm else "weights"
+        self.bandit: OperatorBandit | None = None
+        if selection == "bandit":
+            self.bandit = OperatorBandit([op.name for op, _ in self.operators], list(weights))
+            self.bandit.replay(*store.operator_totals())
         self.novelty = NoveltyArchive(self.embedder.dim, k=config.novelty_k,
                                       duplicate_threshold=config.duplicate_threshold)
         self.cell_space: EmbeddingCellSpace | None = None
@@ -191,7 +199,10 @@ class Engine:
     # -- proposing ----------------------------------------------------------------------
     async def propose(self) -> list[Program]:
         """One operator call: sample parents, make children, screen them, store them."""
-        op_index = int(self.rng.choice(len(self.operators), p=self._op_probs))
+        if self.bandit is not None:
+            op_index = self.bandit.choose(self.rng)
+        else:
+            op_index = int(self.rng.choice(len(self.operators), p=self._op_probs))
         op = self.operators[op_index][0]
         island = int(self.rng.integers(self.config.islands))
         parent_ids, inspiration_ids = self.population.sample(island, self.rng, n_parents=op.arity)
@@ -206,9 +217,13 @@ class Engine:
         try:
             proposals = await op.propose(request)
         except OperatorError as e:
+            self._learn_call(op.name, e.meta)
             self._reject(None, "operator_error", str(e), {**call, **e.meta})
             return []
         call["seconds"] = round(time.perf_counter() - start, 6)
+        if proposals and "llm" in proposals[0].meta:
+            call["llm"] = proposals[0].meta["llm"]
+        self._learn_call(op.name, call)
         children = []
         for prop in proposals:
             child = Program(source=prop.source, parents=tuple(prop.parents), operator=prop.operator,
@@ -239,6 +254,11 @@ class Engine:
         self.novelty.add(child.id, vector)
         self._cache[child.id] = child
         return True
+
+    def _learn_call(self, operator: str, meta: dict[str, Any]) -> None:
+        if self.bandit is not None:
+            llm = meta.get("llm")
+            self.bandit.record_call(operator, int(llm.get("completion_tokens", 0)) if isinstance(llm, dict) else 0)
 
     def _embedding_descriptors(self, vector: np.ndarray) -> tuple[float, ...]:
         assert self.cell_space is not None
@@ -282,6 +302,8 @@ class Engine:
         if not result.ok:
             self.stats.failures[result.failure or "failed"] += 1
         if decision is not None and result.score is not None:
+            if admission is not None and self.bandit is not None:
+                self.bandit.record_admission(program.operator)
             self.population.admit(program.id, program.island, result.score, program.descriptors)
             if self.population.last_migrations:
                 self.store.log("migration", {"moves": self.population.last_migrations})

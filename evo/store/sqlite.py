@@ -303,6 +303,23 @@ class Store:
         ).fetchall()
         return [self._program(r) for r in rows]
 
+    def operator_totals(self) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
+        """({operator: (calls, completion tokens)}, {operator: admissions}): the bandit's memory."""
+        calls = {
+            op: (n, int(tokens or 0))
+            for op, n, tokens in self.db.execute(
+                "SELECT json_extract(data, '$.operator'), COUNT(*),"
+                " SUM(json_extract(data, '$.llm.completion_tokens')) FROM events"
+                " WHERE kind IN ('operator_call', 'operator_failed') GROUP BY 1"
+            )
+            if op is not None
+        }
+        admissions = dict(self.db.execute(
+            "SELECT p.operator, COUNT(*) FROM events e JOIN programs p ON p.id = e.program_id"
+            " WHERE e.kind = 'admitted' GROUP BY 1"
+        ).fetchall())
+        return calls, admissions
+
     def failure_counts(self) -> dict[str, int]:
         """Failed evaluations and rejected proposals, by reason kind."""
         rows = self.db.execute(
