@@ -86,8 +86,8 @@ def cli() -> None:
 @click.option("--cells", type=click.Choice(["grid", "embedding"]), help="Grid over task descriptors, or "
               "CVT cells over code embeddings (PCA fitted on the seeds).")
 @click.option("--embedder", type=click.Choice(["ngram", "minilm"]), help="Code embedding for novelty (default ngram).")
-@click.option("--llm", help="OpenAI-compatible model server(s) for the LLM operators: "
-              "URL[#model][@weight],... e.g. http://127.0.0.1:8000 (a `vllm serve` or `transformers serve`).")
+@click.option("--llm", help="Model for the LLM operators: OpenAI-compatible server(s) URL[#model][@weight],... "
+              "(e.g. http://127.0.0.1:8000 of `vllm serve`), or in-process transformers:PATH / vllm:PATH.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with run options.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def run(task: str, run_dir: Path, config_file: Path | None, quiet: bool, **options: Any) -> None:

@@ -32,7 +32,8 @@ from evo.config import RunConfig
 from evo.embed import make_embedder
 from evo.errors import EvoError, OperatorError
 from evo.eval.backends.base import EvalResult, Evaluator
-from evo.llm.client import LLMClient, LLMUnavailable, parse_endpoints
+from evo.llm.client import LLMUnavailable
+from evo.llm.engine import ChatLLM, make_llm
 from evo.operators import OPERATORS, Operator, ProposalRequest, build_operators
 from evo.operators.bandit import OperatorBandit
 from evo.operators.llm import LLMOperator
@@ -82,10 +83,10 @@ class Engine:
             evaluator = LocalEvaluator(task, config.workers, self.run_dir / "scratch")
         self.evaluator = evaluator
         self.embedder = make_embedder(config.embedder)
-        self.llm_client: LLMClient | None = None
+        self.llm_client: ChatLLM | None = None
         registry: dict[str, Callable[[], Operator]] = dict(OPERATORS)
         if config.llm:
-            client = self.llm_client = LLMClient(parse_endpoints(config.llm))
+            client = self.llm_client = make_llm(config.llm)
             for mode in ("diff", "rewrite", "crossover"):
                 registry[f"llm_{mode}"] = functools.partial(
                     LLMOperator, client, mode, n=config.llm_samples, max_tokens=config.llm_max_tokens,

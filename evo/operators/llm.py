@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from evo.errors import OperatorError
-from evo.llm.client import LLMClient
 from evo.llm.edits import apply_reply
+from evo.llm.engine import ChatLLM
 from evo.llm.prompts import build_messages
 from evo.operators.base import Proposal, ProposalRequest
 
@@ -12,7 +12,7 @@ from evo.operators.base import Proposal, ProposalRequest
 class LLMOperator:
     """Asks a model for `n` children of the parent(s); replies that do not apply are dropped with a reason."""
 
-    def __init__(self, client: LLMClient, mode: str = "diff", n: int = 1, max_tokens: int = 2048,
+    def __init__(self, client: ChatLLM, mode: str = "diff", n: int = 1, max_tokens: int = 2048,
                  temperature: float = 0.8):
         if mode not in ("diff", "rewrite", "crossover"):
             raise ValueError(f"mode must be 'diff', 'rewrite' or 'crossover', not {mode!r}")

@@ -1,0 +1,30 @@
+"""The engine-overhead benchmark runs end to end (--quick) and writes its report; speed is not judged here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "engine_overhead.py"
+
+
+def test_engine_overhead_quick_writes_its_report(tmp_path: Path) -> None:
+    out = tmp_path / "x.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert {"benchmark", "task", "fill", "measure", "target_per_s", "passed", "phases", "machine",
+            "git_commit"} <= set(report)
+    assert (report["fill"], report["measure"]) == (500, 500)
+    assert report["passed"] is None  # --quick gives no verdict
+    assert {"cpu_count", "python", "platform"} <= set(report["machine"])
+    fill, measure = report["phases"]
+    assert (fill["phase"], measure["phase"]) == ("fill", "measure")
+    assert fill["candidates_evaluated"] == 500 and fill["evaluations_at_start"] == 0
+    assert measure["candidates_evaluated"] == 500 and measure["evaluations_at_start"] == 500
+    for phase in (fill, measure):
+        assert phase["proposals"] > 0 and phase["candidates_per_s"] > 0
+        assert {"propose", "record", "  store add_program", "  store record_evaluation"} <= set(phase["stages"])
