@@ -40,7 +40,11 @@ class Proposal:
 
 @runtime_checkable
 class Operator(Protocol):
-    """Makes children from parents. `arity` is how many parents `propose` expects."""
+    """Makes children from parents. `arity` is how many parents `propose` expects.
+
+    An operator may set `checks_syntax = True` when its children always parse (it checked, or
+    it cannot break syntax); the engine then skips its own parse of them.
+    """
 
     name: str
     arity: int

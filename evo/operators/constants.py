@@ -271,6 +271,7 @@ class ConstantMutation:
 
     name = "constants"
     arity = 1
+    checks_syntax = True  # a parseable parent gives a parseable child: the engine need not parse it
     SMALL_INT_FACTOR = 0.25
 
     def __init__(self, n_changes_max: int = 3, scale: float = 0.1, int_prob: float = 0.3) -> None:

@@ -151,6 +151,7 @@ class FunctionCrossover:
 
     name = "crossover"
     arity = 2
+    checks_syntax = True  # a parseable parent gives a parseable child: the engine need not parse it
 
     def __init__(self, swap_prob: float = 0.5) -> None:
         if not 0 < swap_prob <= 1:

@@ -269,6 +269,7 @@ class ParamMutation:
 
     name = "params"
     arity = 1
+    checks_syntax = True  # a parseable parent gives a parseable child: the engine need not parse it
     ATTEMPTS = 8
 
     def __init__(self, indpb: float = 0.5, eta: float = 20.0) -> None:
@@ -341,6 +342,7 @@ class ParamCrossover:
 
     name = "params_crossover"
     arity = 2
+    checks_syntax = True  # a parseable parent gives a parseable child: the engine need not parse it
     ATTEMPTS = 8
 
     def __init__(self, indpb: float = 0.5) -> None:
