@@ -48,8 +48,22 @@ class _Module:
     def dump(self, name: str) -> str:
         """The definition's AST as text: equal dumps, equal code whatever the comments."""
         if name not in self.dumps:
-            self.dumps[name] = ast.dump(self.defs[name].node)
+            stmt = self.defs[name]
+            self.dumps[name] = _dump_of(stmt.lines, stmt.node)
         return self.dumps[name]
+
+
+_DUMPS: dict[str, str] = {}
+
+
+def _dump_of(segment: str, node: ast.stmt) -> str:
+    """ast.dump, memoised by source text: relatives share most definitions, and dumping is slow."""
+    found = _DUMPS.get(segment)
+    if found is None:
+        if len(_DUMPS) > 8192:
+            _DUMPS.clear()
+        found = _DUMPS[segment] = ast.dump(node)
+    return found
 
 
 def _bound_names(node: ast.stmt) -> set[str]:
