@@ -3,7 +3,8 @@
 The evaluator here (`InstantEvaluator`) runs no candidate code: it scores a program from its
 numeric literals in microseconds, so what is timed is everything else the engine does per
 candidate: sample parents, propose with the non-LLM operators (constants, params, crossover by
-default), screen (parse, embed, near-duplicate search), store, commit the evaluation, admit.
+default), screen (parse where the operator does not vouch for its children, embed,
+near-duplicate search), store, commit the evaluation, admit.
 
 Two phases on the task math/circle_packing_26, in a temporary run directory:
 
@@ -22,13 +23,12 @@ parent's time outside its timed children.
 
 Prints two tables and writes JSON (default benchmarks/results/engine_overhead.json). Exit
 status 1 when a full-size run misses the target. On a shared machine, compare runs by their
-`cpu_candidates_per_s`, the load average and the calibration figure recorded with them.
+`cpu_candidates_per_s` and the load average recorded with them.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import asyncio
 import functools
 import json
@@ -203,18 +203,6 @@ def run_phase(name: str, make: Callable[[], Engine]) -> dict[str, Any]:
     }
 
 
-def calibration_us() -> float:
-    """Median time to `ast.parse` the task's seed: how fast this machine is right now (shared
-    machines vary by 2x within an hour; divide candidates/s figures by it to compare runs)."""
-    text = (ROOT / "tasks" / TASK / "seed.py").read_text()
-    times = []
-    for _ in range(31):
-        start = time.perf_counter()
-        ast.parse(text)
-        times.append(time.perf_counter() - start)
-    return round(1e6 * sorted(times)[15], 1)
-
-
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
@@ -277,7 +265,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.fill, args.measure = 500, 500
     console = Console(width=max(Console().width, 110))
-    calibration = calibration_us()
     extra = {} if args.operators is None else {"operators": args.operators}
     config = RunConfig(task=TASK, budget=args.fill, workers=args.workers, **extra)
     with tempfile.TemporaryDirectory(prefix="evo-bench-") as tmp:
@@ -291,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick and args.fill >= TARGET_STORE:
         measure["passed"] = measure["candidates_per_s"] >= TARGET
     print_tables([fill, measure], console)
-    console.print(f"{os.cpu_count()} CPUs; ast.parse of the seed takes {calibration:.0f} us on this machine now "
-                  f"(compare runs by it); load average {os.getloadavg()[0]:.1f}")
+    console.print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other work on the machine slows "
+                  "every figure here; compare runs made in a quiet moment)")
     report = {
         "benchmark": "engine_overhead",
         "task": TASK,
@@ -308,7 +295,6 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
-            "calibration_ast_parse_seed_us": calibration,
         },
         "git_commit": git_commit(),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
