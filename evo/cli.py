@@ -165,6 +165,9 @@ def eval_(task: str, file: Path, as_json: bool) -> None:
         source = Path(file).read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise EvoError(f"cannot read {file}: {getattr(e, 'strerror', None) or e}") from e
+    if t.is_kernel_task:
+        _eval_kernel(t, source, as_json)
+        return
     with tempfile.TemporaryDirectory(prefix="evo-eval-") as scratch:
         result = evaluate_in_sandbox(t, Program(source=source), Path(scratch))
     value = result.metrics.get(t.config.metric)
@@ -180,6 +183,77 @@ def eval_(task: str, file: Path, as_json: bool) -> None:
         out.print(f"{t.name}: FAILED ({result.failure}): {result.error}", highlight=False)
     if not result.ok:
         sys.exit(1)
+
+
+def _eval_kernel(task: Any, source: str, as_json: bool) -> None:
+    """`evo eval` of a kernel task: per-workload correctness, times, T_SOL, T_b and scores."""
+    from evo.eval.backends.kernel import KernelEvaluator
+    from evo.program import MAIN_FILE
+
+    with tempfile.TemporaryDirectory(prefix="evo-eval-") as scratch:
+        ev = KernelEvaluator(task, 1, Path(scratch))
+        try:
+            cand = Path(tempfile.mkdtemp(dir=scratch))
+            (cand / MAIN_FILE).write_text(source)
+            report = ev.evaluate_path_sync(cand)
+        finally:
+            ev.close()
+    if as_json:
+        out.print_json(json.dumps({"task": task.name, **report}, default=str))
+    else:
+        table = Table("workload", "hidden", "time µs", "spread", "eager µs", "compile µs", "T_SOL µs", "score",
+                      title=f"{task.name} on {report['device']} (peaks: {report['peaks']})")
+        for w in report["workloads"]:
+            def us(v: float | None) -> str:
+                return f"{v * 1e6:.2f}" if v else "-"
+            table.add_row(w["workload"], "yes" if w["hidden"] else "", us(w["time_s"]),
+                          f"{w['spread']:.1%}" if w["spread"] is not None else "-", us(w["eager_s"]),
+                          us(w["compile_s"]), us(w["t_sol_s"]), f"{w['score']:.3f}")
+        out.print(table)
+        verdict = "passed every check" if report.get("passed") else f"FAILED: {report['error']}"
+        out.print(f"score {report['score']:.4f}; {verdict}", highlight=False, markup=False)
+    if not report.get("passed"):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("family", type=click.Choice(["kernels"]))
+@click.option("--tasks", "task_list", help="Comma-separated task names (default: every kernel task).")
+@click.option("--best-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder of best-found candidates, one NAME.py per task, scored beside the seeds.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the table and details as JSON here.")
+@click.option("--iters", default=30, show_default=True, help="Timed iterations per workload.")
+@click.option("--no-compile", is_flag=True, help="Skip the torch.compile baseline (eager only: faster, weaker).")
+def bench(family: str, task_list: str | None, best_dir: Path | None, json_out: Path | None, iters: int,
+          no_compile: bool) -> None:
+    """Score the kernel suite: eager, torch.compile, the seeds (and best found) against the speed of light.
+
+    Each task's reference is timed in the same session as its candidates. Without a GPU, Triton's
+    interpreter checks correctness on the tasks' small shapes and the times mean nothing.
+    """
+    from evo.eval.bench import BenchConfig
+    from evo.eval.suite import bench_suite, kernel_task_names
+
+    names = kernel_task_names(task_list.split(",") if task_list else None)
+    config = BenchConfig(iters=iters, compile_baseline=not no_compile)
+    table = Table("task", "category", "eager", "compile", "seed", "best", "seed µs", "T_SOL µs", "note")
+
+    def progress(name: str, row: dict[str, Any]) -> None:
+        console.print(f"{name}: seed {row['seed']:.3f}" + (f" ({row['seed_error']})" if row["seed_error"] else ""),
+                      highlight=False, markup=False)
+        table.add_row(name.split("/", 1)[1], row["category"], f"{row['eager']:.3f}", f"{row['compile']:.3f}",
+                      f"{row['seed']:.3f}", "-" if row["best"] is None else f"{row['best']:.3f}",
+                      f"{row['seed_us']:.1f}", f"{row['t_sol_us']:.1f}", (row["seed_error"] or "")[:60])
+
+    with tempfile.TemporaryDirectory(prefix="evo-bench-") as scratch:
+        result = bench_suite(names, Path(scratch), config, best_dir, progress=progress)
+    out.print(table)
+    means = result["mean_scores"]
+    out.print("mean SOL score: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items() if v is not None),
+              highlight=False)
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=1, default=str))
+        console.print(f"wrote {json_out}")
 
 
 @cli.command()

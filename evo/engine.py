@@ -78,7 +78,11 @@ class Engine:
         self.store = store
         self.task = task
         self.config = config
-        if evaluator is None:
+        if evaluator is None and task.is_kernel_task:
+            from evo.eval.backends.kernel import KernelEvaluator
+
+            evaluator = KernelEvaluator(task, config.workers, self.run_dir / "scratch")
+        elif evaluator is None:
             from evo.eval.backends.local import LocalEvaluator
 
             evaluator = LocalEvaluator(task, config.workers, self.run_dir / "scratch")
@@ -136,7 +140,9 @@ class Engine:
         store = Store.in_dir(run_dir)
         # A task given by folder path stays a path (resolved), so that resume finds it again.
         task_ref = str(task.root) if (Path(config.task) / "task.toml").is_file() else task.name
-        config = RunConfig.from_dict({**config.to_dict(), "task": task_ref})
+        # A task without descriptors (the kernel tasks) gets cells over code embeddings.
+        cells = "embedding" if config.cells == "grid" and not task.config.descriptors else config.cells
+        config = RunConfig.from_dict({**config.to_dict(), "task": task_ref, "cells": cells})
         store.set_meta("task", task.name)
         store.set_meta("config", config.to_dict())
         store.set_meta("created", time.time())

@@ -135,9 +135,18 @@ class Task:
             sys.modules.setdefault(modname, self._reference)
         return self._reference
 
+    @property
+    def is_kernel_task(self) -> bool:
+        """Kernel tasks declare a `SPEC` (see `evo/eval/kernel_spec.py`) and run on the GPU harness."""
+        return self.reference_path.is_file() and hasattr(self.reference, "SPEC")
+
     def seed_paths(self) -> list[Path]:
+        """`seed.py`, `seeds/*.py`, and for a kernel task its Triton seed `kernels/<name>.py` of the repo."""
         single = self.root / "seed.py"
         many = sorted((self.root / "seeds").glob("*.py")) if (self.root / "seeds").is_dir() else []
+        kernel = self.root.parent.parent.parent / "kernels" / f"{self.root.name}.py"
+        if self.root.parent.name == "kernels" and kernel.is_file():
+            many.append(kernel)
         return ([single] if single.is_file() else []) + many
 
     def seeds(self) -> list[Program]:

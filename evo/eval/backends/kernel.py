@@ -1,0 +1,259 @@
+"""Kernel backend: one zygote worker per GPU (`evo/eval/worker.py`), scoring against the speed of light.
+
+The engine's side of the harness. It never imports CUDA itself: workers do the GPU work and report
+times and check results; this side turns them into scores (trusted arithmetic), so a candidate never
+reports its own score. On a machine without CUDA one CPU worker runs Triton's interpreter: correct
+checks, meaningless times (the tests use it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, Any
+
+from evo.errors import EvoError
+from evo.eval.backends.base import EvalResult
+from evo.eval.bench import BenchConfig, workloads_for
+from evo.eval.peaks import peaks_for, sol_score, speed_of_light_s
+from evo.program import MAIN_FILE, Program, source_files
+from evo.task import Task
+
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+IMPOSSIBLE_FRACTION = 0.9  # a time under 0.9 T_SOL is a measurement the candidate fooled
+
+
+def visible_devices() -> list[str]:
+    """`cuda:N` for every GPU this process may use, or `["cpu"]` without one (no CUDA context is made)."""
+    try:
+        import torch
+
+        n = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no usable torch.cuda: CPU
+        n = 0
+    return [f"cuda:{i}" for i in range(n)] or ["cpu"]
+
+
+class Worker:
+    """A zygote process for one device, with futures for the jobs sent to it."""
+
+    def __init__(self, device: str, session: Path, parallel: int):
+        self.device = device
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "CUDA_VISIBLE_DEVICES",
+                                                           "LD_LIBRARY_PATH", "TRITON_CACHE_DIR", "CUDA_HOME")}
+        env.update(PYTHONPATH=str(_REPO_ROOT), PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1",
+                   TORCH_NCCL_ENABLE_MONITORING="0", NCCL_NVLS_ENABLE="0")
+        if device == "cpu":
+            env["TRITON_INTERPRET"] = "1"
+        env.setdefault("TRITON_CACHE_DIR", str(session / "triton-cache"))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "evo.eval.worker", "--device", device, "--session", str(session),
+             "--parallel", str(parallel)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(session / f"worker-{device.replace(':', '-')}.log", "ab"),
+            env=env, text=True, bufsize=1, start_new_session=True)
+        self._futures: dict[str, Future[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self.load = 0
+        assert self.proc.stdout is not None
+        ready = self.proc.stdout.readline()
+        if not ready.startswith("{"):
+            raise EvoError(f"the evaluation worker for {device} did not start (see {session}/worker-*.log)")
+        self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            with self._lock:
+                fut = self._futures.pop(str(msg.get("id")), None)
+                self.load -= 1
+            if fut is not None:
+                fut.set_result(msg)
+        with self._lock:  # the worker died: fail whatever was waiting
+            for fut in self._futures.values():
+                fut.set_result({"status": "crashed", "error": "the evaluation worker exited"})
+            self._futures.clear()
+
+    def submit(self, job: dict[str, Any]) -> Future[dict[str, Any]]:
+        fut: Future[dict[str, Any]] = Future()
+        with self._lock:
+            self._futures[str(job["id"])] = fut
+            self.load += 1
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        return fut
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class KernelEvaluator:
+    """Evaluates kernel candidates on every visible GPU; `workers` candidates in flight in all."""
+
+    def __init__(self, task: Task, workers: int, scratch: Path, devices: list[str] | None = None,
+                 config: BenchConfig | None = None, parallel_per_device: int = 4, session_seed: int | None = None,
+                 pool: WorkerPool | None = None):
+        if not hasattr(task.reference, "SPEC"):
+            raise EvoError(f"task {task.name} is not a kernel task (its reference.py defines no SPEC)")
+        self.task = task
+        self.workers = workers
+        self.scratch = Path(scratch)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        self._own_pool = pool is None
+        self.pool = pool or WorkerPool(self.scratch, devices, parallel_per_device)
+        self.session = Path(tempfile.mkdtemp(prefix="task-", dir=self.pool.session))
+        self.config = config or BenchConfig()
+        self.session_seed = session_seed if session_seed is not None else random.SystemRandom().randrange(2**31)
+        self.devices = self.pool.devices
+        self._workers = self.pool.workers
+        self._prepared: dict[str, Future[dict[str, Any]]] = {}
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+
+    def _job(self, **kw: Any) -> dict[str, Any]:
+        cfg = self.task.config
+        return {"id": f"j{next(self._ids)}", "task_root": str(self.task.root), "timeout_s": cfg.timeout_s,
+                "memory_mb": cfg.memory_mb, "config": asdict(self.config), **kw}
+
+    def _prepare(self, worker: Worker) -> dict[str, Any]:
+        """The reference job of this task on this worker's device (once per session)."""
+        with self._lock:
+            fut = self._prepared.get(worker.device)
+            if fut is None:
+                expected = self.session / f"expected-{worker.device.replace(':', '-')}"
+                expected.mkdir(exist_ok=True)
+                workdir = Path(tempfile.mkdtemp(prefix="reference-", dir=self.session))
+                fut = worker.submit(self._job(kind="reference", expected_dir=str(expected), workdir=str(workdir),
+                                              session_seed=self.session_seed, timeout_s=1800))
+                self._prepared[worker.device] = fut
+        answer = fut.result()
+        if answer.get("status") != "ok":
+            raise EvoError(f"the reference of {self.task.name} failed on {worker.device}: {answer.get('error')}\n"
+                           f"{answer.get('log_tail', '')}{answer.get('traceback', '')}")
+        return answer
+
+    def _pick(self) -> Worker:
+        return min(self._workers, key=lambda w: w.load)
+
+    def evaluate_path_sync(self, candidate_dir: Path) -> dict[str, Any]:
+        """Run one candidate folder (holding `candidate.py`) and return the worker's answer plus scores."""
+        worker = self._pick()
+        ref_answer = self._prepare(worker)
+        prepared = ref_answer["prepared"]
+        expected = self.session / f"expected-{worker.device.replace(':', '-')}"
+        answer = worker.submit(self._job(kind="candidate", candidate=str(candidate_dir / MAIN_FILE),
+                                         workdir=str(candidate_dir), expected_dir=str(expected),
+                                         prepared=prepared)).result()
+        return self.score(answer, prepared, ref_answer.get("device_name", "cpu"))
+
+    def score(self, answer: dict[str, Any], prepared: dict[str, Any], device_name: str) -> dict[str, Any]:
+        """Per-workload T_SOL, baseline and SOL score from the worker's times (trusted arithmetic)."""
+        ref = self.task.reference
+        peaks = peaks_for(device_name)
+        report: dict[str, Any] = {"status": answer.get("status"), "device": device_name, "peaks": peaks.name,
+                                  "error": answer.get("error"), "workloads": [], "checks": [], "score": 0.0}
+        result = answer.get("result")
+        if answer.get("status") != "ok" or result is None:
+            report["error"] = answer.get("error") or "the worker gave no result"
+            report["log_tail"] = answer.get("log_tail", "")
+            return report
+        checks = [tuple(c) for c in result.get("checks", [])]
+        scores = []
+        for w in workloads_for(ref.SPEC, "cpu" if device_name == "cpu" else "cuda"):
+            params = dict(w.params)
+            t_sol = speed_of_light_s(ref.flops(params), ref.min_bytes(params), ref.SPEC.dtype, peaks)
+            base = prepared["workloads"][w.name]
+            timing = result.get("workloads", {}).get(w.name)
+            row = {"workload": w.name, "hidden": w.hidden, "t_sol_s": t_sol, "eager_s": base["eager"]["median_s"],
+                   "compile_s": (base.get("compile") or {}).get("median_s"), "baseline_s": base["baseline_s"],
+                   "time_s": None, "spread": None, "score": 0.0}
+            if timing is not None:
+                row.update(time_s=timing["median_s"], spread=timing["spread"])
+                if device_name != "cpu" and timing["median_s"] < IMPOSSIBLE_FRACTION * t_sol:
+                    checks.append(("possible_time", False, f"workload {w.name}: {timing['median_s'] * 1e6:.2f} us is "
+                                   f"under 0.9 x the speed of light ({t_sol * 1e6:.2f} us): the timing was fooled"))
+                row["score"] = sol_score(timing["median_s"], base["baseline_s"], t_sol)
+            scores.append(row["score"])
+            report["workloads"].append(row)
+        report["checks"] = checks
+        failures = [f"{n}: {r}" for n, p, r in checks if not p]
+        report["error"] = failures[0] if failures else None
+        report["passed"] = not failures
+        report["score"] = sum(scores) / len(scores) if scores and not failures else 0.0
+        return report
+
+    async def evaluate(self, program: Program) -> EvalResult:
+        start = time.perf_counter()
+        workdir = Path(tempfile.mkdtemp(prefix=f"{program.id[:12]}-", dir=self.session))
+        try:
+            for rel, text in source_files(program.source).items():
+                path = (workdir / rel).resolve()
+                if not path.is_relative_to(workdir.resolve()):
+                    return EvalResult(False, failure="invalid", error=f"file path {rel!r} leaves the program directory")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+            report = await asyncio.get_running_loop().run_in_executor(None, self.evaluate_path_sync, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return report_to_result(report, time.perf_counter() - start)
+
+    def close(self) -> None:
+        if self._own_pool:
+            self.pool.close()
+        shutil.rmtree(self.session, ignore_errors=True)
+
+
+class WorkerPool:
+    """One zygote worker per device, shareable by the evaluators of several tasks (`evo bench`)."""
+
+    def __init__(self, scratch: Path, devices: list[str] | None = None, parallel_per_device: int = 4):
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+        self.session = Path(tempfile.mkdtemp(prefix="session-", dir=scratch))
+        self.devices = devices or visible_devices()
+        self.workers = [Worker(d, self.session, parallel_per_device) for d in self.devices]
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.close()
+        shutil.rmtree(self.session, ignore_errors=True)
+
+
+def report_to_result(report: dict[str, Any], wall_s: float) -> EvalResult:
+    """The engine's view of a scored report: ok with the SOL score, or a failure kind with the reason."""
+    status = report.get("status")
+    if status != "ok":
+        kind = status if status in ("timeout", "memory", "crashed") else "error"
+        return EvalResult(False, failure=kind, error=str(report.get("error"))[:2000], wall_s=wall_s)
+    metrics = {"sol_score": float(report["score"])}
+    for row in report["workloads"]:
+        if row["time_s"] is not None:
+            metrics[f"time_us/{row['workload']}"] = row["time_s"] * 1e6
+    if not report.get("passed"):
+        failed = next(n for n, p, _ in report["checks"] if not p)
+        kind = "invalid" if failed in ("correct", "runs", "interface", "timed_outputs", "repeatable") else "audit"
+        return EvalResult(False, metrics=metrics, failure=kind, error=str(report["error"])[:2000], wall_s=wall_s)
+    return EvalResult(True, float(report["score"]), metrics, (), wall_s=wall_s)

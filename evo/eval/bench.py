@@ -1,0 +1,411 @@
+"""The GPU timing harness and the dynamic checks of a kernel candidate.
+
+Runs inside an evaluation worker's child process (see `evo/eval/worker.py`). Two jobs use it:
+
+- the *reference job* (trusted code only): for each workload of a task, the expected outputs of a
+  pool of seeds (saved to files, so no memory of this process can hold the answer for the candidate)
+  and the baseline times of PyTorch eager and `torch.compile`;
+- the *candidate job*: import the candidate, check it on fresh inputs of every workload (hidden ones
+  included) against those files, time it, recheck what the timed calls returned, and report facts
+  for the auditor (inputs unchanged, no aliasing, no state between calls, harness untouched, no new
+  threads, no files left behind, work kept on the timed stream).
+
+Timing: CUDA events around each call, one synchronise per iteration, a fixed iteration count, an L2
+flush (a write of twice the L2 size) before every iteration, input sets with distinct pointers
+rotated between iterations, median and spread reported. Work that a candidate hides on another
+stream is caught: after the end event the device is synchronised and a second event recorded; time
+between the two beyond the measured host latency is added to the kernel's time and reported.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from evo.eval.kernel_spec import Workload, as_tuple, compare_outputs
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    iters: int = 30  # timed iterations per workload (fixed: no adaptive stopping to game)
+    warmup: int = 3
+    input_sets: int = 3  # distinct input sets rotated between iterations
+    min_trials: int = 10  # fresh-input correctness calls over all workloads
+    compile_baseline: bool = True
+
+
+def workloads_for(spec: Any, device: str) -> tuple[Workload, ...]:
+    """The task's workloads, or on CPU (Triton's interpreter) its small shapes, every other one hidden."""
+    if device.startswith("cuda"):
+        return tuple(spec.workloads)
+    return tuple(Workload(f"small_{i}", dict(p), "CPU shape", hidden=i % 2 == 1) for i, p in enumerate(spec.small))
+
+
+def seeds_per_workload(n_workloads: int, config: BenchConfig) -> int:
+    return max(config.input_sets, math.ceil(config.min_trials / max(n_workloads, 1)))
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+# -- timing ----------------------------------------------------------------------------------------
+
+
+class L2Flusher:
+    """Writes a buffer of twice the L2 size before each timed call, so no call starts with a warm cache."""
+
+    def __init__(self, device: str, l2_bytes: int):
+        self.buf = torch.empty(2 * l2_bytes // 4, dtype=torch.int32, device=device) if device.startswith("cuda") else None
+
+    def __call__(self) -> None:
+        if self.buf is not None:
+            self.buf.zero_()
+
+
+@dataclass
+class Timing:
+    median_s: float
+    spread: float  # (p75 - p25) / median
+    samples: list[float]
+    escaped_s: float  # median time of work that ran after the timed stream's end event
+    last_outputs: list[Any]  # what the timed calls returned, one per input set (rechecked)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"median_s": self.median_s, "spread": self.spread, "escaped_s": self.escaped_s,
+                "n": len(self.samples)}
+
+
+def _quantile(xs: Sequence[float], q: float) -> float:
+    s = sorted(xs)
+    pos = q * (len(s) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def host_latency_s(device: str, flush: L2Flusher, n: int = 20) -> float:
+    """Median gap between an end event and a second event recorded after a synchronise, with no work."""
+    if not device.startswith("cuda"):
+        return 0.0
+    gaps = []
+    for _ in range(n):
+        flush()
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        torch.cuda.synchronize()
+        b.record()
+        torch.cuda.synchronize()
+        gaps.append(a.elapsed_time(b) / 1e3)
+    return statistics.median(gaps)
+
+
+def time_call(fn: Callable[..., Any], input_sets: Sequence[Sequence[Any]], config: BenchConfig, device: str,
+              flush: L2Flusher, latency_s: float = 0.0) -> Timing:
+    """Time `fn` over rotated input sets: fixed iterations, L2 flushed, one synchronise per iteration."""
+    last: list[Any] = [None] * len(input_sets)
+    for i in range(config.warmup):
+        fn(*input_sets[i % len(input_sets)])
+    _sync(device)
+    samples, escaped = [], []
+    cuda = device.startswith("cuda")
+    for i in range(config.iters):
+        k = i % len(input_sets)
+        flush()
+        if cuda:
+            start, end, after = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+            start.record()
+            out = fn(*input_sets[k])
+            end.record()
+            torch.cuda.synchronize()  # waits for every stream, including any the candidate hid work on
+            after.record()
+            torch.cuda.synchronize()
+            hidden = max(0.0, start.elapsed_time(after) / 1e3 - start.elapsed_time(end) / 1e3 - latency_s)
+            # a gap of under 5 us beyond the host latency is jitter, not hidden work
+            hidden = hidden if hidden > 5e-6 else 0.0
+            samples.append(start.elapsed_time(end) / 1e3 + hidden)
+            escaped.append(hidden)
+        else:
+            t0 = time.perf_counter()
+            out = fn(*input_sets[k])
+            samples.append(time.perf_counter() - t0)
+            escaped.append(0.0)
+        last[k] = out
+    med = statistics.median(samples)
+    spread = (_quantile(samples, 0.75) - _quantile(samples, 0.25)) / med if med > 0 else 0.0
+    return Timing(med, spread, samples, statistics.median(escaped), last)
+
+
+# -- the reference job -----------------------------------------------------------------------------
+
+
+def workload_seeds(session_seed: int, workload: Workload, n: int) -> list[int]:
+    """The seed pool of one workload in one worker session (fresh per session, not per candidate)."""
+    base = (session_seed * 1_000_003 + sum(map(ord, workload.name)) * 7919) % (2**31 - 1)
+    return [base + 101 * i for i in range(n)]
+
+
+def _expected_path(out_dir: Path, workload: Workload, seed: int) -> Path:
+    return out_dir / workload.name / f"{seed}.pt"
+
+
+def prepare_reference(reference: ModuleType, out_dir: Path, device: str, session_seed: int,
+                      config: BenchConfig, l2_bytes: int) -> dict[str, Any]:
+    """Expected outputs of every workload's seed pool (to files) and baseline times; trusted code only."""
+    workloads = workloads_for(reference.SPEC, device)
+    n_seeds = seeds_per_workload(len(workloads), config)
+    flush = L2Flusher(device, l2_bytes)
+    latency = host_latency_s(device, flush)
+    compiled = None
+    if config.compile_baseline:
+        try:
+            compiled = torch.compile(reference.run)
+        except Exception:  # noqa: BLE001 - no compiler here: eager is the baseline
+            compiled = None
+    baselines: dict[str, Any] = {}
+    for w in workloads:
+        params = dict(w.params)
+        seeds = workload_seeds(session_seed, w, n_seeds)
+        (out_dir / w.name).mkdir(parents=True, exist_ok=True)
+        input_sets = []
+        for s in seeds:
+            inputs = reference.make_inputs(params, s, device)
+            with torch.no_grad():
+                out = as_tuple(reference.run(*inputs))
+            torch.save([o.detach().cpu() for o in out], _expected_path(out_dir, w, s))
+            if len(input_sets) < config.input_sets:
+                input_sets.append(inputs)
+        with torch.no_grad():
+            eager = time_call(reference.run, input_sets, config, device, flush, latency)
+        entry: dict[str, Any] = {"seeds": seeds, "eager": eager.to_dict(), "compile": None}
+        if compiled is not None:
+            try:
+                with torch.no_grad():
+                    entry["compile"] = time_call(compiled, input_sets, config, device, flush, latency).to_dict()
+            except Exception as e:  # noqa: BLE001 - a compile failure leaves eager as the baseline
+                entry["compile_error"] = f"{type(e).__name__}: {e}"[:500]
+        times = [entry["eager"]["median_s"]] + ([entry["compile"]["median_s"]] if entry["compile"] else [])
+        entry["baseline_s"] = min(times)
+        baselines[w.name] = entry
+        del input_sets
+    return {"workloads": baselines, "latency_s": latency}
+
+
+# -- the candidate job -----------------------------------------------------------------------------
+
+
+def _harness_identity() -> dict[str, int]:
+    """Identities of the functions the harness trusts; a candidate that patches one is caught."""
+    objs = {
+        "torch.cuda.Event": torch.cuda.Event,
+        "torch.cuda.Event.record": torch.cuda.Event.record,
+        "torch.cuda.Event.elapsed_time": torch.cuda.Event.elapsed_time,
+        "torch.cuda.synchronize": torch.cuda.synchronize,
+        "torch.equal": torch.equal,
+        "torch.allclose": torch.allclose,
+        "torch.Tensor.to": torch.Tensor.to,
+        "torch.Tensor.abs": torch.Tensor.abs,
+        "torch.save": torch.save,
+        "torch.load": torch.load,
+        "time.perf_counter": time.perf_counter,
+        "bench.compare_outputs": compare_outputs,
+        "bench.time_call": globals()["time_call"],
+    }
+    return {k: id(v) for k, v in objs.items()}
+
+
+def _precision_flags() -> dict[str, Any]:
+    return {
+        "matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "bf16_reduced_precision": torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction,
+        "fp16_reduced_precision": torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction,
+    }
+
+
+def _native_threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def _storage_span(t: torch.Tensor) -> tuple[int, int]:
+    start = t.untyped_storage().data_ptr()
+    return start, start + t.untyped_storage().nbytes()
+
+
+def _aliases(outputs: Sequence[Any], inputs: Sequence[Any]) -> bool:
+    spans = [_storage_span(x) for x in inputs if isinstance(x, torch.Tensor) and x.numel()]
+    for o in outputs:
+        if isinstance(o, torch.Tensor) and o.numel():
+            a, b = _storage_span(o)
+            if any(a < d and c < b for c, d in spans):
+                return True
+    return False
+
+
+def _poison_free_memory(device: str, nbytes: int) -> None:
+    """Fill memory the allocator will hand out next with NaN, so an output never written reads as NaN."""
+    if nbytes <= 0:
+        return
+    junk = torch.empty(nbytes // 2 + 1, dtype=torch.bfloat16, device=device)
+    junk.fill_(float("nan"))
+    del junk
+
+
+def _clone(inputs: Sequence[Any]) -> list[Any]:
+    return [x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]
+
+
+@dataclass
+class CheckLog:
+    """Dynamic check results, as (check name, passed, reason) for the auditor's gate."""
+
+    results: list[tuple[str, bool, str]]
+
+    def fail(self, name: str, reason: str) -> None:
+        self.results.append((name, False, reason))
+
+    def ok(self, name: str) -> None:
+        if not any(n == name for n, _, _ in self.results):
+            self.results.append((name, True, ""))
+
+    @property
+    def passed(self) -> bool:
+        return all(p for _, p, _ in self.results)
+
+    def first_failure(self) -> str | None:
+        return next((f"{n}: {r}" for n, p, r in self.results if not p), None)
+
+
+def evaluate_candidate(reference: ModuleType, candidate_path: Path, expected_dir: Path, prepared: dict[str, Any],
+                       device: str, config: BenchConfig, l2_bytes: int,
+                       import_module: Callable[[Path], ModuleType]) -> dict[str, Any]:
+    """Check and time one candidate; returns per-workload times and the dynamic check log (see module doc)."""
+    spec = reference.SPEC
+    workloads = workloads_for(spec, device)
+    workdir = candidate_path.parent
+    files_before = {p.name for p in workdir.iterdir()}
+    flush = L2Flusher(device, l2_bytes)
+    latency = float(prepared.get("latency_s", 0.0))
+    identity, flags = _harness_identity(), _precision_flags()
+    py_threads, os_threads = threading.active_count(), _native_threads()
+    stream_before = torch.cuda.current_stream() if device.startswith("cuda") else None
+    log = CheckLog([])
+    result: dict[str, Any] = {"workloads": {}, "checks": log.results}
+
+    module = import_module(candidate_path)
+    run = getattr(module, "run", None)
+    if not callable(run):
+        log.fail("interface", "the candidate defines no callable `run(*inputs)`")
+        return result
+    if _harness_identity() != identity:
+        log.fail("harness_intact", "importing the candidate replaced a function the harness trusts "
+                 f"({', '.join(k for k, v in _harness_identity().items() if identity[k] != v)})")
+        return result
+
+    def expected_of(w: Workload, seed: int) -> list[torch.Tensor]:
+        return [t.to(device) for t in torch.load(_expected_path(expected_dir, w, seed), weights_only=True)]
+
+    # Correctness: every workload (hidden too), fresh inputs per call, visited in a shuffled order
+    # twice, so that a warm-up detector or state kept between calls shows.
+    order = [(w, s) for w in workloads for s in prepared["workloads"][w.name]["seeds"]]
+    rng = __import__("random").Random(int(prepared.get("session_seed", 0)) ^ hash(candidate_path.name))
+    rounds = [rng.sample(order, len(order)), rng.sample(order, min(len(order), 4))]
+    first_out: dict[tuple[str, int], list[torch.Tensor]] = {}
+    for round_no, calls in enumerate(rounds):
+        for w, s in calls:
+            inputs = reference.make_inputs(dict(w.params), s, device)
+            before = _clone(inputs)
+            expected = expected_of(w, s)
+            _poison_free_memory(device, sum(e.numel() * e.element_size() for e in expected))
+            try:
+                with torch.no_grad():
+                    got = as_tuple(run(*inputs))
+                _sync(device)
+            except Exception as e:  # noqa: BLE001 - the candidate's error is its result
+                log.fail("runs", f"workload {w.name}: run raised {type(e).__name__}: {str(e)[:300]}")
+                return result
+            reason = compare_outputs(got, tuple(expected), spec.atol, spec.rtol)
+            if reason is not None:
+                shown = "hidden" if w.hidden else "visible"
+                name = "correct" if round_no == 0 else "repeatable"
+                log.fail(name, f"{shown} workload {w.name} (seed {s}){' on a repeated call' if round_no else ''}: {reason}")
+                return result
+            if not all(torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b for a, b in zip(inputs, before, strict=True)):
+                log.fail("inputs_unchanged", f"workload {w.name}: run modified its inputs in place")
+                return result
+            if _aliases(got, inputs):
+                log.fail("no_alias", f"workload {w.name}: an output shares memory with an input")
+                return result
+            if round_no == 0:
+                first_out[(w.name, s)] = [g.detach().clone() for g in got]
+            del got, inputs, before, expected
+    # Different inputs must give different outputs (a constant answer that slips through a loose tolerance).
+    for w in workloads:
+        outs = [v for (name, _), v in first_out.items() if name == w.name]
+        if len(outs) >= 2 and all(torch.equal(a, b) for a, b in zip(outs[0], outs[1], strict=True)):
+            log.fail("outputs_change", f"workload {w.name}: two different inputs gave identical outputs")
+            return result
+    del first_out
+    log.ok("outputs_change")
+    log.ok("correct")
+    log.ok("repeatable")
+    log.ok("inputs_unchanged")
+    log.ok("no_alias")
+
+    # Timing, then the timed calls' outputs rechecked.
+    for w in workloads:
+        seeds = prepared["workloads"][w.name]["seeds"][: config.input_sets]
+        input_sets = [reference.make_inputs(dict(w.params), s, device) for s in seeds]
+        try:
+            with torch.no_grad():
+                timing = time_call(run, input_sets, config, device, flush, latency)
+        except Exception as e:  # noqa: BLE001
+            log.fail("runs", f"workload {w.name}: run raised {type(e).__name__} while timed: {str(e)[:300]}")
+            return result
+        for s, out in zip(seeds, timing.last_outputs, strict=True):
+            reason = compare_outputs(as_tuple(out), tuple(expected_of(w, s)), spec.atol, spec.rtol)
+            if reason is not None:
+                log.fail("timed_outputs", f"workload {w.name}: what the timed calls returned is wrong: {reason}")
+                return result
+        if timing.escaped_s > 0:
+            log.fail("single_stream", f"workload {w.name}: {timing.escaped_s * 1e6:.1f} us of work ran outside "
+                     "the timed stream (side stream or deferred work); it was counted in the time")
+        result["workloads"][w.name] = timing.to_dict()
+        del input_sets, timing
+    log.ok("timed_outputs")
+    log.ok("single_stream")
+
+    # Facts the candidate must not have changed.
+    if _harness_identity() != identity:
+        changed = [k for k, v in _harness_identity().items() if identity[k] != v]
+        log.fail("harness_intact", f"the candidate replaced functions the harness trusts: {', '.join(changed)}")
+    log.ok("harness_intact")
+    if _precision_flags() != flags:
+        changed = [k for k, v in _precision_flags().items() if flags[k] != v]
+        log.fail("precision_flags", f"the candidate changed global precision settings: {', '.join(changed)}")
+    log.ok("precision_flags")
+    if threading.active_count() > py_threads or _native_threads() > os_threads:
+        log.fail("no_threads", f"threads grew from {os_threads} to {_native_threads()} (Python: {py_threads} to "
+                 f"{threading.active_count()}): work must finish inside run()")
+    log.ok("no_threads")
+    if stream_before is not None and torch.cuda.current_stream() != stream_before:
+        log.fail("single_stream", "the candidate left a different current stream set")
+    left = sorted({p.name for p in workdir.iterdir()} - files_before - {"__pycache__"})
+    if left:
+        log.fail("no_files_left", f"the candidate left files behind: {', '.join(left[:5])}")
+    log.ok("no_files_left")
+    return result

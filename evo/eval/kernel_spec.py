@@ -1,0 +1,131 @@
+"""What a kernel task declares, and the trusted comparison of a candidate's outputs with the reference.
+
+A kernel task is a folder `tasks/kernels/<name>/` whose `reference.py` defines:
+
+- `SPEC`: a `KernelSpec` (category, workloads with named-model shapes, CPU shapes, tolerances).
+- `make_inputs(params, seed, device) -> tuple[Tensor, ...]`: fresh, non-trivial inputs for one call.
+- `run(*inputs)`: the PyTorch reference; returns a tensor or a tuple of tensors.
+- `flops(params) -> float` and `min_bytes(params) -> float`: hand-written counts for the speed of light
+  (inputs read once, outputs written once).
+
+The candidate is a Python file defining `run(*inputs)` with the same signature and outputs;
+`kernels/<name>.py` is the task's Triton seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+CATEGORIES = ("single_op", "fused", "quant", "attention")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One shape of a task: its parameters, where they come from, and whether the prompt may show it."""
+
+    name: str
+    params: Mapping[str, Any]
+    source: str = ""  # the real model the shape comes from, e.g. "Llama-3-8B: hidden 4096"
+    hidden: bool = False  # hidden workloads are checked and timed but never shown to an operator
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A kernel task's declaration (see the module docstring for the functions beside it)."""
+
+    category: str
+    workloads: tuple[Workload, ...]
+    small: tuple[Mapping[str, Any], ...]  # shapes for Triton's CPU interpreter: tiny, and awkward
+    atol: float
+    rtol: float
+    dtype: str = "bfloat16"
+    notes: str = ""  # how the tolerance was calibrated, anything unusual
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.category not in CATEGORIES:
+            raise ValueError(f"category must be one of {CATEGORIES}, not {self.category!r}")
+        if not self.workloads or not self.small:
+            raise ValueError("a kernel task needs at least one workload and one small (CPU) shape")
+        if not any(w.hidden for w in self.workloads) or all(w.hidden for w in self.workloads):
+            raise ValueError("a kernel task needs both visible and hidden workloads")
+
+    def visible(self) -> tuple[Workload, ...]:
+        return tuple(w for w in self.workloads if not w.hidden)
+
+
+def as_tuple(outputs: Any) -> tuple[Any, ...]:
+    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+
+
+def upcast(inputs: Sequence[Any]) -> tuple[Any, ...]:
+    """Floating tensors to float64 (integers, quantised codes and non-tensors untouched)."""
+    return tuple(
+        x.to(torch.float64) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs
+    )
+
+
+def compare_outputs(got: Any, expected: Any, atol: float, rtol: float) -> str | None:
+    """None when `got` matches `expected` everywhere; otherwise a reason a person can act on.
+
+    Every element is checked (no matched-ratio slack); NaN or inf where the reference is finite fails;
+    type, count, shape and dtype must match the reference's.
+    """
+    got_t, exp_t = as_tuple(got), as_tuple(expected)
+    if len(got_t) != len(exp_t):
+        return f"returned {len(got_t)} outputs, the reference returns {len(exp_t)}"
+    for i, (g, e) in enumerate(zip(got_t, exp_t, strict=True)):
+        where = f"output {i}" if len(exp_t) > 1 else "output"
+        if not isinstance(g, torch.Tensor):
+            return f"{where} is a {type(g).__name__}, not a torch.Tensor"
+        if type(g) is not torch.Tensor:
+            return f"{where} is a tensor subclass ({type(g).__name__}); return a plain torch.Tensor"
+        if tuple(g.shape) != tuple(e.shape):
+            return f"{where} has shape {tuple(g.shape)}, expected {tuple(e.shape)}"
+        if g.dtype != e.dtype:
+            return f"{where} has dtype {g.dtype}, expected {e.dtype}"
+        if g.device != e.device:
+            return f"{where} is on {g.device}, expected {e.device}"
+        if e.is_floating_point():
+            g64, e64 = g.detach().to(torch.float64), e.detach().to(torch.float64)
+            if not torch.isfinite(g64).all() and torch.isfinite(e64).all():
+                bad = int((~torch.isfinite(g64)).sum())
+                return f"{where} has {bad} NaN/inf values where the reference is finite"
+            err = (g64 - e64).abs()
+            allowed = atol + rtol * e64.abs()
+            over = err > allowed
+            # NaN in both (or the same inf) is agreement, not error
+            over &= ~((g64 == e64) | (torch.isnan(g64) & torch.isnan(e64)))
+            if bool(over.any()):
+                n = int(over.sum())
+                worst = int(torch.argmax(torch.where(over, err - allowed, torch.zeros_like(err))))
+                idx = tuple(int(j) for j in torch.unravel_index(torch.tensor(worst), e.shape))
+                return (f"{where} differs at {n} of {e.numel()} elements; worst at {idx}: "
+                        f"got {g64.flatten()[worst].item():.6g}, expected {e64.flatten()[worst].item():.6g} "
+                        f"(atol {atol:g}, rtol {rtol:g})")
+        elif not torch.equal(g, e):
+            n = int((g != e).sum())
+            return f"{where} differs at {n} of {e.numel()} elements (exact match required for {e.dtype})"
+    return None
+
+
+def reference_error(reference: Any, params: Mapping[str, Any], seed: int, device: str = "cpu") -> tuple[float, float]:
+    """(max abs error, max error relative to max |value|) of the reference in its dtype against float64.
+
+    Tolerances are set from this: a few times the reference's own rounding error in its dtype.
+    """
+    inputs = reference.make_inputs(dict(params), seed, device)
+    low = as_tuple(reference.run(*inputs))
+    high = as_tuple(reference.run(*upcast(inputs)))
+    abs_err, rel_err = 0.0, 0.0
+    for lo, hi in zip(low, high, strict=True):
+        if not lo.is_floating_point():
+            continue
+        diff = (lo.to(torch.float64) - hi.to(torch.float64)).abs().max().item()
+        scale = hi.to(torch.float64).abs().max().item() or 1.0
+        abs_err, rel_err = max(abs_err, diff), max(rel_err, diff / scale)
+    return abs_err, rel_err

@@ -1,0 +1,93 @@
+"""The kernel suite table: eager, torch.compile, the seed and the best found, scored against the speed of light."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from evo.eval.backends.kernel import KernelEvaluator, WorkerPool
+from evo.eval.bench import BenchConfig
+from evo.eval.peaks import sol_score
+from evo.program import MAIN_FILE
+from evo.task import list_tasks, load_task
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def kernel_task_names(selected: list[str] | None = None) -> list[str]:
+    names = [n for n in list_tasks() if n.startswith("kernels/")]
+    if selected:
+        wanted = {s if s.startswith("kernels/") else f"kernels/{s}" for s in selected}
+        unknown = wanted - set(names)
+        if unknown:
+            from evo.errors import EvoError
+
+            raise EvoError(f"unknown kernel task(s): {', '.join(sorted(unknown))}. `evo tasks` lists them.")
+        names = [n for n in names if n in wanted]
+    return names
+
+
+def seed_path(task_name: str) -> Path:
+    return REPO / "kernels" / f"{task_name.split('/', 1)[1]}.py"
+
+
+def _evaluate_file(ev: KernelEvaluator, path: Path, scratch: Path) -> dict[str, Any]:
+    d = Path(tempfile.mkdtemp(dir=scratch))
+    try:
+        shutil.copy(path, d / MAIN_FILE)
+        return ev.evaluate_path_sync(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def bench_suite(task_names: list[str], scratch: Path, config: BenchConfig, best_dir: Path | None = None,
+                devices: list[str] | None = None,
+                progress: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Score eager, compile, the seed (and a best-found file per task from `best_dir`) on every task."""
+    pool = WorkerPool(scratch, devices)
+    rows = []
+    try:
+        for name in task_names:
+            task = load_task(name)
+            ev = KernelEvaluator(task, 1, scratch, config=config, pool=pool)
+            try:
+                seed = _evaluate_file(ev, seed_path(name), scratch)
+                best = None
+                if best_dir is not None and (best_dir / f"{name.split('/', 1)[1]}.py").is_file():
+                    best = _evaluate_file(ev, best_dir / f"{name.split('/', 1)[1]}.py", scratch)
+            finally:
+                ev.close()
+            row = suite_row(name, task.reference.SPEC.category, seed, best)
+            rows.append(row)
+            if progress:
+                progress(name, row)
+    finally:
+        pool.close()
+    summary = {k: statistics.mean(r[k] for r in rows) for k in ("eager", "compile", "seed")} if rows else {}
+    bests = [r["best"] for r in rows if r["best"] is not None]
+    summary["best"] = statistics.mean(bests) if bests else None
+    return {"rows": rows, "mean_scores": summary}
+
+
+def suite_row(name: str, category: str, seed: dict[str, Any], best: dict[str, Any] | None) -> dict[str, Any]:
+    """One task's scores: the baselines scored like candidates (eager alone, compile alone)."""
+    wl = seed["workloads"]
+
+    def mean_score(key: str) -> float:
+        vals = [sol_score(w[key], w["baseline_s"], w["t_sol_s"]) if w.get(key) else 0.0 for w in wl]
+        return statistics.mean(vals) if vals else 0.0
+
+    first = wl[0] if wl else {}
+    return {
+        "task": name, "category": category, "device": seed.get("device"),
+        "eager": mean_score("eager_s"), "compile": mean_score("compile_s"),
+        "seed": float(seed.get("score", 0.0)), "seed_error": seed.get("error"),
+        "best": float(best["score"]) if best else None, "best_error": best.get("error") if best else None,
+        "first_workload": first.get("workload"), "t_sol_us": (first.get("t_sol_s") or 0) * 1e6,
+        "eager_us": (first.get("eager_s") or 0) * 1e6, "seed_us": (first.get("time_s") or 0) * 1e6,
+        "workloads": wl,
+    }

@@ -1,0 +1,246 @@
+"""One evaluation worker per GPU: a zygote that imports torch and Triton once and forks a child per job.
+
+Run as `python -m evo.eval.worker --device cuda:0 --session DIR`. Jobs arrive as JSON lines on stdin,
+answers leave as JSON lines on stdout (see `KernelEvaluator` in `evo/eval/backends/kernel.py`).
+
+Why a zygote: a fresh Python process per candidate spends ~5 s importing torch and Triton before any
+GPU work (calibrated on an H100). The zygote pays that once, never touches CUDA itself (a forked CUDA
+context is unusable), and forks a child per job; the child starts CUDA, imports the candidate and
+warms its kernels up on tiny shapes (compiling them) in parallel with other children, then takes the
+GPU lock for everything that measures: checks and timing, one child at a time per GPU. Each child
+is its own session (process group) with file-size and core limits and a resident-memory watch; a
+crash, hang or memory blow-up kills that child only.
+
+Trust: the reference job runs trusted code only and writes expected outputs to files; the candidate
+job runs the candidate next to the harness, which is why the auditor's static screen runs first and
+the harness checks its own functions for tampering (see `evo/eval/bench.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+# The imports a child would otherwise pay for, done once before any fork.
+import torch
+import triton  # noqa: F401
+
+from evo.eval import bench
+from evo.eval.peaks import peaks_for
+from evo.task import load_module
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its children in its session (statm of each)."""
+    total = 0
+    try:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.getsid(int(entry)) != pid:
+                    continue
+                with open(f"/proc/{entry}/statm") as f:
+                    total += int(f.read().split()[1]) * PAGE
+            except (OSError, ValueError, IndexError):
+                continue
+    except OSError:
+        pass
+    return total
+
+
+class GpuLock:
+    """An flock on a file: one measuring child per GPU; released by the kernel if its holder dies."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> GpuLock:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _device_facts(device: str) -> dict[str, Any]:
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(device)
+        return {"device_name": name, "l2_bytes": peaks_for(name).l2_bytes}
+    return {"device_name": "cpu", "l2_bytes": 0}
+
+
+def _child_setup(job: dict[str, Any], device: str) -> None:
+    os.setsid()
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    fsize = int(job.get("max_file_mb", 256)) * 2**20
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    workdir = Path(job["workdir"])
+    os.chdir(workdir)
+    log = os.open(workdir / "child.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
+        gpu_fraction = float(job.get("gpu_memory_fraction", 0.9))
+        torch.cuda.set_per_process_memory_fraction(gpu_fraction)
+
+
+def _run_child(job: dict[str, Any], device: str, session: Path, lock: GpuLock) -> dict[str, Any]:
+    config = bench.BenchConfig(**job.get("config", {}))
+    reference = load_module(Path(job["task_root"]) / "reference.py", "evo_reference")
+    facts = _device_facts(device)
+    if job["kind"] == "reference":
+        out_dir = Path(job["expected_dir"])
+        with lock:
+            prepared = bench.prepare_reference(reference, out_dir, device, int(job["session_seed"]), config,
+                                               facts["l2_bytes"])
+        prepared["session_seed"] = int(job["session_seed"])
+        return {**facts, "prepared": prepared}
+    candidate = Path(job["candidate"])
+
+    imported: dict[str, Any] = {}
+
+    def import_candidate(path: Path) -> Any:
+        if "module" not in imported:
+            sys.path.insert(0, str(path.parent))
+            imported["module"] = load_module(path, "candidate")
+        return imported["module"]
+
+    # Import and warm up on the CPU shapes before the lock: compilation overlaps other children's timing.
+    warm_error = None
+    try:
+        module = import_candidate(candidate)
+        for params in reference.SPEC.small:
+            inputs = reference.make_inputs(dict(params), 0, device)
+            with torch.no_grad():
+                module.run(*inputs)
+        bench._sync(device)
+    except Exception as e:  # noqa: BLE001 - reported below as the candidate's failure, under the lock or not
+        warm_error = f"{type(e).__name__}: {str(e)[:500]}"
+    if warm_error is not None:
+        return {**facts, "result": {"workloads": {}, "checks": [("runs", False, f"on a small shape: {warm_error}")]}}
+    with lock:
+        result = bench.evaluate_candidate(reference, candidate, Path(job["expected_dir"]), job["prepared"], device,
+                                          config, facts["l2_bytes"], import_candidate)
+    return {**facts, "result": result}
+
+
+def _child_main(job: dict[str, Any], device: str, session: Path, lock: GpuLock, result_path: Path) -> None:
+    try:
+        _child_setup(job, device)
+        answer = {"status": "ok", **_run_child(job, device, session, lock)}
+    except BaseException as e:  # noqa: BLE001 - everything a child hits becomes its answer
+        answer = {"status": "error", "error": f"{type(e).__name__}: {str(e)[:1000]}",
+                  "traceback": traceback.format_exc()[-3000:]}
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(answer))
+    tmp.rename(result_path)
+    os._exit(0)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def serve(device: str, session: Path, parallel: int) -> None:
+    """Read jobs from stdin and answer each on stdout when its child finishes."""
+    session.mkdir(parents=True, exist_ok=True)
+    lock = GpuLock(session / f"gpu-{device.replace(':', '-')}.lock")
+    running: dict[int, tuple[dict[str, Any], float, Path]] = {}
+    queue: list[dict[str, Any]] = []
+    os.set_blocking(sys.stdin.fileno(), False)
+    buf = b""
+    stdin_open = True
+    out = sys.stdout
+
+    def answer(job: dict[str, Any], payload: dict[str, Any]) -> None:
+        out.write(json.dumps({"id": job["id"], **payload}) + "\n")
+        out.flush()
+
+    print(json.dumps({"ready": True, "device": device, "pid": os.getpid()}), flush=True)
+    while stdin_open or queue or running:
+        if stdin_open:
+            try:
+                chunk = os.read(sys.stdin.fileno(), 1 << 16)
+                if chunk == b"":
+                    stdin_open = False
+                buf += chunk
+            except BlockingIOError:
+                pass
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if line.strip():
+                    queue.append(json.loads(line))
+        while queue and len(running) < parallel:
+            job = queue.pop(0)
+            result_path = session / f"result-{job['id']}.json"
+            result_path.unlink(missing_ok=True)
+            pid = os.fork()
+            if pid == 0:
+                _child_main(job, device, session, lock, result_path)
+            running[pid] = (job, time.monotonic(), result_path)
+        for pid, (job, started, result_path) in list(running.items()):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            elapsed = time.monotonic() - started
+            if done == 0:
+                if elapsed > float(job.get("timeout_s", 120)):
+                    _kill_group(pid)
+                    os.waitpid(pid, 0)
+                    del running[pid]
+                    answer(job, {"status": "timeout", "error": f"exceeded {job.get('timeout_s', 120)} s; process group killed",
+                                 "wall_s": elapsed})
+                elif _rss_bytes(pid) > int(job.get("memory_mb", 16384)) * 2**20:
+                    _kill_group(pid)
+                    os.waitpid(pid, 0)
+                    del running[pid]
+                    answer(job, {"status": "memory", "error": f"exceeded memory limit of {job.get('memory_mb')} MB",
+                                 "wall_s": elapsed})
+                continue
+            _kill_group(pid)  # anything the child left running in its session
+            del running[pid]
+            if result_path.is_file():
+                payload = json.loads(result_path.read_text())
+                result_path.unlink()
+            elif os.WIFSIGNALED(status):
+                sig = signal.Signals(os.WTERMSIG(status)).name
+                payload = {"status": "crashed", "error": f"killed by {sig}"}
+            else:
+                payload = {"status": "crashed", "error": f"exited with code {os.WEXITSTATUS(status)} before answering"}
+            log = Path(job["workdir"]) / "child.log"
+            if log.is_file():
+                payload["log_tail"] = log.read_text(errors="replace")[-2000:]
+            answer(job, {**payload, "wall_s": elapsed})
+        time.sleep(0.005)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evo.eval.worker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda:0", help="cuda:N, or cpu (Triton's interpreter)")
+    parser.add_argument("--session", type=Path, required=True, help="folder for locks and answers")
+    parser.add_argument("--parallel", type=int, default=4, help="children alive at once (compiling in parallel)")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine stops us by closing stdin
+    serve(args.device, args.session, args.parallel)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
