@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from evo.errors import EvoError
 from evo.eval.backends.kernel import KernelEvaluator, WorkerPool
 from evo.eval.bench import BenchConfig
 from evo.eval.peaks import sol_score
@@ -24,8 +25,6 @@ def kernel_task_names(selected: list[str] | None = None) -> list[str]:
         wanted = {s if s.startswith("kernels/") else f"kernels/{s}" for s in selected}
         unknown = wanted - set(names)
         if unknown:
-            from evo.errors import EvoError
-
             raise EvoError(f"unknown kernel task(s): {', '.join(sorted(unknown))}. `evo tasks` lists them.")
         names = [n for n in names if n in wanted]
     return names
@@ -59,6 +58,8 @@ def bench_suite(task_names: list[str], scratch: Path, config: BenchConfig, best_
                 best = None
                 if best_dir is not None and (best_dir / f"{name.split('/', 1)[1]}.py").is_file():
                     best = _evaluate_file(ev, best_dir / f"{name.split('/', 1)[1]}.py", scratch)
+            except EvoError as e:  # one broken task is a row of the table, not the end of the suite
+                seed, best = {"score": 0.0, "error": str(e).splitlines()[0], "workloads": []}, None
             finally:
                 ev.close()
             row = suite_row(name, task.reference.SPEC.category, seed, best)

@@ -74,6 +74,7 @@ def _fail(line: int, reason: str) -> OperatorError:
     return OperatorError(f"malformed parameter declaration at line {line}: {reason}; {_SYNTAX}")
 
 
+@lru_cache(maxsize=4096)  # relatives share their declarations: parse each distinct one once
 def _parse_spec(spec: str, line: int) -> tuple[Kind, tuple[Any, ...]]:
     try:
         node = ast.parse(spec, mode="eval").body
@@ -117,6 +118,12 @@ def _char_col(line_text: str, byte_col: int) -> int:
     return len(line_text.encode()[:byte_col].decode())
 
 
+@lru_cache(maxsize=4096)
+def _parse_line(code: str) -> list[ast.stmt]:
+    """One declaration line's statements (cached: callers only read the nodes)."""
+    return ast.parse(code).body
+
+
 def _parse_declaration(text: str, comment: tuple[int, int]) -> Parameter:
     cstart, cend = comment
     line_start = text.rfind("\n", 0, cstart) + 1
@@ -127,7 +134,7 @@ def _parse_declaration(text: str, comment: tuple[int, int]) -> Parameter:
     if code[0].isspace():
         raise _fail(line, "parameters are declared at module level, on one line, without indentation")
     try:
-        stmts = ast.parse(code).body
+        stmts = _parse_line(code)
     except SyntaxError:
         raise _fail(line, "the assignment must fit on its line") from None
     stmt = stmts[0] if len(stmts) == 1 else None

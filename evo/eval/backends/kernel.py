@@ -137,6 +137,7 @@ class KernelEvaluator:
     def _job(self, **kw: Any) -> dict[str, Any]:
         cfg = self.task.config
         return {"id": f"j{next(self._ids)}", "task_root": str(self.task.root), "timeout_s": cfg.timeout_s,
+                "session_seed": self.session_seed,
                 "memory_mb": cfg.memory_mb, "config": asdict(self.config), **kw}
 
     def _prepare(self, worker: Worker) -> dict[str, Any]:
@@ -148,7 +149,7 @@ class KernelEvaluator:
                 expected.mkdir(exist_ok=True)
                 workdir = Path(tempfile.mkdtemp(prefix="reference-", dir=self.session))
                 fut = worker.submit(self._job(kind="reference", expected_dir=str(expected), workdir=str(workdir),
-                                              session_seed=self.session_seed, timeout_s=1800))
+                                              timeout_s=1800))
                 self._prepared[worker.device] = fut
         answer = fut.result()
         if answer.get("status") != "ok":

@@ -1,0 +1,126 @@
+"""How fast and how steady the kernel harness is: candidates per GPU-minute, and timing noise.
+
+Throughput: variants of the single-operator seeds (different warps, distinct texts so none is cached)
+are evaluated through one worker pool, `--parallel` children compiling at once while one times; the
+figure is candidates finished per minute of wall time after each task's one-time reference job.
+Noise: one candidate evaluated `--repeats` times, each time in a fresh child process (its own CUDA
+context, its own compilation); the coefficient of variation of its median time per workload.
+
+    python benchmarks/kernel_harness.py --json benchmarks/results/kernel_harness.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from evo.eval.backends.kernel import KernelEvaluator, WorkerPool  # noqa: E402
+from evo.eval.bench import BenchConfig  # noqa: E402
+from evo.eval.suite import kernel_task_names, seed_path  # noqa: E402
+from evo.program import MAIN_FILE  # noqa: E402
+from evo.task import load_task  # noqa: E402
+
+
+def variants(seed_text: str, n: int) -> list[str]:
+    """`n` distinct texts of a seed: warps cycled where declared, a unique comment on each."""
+    out = []
+    for i in range(n):
+        text = re.sub(r"^NUM_WARPS = \d+", f"NUM_WARPS = {[4, 8, 2, 4][i % 4]}", seed_text, flags=re.M)
+        out.append(text + f"\n# variant {i}\n")
+    return out
+
+
+def evaluate_text(ev: KernelEvaluator, text: str, scratch: Path) -> dict:
+    d = Path(tempfile.mkdtemp(dir=scratch))
+    try:
+        (d / MAIN_FILE).write_text(text)
+        return ev.evaluate_path_sync(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", default="silu_fwd,softmax_fwd,rmsnorm_fwd,layernorm_fwd,gelu_tanh_fwd",
+                    help="single-operator tasks for the throughput figure")
+    ap.add_argument("--per-task", type=int, default=12, help="candidates per task for throughput")
+    ap.add_argument("--parallel", type=int, default=6, help="children per GPU alive at once")
+    ap.add_argument("--noise-task", default="rmsnorm_fwd")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "kernel_harness.json")
+    args = ap.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="evo-harness-"))
+    config = BenchConfig(compile_baseline=False)
+    pool = WorkerPool(scratch, parallel_per_device=args.parallel)
+    out: dict = {"devices": pool.devices, "config": config.__dict__, "throughput": {}, "noise": {}}
+    try:
+        # -- throughput
+        total_n, total_s, rows = 0, 0.0, []
+        for name in kernel_task_names(args.tasks.split(",")):
+            task = load_task(name)
+            ev = KernelEvaluator(task, 1, scratch, config=config, pool=pool)
+            t0 = time.perf_counter()
+            ev._prepare(ev._pick())  # the reference job, once per task and session
+            prep = time.perf_counter() - t0
+            texts = variants(seed_path(name).read_text(), args.per_task)
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=args.parallel * len(pool.devices)) as ex:
+                reports = list(ex.map(lambda t: evaluate_text(ev, t, scratch), texts))
+            wall = time.perf_counter() - t0
+            ok = sum(1 for r in reports if r.get("passed"))
+            errors = sorted({str(r.get("error"))[:120] for r in reports if not r.get("passed")})
+            rows.append({"task": name, "candidates": len(texts), "passed": ok, "wall_s": wall, "reference_s": prep,
+                         "per_gpu_minute": len(texts) / wall * 60 / len(pool.devices), "errors": errors})
+            total_n += len(texts)
+            total_s += wall
+            ev.close()
+            print(f"{name}: {len(texts)} candidates in {wall:.1f} s ({rows[-1]['per_gpu_minute']:.0f}/GPU-min), "
+                  f"{ok} passed, reference job {prep:.1f} s", flush=True)
+        out["throughput"] = {"rows": rows, "per_gpu_minute": total_n / total_s * 60 / len(pool.devices)}
+
+        # -- noise
+        task = load_task(f"kernels/{args.noise_task}")
+        ev = KernelEvaluator(task, 1, scratch, config=config, pool=pool)
+        text = seed_path(f"kernels/{args.noise_task}").read_text()
+        medians: dict[str, list[float]] = {}
+        for _ in range(args.repeats):
+            report = evaluate_text(ev, text, scratch)
+            for w in report["workloads"]:
+                if w["time_s"]:
+                    medians.setdefault(w["workload"], []).append(w["time_s"])
+        ev.close()
+        noise = {}
+        for wname, ts in medians.items():
+            cv = statistics.stdev(ts) / statistics.mean(ts) if len(ts) > 1 else 0.0
+            noise[wname] = {"mean_us": statistics.mean(ts) * 1e6, "cv": cv, "n": len(ts)}
+        out["noise"] = {"task": args.noise_task, "workloads": noise}
+    finally:
+        pool.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    print(f"\n{'task':28s} {'cands':>5s} {'passed':>6s} {'wall s':>7s} {'/GPU-min':>9s}")
+    for r in out["throughput"]["rows"]:
+        print(f"{r['task']:28s} {r['candidates']:5d} {r['passed']:6d} {r['wall_s']:7.1f} {r['per_gpu_minute']:9.1f}")
+    print(f"overall: {out['throughput']['per_gpu_minute']:.1f} candidates per GPU-minute")
+    print(f"\nnoise ({args.noise_task}, {args.repeats} fresh child processes):")
+    for wname, v in out["noise"]["workloads"].items():
+        print(f"  {wname:28s} {v['mean_us']:9.2f} us  CV {v['cv']:.2%}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
