@@ -77,7 +77,7 @@ def main() -> None:
             texts = variants(seed_path(name).read_text(), args.per_task)
             t0 = time.perf_counter()
             with ThreadPoolExecutor(max_workers=args.parallel * len(pool.devices)) as ex:
-                reports = list(ex.map(lambda t: evaluate_text(ev, t, scratch), texts))
+                reports = list(ex.map(evaluate_text, [ev] * len(texts), texts, [scratch] * len(texts)))
             wall = time.perf_counter() - t0
             ok = sum(1 for r in reports if r.get("passed"))
             errors = sorted({str(r.get("error"))[:120] for r in reports if not r.get("passed")})

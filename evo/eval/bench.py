@@ -94,6 +94,12 @@ def _quantile(xs: Sequence[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
+def _head_start() -> None:
+    """Keep the GPU busy ~100 us before the start event, so that the host has enqueued the call by
+    the time the GPU reaches it: the events then time the GPU's work, not Python's launch overhead."""
+    torch.cuda._sleep(200_000)
+
+
 def host_latency_s(device: str, flush: L2Flusher, n: int = 20) -> float:
     """Median gap between an end event and a second event recorded after a synchronise, with no work."""
     if not device.startswith("cuda"):
@@ -101,6 +107,7 @@ def host_latency_s(device: str, flush: L2Flusher, n: int = 20) -> float:
     gaps = []
     for _ in range(n):
         flush()
+        _head_start()
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
         torch.cuda.synchronize()
@@ -124,6 +131,7 @@ def time_call(fn: Callable[..., Any], input_sets: Sequence[Sequence[Any]], confi
         flush()
         if cuda:
             start, end, after = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+            _head_start()
             start.record()
             out = fn(*input_sets[k])
             end.record()

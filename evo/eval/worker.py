@@ -86,8 +86,9 @@ def _device_facts(device: str) -> dict[str, Any]:
 def _child_setup(job: dict[str, Any], device: str) -> None:
     os.setsid()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    fsize = int(job.get("max_file_mb", 256)) * 2**20
-    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    if job["kind"] == "candidate":  # the reference job (trusted) writes expected outputs of GBs
+        fsize = int(job.get("max_file_mb", 256)) * 2**20
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     workdir = Path(job["workdir"])
     os.chdir(workdir)
     log = os.open(workdir / "child.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -178,10 +179,22 @@ def _kill_group(pid: int) -> None:
         pass
 
 
+def _lock_path(device: str) -> Path:
+    """One lock file per physical GPU on this machine, shared by every evo run on it, so that two runs
+    never time candidates on the same GPU at once."""
+    index = device.split(":", 1)[1] if ":" in device else device
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if visible and index.isdigit() and int(index) < len(visible):
+        index = visible[int(index)]
+    folder = Path(os.environ.get("EVO_LOCK_DIR", "/tmp/evo-gpu-locks"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"gpu-{index}.lock"
+
+
 def serve(device: str, session: Path, parallel: int) -> None:
     """Read jobs from stdin and answer each on stdout when its child finishes."""
     session.mkdir(parents=True, exist_ok=True)
-    lock = GpuLock(session / f"gpu-{device.replace(':', '-')}.lock")
+    lock = GpuLock(_lock_path(device))
     running: dict[int, tuple[dict[str, Any], float, Path]] = {}
     queue: list[dict[str, Any]] = []
     os.set_blocking(sys.stdin.fileno(), False)

@@ -52,7 +52,7 @@ class Worker:
     def __init__(self, device: str, session: Path, parallel: int):
         self.device = device
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "CUDA_VISIBLE_DEVICES",
-                                                           "LD_LIBRARY_PATH", "TRITON_CACHE_DIR", "CUDA_HOME")}
+                                                           "LD_LIBRARY_PATH", "TRITON_CACHE_DIR", "CUDA_HOME", "EVO_LOCK_DIR")}
         env.update(PYTHONPATH=str(_REPO_ROOT), PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1",
                    TORCH_NCCL_ENABLE_MONITORING="0", NCCL_NVLS_ENABLE="0")
         if device == "cpu":
