@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from evo.audit import screen
 from evo.config import RunConfig
 from evo.embed import make_embedder
 from evo.errors import EvoError, OperatorError
@@ -118,6 +119,9 @@ class Engine:
         self.rng = np.random.default_rng([config.seed, store.count_events()])
         self._cache: OrderedDict[str, Program] = OrderedDict()
         self._task_prompt = task.prompt()
+        # The auditor's static screen guards the GPU harness, where candidates run beside trusted code.
+        # CPU tasks are scored from outputs read back from the sandbox, so they skip its ~2 ms.
+        self._screened = task.is_kernel_task
         self._stopping = False
         self._stop_reason = ""
         self._reserved = 0  # finished + queued + being evaluated
@@ -249,6 +253,12 @@ class Engine:
             except SyntaxError as e:
                 self._reject(child, "parse_error", f"line {e.lineno}: {e.msg}", call)
                 return False
+        if self._screened:
+            verdict = screen(child.source, self.task)
+            if not verdict.passed:
+                child.verdict = verdict.to_json()
+                self._reject(child, "audit", verdict.text()[:2000], call)
+                return False
         vector = self.embedder.embed([child.text])[0]
         seen = self.novelty.assess(vector)
         if seen.duplicate:
@@ -290,6 +300,8 @@ class Engine:
         program.score = result.score
         program.metrics = result.metrics
         program.error = result.error
+        if result.verdict is not None:
+            program.verdict = result.verdict
         if self.cell_space is None:
             program.descriptors = result.descriptors
         elif not program.descriptors:  # seeds and programs reloaded on resume

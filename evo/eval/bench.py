@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import statistics
 import threading
 import time
@@ -126,7 +127,7 @@ def time_call(fn: Callable[..., Any], input_sets: Sequence[Sequence[Any]], confi
     _sync(device)
     samples, escaped = [], []
     cuda = device.startswith("cuda")
-    for i in range(config.iters):
+    for i in range(max(config.iters, len(input_sets))):  # every input set timed (and rechecked) at least once
         k = i % len(input_sets)
         flush()
         if cuda:
@@ -318,6 +319,47 @@ def _clone(inputs: Sequence[Any]) -> list[Any]:
 
 
 @dataclass
+class Snapshot:
+    """What a candidate must leave as it found it: harness functions, flags, threads, files, stream."""
+
+    files: set[str]
+    identity: dict[str, int]
+    flags: dict[str, Any]
+    py_threads: int
+    os_threads: int
+    stream: Any
+
+    @classmethod
+    def take(cls, workdir: Path, device: str) -> Snapshot:
+        return cls({p.name for p in workdir.iterdir()}, _harness_identity(), _precision_flags(),
+                   threading.active_count(), _native_threads(),
+                   torch.cuda.current_stream() if device.startswith("cuda") else None)
+
+
+CORRECTNESS_CHECKS = ("dynamic:stale_memory", "dynamic:hidden_shapes", "dynamic:precision", "dynamic:full_coverage",
+                      "dynamic:output_type")
+
+
+def classify_mismatch(reason: str, hidden: bool) -> str:
+    """Which dynamic check a wrong output fails, from `compare_outputs`'s reason (first match wins)."""
+    if any(k in reason for k in ("shape", "dtype", "tensor subclass", "not a torch.Tensor", "outputs, the", " is on ")):
+        return "dynamic:output_type"
+    if hidden:
+        return "dynamic:hidden_shapes"  # the visible workloads, checked first, all passed
+    if "NaN/inf" in reason:
+        return "dynamic:stale_memory"  # outputs are poisoned with NaN before each call: unwritten memory shows
+    n, total = _mismatch_counts(reason)
+    if total and n / total < 0.05:
+        return "dynamic:full_coverage"  # a few elements wrong: part of the output skipped
+    return "dynamic:precision"
+
+
+def _mismatch_counts(reason: str) -> tuple[int, int]:
+    m = re.search(r"differs at (\d+) of (\d+) elements", reason)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+@dataclass
 class CheckLog:
     """Dynamic check results, as (check name, passed, reason) for the auditor's gate."""
 
@@ -340,17 +382,20 @@ class CheckLog:
 
 def evaluate_candidate(reference: ModuleType, candidate_path: Path, data: WorkloadData, prepared: dict[str, Any],
                        device: str, config: BenchConfig, l2_bytes: int,
-                       import_module: Callable[[Path], ModuleType]) -> dict[str, Any]:
-    """Check and time one candidate; returns per-workload times and the dynamic check log (see module doc)."""
+                       import_module: Callable[[Path], ModuleType], before: Snapshot | None = None) -> dict[str, Any]:
+    """Check and time one candidate; returns per-workload times and the dynamic check log (see module doc).
+
+    `before` is the state taken before the candidate was first imported (the worker imports it early
+    to compile); without it the state is taken now.
+    """
     spec = reference.SPEC
     workloads = data.workloads
     workdir = candidate_path.parent
-    files_before = {p.name for p in workdir.iterdir()}
+    snap = before or Snapshot.take(workdir, device)
+    files_before, identity, flags = snap.files, snap.identity, snap.flags
+    py_threads, os_threads, stream_before = snap.py_threads, snap.os_threads, snap.stream
     flush = L2Flusher(device, l2_bytes)
     latency = float(prepared.get("latency_s", 0.0))
-    identity, flags = _harness_identity(), _precision_flags()
-    py_threads, os_threads = threading.active_count(), _native_threads()
-    stream_before = torch.cuda.current_stream() if device.startswith("cuda") else None
     log = CheckLog([])
     result: dict[str, Any] = {"workloads": {}, "checks": log.results}
 
@@ -360,19 +405,23 @@ def evaluate_candidate(reference: ModuleType, candidate_path: Path, data: Worklo
         log.fail("interface", "the candidate defines no callable `run(*inputs)`")
         return result
     if _harness_identity() != identity:
-        log.fail("harness_intact", "importing the candidate replaced a function the harness trusts "
+        log.fail("dynamic:timer_integrity", "importing the candidate replaced a function the harness trusts "
                  f"({', '.join(k for k, v in _harness_identity().items() if identity[k] != v)})")
         return result
 
     def expected_of(w: Workload, seed: int) -> list[torch.Tensor]:
         return data.expected_of(w, seed, device)
 
-    # Correctness: every workload (hidden too), fresh inputs per call, visited in a shuffled order
-    # twice, so that a warm-up detector or state kept between calls shows.
-    order = [(w, s) for w in workloads for s in data.seeds[w.name]]
+    # Correctness: visible workloads first, then hidden ones (so that a failure on hidden shapes
+    # alone is told apart), fresh inputs per call in a shuffled order; then a second, shorter
+    # round, so that a warm-up detector or state kept between calls shows.
     rng = __import__("random").Random(int(prepared.get("session_seed", 0)) ^ hash(candidate_path.name))
-    rounds = [rng.sample(order, len(order)), rng.sample(order, min(len(order), 4))]
-    first_out: dict[tuple[str, int], list[torch.Tensor]] = {}
+    visible = [(w, s) for w in workloads if not w.hidden for s in data.seeds[w.name]]
+    hidden = [(w, s) for w in workloads if w.hidden for s in data.seeds[w.name]]
+    order = rng.sample(visible, len(visible)) + rng.sample(hidden, len(hidden))
+    rounds = [order, rng.sample(order, min(len(order), 4))]
+    phase_start = time.perf_counter()
+    first_out: dict[str, list[list[torch.Tensor]]] = {}
     for round_no, calls in enumerate(rounds):
         for w, s in calls:
             inputs = data.inputs_of(w, s, device)
@@ -388,32 +437,34 @@ def evaluate_candidate(reference: ModuleType, candidate_path: Path, data: Worklo
                 return result
             reason = compare_outputs(got, tuple(expected), spec.atol, spec.rtol)
             if reason is not None:
-                shown = "hidden" if w.hidden else "visible"
-                name = "correct" if round_no == 0 else "repeatable"
-                log.fail(name, f"{shown} workload {w.name} (seed {s}){' on a repeated call' if round_no else ''}: {reason}")
+                where = f"{'hidden' if w.hidden else 'visible'} workload {w.name} (seed {s})"
+                if round_no:
+                    log.fail("dynamic:warmup_invariance", f"{where}, on a repeated call: {reason}")
+                else:
+                    log.fail(classify_mismatch(reason, w.hidden), f"{where}: {reason}")
                 return result
-            if not all(torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b for a, b in zip(inputs, before, strict=True)):
-                log.fail("inputs_unchanged", f"workload {w.name}: run modified its inputs in place")
+            if not all(torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+                       for a, b in zip(inputs, before, strict=True)):
+                log.fail("dynamic:input_mutation", f"workload {w.name}: run modified its inputs in place")
                 return result
             if _aliases(got, inputs):
-                log.fail("no_alias", f"workload {w.name}: an output shares memory with an input")
+                log.fail("dynamic:no_alias", f"workload {w.name}: an output shares memory with an input")
                 return result
-            if round_no == 0:
-                first_out[(w.name, s)] = [g.detach().clone() for g in got]
+            if round_no == 0 and len(first_out.setdefault(w.name, [])) < 2:
+                first_out[w.name].append([g.detach().clone() for g in got])
             del got, inputs, before, expected
     # Different inputs must give different outputs (a constant answer that slips through a loose tolerance).
-    for w in workloads:
-        outs = [v for (name, _), v in first_out.items() if name == w.name]
+    for name, outs in first_out.items():
         if len(outs) >= 2 and all(torch.equal(a, b) for a, b in zip(outs[0], outs[1], strict=True)):
-            log.fail("outputs_change", f"workload {w.name}: two different inputs gave identical outputs")
+            log.fail("dynamic:fresh_inputs", f"workload {name}: two different inputs gave identical outputs")
             return result
     del first_out
-    log.ok("outputs_change")
-    log.ok("correct")
-    log.ok("repeatable")
-    log.ok("inputs_unchanged")
-    log.ok("no_alias")
+    for name in CORRECTNESS_CHECKS + ("dynamic:warmup_invariance", "dynamic:input_mutation", "dynamic:no_alias",
+                                      "dynamic:fresh_inputs"):
+        log.ok(name)
 
+    result["seconds"] = {"checks": time.perf_counter() - phase_start}
+    phase_start = time.perf_counter()
     # Timing, then the timed calls' outputs rechecked.
     for w in workloads:
         seeds = data.seeds[w.name][: config.input_sets]
@@ -427,33 +478,33 @@ def evaluate_candidate(reference: ModuleType, candidate_path: Path, data: Worklo
         for s, out in zip(seeds, timing.last_outputs, strict=True):
             reason = compare_outputs(as_tuple(out), tuple(expected_of(w, s)), spec.atol, spec.rtol)
             if reason is not None:
-                log.fail("timed_outputs", f"workload {w.name}: what the timed calls returned is wrong: {reason}")
+                log.fail("dynamic:warmup_invariance", f"workload {w.name}: what the timed calls returned is wrong: {reason}")
                 return result
         if timing.escaped_s > max(20e-6, 0.25 * timing.median_s):
-            log.fail("single_stream", f"workload {w.name}: {timing.escaped_s * 1e6:.1f} us of work ran outside "
+            log.fail("dynamic:stream_join", f"workload {w.name}: {timing.escaped_s * 1e6:.1f} us of work ran outside "
                      "the timed stream (side stream or deferred work); it was counted in the time")
         result["workloads"][w.name] = timing.to_dict()
         del input_sets, timing
-    log.ok("timed_outputs")
-    log.ok("single_stream")
+        log.ok("dynamic:stream_join")
 
+    result["seconds"]["timing"] = time.perf_counter() - phase_start
     # Facts the candidate must not have changed.
     if _harness_identity() != identity:
         changed = [k for k, v in _harness_identity().items() if identity[k] != v]
-        log.fail("harness_intact", f"the candidate replaced functions the harness trusts: {', '.join(changed)}")
-    log.ok("harness_intact")
+        log.fail("dynamic:timer_integrity", f"the candidate replaced functions the harness trusts: {', '.join(changed)}")
+    log.ok("dynamic:timer_integrity")
     if _precision_flags() != flags:
         changed = [k for k, v in _precision_flags().items() if flags[k] != v]
-        log.fail("precision_flags", f"the candidate changed global precision settings: {', '.join(changed)}")
-    log.ok("precision_flags")
+        log.fail("dynamic:global_flags", f"the candidate changed global precision settings: {', '.join(changed)}")
+    log.ok("dynamic:global_flags")
     if threading.active_count() > py_threads or _native_threads() > os_threads:
-        log.fail("no_threads", f"threads grew from {os_threads} to {_native_threads()} (Python: {py_threads} to "
+        log.fail("dynamic:thread_count", f"threads grew from {os_threads} to {_native_threads()} (Python: {py_threads} to "
                  f"{threading.active_count()}): work must finish inside run()")
-    log.ok("no_threads")
+    log.ok("dynamic:thread_count")
     if stream_before is not None and torch.cuda.current_stream() != stream_before:
-        log.fail("single_stream", "the candidate left a different current stream set")
+        log.fail("dynamic:stream_join", "the candidate left a different current stream set")
     left = sorted({p.name for p in workdir.iterdir()} - files_before - {"__pycache__"})
     if left:
-        log.fail("no_files_left", f"the candidate left files behind: {', '.join(left[:5])}")
-    log.ok("no_files_left")
+        log.fail("dynamic:files_left", f"the candidate left files behind: {', '.join(left[:5])}")
+    log.ok("dynamic:files_left")
     return result

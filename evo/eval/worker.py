@@ -100,6 +100,9 @@ def _child_setup(job: dict[str, Any], device: str) -> None:
         torch.cuda.set_device(device)
         gpu_fraction = float(job.get("gpu_memory_fraction", 0.9))
         torch.cuda.set_per_process_memory_fraction(gpu_fraction)
+        # Start CUDA's own helper threads now, so that the candidate's thread count is taken after them.
+        torch.ones(1, device=device).add_(1)
+        torch.cuda.synchronize()
 
 
 def _run_child(job: dict[str, Any], device: str, data: bench.WorkloadData, lock: GpuLock) -> dict[str, Any]:
@@ -122,6 +125,7 @@ def _run_child(job: dict[str, Any], device: str, data: bench.WorkloadData, lock:
         return imported["module"]
 
     # Import and warm up on the CPU shapes before the lock: compilation overlaps other children's timing.
+    before = bench.Snapshot.take(candidate.parent, device)
     warm_error = None
     try:
         module = import_candidate(candidate)
@@ -136,7 +140,7 @@ def _run_child(job: dict[str, Any], device: str, data: bench.WorkloadData, lock:
         return {**facts, "result": {"workloads": {}, "checks": [("runs", False, f"on a small shape: {warm_error}")]}}
     with _measuring(lock):
         result = bench.evaluate_candidate(reference, candidate, data, job["prepared"], device, config,
-                                          facts["l2_bytes"], import_candidate)
+                                          facts["l2_bytes"], import_candidate, before)
     return {**facts, "result": result}
 
 

@@ -24,8 +24,7 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from ribs.archives import CVTArchive, GridArchive
@@ -38,9 +37,9 @@ FLUSH_EVERY = 256  # admitted programs buffered before one ribs batch add
 _BRUTE_FORCE_MAX = 4096  # CVT: below this many centroids, a numpy scan beats ribs' k-d tree
 
 
-@dataclass(frozen=True)
-class Admission:
-    """What adding a program to the cells does (or did)."""
+class Admission(NamedTuple):
+    """What adding a program to the cells does (or did). Immutable; a named tuple because a
+    resume builds one per replayed evaluation (3x cheaper than a frozen dataclass)."""
 
     status: str  # NEW (the cell was empty), IMPROVE (beat the incumbent), REJECTED (did not)
     cell: int  # flat cell index
@@ -57,7 +56,7 @@ class Cells:
 
     def __init__(self, archive: GridArchive | CVTArchive, qd_offset: float):
         self._archive = archive
-        self._pending: list[tuple[int, float, np.ndarray, np.ndarray]] = []  # not yet in ribs
+        self._pending: list[tuple[int, float, Sequence[float], Sequence[float]]] = []  # not yet in ribs
         self.num_cells = int(archive.cells)
         self.qd_offset = float(qd_offset)
         self._cell_pid: list[str | None] = [None] * self.num_cells
@@ -74,7 +73,7 @@ class Cells:
         self._recent: deque[tuple[int, int]] = deque(maxlen=RECENT)  # (seq, cell), newest last
 
     # -- subclasses ---------------------------------------------------------------------
-    def _locate(self, descriptors: Sequence[float]) -> tuple[int, np.ndarray]:
+    def _locate(self, descriptors: Sequence[float]) -> tuple[int, Sequence[float]]:
         """(cell index, measures to hand to ribs) for raw descriptors."""
         raise NotImplementedError
 
@@ -93,7 +92,7 @@ class Cells:
             return verdict
         seq = self._seq
         self._seq += 1
-        self._pending.append((seq, score, measures, np.asarray(descriptors, dtype=np.float64)))
+        self._pending.append((seq, score, measures, descriptors))
         if verdict.previous is not None:
             self._score_sum -= self._cell_score[cell]
             if self._where.get(verdict.previous) == cell:
@@ -135,8 +134,8 @@ class Cells:
         self._archive.add(
             np.asarray(seqs, dtype=np.float64)[:, None],
             np.asarray(scores),
-            np.stack(measures),
-            descriptors=np.stack(descriptors),
+            np.array(measures, dtype=np.float64),
+            descriptors=np.array(descriptors, dtype=np.float64).reshape(len(seqs), len(descriptors[0])),
         )
         if len(self._archive) != len(self._filled):  # a bug, never a user error
             raise RuntimeError(f"ribs holds {len(self._archive)} elites where evo holds {len(self._filled)}")
@@ -270,20 +269,24 @@ class GridCells(Cells):
         """One cell: for tasks that declare no descriptors."""
         return cls([], qd_offset)
 
-    def _locate(self, descriptors: Sequence[float]) -> tuple[int, np.ndarray]:
-        values = _as_vector(descriptors, len(self.specs), "GridCells")
+    def _locate(self, descriptors: Sequence[float]) -> tuple[int, Sequence[float]]:
+        if len(descriptors) != len(self.specs):
+            _as_vector(descriptors, len(self.specs), "GridCells")  # raises, saying what is wrong
         if not self.specs:
-            return 0, np.zeros(1)
+            return 0, (0.0,)
         cell = 0
         clipped = []
-        for (bins, lo, hi), x in zip(self._axes, values, strict=True):
+        for (bins, lo, hi), x in zip(self._axes, descriptors, strict=True):
+            x = float(x)
+            if not math.isfinite(x):
+                _as_vector(descriptors, len(self.specs), "GridCells")  # raises
             # Clip the value first (ribs clips the bin after an int32 cast, which overflows for
             # huge values), then ribs' own formula so that both agree on every boundary.
             x = min(max(x, lo), hi)
             clipped.append(x)
             i = int((bins * (x - lo) + self._eps) / (hi - lo))
             cell = cell * bins + min(max(i, 0), bins - 1)  # row-major, like ravel_multi_index
-        return cell, np.asarray(clipped)
+        return cell, clipped
 
 
 class CVTCells(Cells):

@@ -79,7 +79,7 @@ class Population:
     def _add(self, cells: Cells, program_id: str, score: float, descriptors: Sequence[float]) -> Admission:
         verdict = cells.add(program_id, score, descriptors)
         if verdict.admitted:
-            self._elite_info[program_id] = (float(score), tuple(float(x) for x in descriptors))
+            self._elite_info[program_id] = (float(score), tuple(map(float, descriptors)))
             self._elite_count[program_id] = self._elite_count.get(program_id, 0) + 1
             if verdict.previous is not None:
                 self._release(verdict.previous)

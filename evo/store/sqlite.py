@@ -34,6 +34,7 @@ from evo.program import Program, Status
 
 DB_NAME = "evo.db"
 SCHEMA_VERSION = 1
+CACHE_KIB = 65536
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,6 +57,8 @@ CREATE TABLE IF NOT EXISTS programs (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS programs_pending ON programs(status) WHERE status = 'proposed';
+CREATE INDEX IF NOT EXISTS programs_best ON programs(score DESC, seq)
+    WHERE status = 'evaluated' AND score IS NOT NULL;
 CREATE TABLE IF NOT EXISTS evaluations (
     n INTEGER PRIMARY KEY,
     program_id TEXT NOT NULL UNIQUE
@@ -77,6 +80,17 @@ def _pack_source(source: Any) -> bytes:
 
 def _unpack_source(blob: bytes) -> Any:
     return json.loads(zlib.decompress(blob))
+
+
+def _descriptors(text: str | None) -> tuple[float, ...]:
+    """The stored JSON list of floats, read back (resume replays this for every evaluation).
+
+    `json.dumps` of finite floats writes each one as Python's repr, which `float` parses
+    exactly: ~5x cheaper than `json.loads` here.
+    """
+    if not text or text == "[]":
+        return ()
+    return tuple(map(float, text[1:-1].split(",")))
 
 
 @dataclass
@@ -108,6 +122,9 @@ class Store:
             # NORMAL in WAL mode: a commit survives a killed process (it is in the WAL file);
             # only a power cut may lose the last commits. That is the failure we design for.
             self.db.execute("PRAGMA synchronous=NORMAL")
+            # 64 MiB of page cache (SQLite's default is 2 MiB): at 1M programs the id index alone
+            # is ~50 MB, and every admission touches it at a random place.
+            self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self.db.executescript(_SCHEMA)
         self.db.execute("PRAGMA busy_timeout=5000")
         try:
@@ -181,6 +198,53 @@ class Store:
         assert seq is not None
         program.seq = seq
         return seq
+
+    def add_programs(self, programs: Sequence[Program], embeddings: np.ndarray | Sequence[Any] | None = None) -> None:
+        """Insert many programs, each in the state it is in, in one transaction (imports, seeding, benchmarks).
+
+        Every program gets a `proposed` event (a rejected one a `rejected` event instead); a
+        finished one (evaluated or failed) also gets its evaluation row, in the given order, and
+        an `evaluated` event, exactly as `add_program` then `record_evaluation` would leave it
+        (without an admission: the population decides that on replay). `embeddings`: one row per
+        program (None for none). ~20x faster per program than one `add_program` each.
+        """
+        if embeddings is not None and len(embeddings) != len(programs):
+            raise ValueError(f"add_programs: {len(programs)} programs but {len(embeddings)} embeddings")
+        now = time.time()
+        finished = (Status.EVALUATED, Status.FAILED)
+        rows, events, evaluated = [], [], []
+        for i, p in enumerate(programs):
+            emb = None if embeddings is None else embeddings[i]
+            rows.append((
+                p.id, p.hash, _pack_source(p.source), json.dumps(list(p.parents)), p.operator, p.island,
+                str(p.status), p.score, json.dumps(p.metrics) if p.status in finished else None,
+                json.dumps(list(p.descriptors)) if p.status in finished else None, p.error, p.verdict,
+                None if emb is None else np.asarray(emb, dtype=np.float32).tobytes(),
+                json.dumps(p.meta, default=str), now,
+            ))
+            if p.status == Status.REJECTED:
+                events.append((now, "rejected", p.id, json.dumps({"reason_kind": "imported", "reason": p.error})))
+                continue
+            events.append((now, "proposed", p.id, json.dumps({"operator": p.operator, "island": p.island})))
+            if p.status in finished:
+                evaluated.append((p.id,))
+                data: dict[str, Any] = {"ok": p.status == Status.EVALUATED, "score": p.score}
+                if p.status == Status.FAILED:
+                    data.update(reason_kind="failed", reason=p.error)
+                events.append((now, "evaluated", p.id, json.dumps(data)))
+        with self.db:
+            self.db.execute("BEGIN")
+            first = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM programs").fetchone()[0]
+            self.db.executemany(
+                "INSERT INTO programs(id, hash, source, parents, operator, island, status, score, metrics,"
+                " descriptors, error, verdict, embedding, meta, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self.db.executemany("INSERT INTO evaluations(program_id) VALUES (?)", evaluated)
+            self.db.executemany("INSERT INTO events(ts, kind, program_id, data) VALUES (?, ?, ?, ?)", events)
+        for i, p in enumerate(programs):  # one writer: the rows took consecutive seqs
+            p.seq = first + i
 
     def record_evaluation(self, program: Program, data: dict[str, Any], admission: dict[str, Any] | None) -> bool:
         """Commit a finished evaluation (and its admission) in one transaction.
@@ -289,11 +353,10 @@ class Store:
             "SELECT e.n, p.id, p.island, p.status, p.score, p.descriptors"
             " FROM evaluations e JOIN programs p ON p.id = e.program_id ORDER BY e.n"
         )
+        statuses = {str(s): s for s in Status}
         while rows := cur.fetchmany(5000):
             for n, pid, island, status, score, descs in rows:
-                yield EvaluationRecord(
-                    n, pid, island, Status(status), score, tuple(json.loads(descs)) if descs else ()
-                )
+                yield EvaluationRecord(n, pid, island, statuses[status], score, _descriptors(descs))
 
     def best_programs(self, limit: int = 10) -> list[Program]:
         rows = self.db.execute(

@@ -19,6 +19,7 @@ class EvalResult:
     failure: str | None = None
     error: str | None = None
     wall_s: float = 0.0
+    verdict: str | None = None  # the auditor's verdict (JSON) where the backend audits
 
 
 class Evaluator(Protocol):

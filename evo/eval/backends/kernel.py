@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from evo.errors import EvoError
 from evo.eval.backends.base import EvalResult
-from evo.eval.bench import BenchConfig, workloads_for
+from evo.eval.bench import CORRECTNESS_CHECKS, BenchConfig, workloads_for
 from evo.eval.peaks import peaks_for, sol_score, speed_of_light_s
 from evo.program import MAIN_FILE, Program, source_files
 from evo.task import Task
@@ -195,12 +195,13 @@ class KernelEvaluator:
             if timing is not None:
                 row.update(time_s=timing["median_s"], spread=timing["spread"])
                 if device_name != "cpu" and timing["median_s"] < IMPOSSIBLE_FRACTION * t_sol:
-                    checks.append(("possible_time", False, f"workload {w.name}: {timing['median_s'] * 1e6:.2f} us is "
+                    checks.append(("dynamic:possible_time", False, f"workload {w.name}: {timing['median_s'] * 1e6:.2f} us is "
                                    f"under 0.9 x the speed of light ({t_sol * 1e6:.2f} us): the timing was fooled"))
                 row["score"] = sol_score(timing["median_s"], base["baseline_s"], t_sol)
             scores.append(row["score"])
             report["workloads"].append(row)
         report["checks"] = checks
+        report["seconds"] = result.get("seconds", {})
         failures = [f"{n}: {r}" for n, p, r in checks if not p]
         report["error"] = failures[0] if failures else None
         report["passed"] = not failures
@@ -220,7 +221,20 @@ class KernelEvaluator:
             report = await asyncio.get_running_loop().run_in_executor(None, self.evaluate_path_sync, workdir)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        return report_to_result(report, time.perf_counter() - start)
+        result = report_to_result(report, time.perf_counter() - start)
+        if report.get("status") == "ok":
+            verdict = self.full_audit(program.source, report)
+            result.verdict = verdict.to_json()
+            if result.ok and not verdict.passed:  # a static finding the screen let through (or a task check)
+                result = EvalResult(False, metrics=result.metrics, failure="audit", error=verdict.text()[:2000],
+                                    wall_s=result.wall_s, verdict=result.verdict)
+        return result
+
+    def full_audit(self, source: Any, report: dict[str, Any]) -> Any:
+        """The gate at level `full`: static checks again plus what the harness measured."""
+        from evo.audit import Level, audit
+
+        return audit(source, Level.FULL, self.task, {"dynamic": report.get("checks", [])})
 
     def close(self) -> None:
         if self._own_pool:
@@ -255,6 +269,6 @@ def report_to_result(report: dict[str, Any], wall_s: float) -> EvalResult:
             metrics[f"time_us/{row['workload']}"] = row["time_s"] * 1e6
     if not report.get("passed"):
         failed = next(n for n, p, _ in report["checks"] if not p)
-        kind = "invalid" if failed in ("correct", "runs", "interface", "timed_outputs", "repeatable") else "audit"
+        kind = "invalid" if failed in ("runs", "interface", *CORRECTNESS_CHECKS) else "audit"
         return EvalResult(False, metrics=metrics, failure=kind, error=str(report["error"])[:2000], wall_s=wall_s)
     return EvalResult(True, float(report["score"]), metrics, (), wall_s=wall_s)

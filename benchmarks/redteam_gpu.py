@@ -1,0 +1,95 @@
+"""Every red-team hack and every honest variant through the static screen and the GPU harness.
+
+For each hack of `tests/redteam/hacks/` (candidates for `kernels/rmsnorm_fwd`): the screen's verdict, and
+the harness's first failing dynamic check when the screen is bypassed (so that both lines of defence are
+measured). Honest variants (`tests/honest/variants/`) and the seed must pass both. The audit's cost is
+the median time of the harness's check phase (fresh inputs, poisoning, repeated calls, snapshots) and of
+the full gate, per passing candidate.
+
+    python benchmarks/redteam_gpu.py --json benchmarks/results/redteam_gpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from evo.audit import screen  # noqa: E402
+from evo.eval.backends.kernel import KernelEvaluator  # noqa: E402
+from evo.eval.bench import BenchConfig  # noqa: E402
+from evo.program import MAIN_FILE  # noqa: E402
+from evo.task import load_task  # noqa: E402
+
+
+def expected_of(path: Path) -> str:
+    first = path.read_text().split("\n", 1)[0].strip('"').strip()
+    return first.removeprefix("expect:").strip()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "redteam_gpu.json")
+    args = ap.parse_args()
+    task = load_task("kernels/rmsnorm_fwd")
+    scratch = Path(tempfile.mkdtemp(prefix="evo-redteam-"))
+    ev = KernelEvaluator(task, 1, scratch, config=BenchConfig(compile_baseline=False))
+    hacks = sorted((REPO / "tests" / "redteam" / "hacks").glob("*.py"))
+    honest = sorted((REPO / "tests" / "honest" / "variants").glob("*.py")) + [REPO / "kernels" / "rmsnorm_fwd.py"]
+    rows, costs, gates = [], [], []
+    try:
+        for path in hacks + honest:
+            source = path.read_text()
+            t0 = time.perf_counter()
+            verdict = screen(source, task)
+            screen_ms = (time.perf_counter() - t0) * 1e3
+            d = Path(tempfile.mkdtemp(dir=scratch))
+            shutil.copy(path, d / MAIN_FILE)
+            report = ev.evaluate_path_sync(d)
+            shutil.rmtree(d, ignore_errors=True)
+            failed = next(((n, r) for n, ok, r in report.get("checks", []) if not ok), None)
+            if report.get("status") != "ok":
+                failed = (report.get("status"), str(report.get("error"))[:200])
+            t0 = time.perf_counter()
+            full = ev.full_audit(source, report) if report.get("status") == "ok" else None
+            gate_s = time.perf_counter() - t0
+            is_hack = path.parent.name == "hacks"
+            row = {"file": path.name, "hack": is_hack, "expect": expected_of(path) if is_hack else "pass",
+                   "screen": "pass" if verdict.passed else verdict.reasons[0][0], "screen_ms": screen_ms,
+                   "harness": failed[0] if failed else "pass", "harness_reason": failed[1][:160] if failed else "",
+                   "full_audit": None if full is None else ("pass" if full.passed else full.reasons[0][0]),
+                   "score": report.get("score")}
+            row["rejected"] = row["screen"] != "pass" or row["harness"] != "pass"
+            rows.append(row)
+            if not is_hack and row["harness"] == "pass":
+                costs.append(report.get("seconds", {}).get("checks", 0.0))
+                gates.append(gate_s)
+            print(f"{path.name:28s} expect {row['expect']:28s} screen {row['screen']:18s} harness {row['harness']}",
+                  flush=True)
+    finally:
+        ev.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    hack_rows = [r for r in rows if r["hack"]]
+    honest_rows = [r for r in rows if not r["hack"]]
+    summary = {
+        "hacks": len(hack_rows), "hacks_rejected": sum(r["rejected"] for r in hack_rows),
+        "hacks_caught_by_harness": sum(r["harness"] != "pass" for r in hack_rows),
+        "honest": len(honest_rows), "honest_passed": sum(not r["rejected"] for r in honest_rows),
+        "median_check_phase_s": statistics.median(costs) if costs else None,
+        "median_full_gate_s": statistics.median(gates) if gates else None,
+    }
+    print(json.dumps(summary, indent=1))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Sliding-window grouped-query attention forward in Triton, FlashAttention style: one program per
+(query block, batch x query head), streaming only the key/value blocks inside the block's windows,
+with an online softmax."""
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCK_M = 64  # evo: [32, 64, 128]
+BLOCK_N = 64  # evo: [16, 32, 64, 128]
+NUM_WARPS = 4  # evo: [4, 8]
+NUM_STAGES = 2  # evo: [1, 2, 3]
+# Triton's CPU interpreter multiplies bf16 bit patterns in tl.dot (triton#11584): upcast there only.
+DOT_FP32 = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def _attn_fwd(q_ptr, k_ptr, v_ptr, o_ptr, T, W, H, H_KV, qk_scale, HEAD_DIM: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_FP32: tl.constexpr):
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1)  # batch * H + query head
+    kv_bh = (bh // H) * H_KV + (bh % H) // (H // H_KV)  # batch * H_KV + its key/value head
+    q_ptr, o_ptr = q_ptr + bh.to(tl.int64) * T * HEAD_DIM, o_ptr + bh.to(tl.int64) * T * HEAD_DIM
+    k_ptr, v_ptr = k_ptr + kv_bh.to(tl.int64) * T * HEAD_DIM, v_ptr + kv_bh.to(tl.int64) * T * HEAD_DIM
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q = tl.load(q_ptr + offs_m[:, None] * HEAD_DIM + offs_d[None, :], mask=offs_m[:, None] < T, other=0.0)
+    if DOT_FP32:
+        q = q.to(tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    lo = tl.maximum(start_m - W + 1, 0) // BLOCK_N * BLOCK_N  # first block inside any row's window
+    for start_n in range(lo, tl.minimum(start_m + BLOCK_M, T), BLOCK_N):
+        cols = start_n + offs_n
+        kt = tl.load(k_ptr + cols[None, :] * HEAD_DIM + offs_d[:, None], mask=cols[None, :] < T, other=0.0)
+        v = tl.load(v_ptr + cols[:, None] * HEAD_DIM + offs_d[None, :], mask=cols[:, None] < T, other=0.0)
+        if DOT_FP32:
+            kt, v = kt.to(tl.float32), v.to(tl.float32)
+        s = tl.dot(q, kt) * qk_scale  # log2 domain: qk_scale includes log2(e)
+        in_window = (offs_m[:, None] >= cols[None, :]) & (offs_m[:, None] - W < cols[None, :])
+        s = tl.where(in_window & (cols[None, :] < T), s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows whose window this block has not reached
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    o = (acc / l_i[:, None]).to(o_ptr.dtype.element_ty)
+    tl.store(o_ptr + offs_m[:, None] * HEAD_DIM + offs_d[None, :], o, mask=offs_m[:, None] < T)
+
+
+def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: int) -> torch.Tensor:
+    B, H, T, d = q.shape
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    o = torch.empty_like(q)
+    grid = (triton.cdiv(T, BLOCK_M), B * H)
+    _attn_fwd[grid](q, k, v, o, T, W, H, k.shape[1], 1.4426950408889634 / math.sqrt(d), HEAD_DIM=d,
+                    BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, DOT_FP32=DOT_FP32, num_warps=NUM_WARPS,
+                    num_stages=NUM_STAGES)
+    return o
