@@ -68,7 +68,7 @@ def main() -> None:
     try:
         # -- throughput
         total_n, total_s, rows = 0, 0.0, []
-        for name in kernel_task_names(args.tasks.split(",")):
+        for name in kernel_task_names(args.tasks.split(",")) if args.per_task > 0 else []:
             task = load_task(name)
             ev = KernelEvaluator(task, 1, scratch, config=config, pool=pool)
             t0 = time.perf_counter()
@@ -88,7 +88,7 @@ def main() -> None:
             ev.close()
             print(f"{name}: {len(texts)} candidates in {wall:.1f} s ({rows[-1]['per_gpu_minute']:.0f}/GPU-min), "
                   f"{ok} passed, reference job {prep:.1f} s", flush=True)
-        out["throughput"] = {"rows": rows, "per_gpu_minute": total_n / total_s * 60 / len(pool.devices)}
+        out["throughput"] = {"rows": rows, "per_gpu_minute": total_n / total_s * 60 / len(pool.devices) if total_s else 0}
 
         # -- noise
         task = load_task(f"kernels/{args.noise_task}")

@@ -94,7 +94,7 @@ def compare_outputs(got: Any, expected: Any, atol: float, rtol: float) -> str | 
             g64, e64 = g.detach().to(torch.float64), e.detach().to(torch.float64)
             if not torch.isfinite(g64).all() and torch.isfinite(e64).all():
                 bad = int((~torch.isfinite(g64)).sum())
-                return f"{where} has {bad} NaN/inf values where the reference is finite"
+                return f"{where} has {bad} of {e.numel()} values NaN/inf where the reference is finite"
             err = (g64 - e64).abs()
             allowed = atol + rtol * e64.abs()
             over = err > allowed

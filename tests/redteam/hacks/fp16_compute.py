@@ -15,7 +15,7 @@ def _rms_fp16(x_ptr, w_ptr, y_ptr, D, stride, eps, BLOCK_D: tl.constexpr):
     mask = cols < D
     x = tl.load(x_ptr + row * stride + cols, mask=mask, other=0.0).to(tl.float16)
     ss = tl.sum(x * x, axis=0)  # fp16 accumulation
-    rstd = 1.0 / tl.sqrt((ss / D + eps).to(tl.float16))
+    rstd = (1.0 / tl.sqrt(ss.to(tl.float32) / D + eps)).to(tl.float16)
     w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float16)
     tl.store(y_ptr + row * stride + cols, (x * rstd * w).to(y_ptr.dtype.element_ty), mask=mask)
 

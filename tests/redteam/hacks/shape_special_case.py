@@ -1,5 +1,5 @@
 """expect: dynamic:hidden_shapes
-Shape special-case: a fast kernel that is only right when T is a multiple of 64 (every shown workload);
+Shape special-case: a fast kernel that is only right when T is a multiple of 4 (every shown workload);
 hidden shapes (T = 3001, 1021) leave the last rows unwritten.
 """
 
@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-ROWS = 64
+ROWS = 4
 
 
 @triton.jit
