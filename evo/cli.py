@@ -238,7 +238,12 @@ def bench(family: str, task_list: str | None, best_dir: Path | None, json_out: P
     config = BenchConfig(iters=iters, compile_baseline=not no_compile)
     table = Table("task", "category", "eager", "compile", "seed", "best", "seed µs", "T_SOL µs", "note")
 
+    rows_so_far: list[dict[str, Any]] = []
+
     def progress(name: str, row: dict[str, Any]) -> None:
+        rows_so_far.append(row)
+        if json_out:  # a long suite run that is cut short keeps what it measured
+            Path(json_out).write_text(json.dumps({"rows": rows_so_far, "partial": True}, indent=1, default=str))
         console.print(f"{name}: seed {row['seed']:.3f}" + (f" ({row['seed_error']})" if row["seed_error"] else ""),
                       highlight=False, markup=False)
         table.add_row(name.split("/", 1)[1], row["category"], f"{row['eager']:.3f}", f"{row['compile']:.3f}",
