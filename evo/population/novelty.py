@@ -15,7 +15,11 @@ Two regimes, switched automatically by size (`IndexConfig`):
   (k-means on a sample) and filling it run in a background thread; until the first one is
   ready, queries stay exact. When the archive has grown `rebuild_growth` times since the last
   training, a new index (more cells) is trained and filled in the background while the current
-  one keeps serving; the swap adds only the vectors that arrived meanwhile.
+  one keeps serving; the swap adds only the vectors that arrived meanwhile. Measured at 1M
+  n-gram embeddings: 1.0 ms p50, 1.6 ms p99, recall@10 0.83 against exact search (their
+  near neighbours tie in the third decimal; raise `nprobe` for recall, at ~0.06 ms per cell).
+  Which queries an index answers depends on when a background build finishes, so above
+  `exact_max` two runs with one seed may diverge; `background=False` builds in the caller.
 
 Why IVF and not HNSW: faiss's `IndexHNSWFlat.add` costs O(total) per call (it allocates a lock
 per stored vector): measured 0.8 ms for one vector at 100k and 75 ms at 1M; a graph cannot be
