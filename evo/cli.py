@@ -150,6 +150,30 @@ def export(run_dir: Path, fmt: str, out_path: Path | None) -> None:
     out.print(f"wrote {n} programs to {path}", highlight=False)
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--top", default=5, show_default=True, help="How many of the run's best programs to consider.")
+@click.option("--archive", "archive_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("archive"),
+              show_default=True, help="Folder to publish into (ARCHIVE/<family>/<task>/).")
+def publish(run_dir: Path, top: int, archive_dir: Path) -> None:
+    """Publish a run's best programs to the archive, each only with a `publish` verdict of pass.
+
+    The publish level re-runs the static checks with the stricter ones added (a kernel must launch a
+    Triton kernel) and requires a stored result for every dynamic check of the task's family. Each
+    published program is written with a JSON record of its provenance (task, run, lineage, verdict).
+    """
+    from evo.publish import publish_run
+
+    results = publish_run(run_dir, top, archive_dir)
+    table = Table("id", "score", "verdict", "written to / why not")
+    for r in results:
+        why = str(r.path) if r.path else "; ".join(f"{n}: {reason}" for n, reason in r.verdict.reasons)[:150]
+        table.add_row(r.program_id[:12], "-" if r.score is None else f"{r.score:.6g}", r.verdict.status, why)
+    out.print(table)
+    if results and not any(r.path for r in results):
+        sys.exit(1)
+
+
 @cli.command(name="eval")
 @click.argument("task")
 @click.argument("file", type=click.Path(path_type=Path))

@@ -496,16 +496,17 @@ class Engine:
 
 def new_population(task: Task, config: RunConfig, cell_space: EmbeddingCellSpace | None) -> Population:
     """An empty population with the run's cells: the task's descriptor grid, or frozen CVT cells."""
+    margin = task.config.min_improvement
     if cell_space is not None:
         centroids = cell_space.centroids
 
         def make_cells() -> Cells:
-            return CVTCells(centroids, qd_offset=config.qd_offset)
+            return CVTCells(centroids, qd_offset=config.qd_offset, min_improvement=margin)
     else:
         specs = task.config.descriptors
 
         def make_cells() -> Cells:
-            return GridCells(specs, qd_offset=config.qd_offset)
+            return GridCells(specs, qd_offset=config.qd_offset, min_improvement=margin)
 
     sampling = SamplingConfig(exploit_ratio=config.exploit_ratio, explore_ratio=config.explore_ratio,
                               n_inspirations=config.n_inspirations)

@@ -55,6 +55,9 @@ class TaskConfig:
     timeout_s: float = 30.0
     memory_mb: int = 2048
     max_output_mb: int = 16
+    # A child replaces a cell's elite only when its score is higher by more than this fraction:
+    # for measured (noisy) scores such as kernel times; 0 for exact ones.
+    min_improvement: float = 0.0
     descriptors: tuple[DescriptorSpec, ...] = ()
     description: str = ""
     best_known: dict[str, float] = field(default_factory=dict)
@@ -94,6 +97,7 @@ def _parse_config(path: Path) -> TaskConfig:
         timeout_s=float(ev.get("timeout_s", 30.0)),
         memory_mb=int(ev.get("memory_mb", 2048)),
         max_output_mb=int(ev.get("max_output_mb", 16)),
+        min_improvement=float(ev.get("min_improvement", 0.0)),
         descriptors=descs,
         description=raw.get("description", ""),
         best_known={k: float(v) for k, v in raw.get("best_known", {}).items()},

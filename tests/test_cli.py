@@ -157,3 +157,37 @@ def test_export_jsonl_and_parquet(finished_run: Path, tmp_path: Path) -> None:
     table = parquet.read_table(pq)
     assert table.num_rows == len(rows)
     assert set(table.column("id").to_pylist()) == {r["id"] for r in rows}
+
+
+def test_publish_writes_audited_programs_with_provenance(finished_run: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    result = evo("publish", str(finished_run), "--top", "2", "--archive", str(archive))
+    assert result.returncode == 0, result.stderr
+    records = sorted((archive / "math" / "circle_packing_26").glob("*.json"))
+    assert len(records) == 2
+    for record in records:
+        data = json.loads(record.read_text())
+        assert data["task"] == "math/circle_packing_26" and data["verdict"]["passed"] is True
+        assert data["verdict"]["level"] == "publish" and data["run_config"]["budget"] == 20
+        source = record.with_suffix(".py").read_text()
+        assert "def construct_packing" in source
+    # the archive seeds a new run: the published file evaluates to its recorded score
+    best = max(records, key=lambda r: json.loads(r.read_text())["score"])
+    evaluated = evo("eval", "math/circle_packing_26", str(best.with_suffix(".py")), "--json")
+    assert json.loads(evaluated.stdout)["value"] == pytest.approx(json.loads(best.read_text())["score"])
+
+
+def test_publish_refuses_a_kernel_program_without_its_dynamic_results(tmp_path: Path) -> None:
+    from evo.audit import DYNAMIC_CHECKS, Level, audit
+    from evo.program import Program
+    from evo.publish import _stored_dynamic
+
+    seed = (ROOT / "kernels" / "rmsnorm_fwd.py").read_text()
+    unaudited = Program(source=seed)
+    assert _stored_dynamic(unaudited) == []
+    verdict = audit(seed, Level.PUBLISH, "kernels/rmsnorm_fwd", {"dynamic": _stored_dynamic(unaudited)})
+    assert not verdict.passed and any("reported no result" in reason for _, reason in verdict.reasons)
+    full = audit(seed, Level.FULL, "kernels/rmsnorm_fwd",
+                 {"dynamic": [(name, True, "") for name in DYNAMIC_CHECKS]})
+    audited = Program(source=seed, verdict=full.to_json())
+    assert audit(seed, Level.PUBLISH, "kernels/rmsnorm_fwd", {"dynamic": _stored_dynamic(audited)}).passed

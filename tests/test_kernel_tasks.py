@@ -38,6 +38,7 @@ def test_task_is_well_formed(name: str) -> None:
     ref = task.reference
     assert isinstance(ref.SPEC, KernelSpec)
     assert task.config.metric == "sol_score" and task.config.objective == "maximize"
+    assert task.config.min_improvement > 0, "kernel scores are measured: elites need a noise margin"
     assert (REPO / "kernels" / f"{name.split('/')[1]}.py").is_file(), "every task has a Triton seed in kernels/"
     for w in ref.SPEC.workloads:
         assert ref.flops(dict(w.params)) >= 0 and ref.min_bytes(dict(w.params)) > 0, w.name

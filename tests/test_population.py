@@ -350,3 +350,16 @@ def test_migration_survives_a_migrant_displaced_earlier_in_the_same_round() -> N
     pop.admit("strong", 0, 2.0, [0.5])  # migration: strong -> island 1 evicts weak, weak -> island 0
     assert pop.islands[1].elite_ids() == ["strong"]
     assert ("strong", 0, 1) in pop.last_migrations
+
+
+def test_noisy_scores_must_beat_the_elite_by_the_margin() -> None:
+    from evo.population.grid import IMPROVE, REJECTED, GridCells
+    from evo.task import DescriptorSpec
+
+    cells = GridCells([DescriptorSpec("x", 0.0, 1.0, 4)], min_improvement=0.02)
+    cells.add("elite", 0.50, [0.1])
+    assert cells.decide("within_noise", 0.505, [0.1]).status == REJECTED  # +1%: inside the timing noise
+    assert cells.decide("clear_win", 0.515, [0.1]).status == IMPROVE  # +3%
+    exact = GridCells([DescriptorSpec("x", 0.0, 1.0, 4)])
+    exact.add("elite", 0.50, [0.1])
+    assert exact.decide("any_win", 0.5001, [0.1]).status == IMPROVE

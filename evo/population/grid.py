@@ -54,7 +54,10 @@ class Admission(NamedTuple):
 class Cells:
     """One elite per cell over a pyribs archive. Subclasses map descriptors to a cell."""
 
-    def __init__(self, archive: GridArchive | CVTArchive, qd_offset: float):
+    def __init__(self, archive: GridArchive | CVTArchive, qd_offset: float, min_improvement: float = 0.0):
+        if min_improvement < 0:
+            raise ValueError(f"min_improvement is a fraction >= 0, got {min_improvement}")
+        self.min_improvement = float(min_improvement)  # relative: noisy scores must beat it to replace an elite
         self._archive = archive
         self._pending: list[tuple[int, float, Sequence[float], Sequence[float]]] = []  # not yet in ribs
         self.num_cells = int(archive.cells)
@@ -120,7 +123,8 @@ class Cells:
         if incumbent is None:
             return Admission(NEW, cell, None, None)
         previous_score = self._cell_score[cell]
-        status = IMPROVE if score > previous_score else REJECTED  # ties keep the incumbent
+        # Ties keep the incumbent; with a margin, so does a "win" inside the measurement's noise.
+        status = IMPROVE if score > previous_score + self.min_improvement * abs(previous_score) else REJECTED
         return Admission(status, cell, incumbent, previous_score)
 
     def _flush(self) -> None:
@@ -247,7 +251,7 @@ class GridCells(Cells):
     No specs means a single cell (a task without descriptors): plain elitism.
     """
 
-    def __init__(self, specs: Sequence[DescriptorSpec], qd_offset: float = 0.0):
+    def __init__(self, specs: Sequence[DescriptorSpec], qd_offset: float = 0.0, min_improvement: float = 0.0):
         self.specs = tuple(specs)
         for s in self.specs:
             if not s.high > s.low or s.bins < 1:
@@ -260,7 +264,7 @@ class GridCells(Cells):
             qd_score_offset=qd_offset,
             extra_fields={"descriptors": ((len(self.specs),), np.float64)},
         )
-        super().__init__(archive, qd_offset)
+        super().__init__(archive, qd_offset, min_improvement)
         self._axes = axes
         self._eps = float(archive.epsilon)
 
@@ -294,7 +298,7 @@ class CVTCells(Cells):
     the nearest centroid. Build the centroids with `EmbeddingCellSpace` or ribs' `k_means_centroids`.
     """
 
-    def __init__(self, centroids: np.ndarray, qd_offset: float = 0.0):
+    def __init__(self, centroids: np.ndarray, qd_offset: float = 0.0, min_improvement: float = 0.0):
         centroids = np.asarray(centroids, dtype=np.float64)
         if centroids.ndim != 2 or len(centroids) < 1:
             raise ValueError(f"CVTCells needs centroids of shape (cells, dims), got {centroids.shape}")
@@ -308,7 +312,7 @@ class CVTCells(Cells):
             nearest_neighbors="brute_force" if small else "scipy_kd_tree",
             extra_fields={"descriptors": ((centroids.shape[1],), np.float64)},
         )
-        super().__init__(archive, qd_offset)
+        super().__init__(archive, qd_offset, min_improvement)
         self.centroids = np.asarray(archive.centroids)
         self._small = small
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from evo.eval.backends.kernel import KernelEvaluator, report_to_result
-from evo.eval.bench import BenchConfig
+from evo.eval.bench import CORRECTNESS_CHECKS, BenchConfig
 from evo.program import MAIN_FILE
 from evo.task import load_task
 
@@ -22,13 +22,15 @@ HACKS = Path(__file__).parent / "hacks"
 REPO = Path(__file__).resolve().parents[2]
 
 CAUGHT_ON_CPU = {
-    "stale_memory": "dynamic:stale_memory",
+    # CPU malloc does not always hand back the NaN-poisoned block, so the unwritten output may read as
+    # garbage rather than NaN: any correctness check then (the H100 run names stale_memory).
+    "stale_memory": None,
     "inplace_input": "dynamic:input_mutation",
     "lazy_output": "dynamic:output_type",
     "patched_timer": "dynamic:timer_integrity",
     "tf32_flag": "dynamic:global_flags",
     "warmup_counter": None,  # any correctness check: it answers wrongly once warm
-    "state_file": None,
+    "state_file": None,  # the same: it replays a stale answer from its file
 }
 
 
@@ -64,6 +66,8 @@ def test_hack_is_rejected_by_the_harness(evaluator: KernelEvaluator, tmp_path: P
     assert failed, f"{hack} passed the harness: {report}"
     if CAUGHT_ON_CPU[hack] is not None:
         assert failed[0] == CAUGHT_ON_CPU[hack], report["checks"]
+    else:
+        assert failed[0] in CORRECTNESS_CHECKS + ("dynamic:warmup_invariance",), report["checks"]
     result = report_to_result(report, 0.0)
     assert not result.ok and result.failure in ("audit", "invalid")
     verdict = evaluator.full_audit(source, report)
