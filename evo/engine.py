@@ -269,7 +269,8 @@ class Engine:
             child.descriptors = self._embedding_descriptors(vector)
         self.store.add_program(child, vector, events=[("operator_call", call),
                                                       ("proposed", {"operator": child.operator,
-                                                                    "novelty": child.meta["novelty"]})])
+                                                                    "novelty": child.meta["novelty"]})],
+                               commit=False)  # committed with the next finished evaluation
         self.novelty.add(child.id, vector)
         self._cache[child.id] = child
         return True
@@ -291,7 +292,7 @@ class Engine:
             return
         child.status = Status.REJECTED
         child.error = reason
-        self.store.add_program(child, None, events=[("operator_call", call), ("rejected", data)])
+        self.store.add_program(child, None, events=[("operator_call", call), ("rejected", data)], commit=False)
 
     # -- evaluating and admitting ---------------------------------------------------------
     def record(self, program: Program, result: EvalResult) -> None:

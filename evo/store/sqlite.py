@@ -75,7 +75,7 @@ CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
 
 
 def _pack_source(source: Any) -> bytes:
-    return zlib.compress(json.dumps(source).encode(), 6)
+    return zlib.compress(json.dumps(source).encode(), 1)  # level 1: 3x faster than 6, ~10% larger
 
 
 def _unpack_source(blob: bytes) -> Any:
@@ -141,6 +141,9 @@ class Store:
         return cls(Path(run_dir) / DB_NAME, readonly=readonly)
 
     def close(self) -> None:
+        """Commit anything deferred, then close."""
+        if self.db.in_transaction:
+            self.db.commit()
         self.db.close()
 
     # -- meta ---------------------------------------------------------------------------
@@ -161,43 +164,70 @@ class Store:
     def log(self, kind: str, data: dict[str, Any] | None = None, program_id: str | None = None) -> None:
         """Append one event in its own transaction."""
         with self.db:
-            self.db.execute("BEGIN")
+            self._begin()
             self._event(kind, program_id, data, time.time())
+
+    def _begin(self) -> None:
+        """Open a transaction unless one is open already (writes deferred by `add_program(commit=False)`)."""
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN")
 
     def add_program(
         self,
         program: Program,
         embedding: np.ndarray | None,
         events: Sequence[tuple[str, dict[str, Any]]] = (),
+        commit: bool = True,
     ) -> int:
-        """Insert a proposed (or rejected) program with its events; returns its `seq`."""
+        """Insert a proposed (or rejected) program with its events; returns its `seq`.
+
+        With `commit=False` the rows join the open transaction and are committed by the next write
+        that commits (in the engine: the next finished evaluation), which halves the commits per
+        candidate. A process killed before then loses that proposal, never an evaluation: it had
+        not been evaluated, and the budget counts evaluations.
+        """
         now = time.time()
+        if not commit:
+            self._begin()
+            seq = self._insert_program(program, embedding, events, now)
+            return seq
         with self.db:
-            self.db.execute("BEGIN")
-            cur = self.db.execute(
-                "INSERT INTO programs(id, hash, source, parents, operator, island, status, score, metrics,"
-                " descriptors, error, verdict, embedding, meta, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, NULL, ?, ?, ?)",
-                (
-                    program.id,
-                    program.hash,
-                    _pack_source(program.source),
-                    json.dumps(list(program.parents)),
-                    program.operator,
-                    program.island,
-                    str(program.status),
-                    program.error,
-                    None if embedding is None else np.asarray(embedding, dtype=np.float32).tobytes(),
-                    json.dumps(program.meta, default=str),
-                    now,
-                ),
-            )
-            for kind, data in events:
-                self._event(kind, program.id, data, now)
+            self._begin()
+            seq = self._insert_program(program, embedding, events, now)
+        return seq
+
+    def _insert_program(self, program: Program, embedding: np.ndarray | None,
+                        events: Sequence[tuple[str, dict[str, Any]]], now: float) -> int:
+        cur = self.db.execute(
+            "INSERT INTO programs(id, hash, source, parents, operator, island, status, score, metrics,"
+            " descriptors, error, verdict, embedding, meta, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?, ?, ?, ?)",
+            (
+                program.id,
+                program.hash,
+                _pack_source(program.source),
+                json.dumps(list(program.parents)),
+                program.operator,
+                program.island,
+                str(program.status),
+                program.error,
+                program.verdict,
+                None if embedding is None else np.asarray(embedding, dtype=np.float32).tobytes(),
+                json.dumps(program.meta, default=str),
+                now,
+            ),
+        )
+        for kind, data in events:
+            self._event(kind, program.id, data, now)
         seq = cur.lastrowid
         assert seq is not None
         program.seq = seq
         return seq
+
+    def commit(self) -> None:
+        """Commit writes deferred by `add_program(commit=False)` (the engine calls this when it stops)."""
+        if self.db.in_transaction:
+            self.db.commit()
 
     def add_programs(self, programs: Sequence[Program], embeddings: np.ndarray | Sequence[Any] | None = None) -> None:
         """Insert many programs, each in the state it is in, in one transaction (imports, seeding, benchmarks).
@@ -233,7 +263,7 @@ class Store:
                     data.update(reason_kind="failed", reason=p.error)
                 events.append((now, "evaluated", p.id, json.dumps(data)))
         with self.db:
-            self.db.execute("BEGIN")
+            self._begin()
             first = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM programs").fetchone()[0]
             self.db.executemany(
                 "INSERT INTO programs(id, hash, source, parents, operator, island, status, score, metrics,"
@@ -254,9 +284,9 @@ class Store:
         """
         now = time.time()
         with self.db:
-            self.db.execute("BEGIN")
+            self._begin()
             cur = self.db.execute(
-                "UPDATE programs SET status = ?, score = ?, metrics = ?, descriptors = ?, error = ?"
+                "UPDATE programs SET status = ?, score = ?, metrics = ?, descriptors = ?, error = ?, verdict = ?"
                 " WHERE id = ? AND status = 'proposed'",
                 (
                     str(program.status),
@@ -264,6 +294,7 @@ class Store:
                     json.dumps(program.metrics),
                     json.dumps(list(program.descriptors)),
                     program.error,
+                    program.verdict,
                     program.id,
                 ),
             )
