@@ -125,6 +125,10 @@ class Store:
             # 64 MiB of page cache (SQLite's default is 2 MiB): at 1M programs the id index alone
             # is ~50 MB, and every admission touches it at a random place.
             self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            # Checkpoint the WAL every 8,192 pages (32 MiB) instead of 1,000: each checkpoint ends in an
+            # fsync, and pages rewritten between checkpoints are copied once (store cost per
+            # evaluation measured 1.06 -> 0.65 ms).
+            self.db.execute("PRAGMA wal_autocheckpoint=8192")
             self.db.executescript(_SCHEMA)
         self.db.execute("PRAGMA busy_timeout=5000")
         try:
