@@ -7,6 +7,12 @@ the median time of the harness's check phase (fresh inputs, poisoning, repeated 
 the full gate, per passing candidate.
 
     python benchmarks/redteam_gpu.py --json benchmarks/results/redteam_gpu.json
+    python benchmarks/redteam_gpu.py --bypass-screen     # on a disposable machine only: see below
+
+Without `--bypass-screen`, hacks the screen rejects never reach the harness (as in a run). With it, every
+hack runs in the harness: kernel candidates get no filesystem isolation there yet (only the static screen
+stands between them and the machine), so some hacks really write their files (a `.pth` into
+site-packages, a cache under /tmp). Use it only on a machine that is thrown away afterwards.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ def expected_of(path: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "redteam_gpu.json")
+    ap.add_argument("--bypass-screen", action="store_true",
+                    help="run screen-rejected hacks in the harness too (disposable machines only)")
     args = ap.parse_args()
     task = load_task("kernels/rmsnorm_fwd")
     scratch = Path(tempfile.mkdtemp(prefix="evo-redteam-"))
@@ -51,12 +59,17 @@ def main() -> None:
             t0 = time.perf_counter()
             verdict = screen(source, task)
             screen_ms = (time.perf_counter() - t0) * 1e3
-            d = Path(tempfile.mkdtemp(dir=scratch))
-            shutil.copy(path, d / MAIN_FILE)
-            report = ev.evaluate_path_sync(d)
-            shutil.rmtree(d, ignore_errors=True)
+            if not verdict.passed and not args.bypass_screen:
+                report = {"status": "skipped", "error": "rejected by the screen; not run"}
+            else:
+                d = Path(tempfile.mkdtemp(dir=scratch))
+                shutil.copy(path, d / MAIN_FILE)
+                report = ev.evaluate_path_sync(d)
+                shutil.rmtree(d, ignore_errors=True)
             failed = next(((n, r) for n, ok, r in report.get("checks", []) if not ok), None)
-            if report.get("status") != "ok":
+            if report.get("status") == "skipped":
+                failed = None
+            elif report.get("status") != "ok":
                 failed = (report.get("status"), str(report.get("error"))[:200])
             t0 = time.perf_counter()
             full = ev.full_audit(source, report) if report.get("status") == "ok" else None
