@@ -28,7 +28,6 @@ sys.path.insert(0, str(REPO))
 from evo.eval.backends.kernel import KernelEvaluator, WorkerPool  # noqa: E402
 from evo.eval.bench import BenchConfig  # noqa: E402
 from evo.eval.suite import kernel_task_names, seed_path  # noqa: E402
-from evo.program import MAIN_FILE  # noqa: E402
 from evo.task import load_task  # noqa: E402
 
 
@@ -39,15 +38,6 @@ def variants(seed_text: str, n: int) -> list[str]:
         text = re.sub(r"^NUM_WARPS = \d+", f"NUM_WARPS = {[4, 8, 2, 4][i % 4]}", seed_text, flags=re.M)
         out.append(text + f"\n# variant {i}\n")
     return out
-
-
-def evaluate_text(ev: KernelEvaluator, text: str, scratch: Path) -> dict:
-    d = Path(tempfile.mkdtemp(dir=scratch))
-    try:
-        (d / MAIN_FILE).write_text(text)
-        return ev.evaluate_path_sync(d)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def main() -> None:
@@ -77,7 +67,7 @@ def main() -> None:
             texts = variants(seed_path(name).read_text(), args.per_task)
             t0 = time.perf_counter()
             with ThreadPoolExecutor(max_workers=args.parallel * len(pool.devices)) as ex:
-                reports = list(ex.map(evaluate_text, [ev] * len(texts), texts, [scratch] * len(texts)))
+                reports = list(ex.map(ev.evaluate_source_sync, texts))
             wall = time.perf_counter() - t0
             ok = sum(1 for r in reports if r.get("passed"))
             errors = sorted({str(r.get("error"))[:120] for r in reports if not r.get("passed")})
@@ -96,7 +86,7 @@ def main() -> None:
         text = seed_path(f"kernels/{args.noise_task}").read_text()
         medians: dict[str, list[float]] = {}
         for _ in range(args.repeats):
-            report = evaluate_text(ev, text, scratch)
+            report = ev.evaluate_source_sync(text)
             for w in report["workloads"]:
                 if w["time_s"]:
                     medians.setdefault(w["workload"], []).append(w["time_s"])

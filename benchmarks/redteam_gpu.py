@@ -32,7 +32,6 @@ sys.path.insert(0, str(REPO))
 from evo.audit import screen  # noqa: E402
 from evo.eval.backends.kernel import KernelEvaluator  # noqa: E402
 from evo.eval.bench import BenchConfig  # noqa: E402
-from evo.program import MAIN_FILE  # noqa: E402
 from evo.task import load_task  # noqa: E402
 
 
@@ -62,10 +61,7 @@ def main() -> None:
             if not verdict.passed and not args.bypass_screen:
                 report = {"status": "skipped", "error": "rejected by the screen; not run"}
             else:
-                d = Path(tempfile.mkdtemp(dir=scratch))
-                shutil.copy(path, d / MAIN_FILE)
-                report = ev.evaluate_path_sync(d)
-                shutil.rmtree(d, ignore_errors=True)
+                report = ev.evaluate_source_sync(source)
             failed = next(((n, r) for n, ok, r in report.get("checks", []) if not ok), None)
             if report.get("status") == "skipped":
                 failed = None

@@ -212,14 +212,11 @@ def eval_(task: str, file: Path, as_json: bool) -> None:
 def _eval_kernel(task: Any, source: str, as_json: bool) -> None:
     """`evo eval` of a kernel task: per-workload correctness, times, T_SOL, T_b and scores."""
     from evo.eval.backends.kernel import KernelEvaluator
-    from evo.program import MAIN_FILE
 
     with tempfile.TemporaryDirectory(prefix="evo-eval-") as scratch:
         ev = KernelEvaluator(task, 1, Path(scratch))
         try:
-            cand = Path(tempfile.mkdtemp(dir=scratch))
-            (cand / MAIN_FILE).write_text(source)
-            report = ev.evaluate_path_sync(cand)
+            report = ev.evaluate_source_sync(source)
         finally:
             ev.close()
     if as_json:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import re
 import statistics
 import threading
@@ -185,6 +186,7 @@ class WorkloadData:
     """
 
     def __init__(self, reference: ModuleType, device: str, session_seed: int, config: BenchConfig):
+        self.reference = reference
         self.workloads = workloads_for(reference.SPEC, device)
         n = seeds_per_workload(len(self.workloads), config)
         self.seeds = {w.name: workload_seeds(session_seed, w, n) for w in self.workloads}
@@ -415,7 +417,7 @@ def evaluate_candidate(reference: ModuleType, candidate_path: Path, data: Worklo
     # Correctness: visible workloads first, then hidden ones (so that a failure on hidden shapes
     # alone is told apart), fresh inputs per call in a shuffled order; then a second, shorter
     # round, so that a warm-up detector or state kept between calls shows.
-    rng = __import__("random").Random(int(prepared.get("session_seed", 0)) ^ hash(candidate_path.name))
+    rng = random.Random(int(prepared.get("session_seed", 0)) ^ hash(candidate_path.name))
     visible = [(w, s) for w in workloads if not w.hidden for s in data.seeds[w.name]]
     hidden = [(w, s) for w in workloads if w.hidden for s in data.seeds[w.name]]
     order = rng.sample(visible, len(visible)) + rng.sample(hidden, len(hidden))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import statistics
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,6 @@ from evo.errors import EvoError
 from evo.eval.backends.kernel import KernelEvaluator, WorkerPool
 from evo.eval.bench import BenchConfig
 from evo.eval.peaks import sol_score
-from evo.program import MAIN_FILE
 from evo.task import list_tasks, load_task
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,15 +31,6 @@ def seed_path(task_name: str) -> Path:
     return REPO / "kernels" / f"{task_name.split('/', 1)[1]}.py"
 
 
-def _evaluate_file(ev: KernelEvaluator, path: Path, scratch: Path) -> dict[str, Any]:
-    d = Path(tempfile.mkdtemp(dir=scratch))
-    try:
-        shutil.copy(path, d / MAIN_FILE)
-        return ev.evaluate_path_sync(d)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 def bench_suite(task_names: list[str], scratch: Path, config: BenchConfig, best_dir: Path | None = None,
                 devices: list[str] | None = None,
                 progress: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -54,10 +42,10 @@ def bench_suite(task_names: list[str], scratch: Path, config: BenchConfig, best_
             task = load_task(name)
             ev = KernelEvaluator(task, 1, scratch, config=config, pool=pool)
             try:
-                seed = _evaluate_file(ev, seed_path(name), scratch)
+                seed = ev.evaluate_source_sync(seed_path(name).read_text())
                 best = None
                 if best_dir is not None and (best_dir / f"{name.split('/', 1)[1]}.py").is_file():
-                    best = _evaluate_file(ev, best_dir / f"{name.split('/', 1)[1]}.py", scratch)
+                    best = ev.evaluate_source_sync((best_dir / f"{name.split('/', 1)[1]}.py").read_text())
             except EvoError as e:  # one broken task is a row of the table, not the end of the suite
                 seed, best = {"score": 0.0, "error": str(e).splitlines()[0], "workloads": []}, None
             finally:

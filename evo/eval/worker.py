@@ -107,7 +107,7 @@ def _child_setup(job: dict[str, Any], device: str) -> None:
 
 def _run_child(job: dict[str, Any], device: str, data: bench.WorkloadData, lock: GpuLock) -> dict[str, Any]:
     config = bench.BenchConfig(**job.get("config", {}))
-    reference = load_module(Path(job["task_root"]) / "reference.py", "evo_reference")
+    reference = data.reference  # imported once in the zygote (trusted code), inherited by the fork
     facts = _device_facts(device)
     if job["kind"] == "reference":
         with _measuring(lock):

@@ -171,6 +171,15 @@ class KernelEvaluator:
                                          prepared=prepared)).result()
         return self.score(answer, prepared, ref_answer.get("device_name", "cpu"))
 
+    def evaluate_source_sync(self, source: str) -> dict[str, Any]:
+        """`evaluate_path_sync` of one source text, in a fresh folder that is removed afterwards."""
+        workdir = Path(tempfile.mkdtemp(prefix="cand-", dir=self.session))
+        try:
+            (workdir / MAIN_FILE).write_text(source)
+            return self.evaluate_path_sync(workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
     def score(self, answer: dict[str, Any], prepared: dict[str, Any], device_name: str) -> dict[str, Any]:
         """Per-workload T_SOL, baseline and SOL score from the worker's times (trusted arithmetic)."""
         ref = self.task.reference
