@@ -26,6 +26,11 @@ Protected, when ``isolation_report()`` says the mechanism is active:
   tmpfs; directories the dropped uid could not search (e.g. a 0700 /root holding the
   interpreter) are replaced by a tmpfs that shows only the interpreter, the venv, the repo and
   the PYTHONPATH/PATH entries, read-only;
+- the file system again, by Landlock (``evo/eval/fs_guard.py``, applied in C before execve, inherited
+  by everything the candidate starts): writes only beneath ``workdir``, the private tmpfs mounts and
+  to a few device files (/dev/null, ..., GPU nodes), whatever the mount view or the uid would allow;
+  it holds also without namespaces, and it keeps the candidate from signalling processes outside
+  it (ABI >= 6). ``SandboxResult.fs_guard`` says whether it was active, or why not;
 - the network: with ``network=False`` an empty net namespace (only its own loopback);
 - resources: RLIMIT_DATA (memory), RLIMIT_FSIZE (each file, stdout/stderr included),
   RLIMIT_NPROC (fork bombs; counted per sandbox uid, or per user namespace when not root),
@@ -37,14 +42,15 @@ Not protected:
 - memory the candidate keeps outside RLIMIT_DATA: shared memory and files on the tmpfs mounts
   (bounded by their size), the page cache; there is no memory cgroup;
 - disk use inside ``workdir`` is bounded per file (RLIMIT_FSIZE), not in total;
-- CPU time beyond the wall clock, GPU memory and other devices (device nodes stay writable);
+- CPU time beyond the wall clock, GPU memory and other devices (ioctls on device nodes);
 - reading world-readable files of the machine (the candidate may read the repo, /etc, ...).
 
 Fallbacks: without namespaces (e.g. a container whose seccomp profile forbids unshare) the tree
-is killed by uid (when root) or by walking /proc from a child subreaper, writes are stopped only
-by file permissions, and the network is open. Without namespaces *and* without root the
-candidate runs under the engine's own uid and could signal the engine: do not run untrusted code
-that way. ``isolation_report()`` tells which case holds.
+is killed by uid (when root) or by walking /proc from a child subreaper, writes are stopped by
+file permissions and Landlock (where the kernel has it), and the network is open. Without
+namespaces *and* without root the candidate runs under the engine's own uid and could signal the
+engine unless Landlock (ABI >= 6) scopes its signals: do not run untrusted code that way.
+``isolation_report()`` tells which case holds.
 """
 
 from __future__ import annotations
@@ -66,6 +72,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# The helper runs a text copy of fs_guard's Landlock section; imported here for the names only.
+from evo.eval.fs_guard import _ll_restrict, _ll_summary  # noqa: F401
+
 _MB = 1 << 20
 _TAIL_BYTES = 8192  # how much of stdout/stderr a result keeps
 _GRACE_S = 3.0  # engine-side backstop beyond the deadline that I enforces itself
@@ -86,6 +95,7 @@ FEATURES = (
     "private_proc",
     "hidden_home",
     "loopback",
+    "fs_guard",
 )
 
 
@@ -111,6 +121,7 @@ class SandboxResult:
     stdout_tail: str  # last few KB only, decoded with errors="replace"
     stderr_tail: str
     reason: str  # one human line
+    fs_guard: str = ""  # the filesystem guard's summary line (evo/eval/fs_guard.py); "" if never reached
 
 
 def run_sandboxed(
@@ -226,8 +237,10 @@ def _supervise(cfg: dict, limits: Limits, out, err) -> tuple[SandboxResult, set[
     sizes = (os.fstat(out.fileno()).st_size, os.fstat(err.fileno()).st_size)
     stdout_tail, stderr_tail = _tail(out), _tail(err)
     status, returncode, sig, reason = _classify(wait_status, timed_out, limits, sizes, stderr_tail)
-    result = SandboxResult(status, returncode, sig, wall, stdout_tail, stderr_tail, reason)
-    return result, set(messages.get("iso", "").split(",")) - {""}
+    guard = messages.get("fsguard", "")  # "1 <summary>" when active, "0 <summary>" when not
+    result = SandboxResult(status, returncode, sig, wall, stdout_tail, stderr_tail, reason, guard[2:])
+    features = set(messages.get("iso", "").split(",")) - {""}
+    return result, features | ({"fs_guard"} if guard.startswith("1 ") else set())
 
 
 def _collect_status(fd: int, proc: subprocess.Popen, deadline: float) -> tuple[dict[str, str], bool]:
@@ -400,11 +413,15 @@ def _give_to(workdir: Path, uid: int) -> None:
 
 @functools.cache
 def _helper_code() -> str:
-    """Source of the helper: the `_h_*` section of this file plus the few imports it needs."""
+    """Source of the helper: the `_h_*` section of this file, the Landlock section of fs_guard.py (`_ll_*`)
+    and the few imports they need."""
     text = Path(__file__).read_text()
     begin = text.index("\n# ---- helper: begin")  # at a line start: not these two literals
     end = text.index("\n# ---- helper: end")
-    return "import ctypes, marshal, os, resource, select, sys, time\n" + text[begin:end] + "_h_main()\n"
+    guard = Path(__file__).with_name("fs_guard.py").read_text()
+    guard = guard[guard.index("\n# ---- landlock: begin") : guard.index("\n# ---- landlock: end")]
+    return ("import ctypes, errno, marshal, os, resource, select, sys, time\n" + guard + text[begin:end]
+            + "_h_main()\n")
 
 
 # ---- helper: begin. Runs in H, I and C (see the module docstring); may use only the modules
@@ -539,11 +556,14 @@ def _h_candidate(libc, cfg: dict, features: list[str]) -> None:
             resource.setrlimit(res, (value, value))
         os.chdir(cfg["workdir"])  # before the uid drop: works even below a directory it cannot search
         if cfg["uid"] is not None:
+            _h_fs_guard(cfg)  # as root, before the drop: every allowed directory can be opened
             os.setgroups([])
             os.setgid(cfg["uid"])
             os.setuid(cfg["uid"])
-        elif "user_namespace" in features:
-            _h_drop_userns_root(libc, cfg)
+        else:
+            if "user_namespace" in features:
+                _h_drop_userns_root(libc, cfg)
+            _h_fs_guard(cfg)  # after the uid maps are written: the guard refuses writes to /proc/self
     except (OSError, ValueError) as exc:
         _h_die(f"sandbox setup failed: {exc}", 126)
     argv = cfg["argv"]
@@ -554,6 +574,14 @@ def _h_candidate(libc, cfg: dict, features: list[str]) -> None:
         if exc.errno == 13 and cfg["uid"] is not None:  # EACCES
             hint = " (the sandbox uid cannot reach it: make its directories world-searchable)"
         _h_die(f"cannot execute {argv[0]}: {exc.strerror}{hint}", 127)
+
+
+def _h_fs_guard(cfg: dict) -> None:
+    """Landlock (fs_guard.py): writes only beneath workdir and the private tmpfs mounts, whatever the mount
+    view and the uid would allow; it also holds without namespaces, and survives execve. Its status line
+    goes to the engine (SandboxResult.fs_guard)."""
+    guard = _ll_restrict([cfg["workdir"], *cfg.get("private_dirs", [])], True, True)
+    os.write(cfg["status_fd"], f"fsguard {int(guard['abi'] > 0)} {_ll_summary(guard)}\n".encode())
 
 
 def _h_drop_userns_root(libc, cfg: dict) -> None:
@@ -763,6 +791,7 @@ def _h_mounts(libc, cfg: dict, in_pidns: bool) -> list[str]:
             covered.append(path)
     if "/tmp" in covered:
         features.append("private_tmp")
+    cfg["private_dirs"] = [p for p in ("/tmp", "/var/tmp", "/dev/shm") if p in covered]  # the candidate's own
     if any(_h_under(home, c) for home in cfg["hide"] for c in covered):
         features.append("hidden_home")
 

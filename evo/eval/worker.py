@@ -13,7 +13,11 @@ crash, hang or memory blow-up kills that child only.
 
 Trust: the reference job runs trusted code only and writes expected outputs to files; the candidate
 job runs the candidate next to the harness, which is why the auditor's static screen runs first and
-the harness checks its own functions for tampering (see `evo/eval/bench.py`).
+the harness checks its own functions for tampering (see `evo/eval/bench.py`). A candidate child is also
+Landlocked (`evo/eval/fs_guard.py`) before the candidate is imported: it may write only beneath its
+workdir and a private folder of the session (its TMPDIR, HOME, Triton/inductor/CUDA caches), so it cannot
+drop a `.pth` into site-packages, poison a cache the next child or the reference job would load, or
+leave state for a later evaluation; the report carries the guard's status as `dynamic:fs_guard`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import fcntl
 import json
 import os
 import resource
+import shutil
 import signal
 import sys
 import time
@@ -34,7 +39,7 @@ from typing import Any
 import torch
 import triton  # noqa: F401
 
-from evo.eval import bench
+from evo.eval import bench, fs_guard
 from evo.eval.peaks import peaks_for
 from evo.task import load_module
 
@@ -65,9 +70,10 @@ class GpuLock:
 
     def __init__(self, path: Path):
         self.path = path
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # here: a guarded child may not create it
 
     def __enter__(self) -> GpuLock:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o600)  # flock needs no write access
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
@@ -83,8 +89,18 @@ def _device_facts(device: str) -> dict[str, Any]:
     return {"device_name": "cpu", "l2_bytes": 0}
 
 
-def _child_setup(job: dict[str, Any], device: str) -> None:
+def _child_setup(job: dict[str, Any], device: str, private: Path) -> fs_guard.GuardStatus | None:
+    """Session, limits, log, CUDA; for a candidate job also the filesystem guard (its status is returned).
+
+    A candidate may write only beneath its workdir and `private` (its TMPDIR, HOME and the Triton, inductor
+    and CUDA caches, all moved there before CUDA starts) and to device files; the reference job (trusted)
+    keeps full access. The guard comes after CUDA's start, so that whatever the driver writes while it
+    starts is not refused (and before Landlock ABI 8 its helper threads stay unguarded: see fs_guard.py).
+    """
     os.setsid()
+    candidate = job["kind"] == "candidate"
+    if candidate:  # a cache shared between candidates would let one plant compiled code for the next
+        fs_guard.use_private_env(private)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if job["kind"] == "candidate":  # the reference job (trusted) writes expected outputs of GBs
         fsize = int(job.get("max_file_mb", 256)) * 2**20
@@ -103,6 +119,7 @@ def _child_setup(job: dict[str, Any], device: str) -> None:
         # Start CUDA's own helper threads now, so that the candidate's thread count is taken after them.
         torch.ones(1, device=device).add_(1)
         torch.cuda.synchronize()
+    return fs_guard.restrict_writes([workdir, private]) if candidate else None
 
 
 def _run_child(job: dict[str, Any], device: str, data: bench.WorkloadData, lock: GpuLock) -> dict[str, Any]:
@@ -164,16 +181,58 @@ class _measuring:
 
 def _child_main(job: dict[str, Any], device: str, data: bench.WorkloadData, lock: GpuLock,
                 result_path: Path) -> None:
+    # Opened before the guard, which refuses writes to the session folder: the answer goes through this fd
+    # (the zygote reads it once we have exited, and takes a cut-short one for no answer).
     try:
-        _child_setup(job, device)
+        out = os.open(result_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError:
+        os._exit(70)  # never return into the zygote's loop; the zygote reports the exit code
+    guard = None
+    try:
+        guard = _child_setup(job, device, _private_dir(result_path))
         answer = {"status": "ok", **_run_child(job, device, data, lock)}
     except BaseException as e:  # noqa: BLE001 - everything a child hits becomes its answer
         answer = {"status": "error", "error": f"{type(e).__name__}: {str(e)[:1000]}",
                   "traceback": traceback.format_exc()[-3000:]}
-    tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(answer))
-    tmp.rename(result_path)
+    if guard is not None:
+        _note_guard(answer, guard)
+    data_out = json.dumps(answer).encode()
+    while data_out:
+        data_out = data_out[os.write(out, data_out):]
     os._exit(0)
+
+
+def _note_guard(answer: dict[str, Any], guard: fs_guard.GuardStatus) -> None:
+    """Put the guard's status in the answer, and as `dynamic:fs_guard` among the checks: a note that passes
+    (also when Landlock is unavailable: the reason says so), or a failure when a refused write broke the run."""
+    answer["fs_guard"] = guard.to_dict()
+    result = answer.get("result")
+    if not isinstance(result, dict):
+        return
+    checks = result.setdefault("checks", [])
+    refused = [r for n, ok, r in checks if not ok and guard.active and fs_guard.looks_refused(r)]
+    checks.append(("dynamic:fs_guard", not refused, f"a write outside the candidate's directories was refused: "
+                   f"{refused[0]}" if refused else guard.summary))
+
+
+def _private_dir(result_path: Path) -> Path:
+    """A candidate child's own TMPDIR, HOME and caches (removed by the zygote when the child is gone)."""
+    return result_path.with_name(result_path.stem + ".private")
+
+
+def _forget(result_path: Path) -> None:
+    """Remove what a finished child leaves in the session: its answer file and its private folder."""
+    result_path.unlink(missing_ok=True)
+    shutil.rmtree(_private_dir(result_path), ignore_errors=True)
+
+
+def _read_answer(result_path: Path) -> dict[str, Any] | None:
+    """The child's answer, or None when it wrote none or died writing it."""
+    try:
+        payload = json.loads(result_path.read_text())
+    except (OSError, ValueError):
+        payload = None
+    return payload if isinstance(payload, dict) else None
 
 
 def _kill_group(pid: int) -> None:
@@ -262,20 +321,22 @@ def serve(device: str, session: Path, parallel: int) -> None:
                     _kill_group(pid)
                     os.waitpid(pid, 0)
                     del running[pid]
+                    _forget(result_path)
                     answer(job, {"status": "timeout", "error": f"exceeded {job.get('timeout_s', 120)} s; process group killed",
                                  "wall_s": elapsed})
                 elif now >= next_memory_poll and _private_bytes(pid) > int(job.get("memory_mb", 16384)) * 2**20:
                     _kill_group(pid)
                     os.waitpid(pid, 0)
                     del running[pid]
+                    _forget(result_path)
                     answer(job, {"status": "memory", "error": f"exceeded memory limit of {job.get('memory_mb')} MB",
                                  "wall_s": elapsed})
                 continue
             _kill_group(pid)  # anything the child left running in its session
             del running[pid]
-            if result_path.is_file():
-                payload = json.loads(result_path.read_text())
-                result_path.unlink()
+            payload = _read_answer(result_path)
+            _forget(result_path)
+            if payload is not None:
                 if job["kind"] == "reference" and payload.get("status") == "ok":
                     try:
                         data_for(job).load_expected(Path(job["expected_dir"]))
