@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -34,6 +35,35 @@ def _status_table(stats: Any, metric: str, orient: Any) -> Table:
     fails = ", ".join(f"{k} {v}" for k, v in stats.failures.most_common()) or "none"
     table.add_row("failures", fails)
     return table
+
+
+class _ConsoleLog(logging.Handler):
+    """evo's warnings (a model server starting, unreachable, restarted) on the console, above the live table."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            console.print(f"{record.levelname.lower()}: {self.format(record)}", highlight=False, markup=False)
+        except Exception:  # noqa: BLE001 - logging must never break a run
+            self.handleError(record)
+
+
+def _show_logs() -> None:
+    logger = logging.getLogger("evo")
+    if not any(isinstance(h, _ConsoleLog) for h in logger.handlers):
+        logger.addHandler(_ConsoleLog())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def _check_llm_and_embedder(config: Any) -> None:
+    """Fail before a run directory is made: a bad --llm (or vllm/GPUs missing), an embeddings server down."""
+    from evo.embed import ServerEmbedder
+    from evo.llm.engine import check_llm_spec
+
+    if config.llm:
+        check_llm_spec(config.llm, config.llm_serve_args)
+    if config.embedder.startswith("server:"):
+        ServerEmbedder.from_spec(config.embedder, retries=1).dim  # noqa: B018  # asks the server once
 
 
 def _run_engine(engine: Any, quiet: bool) -> None:
@@ -85,9 +115,13 @@ def cli() -> None:
 @click.option("--islands", type=int, help="Number of islands (default 2).")
 @click.option("--cells", type=click.Choice(["grid", "embedding"]), help="Grid over task descriptors, or "
               "CVT cells over code embeddings (PCA fitted on the seeds).")
-@click.option("--embedder", type=click.Choice(["ngram", "minilm"]), help="Code embedding for novelty (default ngram).")
+@click.option("--embedder", help="Code embedding for novelty: ngram (default), minilm, or server:URL[#model] "
+              "(a server's /v1/embeddings, e.g. server:http://127.0.0.1:8001#BAAI/bge-small-en-v1.5).")
 @click.option("--llm", help="Model for the LLM operators: OpenAI-compatible server(s) URL[#model][@weight],... "
-              "(e.g. http://127.0.0.1:8000 of `vllm serve`), or in-process transformers:PATH / vllm:PATH.")
+              "(e.g. http://127.0.0.1:8000 of `vllm serve`; several form a weighted ensemble and the bandit "
+              "learns which model to ask); vllm:PATH (evo starts `vllm serve PATH` for the run and stops it at "
+              "its end; more arguments: llm_serve_args in --config); or in process: transformers:PATH (CPU), "
+              "vllm-offline:PATH (vLLM's offline engine).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with run options.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def run(task: str, run_dir: Path, config_file: Path | None, quiet: bool, **options: Any) -> None:
@@ -99,6 +133,8 @@ def run(task: str, run_dir: Path, config_file: Path | None, quiet: bool, **optio
     mapping = {"time_limit": "time_limit_s"}
     given = {mapping.get(k, k): v for k, v in options.items() if v is not None}
     config = RunConfig.from_dict({**base, **given, "task": task})
+    _show_logs()
+    _check_llm_and_embedder(config)
     engine = Engine.create(run_dir, config)
     console.print(f"evo run: {engine.task.name}, budget {config.budget}, {config.workers} workers, "
                   f"{config.islands} islands, cells {config.cells}", highlight=False)
@@ -115,6 +151,7 @@ def resume(run_dir: Path, budget: int | None, workers: int | None, time_limit: f
     """Continue the run in RUN_DIR after a stop, a crash or kill -9; nothing is lost or counted twice."""
     from evo.engine import Engine
 
+    _show_logs()
     engine = Engine.open(run_dir, {"budget": budget, "workers": workers, "time_limit_s": time_limit})
     console.print(f"evo resume: {engine.task.name}, {engine.stats.done}/{engine.config.budget} evaluations done",
                   highlight=False)

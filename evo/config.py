@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evo.embed import check_embedder_spec
 from evo.errors import EvoError
 from evo.operators import DEFAULT_WEIGHTS
 
@@ -29,7 +30,7 @@ class RunConfig:
     cells: str = "grid"  # "grid": task descriptors; "embedding": PCA of code embeddings + CVT
     embedding_cells: int = 64
     embedding_dims: int = 2
-    embedder: str = "ngram"  # "ngram" (light default) | "minilm"
+    embedder: str = "ngram"  # "ngram" (light default) | "minilm" | "server:URL[#model]" (/v1/embeddings)
     duplicate_threshold: float = 0.9999  # cosine; n-gram vectors of a one-literal change sit near 0.999
     novelty_k: int = 10
     exploit_ratio: float = 0.7
@@ -38,12 +39,20 @@ class RunConfig:
     qd_offset: float = 0.0
     max_consecutive_rejections: int = 2000
     operators: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    llm: str | None = None  # endpoints "URL[#model][@weight],...": adds the llm_* operators
+    # The model of the llm_* operators: servers "URL[#model][@weight],...", "vllm:PATH" (evo runs
+    # `vllm serve PATH` for the run), "transformers:PATH" or "vllm-offline:PATH" (in process).
+    llm: str | None = None
+    llm_serve_args: list[str] = field(default_factory=list)  # more `vllm serve` arguments, for vllm:PATH
     llm_samples: int = 1  # children asked per LLM call (`n`)
     llm_max_tokens: int = 2048
     llm_temperature: float = 0.8
     operator_selection: str = "auto"  # "weights" | "bandit" (UCB1, weights as prior) | "auto": bandit with an LLM
     proposal_concurrency: int = 0  # operator calls at once; 0: 1 without an LLM, 2 x workers with one
+    # 1: the non-LLM operators and the embedder run in a child process beside the engine's loop
+    # (another core; engine_overhead.py measures the gain); 0: in the loop itself.
+    proposal_processes: int = 1
+    # Re-time the elites when a run resumes (another session, maybe another GPU): None = kernel tasks only.
+    retime_on_resume: bool | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -55,12 +64,16 @@ class RunConfig:
             (0.0 < self.duplicate_threshold <= 1.0, "duplicate_threshold must be in (0, 1]"),
             (self.time_limit_s is None or self.time_limit_s > 0, "time_limit_s must be > 0"),
             (self.embedding_cells >= 2, "embedding_cells must be >= 2"),
+            (self.proposal_processes in (0, 1), "proposal_processes must be 0 (operators in the engine's loop) or 1"),
             (self.operator_selection in ("auto", "weights", "bandit"),
              f"operator_selection must be 'auto', 'weights' or 'bandit', not {self.operator_selection!r}"),
+            (isinstance(self.llm_serve_args, list) and all(isinstance(a, str) for a in self.llm_serve_args),
+             'llm_serve_args must be a list of strings, e.g. ["--max-model-len", "16384"]'),
         ]
         for ok, message in checks:
             if not ok:
                 raise EvoError(f"bad run config: {message}")
+        check_embedder_spec(self.embedder)  # syntax only: the server is asked when the run starts
 
     def operator_weights(self) -> dict[str, float]:
         """The operators' weights; with an LLM and no llm_* weight given, the LLM operators join."""

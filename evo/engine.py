@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import functools
 import gc
 import signal
 import time
@@ -38,10 +37,11 @@ from evo.llm.client import LLMUnavailable
 from evo.llm.engine import ChatLLM, make_llm
 from evo.operators import OPERATORS, Operator, ProposalRequest, build_operators
 from evo.operators.bandit import OperatorBandit
-from evo.operators.llm import LLMOperator
+from evo.operators.llm import llm_operators
 from evo.population import Cells, CVTCells, EmbeddingCellSpace, GridCells, Population, SamplingConfig
 from evo.population.novelty import NoveltyArchive
 from evo.program import Program, Status
+from evo.proposer import Child, Outcome, ProposalProcess, ProposalProcessDied
 from evo.store import DB_NAME, Store
 from evo.task import Task, load_task
 
@@ -91,15 +91,16 @@ class Engine:
         self.embedder = make_embedder(config.embedder)
         self.llm_client: ChatLLM | None = None
         registry: dict[str, Callable[[], Operator]] = dict(OPERATORS)
+        op_weights = config.operator_weights()
         if config.llm:
-            client = self.llm_client = make_llm(config.llm)
-            for mode in ("diff", "rewrite", "crossover"):
-                registry[f"llm_{mode}"] = functools.partial(
-                    LLMOperator, client, mode, n=config.llm_samples, max_tokens=config.llm_max_tokens,
-                    temperature=config.llm_temperature)
+            client = self.llm_client = make_llm(config.llm, log_dir=self.run_dir, serve_args=config.llm_serve_args)
+            llm_registry, op_weights = llm_operators(client, op_weights, n=config.llm_samples,
+                                                     max_tokens=config.llm_max_tokens,
+                                                     temperature=config.llm_temperature)
+            registry.update(llm_registry)  # one operator per (mode, model): the bandit's arms
         elif any(name.startswith("llm_") for name in config.operators):
             raise EvoError("the llm_* operators need a model server: give --llm URL (see `evo run --help`)")
-        self.operators: list[tuple[Operator, float]] = build_operators(config.operator_weights(), registry)
+        self.operators: list[tuple[Operator, float]] = build_operators(op_weights, registry)
         weights = np.array([w for _, w in self.operators], dtype=float)
         self._op_probs = weights / weights.sum()
         selection = config.operator_selection
@@ -126,6 +127,10 @@ class Engine:
         self._stop_reason = ""
         self._reserved = 0  # finished + queued + being evaluated
         self._admitted: asyncio.Event | None = None  # created inside the event loop
+        # The non-LLM operators and the embedder run in a proposal process when the config asks
+        # for one (started by `run_async`); None: everything runs in this loop.
+        self._proposer: ProposalProcess | None = None
+        self._offloaded = {op.name for op, _ in self.operators if op.name in OPERATORS}
         self._rebuild()
 
     # -- construction -------------------------------------------------------------------
@@ -224,8 +229,16 @@ class Engine:
         request = ProposalRequest(parents=parents, inspirations=[self.program(i) for i in inspiration_ids],
                                   rng=self.rng, task_prompt=self._task_prompt,
                                   feedback=[p.error for p in parents if p.error])
-        start = time.perf_counter()
         call = {"operator": op.name, "parents": parent_ids, "island": island}
+        if self._proposer is not None and op.name in self._offloaded:
+            seed = int(self.rng.integers(2**63))
+            try:
+                outcome = await self._proposer.propose(op.name, parents, seed, parse=True)
+            except ProposalProcessDied as e:
+                await self._lose_proposer(str(e))
+            else:
+                return self._take_outcome(outcome, island, call)
+        start = time.perf_counter()
         try:
             proposals = await op.propose(request)
         except OperatorError as e:
@@ -245,8 +258,36 @@ class Engine:
                 children.append(child)
         return children
 
-    def _screen(self, child: Program, call: dict[str, Any], parse: bool = True) -> bool:
+    def _take_outcome(self, outcome: Outcome, island: int, call: dict[str, Any]) -> list[Program]:
+        """Screen and store the children that the proposal process made (parsed and embedded there)."""
+        if outcome.error is not None:
+            meta = outcome.error_meta or {}
+            self._learn_call(str(call["operator"]), meta)
+            self._reject(None, "operator_error", outcome.error, {**call, **meta})
+            return []
+        call["seconds"] = round(outcome.seconds, 6)
+        self._learn_call(str(call["operator"]), call)
+        children = []
+        for made in outcome.children:
+            child = Program(source=made.source, parents=made.parents, operator=made.operator,
+                            island=island, meta=made.meta)
+            if self._screen(child, call, parse=False, made=made):
+                children.append(child)
+        return children
+
+    async def _lose_proposer(self, reason: str) -> None:
+        """The proposal process died: log it once and carry on with the operators in this loop."""
+        proposer, self._proposer = self._proposer, None
+        if proposer is not None:
+            self.store.log("proposal_process_lost", {"reason": reason[:2000]})
+            await proposer.close()
+
+    def _screen(self, child: Program, call: dict[str, Any], parse: bool = True, made: Child | None = None) -> bool:
         self.stats.proposals += 1
+        if made is not None and made.parse_error is not None:
+            line, msg = made.parse_error
+            self._reject(child, "parse_error", f"line {line}: {msg}", call)
+            return False
         if parse:  # 1-2 ms a program: skipped for operators whose children always parse
             try:
                 ast.parse(child.text)
@@ -259,7 +300,7 @@ class Engine:
                 child.verdict = verdict.to_json()
                 self._reject(child, "audit", verdict.text()[:2000], call)
                 return False
-        vector = self.embedder.embed([child.text])[0]
+        vector = made.vector if made is not None and made.vector is not None else self.embedder.embed([child.text])[0]
         seen = self.novelty.assess(vector)
         if seen.duplicate:
             self._reject(child, "near_duplicate", f"cosine {seen.similarity:.5f} to {seen.nearest}", call)
@@ -341,7 +382,10 @@ class Engine:
                 break
             self._reserved += 1
             await queue.put(program)
-        n = self.config.proposal_concurrency or (2 * self.config.workers if self.llm_client else 1)
+        # Without a model server, operator calls take no time waiting: one stream, or two when a
+        # proposal process makes children while this loop screens and stores the last ones.
+        default = 2 * self.config.workers if self.llm_client else (2 if self._proposer else 1)
+        n = self.config.proposal_concurrency or default
         await asyncio.gather(*(self._propose_loop(queue) for _ in range(n)))
 
     async def _propose_loop(self, queue: asyncio.Queue[Program | None]) -> None:
@@ -405,15 +449,26 @@ class Engine:
         self.stats.started = time.monotonic()
         self.store.log("run_started", {"done": self.stats.done, "budget": self.config.budget})
         # torch (imported by pyribs) leaves ~340k tracked objects; full collections over them cost
-        # ~0.35 s each on the hot path. Freeze what exists now and collect young objects less often.
-        gc.collect()
+        # ~0.35 s each on the hot path. Freeze what exists now (no collection first: it would cost
+        # that same 0.35-1 s once per run, and what garbage there is stays small) and collect young
+        # objects less often.
         gc.freeze()
         gc_threshold = gc.get_threshold()
         gc.set_threshold(50_000, 20, 100)
+        deadline = None if self.config.time_limit_s is None else time.monotonic() + self.config.time_limit_s
+        try:
+            await self._start_proposer()
+            await self._retime_elites(deadline)
+        except BaseException:
+            gc.set_threshold(*gc_threshold)
+            gc.unfreeze()
+            if self._proposer is not None:
+                await self._proposer.close()
+                self._proposer = None
+            raise
         queue: asyncio.Queue[Program | None] = asyncio.Queue(maxsize=self.config.workers)
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.config.workers)]
         producer = asyncio.create_task(self._producer(queue))
-        deadline = None if self.config.time_limit_s is None else time.monotonic() + self.config.time_limit_s
         finishing = False  # producer done: workers empty the queue, then stop
         try:
             while any(not w.done() for w in workers):
@@ -442,6 +497,9 @@ class Engine:
             gc.unfreeze()
             if not producer.done():
                 producer.cancel()
+            if self._proposer is not None:
+                await self._proposer.close()
+                self._proposer = None
             if self.llm_client is not None:
                 await self.llm_client.aclose()
             reason = self._stop_reason or ("budget spent" if self.stats.done >= self.config.budget else "stopped")
@@ -449,6 +507,63 @@ class Engine:
         if on_tick is not None:
             on_tick(self.stats)
         return self.stats
+
+    async def _retime_elites(self, deadline: float | None = None, rounds: int = 3) -> None:
+        """On resume, measure every elite again and rebuild the population from the new scores.
+
+        Timings depend on the GPU, its clocks and the session's baseline: an elite timed in an earlier
+        session (or on another device) would otherwise keep a score that today's candidates cannot be
+        compared with. Each re-measurement replaces the stored score (a `retimed` event keeps the old
+        one) and is not an evaluation: the budget is untouched. Rebuilding can raise a program that was
+        not an elite before; those are re-timed in a further round (at most `rounds`). The run's time
+        limit and stop requests apply: elites not yet started then keep their old score.
+        """
+        wanted = self.config.retime_on_resume
+        if wanted is None:
+            wanted = self.task.is_kernel_task
+        if not wanted or self.stats.done_at_start == 0 or self.stats.done >= self.config.budget:
+            return
+        retimed: set[str] = set()
+        limit = asyncio.Semaphore(self.config.workers)
+
+        async def retime(program_id: str) -> None:
+            async with limit:
+                if self._stopping or (deadline is not None and time.monotonic() > deadline):
+                    return
+                program = self.program(program_id)
+                old = program.score
+                result = await self.evaluator.evaluate(program)
+            program.status = Status.EVALUATED if result.ok else Status.FAILED
+            program.score = result.score if result.ok else None
+            program.metrics = result.metrics
+            program.error = result.error
+            if result.verdict is not None:
+                program.verdict = result.verdict
+            self.store.record_retiming(program, {"old_score": old, "score": program.score, "ok": result.ok,
+                                                 "reason": result.error})
+            retimed.add(program_id)
+
+        for _ in range(rounds):
+            todo = [pid for pid in self.population.elite_ids() if pid not in retimed]
+            if not todo or self._stopping or (deadline is not None and time.monotonic() > deadline):
+                break
+            self.store.log("retiming", {"elites": len(todo)})
+            await asyncio.gather(*(retime(pid) for pid in todo))
+            self.population = new_population(self.task, self.config, self.cell_space)
+            replay_evaluations(self.store, self.population)
+            self._refresh_stats()
+
+    async def _start_proposer(self) -> None:
+        if self.config.proposal_processes < 1 or not self._offloaded or self._proposer is not None:
+            return
+        proposer = ProposalProcess(sorted(self._offloaded), self.config.embedder,
+                                   log_path=self.run_dir / "proposer.log")
+        try:
+            await proposer.start()
+        except (ProposalProcessDied, OSError) as e:
+            self.store.log("proposal_process_lost", {"reason": str(e)[:2000]})
+            return  # the operators run in this loop instead
+        self._proposer = proposer
 
     async def _drain(self, workers: list[asyncio.Task[None]], queue: asyncio.Queue[Program | None]) -> None:
         # Workers finish the evaluation in hand (bounded by the task's timeout); queued

@@ -7,21 +7,28 @@ path of a real server (templating, tokenising, generating, token accounting) run
 
 `start_server` runs `transformers serve` (the OpenAI-compatible server shipped with
 transformers; it needs the `fastapi`, `uvicorn` and `openai` packages) over that directory on
-CPU, offline, on a free port of 127.0.0.1. These helpers do not depend on pytest so that a
-benchmark or a notebook can use them too.
+CPU, offline, on a free port of 127.0.0.1 (`serve_command` is its command line, for evo's own
+managed server). `ToyCoderServer` is a stdlib OpenAI-compatible server whose replies always make
+useful children for the toy task: a model that is good at it, beside the tiny one that never is.
+These helpers do not depend on pytest so that a benchmark or a notebook can use them too.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import random
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -154,20 +161,10 @@ def _tail(path: Path, chars: int = 3000) -> str:
         return "(no output)"
 
 
-def start_server(
-    model_dir: Path, *, port: int | None = None, timeout_s: float = 90.0
-) -> tuple[str, subprocess.Popen[bytes]]:
-    """Start `transformers serve` over `model_dir` on 127.0.0.1; return `(base_url, process)`.
-
-    The model is preloaded (passed as the forced model), so the server is ready, model loaded,
-    once `GET /v1/models` answers. Raises `RuntimeError` with the tail of the server's output
-    if it exits early or does not answer within `timeout_s`. Stop it with `stop_server`.
-    """
-    port = port or free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    # The output goes to a file rather than a pipe: an unread pipe would fill and block the server.
-    log = Path(tempfile.mkstemp(prefix="transformers-serve-", suffix=".log")[1])
-    command = [
+def serve_command(model_dir: Path | str, port: int) -> list[str]:
+    """The `transformers serve` command line over `model_dir` on 127.0.0.1:`port`, CPU (run it
+    with `server_env()`). It answers `/health`, `/v1/models` and `/v1/chat/completions`."""
+    return [
         *_transformers_cli(),
         "serve",
         str(model_dir),
@@ -182,6 +179,22 @@ def start_server(
         "--default-seed",
         "0",
     ]
+
+
+def start_server(
+    model_dir: Path, *, port: int | None = None, timeout_s: float = 90.0
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start `transformers serve` over `model_dir` on 127.0.0.1; return `(base_url, process)`.
+
+    The model is preloaded (passed as the forced model), so the server is ready, model loaded,
+    once `GET /v1/models` answers. Raises `RuntimeError` with the tail of the server's output
+    if it exits early or does not answer within `timeout_s`. Stop it with `stop_server`.
+    """
+    port = port or free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    # The output goes to a file rather than a pipe: an unread pipe would fill and block the server.
+    log = Path(tempfile.mkstemp(prefix="transformers-serve-", suffix=".log")[1])
+    command = serve_command(model_dir, port)
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=server_env(), start_new_session=True
@@ -226,3 +239,94 @@ def stop_server(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> No
     log = getattr(process, "log_path", None)
     if log is not None:
         Path(log).unlink(missing_ok=True)
+
+
+# ----- a scripted coder for the toy task: a real HTTP server whose replies always apply -----
+
+_PARENT = re.compile(r"## Parent[^\n]*\n```python\n(.*?)\n```", re.S)
+
+
+class ToyCoderServer(ThreadingHTTPServer):
+    """An OpenAI-compatible chat server (stdlib) that writes useful children for the toy task
+    `tests/fixtures/tasks/toy/quadratic`: in diff mode a SEARCH/REPLACE block that sets the
+    parent's `A = ...` line to a new value, otherwise a whole program with new `A` and `B`.
+
+    It stands for a model that is good at the task (the tiny random model never is), so that
+    tests can watch the operator bandit prefer it. It serves `GET /health`, `GET /v1/models`
+    (one model, `model`) and `POST /v1/chat/completions` (`n` honoured, `usage` counted as
+    characters / 4). Start with `start()`, stop with `stop()`; `calls` counts the chat requests.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, model: str = "toy-coder", port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _ToyCoderHandler)
+        self.model = model
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def start(self) -> ToyCoderServer:
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def reply(self, prompt: str, rng: random.Random) -> str:
+        a, b = (round(rng.uniform(-1.0, 1.0), 4) for _ in range(2))
+        match = _PARENT.search(prompt)
+        parent = match.group(1) if match else ""
+        line = next((x for x in parent.splitlines() if x.startswith("A = ")), None)
+        if "edit blocks" in prompt and line is not None:
+            return f"<<<<<<< SEARCH\n{line}\n=======\nA = {a}\n>>>>>>> REPLACE\n"
+        return f"```python\nA = {a}\nB = {b}\n\n\ndef solve():\n    return [A, B, 0.3, 0.3]\n```\n"
+
+
+class _ToyCoderHandler(BaseHTTPRequestHandler):
+    server: ToyCoderServer
+
+    def log_message(self, format: str, *args: object) -> None:  # keep pytest output clean
+        pass
+
+    def _send(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802  # the name http.server dispatches to
+        if self.path == "/health":
+            self._send(200, {})
+        elif self.path.rstrip("/") == "/v1/models":
+            self._send(200, {"object": "list", "data": [{"id": self.server.model, "object": "model"}]})
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        if body.get("model") != self.server.model:
+            self._send(404, {"error": {"message": f"model {body.get('model')!r} is not served here"}})
+            return
+        with self.server._lock:
+            self.server.calls += 1
+            calls = self.server.calls
+        prompt = body["messages"][-1]["content"]
+        rng = random.Random(body.get("seed", calls))
+        texts = [self.server.reply(prompt, rng) for _ in range(int(body.get("n", 1)))]
+        self._send(200, {
+            "object": "chat.completion",
+            "model": self.server.model,
+            "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+                        for i, t in enumerate(texts)],
+            "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": sum(len(t) for t in texts) // 4},
+        })

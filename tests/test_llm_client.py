@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -335,3 +336,33 @@ def test_client_rejects_bad_settings() -> None:
         LLMClient([])
     with pytest.raises(EvoError, match="weight"):
         LLMClient([Endpoint("http://a:1", weight=0.0)])
+
+
+# ----- outages: every endpoint down -----
+
+
+def test_outage_pauses_the_calls_and_probes_one_at_a_time(scripted: Scripted, caplog: pytest.LogCaptureFixture) -> None:
+    """While every endpoint is down, one call at a time probes it after a pause that doubles; the
+    other calls wait without sending anything, then all go once a probe is answered."""
+    srv = scripted([(503, {"error": {"message": "restarting"}})] * 3)
+    client = LLMClient([Endpoint(srv.url, model="m")], retries=0, backoff_s=0.0, pause_s=0.2, max_pause_s=0.4)
+
+    async def go() -> tuple[list[object], float]:
+        with pytest.raises(LLMUnavailable):  # request 1: the outage begins
+            await client.chat(MESSAGES, max_tokens=4)
+        assert client.in_outage and client.outages == 1
+        start = time.perf_counter()
+        results = await asyncio.gather(*(client.chat(MESSAGES, max_tokens=4) for _ in range(5)),
+                                       return_exceptions=True)
+        return results, time.perf_counter() - start
+
+    with caplog.at_level(logging.WARNING, logger="evo.llm.client"):
+        results, seconds = asyncio.run(go())
+    failed = [r for r in results if isinstance(r, LLMUnavailable)]
+    assert len(failed) == 2  # requests 2 and 3: the probes that found it still down
+    assert all(isinstance(r, Completion) for r in results if r not in failed)
+    assert len(srv.requests) == 3 + 3  # the waiting calls sent nothing until it was back
+    assert seconds >= 0.2 + 0.4 + 0.4 - 0.05  # pauses of 0.2, 0.4, then capped at 0.4
+    assert not client.in_outage and client.outages == 1
+    text = caplog.text
+    assert "unreachable" in text and "still unreachable" in text and "answer again" in text

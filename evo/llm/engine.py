@@ -12,7 +12,8 @@ so `LLMOperator(TransformersEngine(path), "diff")` works as with an `LLMClient`.
 - `TransformersEngine`: `transformers`' `model.generate`, CPU or one GPU; one generate at a
   time, in a worker thread so the event loop (evaluations, other operators) keeps going.
 - `VLLMEngine`: vLLM's offline `LLM`, which batches the requests that arrive together.
-- `make_llm(spec)`: the `--llm` syntax: `http://...` (servers), `transformers:PATH`, `vllm:PATH`.
+- `make_llm(spec)`: the `--llm` syntax: `http://...` (servers), `vllm:PATH` (a `vllm serve` that
+  evo starts and stops, `evo.llm.serve.ManagedLLM`), `transformers:PATH`, `vllm-offline:PATH`.
 """
 
 from __future__ import annotations
@@ -21,21 +22,29 @@ import asyncio
 import gc
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from evo.errors import EvoError
-from evo.llm.client import Completion, LLMClient, parse_endpoints
+from evo.llm.client import Completion, LLMClient, LoopLock, parse_endpoints
 
-__all__ = ["ChatLLM", "TransformersEngine", "VLLMEngine", "make_llm"]
+if TYPE_CHECKING:
+    from evo.llm.serve import ManagedLLM
+
+__all__ = ["ChatLLM", "TransformersEngine", "VLLMEngine", "check_llm_spec", "make_llm"]
 
 SPEC_EXAMPLES = (
-    "http://127.0.0.1:8000 (an OpenAI-compatible server such as `vllm serve`), "
-    "transformers:Qwen/Qwen2.5-Coder-0.5B-Instruct or transformers:/path/to/model (in-process, CPU), "
-    "vllm:/path/to/model (in-process vLLM, CUDA)"
+    "http://127.0.0.1:8000 (an OpenAI-compatible server such as `vllm serve`; several: "
+    "URL[#model][@weight],...), "
+    "vllm:/path/to/model or vllm:Qwen/Qwen2.5-Coder-7B-Instruct (evo starts `vllm serve` for the run, CUDA), "
+    "transformers:/path/to/model (in-process, CPU), "
+    "vllm-offline:/path/to/model (vLLM's offline engine in process, CUDA)"
 )
+KINDS = ("transformers", "vllm", "vllm-offline")
 _SEED_BOUND = 2**31 - 1  # as LLMClient draws its `seed` field: fits every server's int32
 
 # torch's default generator is global to the process: two engines (or a test) seeding it from
@@ -67,21 +76,6 @@ def _check_args(n: int, max_tokens: int) -> None:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
 
 
-class _LoopLock:
-    """An asyncio.Lock remade per event loop (a lock binds to the loop that first waits on it,
-    and an engine may be used from successive `asyncio.run` calls, as LLMClient may)."""
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock: asyncio.Lock | None = None
-
-    def get(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._lock is None:
-            self._loop, self._lock = loop, asyncio.Lock()
-        return self._lock
-
-
 class TransformersEngine:
     """`model.generate` of a local Hugging Face causal LM, in process.
 
@@ -105,7 +99,7 @@ class TransformersEngine:
         self._eos_ids: set[int] = set()
         self._load_lock = threading.Lock()  # loading happens in a worker thread
         self._generate_lock = threading.Lock()  # one generate at a time, whatever the event loop
-        self._call_lock = _LoopLock()  # waiters queue on the loop rather than holding threads
+        self._call_lock = LoopLock()  # waiters queue on the loop rather than holding threads
 
     async def __aenter__(self) -> TransformersEngine:
         return self
@@ -262,9 +256,9 @@ class VLLMEngine:
             import vllm
         except ImportError as exc:
             raise EvoError(
-                f"The vllm engine needs the vllm package, which is not installed ({exc}). Install it "
-                "with `pip install 'evo[vllm]'` (CUDA only), or use an OpenAI-compatible server "
-                "(--llm http://HOST:PORT) or --llm transformers:PATH."
+                f"The in-process vllm engine (vllm-offline:) needs the vllm package, which is not installed "
+                f"({exc}). Install it with `pip install 'evo[vllm]'` (CUDA only), or use an OpenAI-compatible "
+                "server (--llm http://HOST:PORT) or --llm transformers:PATH."
             ) from exc
         import torch
 
@@ -278,7 +272,7 @@ class VLLMEngine:
                 f"tensor_parallel={tensor_parallel} but only {torch.cuda.device_count()} GPU(s) are visible."
             )
         self.model_path = str(model_path)
-        self.name = f"vllm:{self.model_path}"
+        self.name = f"vllm-offline:{self.model_path}"
         self._SamplingParams = vllm.SamplingParams
         self._llm: Any = vllm.LLM(model=self.model_path, tensor_parallel_size=tensor_parallel, **kwargs)
         self._pending: list[_Request] = []
@@ -354,20 +348,53 @@ class VLLMEngine:
         )
 
 
-def make_llm(spec: str, **kwargs: Any) -> LLMClient | TransformersEngine | VLLMEngine:
+def _split_spec(spec: str) -> tuple[str, str]:
+    """("http", spec) for server URLs, else (kind, path) of `kind:PATH`; EvoError with examples."""
+    spec = spec.strip()
+    if spec.startswith(("http://", "https://")):
+        return "http", spec
+    kind, colon, path = spec.partition(":")
+    if colon and kind in KINDS:
+        if not path.strip():
+            raise EvoError(f"--llm {spec!r} names no model after '{kind}:'. Expected e.g. {SPEC_EXAMPLES}.")
+        return kind, path.strip()
+    raise EvoError(f"Unknown LLM spec {spec!r}. Expected one of: {SPEC_EXAMPLES}.")
+
+
+def check_llm_spec(spec: str, serve_args: Sequence[str] = ()) -> None:
+    """Check a `--llm` spec without starting anything: its syntax, and for `vllm:` and
+    `vllm-offline:` that vllm is installed and enough GPUs are visible. EvoError if not."""
+    kind, rest = _split_spec(spec)
+    if kind == "http":
+        parse_endpoints(rest)
+    elif kind == "vllm":
+        from evo.llm.serve import tensor_parallel_of, vllm_command
+
+        vllm_command(rest, 0, tensor_parallel_of(serve_args), serve_args, what=f"--llm vllm:{rest}")
+    elif kind == "vllm-offline":
+        from evo.llm.serve import check_vllm_and_gpus
+
+        check_vllm_and_gpus(1, f"--llm vllm-offline:{rest}")
+
+
+def make_llm(
+    spec: str, *, log_dir: Path | None = None, serve_args: Sequence[str] = (), **kwargs: Any
+) -> LLMClient | ManagedLLM | TransformersEngine | VLLMEngine:
     """The LLM a `--llm` spec names; `kwargs` go to its constructor.
 
     `http://...`/`https://...` (comma-separated `URL[#model][@weight]`): `LLMClient`;
-    `transformers:PATH`: `TransformersEngine`; `vllm:PATH`: `VLLMEngine`. Raises `EvoError`
-    with examples for anything else.
+    `vllm:PATH`: `ManagedLLM`, a `vllm serve PATH` (with `serve_args`) that starts on the first
+    call and stops on `aclose`, its log in `log_dir/llm-server.log` (a temporary file without
+    `log_dir`); `transformers:PATH`: `TransformersEngine`; `vllm-offline:PATH`: `VLLMEngine`.
+    Raises `EvoError` with examples for anything else.
     """
-    spec = spec.strip()
-    if spec.startswith(("http://", "https://")):
-        return LLMClient(parse_endpoints(spec), **kwargs)
-    kind, colon, path = spec.partition(":")
-    if colon and kind in ("transformers", "vllm"):
-        if not path.strip():
-            raise EvoError(f"--llm {spec!r} names no model after '{kind}:'. Expected e.g. {SPEC_EXAMPLES}.")
-        engine = TransformersEngine if kind == "transformers" else VLLMEngine
-        return engine(path.strip(), **kwargs)
-    raise EvoError(f"Unknown LLM spec {spec!r}. Expected one of: {SPEC_EXAMPLES}.")
+    kind, rest = _split_spec(spec)
+    if kind == "http":
+        return LLMClient(parse_endpoints(rest), **kwargs)
+    if kind == "vllm":
+        from evo.llm.serve import managed_vllm
+
+        log_path = Path(log_dir) / "llm-server.log" if log_dir is not None else None
+        return managed_vllm(rest, serve_args=serve_args, log_path=log_path, **kwargs)
+    engine = TransformersEngine if kind == "transformers" else VLLMEngine
+    return engine(rest, **kwargs)

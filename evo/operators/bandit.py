@@ -4,6 +4,13 @@ The bandit's reward for one operator call is the number of its children admitted
 (a new cell or a better elite); its cost is one call plus the tokens it spent (per 1,000), so an
 LLM operator must earn its tokens. The configured weights act as a prior: each operator starts
 with `prior_calls` virtual calls whose success rate is proportional to its weight.
+
+An arm is an operator name. With several models behind `--llm`, the LLM operators are one per
+(mode, model), named `llm_<mode>@<model>` (`evo.operators.llm.llm_operators`), so the same
+bandit chooses the model with the operator, and a model whose children are never admitted
+loses its share of the calls. Nothing of the bandit is stored apart: the store's events
+(`operator_call`, `operator_failed` with their token counts, `admitted`) name the arm, and
+`replay` rebuilds the state from their totals when a run resumes.
 """
 
 from __future__ import annotations
@@ -45,6 +52,16 @@ class OperatorBandit:
         i = self.index.get(name)
         if i is not None:
             self.reward[i] += 1.0
+
+    def shares(self, by: str = "arm") -> dict[str, float]:
+        """Share of the cost spent so far (prior included) per arm, or per model with
+        `by="model"` (the part of an arm name after '@'; "" for operators without a model)."""
+        total = float(self.cost.sum())
+        out: dict[str, float] = {}
+        for name, i in self.index.items():
+            key = name.partition("@")[2] if by == "model" else name
+            out[key] = out.get(key, 0.0) + float(self.cost[i]) / total
+        return out
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         """Per operator: cost so far, admissions so far, estimated value (for displays and events)."""

@@ -1,24 +1,43 @@
-"""LLM operators: diff mutation, full rewrite and crossover, through an OpenAI-compatible server."""
+"""LLM operators: diff mutation, full rewrite and crossover, through an OpenAI-compatible server.
+
+With an ensemble of endpoints serving several models, `llm_operators` makes one operator per
+(mode, model): `llm_diff@qwen-7b`, `llm_diff@gpu2:8000`, ... Each is an arm of the operator
+bandit, so the search learns which model earns its tokens for which kind of edit, and the arm's
+name is the operator recorded with every call and every child in the store (which is how a
+resumed run replays the bandit). With one model the names stay `llm_diff`, `llm_rewrite`,
+`llm_crossover`.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping
+
 from evo.errors import OperatorError
+from evo.llm.client import LLMClient, PreferredModel, model_groups
 from evo.llm.edits import apply_reply
 from evo.llm.engine import ChatLLM
 from evo.llm.prompts import build_messages
-from evo.operators.base import Proposal, ProposalRequest
+from evo.operators.base import Operator, Proposal, ProposalRequest
+
+MODES = ("diff", "rewrite", "crossover")
 
 
 class LLMOperator:
-    """Asks a model for `n` children of the parent(s); replies that do not apply are dropped with a reason."""
+    """Asks a model for `n` children of the parent(s); replies that do not apply are dropped with a reason.
+
+    `model` is the label of the model this operator asks first (a bandit arm); it suffixes the
+    operator's name: `llm_diff@MODEL`.
+    """
 
     def __init__(self, client: ChatLLM, mode: str = "diff", n: int = 1, max_tokens: int = 2048,
-                 temperature: float = 0.8):
-        if mode not in ("diff", "rewrite", "crossover"):
+                 temperature: float = 0.8, model: str | None = None):
+        if mode not in MODES:
             raise ValueError(f"mode must be 'diff', 'rewrite' or 'crossover', not {mode!r}")
         self.client = client
         self.mode = mode
-        self.name = f"llm_{mode}"
+        self.model = model
+        self.name = f"llm_{mode}" + (f"@{model}" if model else "")
         self.arity = 2 if mode == "crossover" else 1
         self.n = n
         self.max_tokens = max_tokens
@@ -48,3 +67,38 @@ class LLMOperator:
             raise OperatorError(f"{self.name}: no usable reply ({len(errors)} of {len(completion.texts)} failed: "
                                 f"{'; '.join(errors[:2])})", meta={"llm": usage})
         return proposals
+
+
+def llm_operators(
+    client: ChatLLM, weights: Mapping[str, float], *, n: int = 1, max_tokens: int = 2048, temperature: float = 0.8
+) -> tuple[dict[str, Callable[[], Operator]], dict[str, float]]:
+    """Registry entries and weights of the LLM operators: one per (mode, model) arm.
+
+    `weights` is the run's `{operator: weight}` table. Each `llm_<mode>` in it becomes, when
+    `client` is an `LLMClient` whose endpoints serve more than one model (`model_groups`), one
+    operator per model, `llm_<mode>@<model>`, weighted by the operator's weight times the
+    model's share of the endpoint weights; with one model it stays one operator, `llm_<mode>`.
+    Other names pass through unchanged. Returns (factories to add to the registry, new weights).
+    """
+    groups = model_groups(client.endpoints) if isinstance(client, LLMClient) else {}
+    total = sum(e.weight for e in client.endpoints) if groups else 0.0
+    registry: dict[str, Callable[[], Operator]] = {}
+    out: dict[str, float] = {}
+    options = {"n": n, "max_tokens": max_tokens, "temperature": temperature}
+    for name, weight in weights.items():
+        mode = name.removeprefix("llm_") if name.startswith("llm_") else None
+        if mode not in MODES:
+            out[name] = weight
+            continue
+        if len(groups) <= 1:
+            registry[name] = functools.partial(LLMOperator, client, mode, **options)
+            out[name] = weight
+            continue
+        assert isinstance(client, LLMClient)
+        for label, indices in groups.items():
+            share = sum(client.endpoints[i].weight for i in indices) / total
+            view = PreferredModel(client, label, indices)
+            arm = f"{name}@{label}"
+            registry[arm] = functools.partial(LLMOperator, view, mode, model=label, **options)
+            out[arm] = weight * share
+    return registry, out
