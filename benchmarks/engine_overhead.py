@@ -134,6 +134,10 @@ class StageTimer:
         for op, _ in engine.operators:
             self.wrap(op, "propose", f"  operator {op.name}")
         self.wrap(engine.embedder, "embed", "  embed")
+        # With a proposal process, operators and embedding run there: what this loop spends on
+        # their children is the screen and store below `_take_outcome`; `propose` then also
+        # counts the wait for the process, which overlaps with the other stages.
+        self.wrap(engine, "_take_outcome", "  screen + store (children of the proposal process)")
         self.wrap(engine.novelty, "assess", "  novelty search")
         self.wrap(engine.store, "add_program", "  store add_program")
         self.wrap(engine.evaluator, "evaluate", "evaluate (synthetic)")
@@ -259,13 +263,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="operator weights, e.g. constants=1 (default: evo's default non-LLM mix)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "engine_overhead.json",
                         help="JSON report (default benchmarks/results/engine_overhead.json)")
+    parser.add_argument("--proposal-processes", type=int, choices=(0, 1), default=None,
+                        help="1: operators and embedder in a proposal process beside the loop; 0: in the "
+                             "loop (default: evo's default, 1)")
     parser.add_argument("--quick", action="store_true",
                         help="CI smoke run: --fill 500 --measure 500, no pass/fail verdict")
     args = parser.parse_args(argv)
     if args.quick:
         args.fill, args.measure = 500, 500
     console = Console(width=max(Console().width, 110))
-    extra = {} if args.operators is None else {"operators": args.operators}
+    extra: dict[str, Any] = {} if args.operators is None else {"operators": args.operators}
+    if args.proposal_processes is not None:
+        extra["proposal_processes"] = args.proposal_processes
     config = RunConfig(task=TASK, budget=args.fill, workers=args.workers, **extra)
     with tempfile.TemporaryDirectory(prefix="evo-bench-") as tmp:
         run_dir = Path(tmp) / "run"
@@ -287,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "measure": args.measure,
         "workers": args.workers,
         "operators": config.operators,
+        "proposal_processes": config.proposal_processes,
         "target_per_s": TARGET,
         "passed": measure.get("passed"),  # None: --quick or a store smaller than the target's
         "phases": [fill, measure],

@@ -44,12 +44,20 @@ class _Module:
     providers: dict[str, _Stmt]  # statements that bind a top-level name (defs, assigns, imports)
     bound: frozenset[str]  # every name bound at top level
     keys: dict[str, str] = field(default_factory=dict)  # comment-free code of defs, filled on demand
+    free: dict[int, frozenset[str]] = field(default_factory=dict)  # free names by id(node), on demand
 
     def code_key(self, name: str) -> str:
         """The definition's code without comments and blank lines: equal keys, equal code."""
         if name not in self.keys:
             self.keys[name] = _code_key(self.defs[name].lines)
         return self.keys[name]
+
+    def free_names(self, node: ast.stmt) -> frozenset[str]:
+        """`_free_names` of one of this module's statements, walked once (a walk costs ~0.5 ms)."""
+        names = self.free.get(id(node))
+        if names is None:
+            names = self.free[id(node)] = frozenset(_free_names(node))
+        return names
 
 
 def _code_key(segment: str) -> str:
@@ -223,7 +231,7 @@ def _carried(m0: _Module, m1: _Module, chosen: list[str]) -> list[_Stmt]:
     seen: set[int] = set()
     todo = [m1.defs[name].node for name in chosen]
     while todo:
-        for name in sorted(_free_names(todo.pop())):
+        for name in sorted(m1.free_names(todo.pop())):
             stmt = m1.providers.get(name)
             if stmt is None or name in m0.bound or id(stmt) in seen:
                 continue

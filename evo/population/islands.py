@@ -145,6 +145,10 @@ class Population:
         """Sum of the islands' QD scores (a migrated elite counts on every island that holds it)."""
         return sum(c.qd_score for c in self.islands)
 
+    def elite_ids(self) -> list[str]:
+        """Every program that is an elite on some island, in the order it became one."""
+        return list(self._elite_info)
+
     @property
     def num_elites(self) -> int:
         """Distinct programs that are an elite on at least one island."""

@@ -310,6 +310,23 @@ class Store:
                 self._event("admitted", program.id, admission, now)
         return True
 
+    def record_retiming(self, program: Program, data: dict[str, Any]) -> None:
+        """Replace an evaluated program's score (and metrics, status, error) by a new measurement.
+
+        Used when elites are re-timed (a resumed kernel run, maybe on another GPU): the replay reads
+        the current score, so the population rebuilt from the store is the one the engine holds.
+        Writes a `retimed` event with `data` (old and new score); never a second evaluation row.
+        """
+        with self.db:
+            self._begin()
+            self.db.execute(
+                "UPDATE programs SET status = ?, score = ?, metrics = ?, error = ?, verdict = COALESCE(?, verdict)"
+                " WHERE id = ?",
+                (str(program.status), program.score, json.dumps(program.metrics), program.error, program.verdict,
+                 program.id),
+            )
+            self._event("retimed", program.id, data, time.time())
+
     # -- reads --------------------------------------------------------------------------
     def count_evaluations(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
