@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -10,7 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from evo.eval.kernel_spec import CATEGORIES, KernelSpec, as_tuple, compare_outputs, reference_error, upcast
+from evo.eval.kernel_spec import (
+    CATEGORIES,
+    KernelSpec,
+    Stress,
+    as_tuple,
+    compare_outputs,
+    reference_error,
+    stress_inputs,
+    upcast,
+)
 from evo.task import list_tasks, load_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,31 +75,81 @@ def test_inputs_are_seeded_and_never_trivial(name: str) -> None:
 def test_tolerance_covers_the_reference_own_error(name: str) -> None:
     ref = reference_of(name)
     for params in ref.SPEC.small:
-        inputs = ref.make_inputs(dict(params), 3, "cpu")
-        low = as_tuple(ref.run(*[x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]))
-        high = as_tuple(ref.run(*upcast(inputs)))
-        for lo, hi in zip(low, high, strict=True):
-            if lo.is_floating_point():
-                # the reference in its own dtype must pass against fp64, or the tolerance is too tight
-                err = (lo.double() - hi.double()).abs()
-                assert bool((err <= ref.SPEC.atol + ref.SPEC.rtol * hi.double().abs()).all()), (params, err.max())
-        abs_err, rel_err = reference_error(ref, params, seed=3)
-        assert 0 <= rel_err and abs_err < float("inf")
+        # the stress round's inputs too (SPEC.stress): the reference must stay accurate on them
+        for stressed in (False, True) if ref.SPEC.stress is not None else (False,):
+            inputs = ref.make_inputs(dict(params), 3, "cpu")
+            inputs = stress_inputs(ref.SPEC, inputs) if stressed else inputs
+            low = as_tuple(ref.run(*[x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]))
+            high = as_tuple(ref.run(*upcast(inputs)))
+            for lo, hi in zip(low, high, strict=True):
+                if lo.is_floating_point():
+                    # the reference in its own dtype must pass against fp64, or the tolerance is too tight
+                    err = (lo.double() - hi.double()).abs()
+                    allowed = ref.SPEC.atol + ref.SPEC.rtol * hi.double().abs()
+                    assert bool((err <= allowed).all()), (params, stressed, err.max())
+            abs_err, rel_err = reference_error(ref, params, seed=3, stressed=stressed)
+            assert 0 <= rel_err and abs_err < float("inf")
+
+
+# Tasks whose kernels reduce over inputs of unbounded magnitude: an fp16 accumulator or a softmax without
+# the max subtracted passes on ordinary inputs and overflows on large ones (the stress round catches it).
+STRESSED = {"rmsnorm_fwd", "layernorm_fwd", "add_rmsnorm", "add_layernorm", "rmsnorm_gemm", "softmax_fwd",
+            "logsumexp_rows", "cross_entropy_fwd", "cross_entropy_bwd", "rmsnorm_bwd", "layernorm_bwd"}
+
+
+def test_reduction_tasks_declare_a_stress_round() -> None:
+    declared = {name.split("/")[1] for name in KERNEL_TASKS if reference_of(name).SPEC.stress is not None}
+    assert STRESSED <= declared, STRESSED - declared
+
+
+@pytest.mark.parametrize("name", sorted(f"kernels/{t}" for t in STRESSED))
+def test_stress_inputs_are_scaled_exactly(name: str) -> None:
+    ref = reference_of(name)
+    st = ref.SPEC.stress
+    inputs = ref.make_inputs(dict(ref.SPEC.small[0]), 5, "cpu")
+    scaled = stress_inputs(ref.SPEC, inputs)
+    assert scaled is not inputs and len(scaled) == len(inputs)
+    for i, (x, y) in enumerate(zip(inputs, scaled, strict=True)):
+        if i in st.inputs:
+            assert y.dtype == x.dtype and y.shape == x.shape and torch.equal(y.double(), x.double() * st.scale)
+            assert torch.isfinite(y).all(), "the scale overflows the input's dtype"
+        else:
+            assert y is x
+    assert torch.equal(inputs[st.inputs[0]], ref.make_inputs(dict(ref.SPEC.small[0]), 5, "cpu")[st.inputs[0]])
+
+
+def test_stress_declaration_is_checked() -> None:
+    assert Stress().scale == 64.0 and Stress().inputs == (0,)
+    for bad in (3.0, 1.0, 0.5, float("inf"), -64.0):
+        with pytest.raises(ValueError, match="power of two"):
+            Stress(bad)
+    with pytest.raises(ValueError, match="input positions"):
+        Stress(64.0, ())
+    ref = reference_of("kernels/rmsnorm_fwd")
+    spec = ref.SPEC
+    inputs = ref.make_inputs(dict(spec.small[0]), 1, "cpu")
+    with pytest.raises(ValueError, match="not a floating tensor"):
+        stress_inputs(dataclasses.replace(spec, stress=Stress(64.0, (5,))), inputs)
+    with pytest.raises(ValueError, match="no stress round"):
+        stress_inputs(dataclasses.replace(spec, stress=None), inputs)
 
 
 SEED_CHECK = """
 import sys, torch
-from evo.eval.kernel_spec import compare_outputs
+from evo.eval.kernel_spec import compare_outputs, stress_inputs
 from evo.task import load_module, load_task
 task = load_task(sys.argv[1])
 ref = task.reference
 seed = load_module(__import__("pathlib").Path(sys.argv[2]), "candidate")
 for i, params in enumerate(ref.SPEC.small):
-    inputs = ref.make_inputs(dict(params), 10 + i, "cpu")
-    expected = ref.run(*[x.clone() if isinstance(x, torch.Tensor) else x for x in inputs])
-    got = seed.run(*inputs)
-    reason = compare_outputs(got, expected, ref.SPEC.atol, ref.SPEC.rtol)
-    assert reason is None, (params, reason)
+    # the ordinary inputs, then (where the task declares one) the stress round's inputs of large magnitude
+    for stressed in (False, True) if ref.SPEC.stress is not None else (False,):
+        inputs = ref.make_inputs(dict(params), 10 + i, "cpu")
+        inputs = stress_inputs(ref.SPEC, inputs) if stressed else inputs
+        expected = ref.run(*[x.clone() if isinstance(x, torch.Tensor) else x for x in inputs])
+        got = seed.run(*inputs)
+        reason = compare_outputs(got, expected, ref.SPEC.atol, ref.SPEC.rtol)
+        assert reason is None, (params, "stressed" if stressed else "ordinary", reason)
 print("ok")
 """
 

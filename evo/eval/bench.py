@@ -6,7 +6,8 @@ Runs inside an evaluation worker's child process (see `evo/eval/worker.py`). Two
   pool of seeds (saved to files, so no memory of this process can hold the answer for the candidate)
   and the baseline times of PyTorch eager and `torch.compile`;
 - the *candidate job*: import the candidate, check it on fresh inputs of every workload (hidden ones
-  included) against those files, time it, recheck what the timed calls returned, and report facts
+  included) against those files, and, where the task declares a `Stress`, once per workload on inputs of
+  large magnitude, time it, recheck what the timed calls returned, and report facts
   for the auditor (inputs unchanged, no aliasing, no state between calls, harness untouched, no new
   threads, no files left behind, work kept on the timed stream).
 
@@ -19,6 +20,7 @@ between the two beyond the measured host latency is added to the kernel's time a
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import random
@@ -34,7 +36,7 @@ from typing import Any
 
 import torch
 
-from evo.eval.kernel_spec import Workload, as_tuple, compare_outputs
+from evo.eval.kernel_spec import Workload, as_tuple, compare_outputs, stress_description, stress_inputs
 
 
 @dataclass(frozen=True)
@@ -167,8 +169,8 @@ def workload_seeds(session_seed: int, workload: Workload, n: int) -> list[int]:
     return [base + 101 * i for i in range(n)]
 
 
-def _expected_path(out_dir: Path, workload: Workload, seed: int) -> Path:
-    return out_dir / workload.name / f"{seed}.pt"
+def _expected_path(out_dir: Path, workload: Workload, seed: int, stressed: bool = False) -> Path:
+    return out_dir / workload.name / (f"{seed}-stress.pt" if stressed else f"{seed}.pt")
 
 
 def _to(x: Any, device: str) -> Any:
@@ -193,6 +195,11 @@ class WorkloadData:
         self.inputs = {(w.name, s): tuple(reference.make_inputs(dict(w.params), s, "cpu"))
                        for w in self.workloads for s in self.seeds[w.name]}
         self.expected: dict[tuple[str, int], list[torch.Tensor]] = {}
+        # The stress round (`SPEC.stress`): per workload, the first seed's inputs, scaled when handed out
+        # (deterministic, so the reference job and the candidate job see the same inputs; nothing more held).
+        stress = getattr(reference.SPEC, "stress", None)
+        self.stress_seeds = {w.name: self.seeds[w.name][0] for w in self.workloads} if stress is not None else {}
+        self.stress_expected: dict[str, list[torch.Tensor]] = {}
 
     def inputs_of(self, w: Workload, seed: int, device: str) -> tuple[Any, ...]:
         return tuple(_to(x, device) for x in self.inputs[(w.name, seed)])
@@ -200,12 +207,22 @@ class WorkloadData:
     def expected_of(self, w: Workload, seed: int, device: str) -> list[torch.Tensor]:
         return [_to(t, device) for t in self.expected[(w.name, seed)]]
 
+    def stress_inputs_of(self, w: Workload, device: str) -> tuple[Any, ...]:
+        return stress_inputs(self.reference.SPEC, self.inputs_of(w, self.stress_seeds[w.name], device))
+
+    def stress_expected_of(self, w: Workload, device: str) -> list[torch.Tensor]:
+        return [_to(t, device) for t in self.stress_expected[w.name]]
+
     def load_expected(self, out_dir: Path) -> None:
         """Read the reference job's files into memory, then delete them (they can be GBs)."""
         for w in self.workloads:
             for s in self.seeds[w.name]:
                 path = _expected_path(out_dir, w, s)
                 self.expected[(w.name, s)] = torch.load(path, weights_only=True)
+                path.unlink()
+            if w.name in self.stress_seeds:
+                path = _expected_path(out_dir, w, self.stress_seeds[w.name], stressed=True)
+                self.stress_expected[w.name] = torch.load(path, weights_only=True)
                 path.unlink()
 
 
@@ -236,6 +253,11 @@ def prepare_reference(reference: ModuleType, data: WorkloadData, out_dir: Path, 
             del out
             if len(input_sets) < config.input_sets:
                 input_sets.append(inputs)
+        if w.name in data.stress_seeds:  # the stress round's expected outputs (see `kernel_spec.Stress`)
+            with torch.no_grad():
+                out = as_tuple(reference.run(*data.stress_inputs_of(w, device)))
+            torch.save([o.detach().cpu() for o in out], _expected_path(out_dir, w, data.stress_seeds[w.name], True))
+            del out
         with torch.no_grad():
             eager = time_call(reference.run, input_sets, config, device, flush, latency)
         entry: dict[str, Any] = {"seeds": seeds, "eager": eager.to_dict(), "compile": None}
@@ -415,20 +437,28 @@ def evaluate_candidate(reference: ModuleType, candidate_path: Path, data: Worklo
         return data.expected_of(w, seed, device)
 
     # Correctness: visible workloads first, then hidden ones (so that a failure on hidden shapes
-    # alone is told apart), fresh inputs per call in a shuffled order; then a second, shorter
-    # round, so that a warm-up detector or state kept between calls shows.
+    # alone is told apart), fresh inputs per call in a shuffled order; then, where the task declares a
+    # `Stress`, one call per workload (visible first) on inputs of large magnitude, which fails
+    # dynamic:precision only (every shape has passed on ordinary inputs by then); then a second,
+    # shorter round, so that a warm-up detector or state kept between calls shows.
     rng = random.Random(int(prepared.get("session_seed", 0)) ^ hash(candidate_path.name))
-    visible = [(w, s) for w in workloads if not w.hidden for s in data.seeds[w.name]]
-    hidden = [(w, s) for w in workloads if w.hidden for s in data.seeds[w.name]]
+    visible = [(w, s, False) for w in workloads if not w.hidden for s in data.seeds[w.name]]
+    hidden = [(w, s, False) for w in workloads if w.hidden for s in data.seeds[w.name]]
     order = rng.sample(visible, len(visible)) + rng.sample(hidden, len(hidden))
-    rounds = [order, rng.sample(order, min(len(order), 4))]
+    stress = [(w, data.stress_seeds[w.name], True) for w in sorted(workloads, key=lambda w: w.hidden)
+              if w.name in data.stress_seeds]
+    rounds = [("fresh", order), ("stress", stress), ("repeat", rng.sample(order, min(len(order), 4)))]
+    try:
+        arg_names = tuple(inspect.signature(reference.run).parameters)
+    except (TypeError, ValueError):
+        arg_names = ()
     phase_start = time.perf_counter()
     first_out: dict[str, list[list[torch.Tensor]]] = {}
-    for round_no, calls in enumerate(rounds):
-        for w, s in calls:
-            inputs = data.inputs_of(w, s, device)
+    for kind, calls in rounds:
+        for w, s, stressed in calls:
+            inputs = data.stress_inputs_of(w, device) if stressed else data.inputs_of(w, s, device)
             before = _clone(inputs)
-            expected = expected_of(w, s)
+            expected = data.stress_expected_of(w, device) if stressed else expected_of(w, s)
             _poison_free_memory(device, sum(e.numel() * e.element_size() for e in expected))
             try:
                 with torch.no_grad():
@@ -440,8 +470,12 @@ def evaluate_candidate(reference: ModuleType, candidate_path: Path, data: Worklo
             reason = compare_outputs(got, tuple(expected), spec.atol, spec.rtol)
             if reason is not None:
                 where = f"{'hidden' if w.hidden else 'visible'} workload {w.name} (seed {s})"
-                if round_no:
+                if kind == "repeat":
                     log.fail("dynamic:warmup_invariance", f"{where}, on a repeated call: {reason}")
+                elif kind == "stress":
+                    check = classify_mismatch(reason, False)
+                    check = check if check == "dynamic:output_type" else "dynamic:precision"
+                    log.fail(check, f"{where}: wrong on {stress_description(spec, before, arg_names)}: {reason}")
                 else:
                     log.fail(classify_mismatch(reason, w.hidden), f"{where}: {reason}")
                 return result
@@ -452,7 +486,7 @@ def evaluate_candidate(reference: ModuleType, candidate_path: Path, data: Worklo
             if _aliases(got, inputs):
                 log.fail("dynamic:no_alias", f"workload {w.name}: an output shares memory with an input")
                 return result
-            if round_no == 0 and len(first_out.setdefault(w.name, [])) < 2:
+            if kind == "fresh" and len(first_out.setdefault(w.name, [])) < 2:
                 first_out[w.name].append([g.detach().clone() for g in got])
             del got, inputs, before, expected
     # Different inputs must give different outputs (a constant answer that slips through a loose tolerance).
@@ -477,12 +511,24 @@ def evaluate_candidate(reference: ModuleType, candidate_path: Path, data: Worklo
         except Exception as e:  # noqa: BLE001
             log.fail("runs", f"workload {w.name}: run raised {type(e).__name__} while timed: {str(e)[:300]}")
             return result
+        suspicious = max(20e-6, 0.25 * timing.median_s)
+        if timing.escaped_s > suspicious:
+            # A host that wakes late for a whole workload (other children compiling) looks like hidden
+            # work once (seen: 21 us on an honest LayerNorm); hidden work shows again when re-timed.
+            try:
+                with torch.no_grad():
+                    again = time_call(run, input_sets, config, device, flush, latency)
+            except Exception as e:  # noqa: BLE001
+                log.fail("runs", f"workload {w.name}: run raised {type(e).__name__} while re-timed: {str(e)[:300]}")
+                return result
+            if again.escaped_s <= suspicious:
+                timing = again
         for s, out in zip(seeds, timing.last_outputs, strict=True):
             reason = compare_outputs(as_tuple(out), tuple(expected_of(w, s)), spec.atol, spec.rtol)
             if reason is not None:
                 log.fail("dynamic:warmup_invariance", f"workload {w.name}: what the timed calls returned is wrong: {reason}")
                 return result
-        if timing.escaped_s > max(20e-6, 0.25 * timing.median_s):
+        if timing.escaped_s > suspicious:
             log.fail("dynamic:stream_join", f"workload {w.name}: {timing.escaped_s * 1e6:.1f} us of work ran outside "
                      "the timed stream (side stream or deferred work); it was counted in the time")
         result["workloads"][w.name] = timing.to_dict()

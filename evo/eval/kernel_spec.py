@@ -10,10 +10,15 @@ A kernel task is a folder `tasks/kernels/<name>/` whose `reference.py` defines:
 
 The candidate is a Python file defining `run(*inputs)` with the same signature and outputs;
 `kernels/<name>.py` is the task's Triton seed.
+
+A task may declare a `Stress` (`SPEC.stress`): the harness then runs one more correctness call per
+workload on inputs of large magnitude (`stress_inputs`), which catches low-precision accumulation that
+the task's ordinary inputs let through (an fp16 sum of squares overflows at |x| ~ 100, D = 4096).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +39,35 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class Stress:
+    """A correctness round on inputs of large magnitude: one extra call per workload, hidden ones included.
+
+    The harness takes the inputs of the first seed of each workload's pool, multiplies the floating
+    tensors at positions `inputs` (indices into `make_inputs`' tuple) by `scale` (`stress_inputs`), and
+    compares the candidate's outputs with the trusted reference's on those same inputs (computed by the
+    reference job, like every expected output), under the task's tolerance. It runs after every workload
+    has passed on ordinary inputs, so a mismatch fails `dynamic:precision`, with a reason that names the
+    scale and the magnitudes (`what`, `why`). Scale what a kernel may not assume small: activations,
+    logits, upstream gradients. Leave weights alone, and inputs derived from others (a saved rstd must
+    stay that of x). `scale` is a power of two, so the scaled inputs are exact (short of overflowing
+    their dtype: mind fp16 and fp8 inputs). Declare it only where the reference in its dtype still meets
+    the tolerance against float64 on the scaled inputs (`reference_error(..., stressed=True)`;
+    tests/test_kernel_tasks.py checks the small shapes).
+    """
+
+    scale: float = 64.0
+    inputs: tuple[int, ...] = (0,)
+    what: str = "activations"  # what the scaled inputs are, for the failure reason
+    why: str = "as massive activations in LLM residual streams"  # where such magnitudes occur
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.scale) and self.scale > 1 and math.frexp(self.scale)[0] == 0.5):
+            raise ValueError(f"Stress.scale must be a power of two above 1 (exact scaling), not {self.scale!r}")
+        if not self.inputs or any(not isinstance(i, int) or i < 0 for i in self.inputs):
+            raise ValueError(f"Stress.inputs must be non-negative input positions, not {self.inputs!r}")
+
+
+@dataclass(frozen=True)
 class KernelSpec:
     """A kernel task's declaration (see the module docstring for the functions beside it)."""
 
@@ -45,6 +79,7 @@ class KernelSpec:
     dtype: str = "bfloat16"
     notes: str = ""  # how the tolerance was calibrated, anything unusual
     extra: Mapping[str, Any] = field(default_factory=dict)
+    stress: Stress | None = None  # an extra correctness round on inputs of large magnitude (see `Stress`)
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:
@@ -67,6 +102,35 @@ def upcast(inputs: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(
         x.to(torch.float64) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs
     )
+
+
+def stress_inputs(spec: KernelSpec, inputs: Sequence[Any]) -> tuple[Any, ...]:
+    """The stress round's inputs: `inputs` with the tensors at `spec.stress.inputs` times `spec.stress.scale`.
+
+    The scaled tensors are new (the originals are untouched); the others are passed through as they are.
+    Raises ValueError where the task's declaration does not fit its inputs.
+    """
+    st = spec.stress
+    if st is None:
+        raise ValueError("the task declares no stress round")
+    out = list(inputs)
+    for i in st.inputs:
+        x = out[i] if i < len(out) else None
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
+            raise ValueError(f"Stress.inputs names input {i}, which is not a floating tensor")
+        out[i] = x * st.scale
+    return tuple(out)
+
+
+def stress_description(spec: KernelSpec, stressed: Sequence[Any], names: Sequence[str] = ()) -> str:
+    """How the stress round's inputs look, for a failure reason: which inputs, their scale and magnitude."""
+    st = spec.stress
+    assert st is not None
+    which = ", ".join(names[i] if i < len(names) else f"input {i}" for i in st.inputs)
+    xs = [stressed[i].detach().to(torch.float64) for i in st.inputs if stressed[i].numel()]
+    rms = max((float(x.pow(2).mean().sqrt()) for x in xs), default=0.0)
+    peak = max((float(x.abs().max()) for x in xs), default=0.0)
+    return f"inputs scaled by {st.scale:g} ({which}: {st.what} of magnitude ~{rms:.3g}, up to {peak:.3g}, {st.why})"
 
 
 def compare_outputs(got: Any, expected: Any, atol: float, rtol: float) -> str | None:
@@ -113,12 +177,16 @@ def compare_outputs(got: Any, expected: Any, atol: float, rtol: float) -> str | 
     return None
 
 
-def reference_error(reference: Any, params: Mapping[str, Any], seed: int, device: str = "cpu") -> tuple[float, float]:
+def reference_error(reference: Any, params: Mapping[str, Any], seed: int, device: str = "cpu",
+                    stressed: bool = False) -> tuple[float, float]:
     """(max abs error, max error relative to max |value|) of the reference in its dtype against float64.
 
     Tolerances are set from this: a few times the reference's own rounding error in its dtype.
+    `stressed`: on the stress round's inputs (`stress_inputs`) instead of the ordinary ones.
     """
     inputs = reference.make_inputs(dict(params), seed, device)
+    if stressed:
+        inputs = stress_inputs(reference.SPEC, inputs)
     low = as_tuple(reference.run(*inputs))
     high = as_tuple(reference.run(*upcast(inputs)))
     abs_err, rel_err = 0.0, 0.0

@@ -89,6 +89,28 @@ def _device_facts(device: str) -> dict[str, Any]:
     return {"device_name": "cpu", "l2_bytes": 0}
 
 
+def _trusted_triton_cache() -> Path:
+    """The Triton cache of this worker's trusted jobs (the reference job's; candidates write elsewhere)."""
+    return Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
+
+
+def _copy_compiled_helpers(shared: Path, private_cache: Path) -> None:
+    """Copy the shared cache's compiled C helpers (Triton's driver utilities and launchers, `.so` files) into
+    a candidate's private cache, so that it does not rebuild them with gcc (~1 s a child, measured as 55 -> 49
+    candidates per GPU-minute). Copies, never links: a write through a hard link would reach the shared file.
+    Only trusted jobs write the shared cache; kernels of other candidates are not in it."""
+    try:
+        entries = list(shared.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir() and any(f.suffix == ".so" for f in entry.iterdir()):
+                shutil.copytree(entry, private_cache / entry.name, dirs_exist_ok=True)
+        except OSError:
+            continue  # a helper missing from the copy is compiled again, nothing worse
+
+
 def _child_setup(job: dict[str, Any], device: str, private: Path) -> fs_guard.GuardStatus | None:
     """Session, limits, log, CUDA; for a candidate job also the filesystem guard (its status is returned).
 
@@ -100,7 +122,9 @@ def _child_setup(job: dict[str, Any], device: str, private: Path) -> fs_guard.Gu
     os.setsid()
     candidate = job["kind"] == "candidate"
     if candidate:  # a cache shared between candidates would let one plant compiled code for the next
+        shared = _trusted_triton_cache()
         fs_guard.use_private_env(private)
+        _copy_compiled_helpers(shared, private / "triton-cache")
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if job["kind"] == "candidate":  # the reference job (trusted) writes expected outputs of GBs
         fsize = int(job.get("max_file_mb", 256)) * 2**20

@@ -7,7 +7,10 @@ at real sizes, timing tricks) are run on the H100 by `benchmarks/redteam_gpu.py`
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +34,9 @@ CAUGHT_ON_CPU = {
     "tf32_flag": "dynamic:global_flags",
     "warmup_counter": None,  # any correctness check: it answers wrongly once warm
     "state_file": None,  # the same: it replays a stale answer from its file
+    # An fp16 sum of squares: within tolerance on the ordinary inputs, it overflows on the stress round's
+    # (x scaled by 64); the interpreter's numpy fp16 overflows as the GPU's does.
+    "fp16_compute": "dynamic:precision",
 }
 
 
@@ -72,3 +78,42 @@ def test_hack_is_rejected_by_the_harness(evaluator: KernelEvaluator, tmp_path: P
     assert not result.ok and result.failure in ("audit", "invalid")
     verdict = evaluator.full_audit(source, report)
     assert not verdict.passed and any(name == failed[0] for name, _ in verdict.reasons)
+
+
+def test_precision_failure_names_the_stress_round(evaluator: KernelEvaluator, tmp_path: Path) -> None:
+    report = _evaluate(evaluator, HACKS / "fp16_compute.py", tmp_path)
+    failed = [(n, r) for n, ok, r in report["checks"] if not ok]
+    assert failed and failed[0][0] == "dynamic:precision", report["checks"]
+    reason = failed[0][1]
+    assert "wrong on inputs scaled by 64 (x: activations of magnitude ~" in reason, reason
+    assert "massive activations" in reason and "differs at" in reason, reason
+
+
+STRESS_CHECK = """
+import sys
+from pathlib import Path
+import torch
+from evo.eval.kernel_spec import compare_outputs, stress_inputs
+from evo.task import load_module, load_task
+ref = load_task("kernels/rmsnorm_fwd").reference
+bad = []
+for path in sys.argv[1:]:
+    mod = load_module(Path(path), "candidate_" + Path(path).stem)
+    for i, params in enumerate([*ref.SPEC.small, {"T": 5, "D": 64}]):
+        inputs = stress_inputs(ref.SPEC, ref.make_inputs(dict(params), 30 + i, "cpu"))
+        expected = ref.run(*[x.clone() for x in inputs])
+        reason = compare_outputs(mod.run(*[x.clone() for x in inputs]), expected, ref.SPEC.atol, ref.SPEC.rtol)
+        if reason:
+            bad.append(f"{Path(path).name} {params}: {reason}")
+print("\\n".join(bad) or "ok")
+"""
+
+
+def test_honest_variants_pass_the_stress_round() -> None:
+    """No false positives: the optimised RMSNorm variants of tests/honest stay correct on scaled inputs."""
+    variants = sorted((REPO / "tests" / "honest" / "variants").glob("*.py"))
+    assert variants
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", STRESS_CHECK, *map(str, variants)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -6,7 +6,7 @@ Returns (y, h): the normed input of the next sublayer and the updated residual s
 
 import torch
 
-from evo.eval.kernel_spec import KernelSpec, Workload
+from evo.eval.kernel_spec import KernelSpec, Stress, Workload
 
 EPS = 1e-5
 
@@ -25,6 +25,8 @@ SPEC = KernelSpec(
     notes="Both outputs bf16 (one rounding each). reference_error vs fp64: <=4.0e-3 relative to max |y| on CPU "
           "(T=64 with D=4096 and 8192, small shapes), <=5.0e-3 on H100 at every workload; tolerance ~4x that. "
           "The reference's own error uses <=1/3 of the tolerance on every workload.",
+    # the reference's own error vs fp64 on scaled inputs: <=5.0e-3 relative, 0.29 of the tolerance
+    stress=Stress(64.0, (0, 1)),
 )
 
 

@@ -5,7 +5,7 @@ y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias over the last dimension (
 
 import torch
 
-from evo.eval.kernel_spec import KernelSpec, Workload
+from evo.eval.kernel_spec import KernelSpec, Stress, Workload
 
 EPS = 1e-5
 
@@ -24,6 +24,8 @@ SPEC = KernelSpec(
     notes="bf16 output. reference_error vs fp64 on CPU (small shapes; T=64 x D=4544): max abs 6.2e-2 (at |y| ~ 26), "
           "and every element within 3.9e-3 of itself (half a bf16 ulp; fp32 statistics add ~1e-6). rtol 1e-2 "
           "is ~2.5x that; atol covers outputs near zero, where weight * xhat and bias cancel.",
+    # the reference's own error vs fp64 on scaled inputs: <=3.3e-3 relative, 0.38 of the tolerance
+    stress=Stress(64.0, (0,)),
 )
 
 

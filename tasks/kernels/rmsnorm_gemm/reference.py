@@ -8,7 +8,7 @@ x (T, K), norm_weight (K,), weight (N, K) as stored by nn.Linear (no bias).
 import torch
 import torch.nn.functional as F
 
-from evo.eval.kernel_spec import KernelSpec, Workload
+from evo.eval.kernel_spec import KernelSpec, Stress, Workload
 
 EPS = 1e-5
 
@@ -34,6 +34,8 @@ SPEC = KernelSpec(
           "the error is mostly absolute: reference_error vs fp64 abs <=1.3e-2 on CPU (T=64 with K=4096 and "
           "8192, small shapes) and <=1.9e-2 on H100 at every workload, <=3.7e-3 relative to max |y|; atol ~3x "
           "the abs error, rtol 2e-2. The reference's own error uses <=0.2 of the tolerance.",
+    # the reference's own error vs fp64 on scaled inputs: <=3.5e-3 relative, 0.15 of the tolerance
+    stress=Stress(64.0, (0,)),
 )
 
 
