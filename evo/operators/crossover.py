@@ -115,7 +115,7 @@ def _span(node: ast.stmt) -> tuple[int, int]:
     return first, node.end_lineno or node.lineno
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=8192)  # parents are elites, which churn: ~1,000 was a 45% miss rate at 10k stored
 def _analyse(text: str) -> _Module:
     try:
         tree = ast.parse(text)
