@@ -106,3 +106,46 @@ def test_novelty_switches_from_exact_to_ivf_and_keeps_finding_neighbours(backgro
     assert dup and nearest == "p10700" and sim == pytest.approx(1.0, abs=1e-5)
     near = archive.nearest(queries[0], 10)
     assert [s for _, s in near] == sorted((s for _, s in near), reverse=True)
+
+
+def test_novelty_rows_in_growing_blocks_and_a_bulk_load_builds_without_the_caller(monkeypatch) -> None:
+    import evo.population.novelty as novelty
+
+    monkeypatch.setattr(novelty, "BLOCK_ROWS", 256)  # blocks of 256, 512, 1024, ... rows
+    rng = np.random.default_rng(1)
+    x = _families(9_000, 16, rng)
+    archive = NoveltyArchive(16, k=5, index=IndexConfig(exact_max=1_000))
+    for lo in range(0, 8_000, 500):  # a bulk load, as resume does it
+        archive.add_batch([f"p{i}" for i in range(lo, lo + 500)], x[lo : lo + 500])
+    rows = archive._rows
+    assert [len(b) for b in rows.blocks] == [256, 512, 1024, 2048, 4096, 8192]
+    picked = rng.choice(8_000, size=300, replace=False)
+    assert np.array_equal(rows.take(picked, rows.blocks), x[picked])
+    assert np.allclose(rows.dots(x[8_500], picked), x[picked] @ x[8_500], atol=1e-6)
+    assert [s for s, _ in rows.spans(100, 2_000)] == [100, 256, 768, 1_792]
+    while archive.building:  # the builder alone catches up with the bulk load: no call from here
+        archive._build.result(timeout=120)
+    assert 2 * archive._index.trained_on > len(archive)
+    archive.wait()
+    assert archive.kind.startswith("ivf") and archive.kind.endswith("pq8x4fs")
+    queries = x[8_000:8_100]
+    exact = [{p for p, _ in archive.exact_nearest(q, 5)} for q in queries]
+    brute = [{f"p{i}" for i in np.argsort(-(x[:8_000] @ q), kind="stable")[:5]} for q in queries]
+    assert np.mean([len(a & b) / 5 for a, b in zip(exact, brute, strict=True)]) >= 0.99
+    recall = np.mean([len({p for p, _ in archive.nearest(q, 5)} & e) / 5 for q, e in zip(queries, exact, strict=True)])
+    assert recall >= 0.9
+
+
+def test_novelty_index_on_an_odd_dimension_and_its_config() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3_000, 7)).astype(np.float32)
+    archive = NoveltyArchive(7, k=3, index=IndexConfig(exact_max=1_000, background=False))
+    archive.add_batch([f"p{i}" for i in range(3_000)], x)
+    assert archive.kind == "ivf64,pca6,pq3x4fs"
+    assert archive.nearest(x[1_234], 1)[0][0] == "p1234"
+    config = IndexConfig()
+    assert config.nprobe_for(1_024) == 112 and config.nprobe_for(16) == 14
+    assert config.candidates_for(10, 10_000) == 200 and config.candidates_for(10, 1_000_000) == 500
+    assert config.candidates_for(50, 1_000_000) == 500 and config.candidates_for(10, 3) == 3
+    with pytest.raises(ValueError, match="probe_per_sqrt"):
+        IndexConfig(probe_per_sqrt=0)
