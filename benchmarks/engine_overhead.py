@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="JSON report (default benchmarks/results/engine_overhead.json)")
     parser.add_argument("--proposal-processes", type=int, choices=(0, 1), default=None,
                         help="1: operators and embedder in a proposal process beside the loop; 0: in the "
-                             "loop (default: evo's default, 1)")
+                             "loop (default: evo's default, 0)")
     parser.add_argument("--quick", action="store_true",
                         help="CI smoke run: --fill 500 --measure 500, no pass/fail verdict")
     args = parser.parse_args(argv)
