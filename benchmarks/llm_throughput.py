@@ -16,7 +16,8 @@ Against a real vLLM server:
     python benchmarks/llm_throughput.py --llm http://127.0.0.1:8000 --concurrency 1,8,32,64
 
 `--llm` takes anything `evo.llm.engine.make_llm` does: `http://...` (comma-separated
-`URL[#model][@weight]`), `transformers:PATH`, `vllm:PATH`. Prints a table and writes JSON
+`URL[#model][@weight]`), `transformers:PATH`, `vllm-offline:PATH` (in process) or `vllm:PATH` (evo starts
+`vllm serve PATH` for the benchmark and stops it after). Prints a table and writes JSON
 (default benchmarks/results/llm_throughput.json) with the git commit and the machine.
 """
 
