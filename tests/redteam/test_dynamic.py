@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from evo.eval import fs_guard
 from evo.eval.backends.kernel import KernelEvaluator, report_to_result
 from evo.eval.bench import CORRECTNESS_CHECKS, BenchConfig
 from evo.program import MAIN_FILE
@@ -23,6 +24,8 @@ from evo.task import load_task
 
 HACKS = Path(__file__).parent / "hacks"
 REPO = Path(__file__).resolve().parents[2]
+
+GUARDED = fs_guard.landlock_abi()[0] >= 1  # candidate children are Landlocked here (evo/eval/fs_guard.py)
 
 CAUGHT_ON_CPU = {
     # CPU malloc does not always hand back the NaN-poisoned block, so the unwritten output may read as
@@ -70,14 +73,19 @@ def test_hack_is_rejected_by_the_harness(evaluator: KernelEvaluator, tmp_path: P
     assert report["status"] == "ok", report
     failed = [n for n, ok, _ in report["checks"] if not ok]
     assert failed, f"{hack} passed the harness: {report}"
-    if CAUGHT_ON_CPU[hack] is not None:
+    if hack == "state_file" and GUARDED:
+        # Under the filesystem guard its cache write is refused, so it cannot run at all; without the
+        # guard it replays a stale answer in a later call and fails a correctness check.
+        assert failed[:2] == ["runs", "dynamic:fs_guard"], report["checks"]
+    elif CAUGHT_ON_CPU[hack] is not None:
         assert failed[0] == CAUGHT_ON_CPU[hack], report["checks"]
     else:
         assert failed[0] in CORRECTNESS_CHECKS + ("dynamic:warmup_invariance",), report["checks"]
     result = report_to_result(report, 0.0)
     assert not result.ok and result.failure in ("audit", "invalid")
     verdict = evaluator.full_audit(source, report)
-    assert not verdict.passed and any(name == failed[0] for name, _ in verdict.reasons)
+    # The gate names the harness's own "runs" check `dynamic:runs`.
+    assert not verdict.passed and any(name in (failed[0], f"dynamic:{failed[0]}") for name, _ in verdict.reasons)
 
 
 def test_precision_failure_names_the_stress_round(evaluator: KernelEvaluator, tmp_path: Path) -> None:
