@@ -333,9 +333,26 @@ def _poison_free_memory(device: str, nbytes: int) -> None:
     """Fill memory the allocator will hand out next with NaN, so an output never written reads as NaN."""
     if nbytes <= 0:
         return
-    junk = torch.empty(nbytes // 2 + 1, dtype=torch.bfloat16, device=device)
-    junk.fill_(float("nan"))
+    # Exactly `nbytes`, so that an output of that size is handed this very block; all-ones bytes are NaN
+    # in every float format (and -1 in int8).
+    junk = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    junk.fill_(255)
     del junk
+
+
+def _scrub(tensors: Sequence[Any]) -> None:
+    """Overwrite tensors about to be freed (answers, outputs) with all-ones bytes: a block the allocator
+    hands out later never holds a real answer."""
+    for t in tensors:
+        if not isinstance(t, torch.Tensor) or not t.numel():
+            continue
+        try:
+            if t.is_contiguous():
+                t.view(torch.uint8).fill_(255)
+            else:
+                t.fill_(float("nan") if t.is_floating_point() else -1)
+        except (RuntimeError, TypeError):  # an odd output (read-only, exotic dtype): nothing to scrub there
+            pass
 
 
 def _clone(inputs: Sequence[Any]) -> list[Any]:
@@ -491,6 +508,7 @@ def evaluate_candidate(reference: ModuleType, candidate_path: Path, data: Worklo
                 return result
             if kind == "fresh" and len(first_out.setdefault(w.name, [])) < 2:
                 first_out[w.name].append([g.detach().clone() for g in got])
+            _scrub([*expected, *got])
             del got, inputs, before, expected
     # Different inputs must give different outputs (a constant answer that slips through a loose tolerance).
     for name, outs in first_out.items():
