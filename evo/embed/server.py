@@ -26,6 +26,7 @@ import httpx2
 import numpy as np
 
 from evo.errors import EvoError
+from evo.llm.endpoints import server_message
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +56,6 @@ def parse_server_spec(spec: str) -> tuple[str, str | None]:
     except ValueError:
         raise EvoError(f"bad embedder {spec!r}: {url!r} has an invalid port") from None
     return url, model or None
-
-
-def _message(response: httpx2.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text.strip()[:500] or response.reason_phrase
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        return str(error or body.get("detail") or body.get("message") or body)[:500]
-    return str(body)[:500]
 
 
 class ServerEmbedder:
@@ -122,10 +110,10 @@ class ServerEmbedder:
         except httpx2.TransportError as exc:
             raise _Transient(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
         if response.status_code in _RETRY_STATUSES:
-            raise _Transient(f"HTTP {response.status_code}: {_message(response)}")
+            raise _Transient(f"HTTP {response.status_code}: {server_message(response)}")
         if response.status_code >= 400:
             raise EvoError(f"the embeddings server {self.root} rejected {method} {path} with HTTP "
-                           f"{response.status_code}: {_message(response)}. Does it serve an embedding model? "
+                           f"{response.status_code}: {server_message(response)}. Does it serve an embedding model? "
                            f"(embedder {self.name})")
         try:
             body = response.json()

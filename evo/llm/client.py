@@ -38,7 +38,7 @@ import httpx2
 import numpy as np
 
 from evo.errors import EvoError
-from evo.llm.endpoints import SPEC_EXAMPLE, Endpoint, model_groups, parse_endpoints
+from evo.llm.endpoints import SPEC_EXAMPLE, Endpoint, model_groups, parse_endpoints, server_message
 
 __all__ = [
     "Completion",
@@ -109,25 +109,6 @@ class Completion:
     model: str
     endpoint: str  # the endpoint(s) that served the samples, comma-joined in order of first use
     seconds: float
-
-
-def _server_message(response: httpx2.Response) -> str:
-    """The human part of an error response: OpenAI/vLLM `error.message`, FastAPI `detail`, or text."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text.strip()[:500] or response.reason_phrase
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        if error:
-            return str(error)
-        if body.get("detail"):
-            return str(body["detail"])
-        if body.get("message"):
-            return str(body["message"])
-    return str(body)[:500]
 
 
 def _retry_after(response: httpx2.Response) -> float | None:
@@ -231,12 +212,12 @@ class LLMClient:
                 raise _Transient(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
         if response.status_code in RETRY_STATUSES:
             raise _Transient(
-                f"HTTP {response.status_code}: {_server_message(response)}",
+                f"HTTP {response.status_code}: {server_message(response)}",
                 retry_after=_retry_after(response),
             )
         if response.status_code >= 400:
             raise LLMRequestError(
-                f"{url} rejected the request with HTTP {response.status_code}: {_server_message(response)}"
+                f"{url} rejected the request with HTTP {response.status_code}: {server_message(response)}"
             )
         try:
             body = response.json()

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import httpx2
+
 from evo.errors import EvoError
 
 __all__ = ["SPEC_EXAMPLE", "Endpoint", "model_groups", "parse_endpoints"]
@@ -101,3 +103,22 @@ def parse_endpoints(spec: str) -> list[Endpoint]:
             raise bad(part, f"{url!r} has an invalid port") from None
         endpoints.append(Endpoint(url=url, model=model or None, weight=weight))
     return endpoints
+
+
+def server_message(response: httpx2.Response) -> str:
+    """The human part of an error response: OpenAI/vLLM `error.message`, FastAPI `detail`, or text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:500] or response.reason_phrase
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if error:
+            return str(error)
+        if body.get("detail"):
+            return str(body["detail"])
+        if body.get("message"):
+            return str(body["message"])
+    return str(body)[:500]
