@@ -456,21 +456,14 @@ class Engine:
         gc_threshold = gc.get_threshold()
         gc.set_threshold(50_000, 20, 100)
         deadline = None if self.config.time_limit_s is None else time.monotonic() + self.config.time_limit_s
+        producer: asyncio.Task[None] | None = None
         try:
             await self._start_proposer()
             await self._retime_elites(deadline)
-        except BaseException:
-            gc.set_threshold(*gc_threshold)
-            gc.unfreeze()
-            if self._proposer is not None:
-                await self._proposer.close()
-                self._proposer = None
-            raise
-        queue: asyncio.Queue[Program | None] = asyncio.Queue(maxsize=self.config.workers)
-        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.config.workers)]
-        producer = asyncio.create_task(self._producer(queue))
-        finishing = False  # producer done: workers empty the queue, then stop
-        try:
+            queue: asyncio.Queue[Program | None] = asyncio.Queue(maxsize=self.config.workers)
+            workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.config.workers)]
+            producer = asyncio.create_task(self._producer(queue))
+            finishing = False  # producer done: workers empty the queue, then stop
             while any(not w.done() for w in workers):
                 pending = [w for w in workers if not w.done()] + ([] if producer.done() else [producer])
                 await asyncio.wait(pending, timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
@@ -495,7 +488,7 @@ class Engine:
         finally:
             gc.set_threshold(*gc_threshold)
             gc.unfreeze()
-            if not producer.done():
+            if producer is not None and not producer.done():
                 producer.cancel()
             if self._proposer is not None:
                 await self._proposer.close()
