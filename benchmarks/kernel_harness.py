@@ -40,6 +40,16 @@ def variants(seed_text: str, n: int) -> list[str]:
     return out
 
 
+def stage_medians(reports: list[dict]) -> dict[str, float]:
+    """Median seconds per stage of a child (setup, warm-up compile, lock wait, lock held, and the steps
+    inside the lock), over the reports that have them."""
+    stages: dict[str, list[float]] = {}
+    for r in reports:
+        for k, v in (r.get("seconds") or {}).items():
+            stages.setdefault(k, []).append(float(v))
+    return {k: statistics.median(v) for k, v in sorted(stages.items())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", default="silu_fwd,softmax_fwd,rmsnorm_fwd,layernorm_fwd,gelu_tanh_fwd",
@@ -72,7 +82,8 @@ def main() -> None:
             ok = sum(1 for r in reports if r.get("passed"))
             errors = sorted({str(r.get("error"))[:120] for r in reports if not r.get("passed")})
             rows.append({"task": name, "candidates": len(texts), "passed": ok, "wall_s": wall, "reference_s": prep,
-                         "per_gpu_minute": len(texts) / wall * 60 / len(pool.devices), "errors": errors})
+                         "per_gpu_minute": len(texts) / wall * 60 / len(pool.devices), "errors": errors,
+                         "seconds": stage_medians(reports)})
             total_n += len(texts)
             total_s += wall
             ev.close()
@@ -104,6 +115,12 @@ def main() -> None:
     for r in out["throughput"]["rows"]:
         print(f"{r['task']:28s} {r['candidates']:5d} {r['passed']:6d} {r['wall_s']:7.1f} {r['per_gpu_minute']:9.1f}")
     print(f"overall: {out['throughput']['per_gpu_minute']:.1f} candidates per GPU-minute")
+    if out["throughput"]["rows"]:
+        keys = sorted({k for r in out["throughput"]["rows"] for k in r["seconds"]})
+        print("\nmedian seconds per child stage (held = GPU lock held: checks + timing):")
+        print(f"{'task':28s} " + " ".join(f"{k[:13]:>13s}" for k in keys))
+        for r in out["throughput"]["rows"]:
+            print(f"{r['task']:28s} " + " ".join(f"{r['seconds'].get(k, 0.0):13.3f}" for k in keys))
     print(f"\nnoise ({args.noise_task}, {args.repeats} fresh child processes):")
     for wname, v in out["noise"]["workloads"].items():
         print(f"  {wname:28s} {v['mean_us']:9.2f} us  CV {v['cv']:.2%}")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from evo.eval import kernel_spec
 from evo.eval.kernel_spec import (
     CATEGORIES,
     KernelSpec,
@@ -177,3 +178,28 @@ def test_compare_outputs_reasons() -> None:
     assert "outputs" in compare_outputs((e, e), e, 1e-2, 1e-2)
     assert "exact" in compare_outputs(torch.tensor([1, 2]), torch.tensor([1, 3]), 0, 0)
     assert "not a torch.Tensor" in compare_outputs([1], e, 1e-2, 1e-2)
+
+
+def test_compare_outputs_in_chunks_finds_the_worst_element_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernel_spec, "COMPARE_CHUNK", 7)  # many chunks, one boundary mid-row
+    e = torch.randn(6, 10, dtype=torch.float32)
+    off = e.clone()
+    off[0, 1] += 0.5
+    off[5, 9] += 3.0  # the worst, in the last chunk
+    reason = compare_outputs(off, e, 1e-3, 1e-3)
+    assert "differs at 2 of 60" in reason and "worst at (5, 9)" in reason
+    assert compare_outputs(e.clone(), e, 1e-3, 1e-3) is None
+
+
+def test_compare_outputs_nan_where_the_reference_is_finite_fails_even_if_it_has_inf_elsewhere() -> None:
+    e = torch.randn(16)
+    e[3] = float("inf")
+    e[4] = float("nan")
+    same = e.clone()
+    assert compare_outputs(same, e, 1e-3, 1e-3) is None  # inf agrees with inf, NaN with NaN
+    bad = e.clone()
+    bad[9] = float("nan")
+    assert "differs at 1 of 16" in compare_outputs(bad, e, 1e-3, 1e-3)
+    flipped = e.clone()
+    flipped[3] = -float("inf")
+    assert "differs at 1 of 16" in compare_outputs(flipped, e, 1e-3, 1e-3)

@@ -29,10 +29,11 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -46,6 +47,9 @@ class BenchConfig:
     input_sets: int = 3  # distinct input sets rotated between iterations
     min_trials: int = 10  # fresh-input correctness calls over all workloads
     compile_baseline: bool = True
+
+
+STAGED_BYTES = 4 << 30  # timing inputs a checking child may put on the device before it holds the GPU alone
 
 
 def workloads_for(spec: Any, device: str) -> tuple[Workload, ...]:
@@ -142,8 +146,16 @@ def time_call(fn: Callable[..., Any], input_sets: Sequence[Sequence[Any]], confi
             torch.cuda.synchronize()  # waits for every stream, including any the candidate hid work on
             after.record()
             torch.cuda.synchronize()
+            # The same gap once more with nothing to wait for: the host's latency at this very moment (a
+            # machine busy compiling wakes this thread late, by tens of microseconds at times).
+            idle_a, idle_b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            idle_a.record()
+            torch.cuda.synchronize()
+            idle_b.record()
+            torch.cuda.synchronize()
             timed = start.elapsed_time(end) / 1e3
-            hidden = max(0.0, start.elapsed_time(after) / 1e3 - timed - latency_s)
+            host_now = idle_a.elapsed_time(idle_b) / 1e3
+            hidden = max(0.0, end.elapsed_time(after) / 1e3 - max(host_now, latency_s))
             # A gap of a few microseconds beyond the host's latency is the host waking late, not hidden
             # work: note it only past 5 us and 10% of the time.
             hidden = hidden if hidden > max(5e-6, 0.1 * timed) else 0.0
@@ -400,6 +412,38 @@ def _mismatch_counts(reason: str) -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
+class GpuPhases(Protocol):
+    """How a candidate's phases hold the GPU (see `GpuLock` in `evo/eval/worker.py`)."""
+
+    def checking(self) -> AbstractContextManager[None]: ...
+
+    def timing(self) -> AbstractContextManager[None]: ...
+
+
+class _Unshared:
+    def checking(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def timing(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
+class _Laps:
+    """Seconds spent per step of the check rounds, summed over calls (the harness benchmark's breakdown)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.t = time.perf_counter()
+
+    def start(self) -> None:
+        self.t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.totals[name] = self.totals.get(name, 0.0) + now - self.t
+        self.t = now
+
+
 @dataclass
 class CheckLog:
     """Dynamic check results, as (check name, passed, reason) for the auditor's gate."""
@@ -423,12 +467,15 @@ class CheckLog:
 
 def evaluate_candidate(reference: ModuleType, candidate_path: Path, data: WorkloadData, prepared: dict[str, Any],
                        device: str, config: BenchConfig, l2_bytes: int,
-                       import_module: Callable[[Path], ModuleType], before: Snapshot | None = None) -> dict[str, Any]:
+                       import_module: Callable[[Path], ModuleType], before: Snapshot | None = None,
+                       phases: GpuPhases | None = None) -> dict[str, Any]:
     """Check and time one candidate; returns per-workload times and the dynamic check log (see module doc).
 
     `before` is the state taken before the candidate was first imported (the worker imports it early
-    to compile); without it the state is taken now.
+    to compile); without it the state is taken now. `phases` holds the GPU for the checks (shared with
+    other checking children) and for the timing (alone); without it nothing is held.
     """
+    phases = phases or _Unshared()
     spec = reference.SPEC
     workloads = data.workloads
     workdir = candidate_path.parent
@@ -470,95 +517,128 @@ def evaluate_candidate(reference: ModuleType, candidate_path: Path, data: Worklo
     except (TypeError, ValueError):
         arg_names = ()
     phase_start = time.perf_counter()
+    laps = _Laps()
     first_out: dict[str, list[list[torch.Tensor]]] = {}
     for kind, calls in rounds:
         for w, s, stressed in calls:
-            inputs = data.stress_inputs_of(w, device) if stressed else data.inputs_of(w, s, device)
-            before = _clone(inputs)
-            held = data.stress_expected[w.name] if stressed else data.expected[(w.name, s)]  # on the CPU
-            _poison_free_memory(device, sum(e.numel() * e.element_size() for e in held))
-            try:
-                with torch.no_grad():
-                    got = as_tuple(run(*inputs))
-                _sync(device)
-            except Exception as e:  # noqa: BLE001 - the candidate's error is its result
-                log.fail("runs", f"workload {w.name}: run raised {type(e).__name__}: {str(e)[:300]}")
+            # The GPU is held (shared) per call, so that a child waiting to time waits one call, not a round.
+            with phases.checking():
+                laps.start()
+                inputs = data.stress_inputs_of(w, device) if stressed else data.inputs_of(w, s, device)
+                before = _clone(inputs)
+                held = data.stress_expected[w.name] if stressed else data.expected[(w.name, s)]  # on the CPU
+                _poison_free_memory(device, sum(e.numel() * e.element_size() for e in held))
+                laps.lap("inputs")
+                try:
+                    with torch.no_grad():
+                        got = as_tuple(run(*inputs))
+                    _sync(device)
+                except Exception as e:  # noqa: BLE001 - the candidate's error is its result
+                    log.fail("runs", f"workload {w.name}: run raised {type(e).__name__}: {str(e)[:300]}")
+                    return result
+                # The answer reaches the device only now: during the call no copy of it was there for a kernel
+                # that reads past its inputs' bounds to find.
+                laps.lap("call")
+                expected = data.stress_expected_of(w, device) if stressed else expected_of(w, s)
+                laps.lap("expected")
+                reason = compare_outputs(got, tuple(expected), spec.atol, spec.rtol)
+                laps.lap("compare")
+                if reason is not None:
+                    where = f"{'hidden' if w.hidden else 'visible'} workload {w.name} (seed {s})"
+                    if kind == "repeat":
+                        log.fail("dynamic:warmup_invariance", f"{where}, on a repeated call: {reason}")
+                    elif kind == "stress":
+                        check = classify_mismatch(reason, False)
+                        check = check if check == "dynamic:output_type" else "dynamic:precision"
+                        log.fail(check, f"{where}: wrong on {stress_description(spec, before, arg_names)}: {reason}")
+                    else:
+                        log.fail(classify_mismatch(reason, w.hidden), f"{where}: {reason}")
+                    return result
+                if not all(torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+                           for a, b in zip(inputs, before, strict=True)):
+                    log.fail("dynamic:input_mutation", f"workload {w.name}: run modified its inputs in place")
+                    return result
+                if _aliases(got, inputs):
+                    log.fail("dynamic:no_alias", f"workload {w.name}: an output shares memory with an input")
+                    return result
+                if kind == "fresh" and len(first_out.setdefault(w.name, [])) < 2:
+                    first_out[w.name].append([g.detach().clone() for g in got])
+                _scrub([*expected, *got])
+                del got, inputs, before, expected
+                laps.lap("other")
+    with phases.checking():
+        laps.start()
+        # Different inputs must give different outputs (a constant answer that slips through a loose tolerance).
+        for name, outs in first_out.items():
+            if len(outs) >= 2 and all(torch.equal(a, b) for a, b in zip(outs[0], outs[1], strict=True)):
+                log.fail("dynamic:fresh_inputs", f"workload {name}: two different inputs gave identical outputs")
                 return result
-            # The answer reaches the device only now: during the call no copy of it was there for a kernel
-            # that reads past its inputs' bounds to find.
-            expected = data.stress_expected_of(w, device) if stressed else expected_of(w, s)
-            reason = compare_outputs(got, tuple(expected), spec.atol, spec.rtol)
-            if reason is not None:
-                where = f"{'hidden' if w.hidden else 'visible'} workload {w.name} (seed {s})"
-                if kind == "repeat":
-                    log.fail("dynamic:warmup_invariance", f"{where}, on a repeated call: {reason}")
-                elif kind == "stress":
-                    check = classify_mismatch(reason, False)
-                    check = check if check == "dynamic:output_type" else "dynamic:precision"
-                    log.fail(check, f"{where}: wrong on {stress_description(spec, before, arg_names)}: {reason}")
-                else:
-                    log.fail(classify_mismatch(reason, w.hidden), f"{where}: {reason}")
-                return result
-            if not all(torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
-                       for a, b in zip(inputs, before, strict=True)):
-                log.fail("dynamic:input_mutation", f"workload {w.name}: run modified its inputs in place")
-                return result
-            if _aliases(got, inputs):
-                log.fail("dynamic:no_alias", f"workload {w.name}: an output shares memory with an input")
-                return result
-            if kind == "fresh" and len(first_out.setdefault(w.name, [])) < 2:
-                first_out[w.name].append([g.detach().clone() for g in got])
-            _scrub([*expected, *got])
-            del got, inputs, before, expected
-    # Different inputs must give different outputs (a constant answer that slips through a loose tolerance).
-    for name, outs in first_out.items():
-        if len(outs) >= 2 and all(torch.equal(a, b) for a, b in zip(outs[0], outs[1], strict=True)):
-            log.fail("dynamic:fresh_inputs", f"workload {name}: two different inputs gave identical outputs")
-            return result
-    del first_out
+        del first_out
+        # The timing's input sets go to the device now, while the GPU is shared, so that the time it is
+        # held alone goes to timing only (up to STAGED_BYTES; the rest is copied when timed).
+        staged: dict[str, list[tuple[Any, ...]]] = {}
+        budget = STAGED_BYTES
+        for w in workloads:
+            sets = [data.inputs[(w.name, s)] for s in data.seeds[w.name][: config.input_sets]]
+            size = sum(x.numel() * x.element_size() for xs in sets for x in xs if isinstance(x, torch.Tensor))
+            if size <= budget:
+                budget -= size
+                staged[w.name] = [data.inputs_of(w, s, device) for s in data.seeds[w.name][: config.input_sets]]
+        laps.lap("staging")
     for name in CORRECTNESS_CHECKS + ("dynamic:warmup_invariance", "dynamic:input_mutation", "dynamic:no_alias",
                                       "dynamic:fresh_inputs"):
         log.ok(name)
 
     result["seconds"] = {"checks": time.perf_counter() - phase_start}
-    phase_start = time.perf_counter()
-    # Timing, then the timed calls' outputs rechecked.
-    for w in workloads:
-        seeds = data.seeds[w.name][: config.input_sets]
-        input_sets = [data.inputs_of(w, s, device) for s in seeds]
-        try:
-            with torch.no_grad():
-                timing = time_call(run, input_sets, config, device, flush, latency)
-        except Exception as e:  # noqa: BLE001
-            log.fail("runs", f"workload {w.name}: run raised {type(e).__name__} while timed: {str(e)[:300]}")
-            return result
-        suspicious = max(20e-6, 0.25 * timing.median_s)
-        if timing.escaped_s > suspicious:
-            # A host that wakes late (other children compiling) looks like hidden work: seen 21-54 us on
-            # honest kernels, twice in a row. So measure the host's latency again, now, and re-time with
-            # it; hidden work on a side stream still shows then, a slow host no longer does.
-            latency_now = max(latency, host_latency_s(device, flush))
+    # Timing (the GPU held alone), then the timed calls' outputs rechecked (shared again).
+    timed: list[tuple[Workload, list[int], Timing, bool]] = []
+    with phases.timing():
+        phase_start = time.perf_counter()
+        for w in workloads:
+            laps.start()
+            seeds = data.seeds[w.name][: config.input_sets]
+            input_sets = staged.pop(w.name, None) or [data.inputs_of(w, s, device) for s in seeds]
+            laps.lap("timing_inputs")
             try:
                 with torch.no_grad():
-                    again = time_call(run, input_sets, config, device, flush, latency_now)
+                    timing = time_call(run, input_sets, config, device, flush, latency)
             except Exception as e:  # noqa: BLE001
-                log.fail("runs", f"workload {w.name}: run raised {type(e).__name__} while re-timed: {str(e)[:300]}")
+                log.fail("runs", f"workload {w.name}: run raised {type(e).__name__} while timed: {str(e)[:300]}")
                 return result
-            if again.escaped_s <= suspicious:
-                timing = again
-        for s, out in zip(seeds, timing.last_outputs, strict=True):
-            reason = compare_outputs(as_tuple(out), tuple(expected_of(w, s)), spec.atol, spec.rtol)
-            if reason is not None:
-                log.fail("dynamic:warmup_invariance", f"workload {w.name}: what the timed calls returned is wrong: {reason}")
-                return result
-        if timing.escaped_s > suspicious:
-            log.fail("dynamic:stream_join", f"workload {w.name}: {timing.escaped_s * 1e6:.1f} us of work ran outside "
-                     "the timed stream (side stream or deferred work); it was counted in the time")
-        result["workloads"][w.name] = timing.to_dict()
-        del input_sets, timing
-        log.ok("dynamic:stream_join")
-
-    result["seconds"]["timing"] = time.perf_counter() - phase_start
+            suspicious = max(20e-6, 0.25 * timing.median_s)
+            if timing.escaped_s > suspicious:
+                # A host that wakes late (other children compiling) looks like hidden work: seen 21-54 us on
+                # honest kernels, twice in a row. So measure the host's latency again, now, and re-time with
+                # it; hidden work on a side stream still shows then, a slow host no longer does.
+                latency_now = max(latency, host_latency_s(device, flush))
+                try:
+                    with torch.no_grad():
+                        again = time_call(run, input_sets, config, device, flush, latency_now)
+                except Exception as e:  # noqa: BLE001
+                    log.fail("runs", f"workload {w.name}: run raised {type(e).__name__} while re-timed: {str(e)[:300]}")
+                    return result
+                if again.escaped_s <= suspicious:
+                    timing = again
+            timed.append((w, seeds, timing, timing.escaped_s > suspicious))
+            del input_sets
+            laps.lap("timed")
+        result["seconds"]["timing"] = time.perf_counter() - phase_start
+    with phases.checking():
+        laps.start()
+        for w, seeds, timing, escaped in timed:
+            for s, out in zip(seeds, timing.last_outputs, strict=True):
+                reason = compare_outputs(as_tuple(out), tuple(expected_of(w, s)), spec.atol, spec.rtol)
+                if reason is not None:
+                    log.fail("dynamic:warmup_invariance", f"workload {w.name}: what the timed calls returned is wrong: {reason}")
+                    return result
+            if escaped:
+                log.fail("dynamic:stream_join", f"workload {w.name}: {timing.escaped_s * 1e6:.1f} us of work ran outside "
+                         "the timed stream (side stream or deferred work); it was counted in the time")
+            result["workloads"][w.name] = timing.to_dict()
+            log.ok("dynamic:stream_join")
+        del timed
+        laps.lap("recheck")
+    result["seconds"].update(laps.totals)
     # Facts the candidate must not have changed.
     if _harness_identity() != identity:
         changed = [k for k, v in _harness_identity().items() if identity[k] != v]

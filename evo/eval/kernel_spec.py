@@ -133,6 +133,46 @@ def stress_description(spec: KernelSpec, stressed: Sequence[Any], names: Sequenc
     return f"inputs scaled by {st.scale:g} ({which}: {st.what} of magnitude ~{rms:.3g}, up to {peak:.3g}, {st.why})"
 
 
+COMPARE_CHUNK = 1 << 24  # elements compared at once, widened: bounds the harness's own memory (a
+# vocabulary's logits in float64 are GBs, and several checking children share the GPU)
+
+
+def _compare_floats(g: torch.Tensor, e: torch.Tensor, atol: float, rtol: float) -> str | None:
+    """Why `g` is not `e` within atol + rtol * |e| elementwise (chunk by chunk), or None.
+
+    Non-finite values agree only with the same value (NaN with NaN, inf with the same inf). Outputs of 16 or
+    8 bits are compared in float32, which holds them exactly (half the traffic of float64); the rounding
+    of their difference is ~1e-7 relative, far below any tolerance."""
+    wide = torch.float32 if e.element_size() <= 2 else torch.float64
+    g_flat, e_flat = g.reshape(-1), e.reshape(-1)
+    bad_g = bad_e = over_n = 0
+    worst: tuple[float, int, float, float] | None = None  # (excess, index, got, expected)
+    for lo in range(0, e.numel(), COMPARE_CHUNK):
+        gw = g_flat[lo:lo + COMPARE_CHUNK].to(wide)
+        ew = e_flat[lo:lo + COMPARE_CHUNK].to(wide)
+        finite_g, finite_e = torch.isfinite(gw), torch.isfinite(ew)
+        err = (gw - ew).abs()
+        allowed = atol + rtol * ew.abs()
+        close = (finite_g & finite_e & (err <= allowed)) | (gw == ew) | (torch.isnan(gw) & torch.isnan(ew))
+        over = ~close
+        nonfinite_g, nonfinite_e, n = torch.stack([(~finite_g).sum(), (~finite_e).sum(), over.sum()]).tolist()
+        bad_g += nonfinite_g
+        bad_e += nonfinite_e
+        if n:
+            over_n += n
+            excess = torch.where(over, (err - allowed).nan_to_num(nan=math.inf), torch.zeros_like(err))
+            k = int(torch.argmax(excess))
+            if worst is None or float(excess[k]) > worst[0]:
+                worst = (float(excess[k]), lo + k, gw[k].item(), ew[k].item())
+    if bad_g and not bad_e:
+        return f"has {bad_g} of {e.numel()} values NaN/inf where the reference is finite"
+    if worst is not None:
+        idx = tuple(int(j) for j in torch.unravel_index(torch.tensor(worst[1]), e.shape))
+        return (f"differs at {over_n} of {e.numel()} elements; worst at {idx}: got {worst[2]:.6g}, "
+                f"expected {worst[3]:.6g} (atol {atol:g}, rtol {rtol:g})")
+    return None
+
+
 def compare_outputs(got: Any, expected: Any, atol: float, rtol: float) -> str | None:
     """None when `got` matches `expected` everywhere; otherwise a reason a person can act on.
 
@@ -155,22 +195,9 @@ def compare_outputs(got: Any, expected: Any, atol: float, rtol: float) -> str | 
         if g.device != e.device:
             return f"{where} is on {g.device}, expected {e.device}"
         if e.is_floating_point():
-            g64, e64 = g.detach().to(torch.float64), e.detach().to(torch.float64)
-            if not torch.isfinite(g64).all() and torch.isfinite(e64).all():
-                bad = int((~torch.isfinite(g64)).sum())
-                return f"{where} has {bad} of {e.numel()} values NaN/inf where the reference is finite"
-            err = (g64 - e64).abs()
-            allowed = atol + rtol * e64.abs()
-            over = err > allowed
-            # NaN in both (or the same inf) is agreement, not error
-            over &= ~((g64 == e64) | (torch.isnan(g64) & torch.isnan(e64)))
-            if bool(over.any()):
-                n = int(over.sum())
-                worst = int(torch.argmax(torch.where(over, err - allowed, torch.zeros_like(err))))
-                idx = tuple(int(j) for j in torch.unravel_index(torch.tensor(worst), e.shape))
-                return (f"{where} differs at {n} of {e.numel()} elements; worst at {idx}: "
-                        f"got {g64.flatten()[worst].item():.6g}, expected {e64.flatten()[worst].item():.6g} "
-                        f"(atol {atol:g}, rtol {rtol:g})")
+            reason = _compare_floats(g.detach(), e.detach(), atol, rtol)
+            if reason is not None:
+                return f"{where} {reason}"
         elif not torch.equal(g, e):
             n = int((g != e).sum())
             return f"{where} differs at {n} of {e.numel()} elements (exact match required for {e.dtype})"
