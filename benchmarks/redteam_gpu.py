@@ -10,9 +10,9 @@ the full gate, per passing candidate.
     python benchmarks/redteam_gpu.py --bypass-screen     # on a disposable machine only: see below
 
 Without `--bypass-screen`, hacks the screen rejects never reach the harness (as in a run). With it, every
-hack runs in the harness: kernel candidates get no filesystem isolation there yet (only the static screen
-stands between them and the machine), so some hacks really write their files (a `.pth` into
-site-packages, a cache under /tmp). Use it only on a machine that is thrown away afterwards.
+hack runs in the harness. There the Landlock guard (`evo/eval/fs_guard.py`) refuses writes outside a
+candidate's folders where the kernel has Landlock; without Landlock some hacks really write their files
+(a `.pth` into site-packages, a cache under /tmp). Use it only on a machine that is thrown away afterwards.
 """
 
 from __future__ import annotations
