@@ -120,8 +120,9 @@ class Engine:
         self.rng = np.random.default_rng([config.seed, store.count_events()])
         self._cache: OrderedDict[str, Program] = OrderedDict()
         self._task_prompt = task.prompt()
-        # The auditor's static screen guards the GPU harness, where candidates run beside trusted code.
-        # CPU tasks are scored from outputs read back from the sandbox, so they skip its ~2 ms.
+        # The auditor's static screen guards the GPU harness, where candidates run beside trusted code, so
+        # kernel candidates are screened here, before a worker sees them. A CPU task's candidate is audited
+        # in its sandboxed child before it runs (evo/eval/child.py): the ~2 ms stay off this loop.
         self._screened = task.is_kernel_task
         self._stopping = False
         self._stop_reason = ""

@@ -313,7 +313,7 @@ def test_math_candidate_writing_a_pth_fails_and_an_honest_one_passes(
     honest = evaluate_in_sandbox(task, Program(source=MATH_HONEST), scratch)
     assert honest.ok, honest
     target = str(open_site / "zz_speedup.pth")
-    bad = evaluate_in_sandbox(task, Program(source=MATH_PTH.format(target=target)), scratch)
+    bad = evaluate_in_sandbox(task, Program(source=MATH_PTH.format(target=target)), scratch, screen=False)
     assert not bad.ok and bad.failure == "error", bad
     assert not Path(target).exists()
     if not namespaces:  # with a mount namespace the read-only view refuses first (EROFS)

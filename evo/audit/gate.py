@@ -101,6 +101,9 @@ for _name, _stops, _measures in (
      "a time under 0.9 x the speed of light is impossible: rejected, never admitted"),
 ):
     register_dynamic(_name, _stops, _measures)
+register_dynamic("causality", "a language model that sees later tokens (a missing or shifted causal mask, a "
+                 "sequence-wide norm or sum)", "logits up to a random cut compared before and after the tokens "
+                 "after the cut are replaced (`evo/audit/causality.py`)", families=("lm",))
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,16 @@ def audit(source: Source, level: Level | str = Level.SCREEN, task: Any = None,
                                     "a published solution needs every dynamic check of its task family"))
     return Verdict(passed=not reasons, reasons=reasons, level=level, checks=ran, allowed=allowed,
                    seconds=time.perf_counter() - start)
+
+
+def passed_verdict(task: Any, level: Level | str) -> Verdict:
+    """The verdict of a candidate that passed `level` in another process (a CPU task's sandboxed child
+    audits before it runs the candidate, and runs it only on a pass): the checks that ran, no reasons."""
+    level = Level.parse(level)
+    task = _load_task(task)
+    policy = task_policy(task)
+    ran = [c.name for c in [*static_checks(), *policy.checks] if level.includes(c.level) and c.name not in policy.allow]
+    return Verdict(passed=True, level=level, checks=ran, allowed=sorted(policy.allow))
 
 
 def screen(source: Source, task: Any = None) -> Verdict:
