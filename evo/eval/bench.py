@@ -50,6 +50,7 @@ class BenchConfig:
 
 
 STAGED_BYTES = 4 << 30  # timing inputs a checking child may put on the device before it holds the GPU alone
+# (at most 1/32 of the device's memory)
 
 
 def workloads_for(spec: Any, device: str) -> tuple[Workload, ...]:
@@ -421,6 +422,8 @@ class GpuPhases(Protocol):
 
 
 class _Unshared:
+    """No GPU lock at all (a harness used outside the worker, or on the CPU)."""
+
     def checking(self) -> AbstractContextManager[None]:
         return nullcontext()
 
@@ -578,6 +581,8 @@ def evaluate_candidate(reference: ModuleType, candidate_path: Path, data: Worklo
         # held alone goes to timing only (up to STAGED_BYTES; the rest is copied when timed).
         staged: dict[str, list[tuple[Any, ...]]] = {}
         budget = STAGED_BYTES
+        if device.startswith("cuda"):  # children waiting to time all hold theirs: keep it small on small GPUs
+            budget = min(budget, torch.cuda.get_device_properties(device).total_memory // 32)
         for w in workloads:
             sets = [data.inputs[(w.name, s)] for s in data.seeds[w.name][: config.input_sets]]
             size = sum(x.numel() * x.element_size() for xs in sets for x in xs if isinstance(x, torch.Tensor))

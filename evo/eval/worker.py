@@ -104,32 +104,32 @@ class GpuLock:
     @contextmanager
     def timing(self) -> Iterator[None]:
         """Hold the GPU alone."""
-        gate = _flock(self.gate, fcntl.LOCK_EX)
-        try:
-            held = _flock(self.path, fcntl.LOCK_EX)
-        finally:
-            _unlock(gate)
-        try:
+        with self._through_gate(fcntl.LOCK_EX):
             yield
-        finally:
-            _unlock(held)
 
     @contextmanager
     def checking(self) -> Iterator[None]:
         """Share the GPU with other checkers, never with a timer."""
         slot = self._take_slot()
         try:
-            gate = _flock(self.gate, fcntl.LOCK_EX)
-            try:
-                held = _flock(self.path, fcntl.LOCK_SH)
-            finally:
-                _unlock(gate)
-            try:
+            with self._through_gate(fcntl.LOCK_SH):
                 yield
-            finally:
-                _unlock(held)
         finally:
             _unlock(slot)
+
+    @contextmanager
+    def _through_gate(self, mode: int) -> Iterator[None]:
+        """Take the GPU in `mode`, passing the gate on the way in: whoever waits at the gate for the GPU
+        (a timer, while checkers hold it) keeps everyone who comes later out."""
+        gate = _flock(self.gate, fcntl.LOCK_EX)
+        try:
+            held = _flock(self.path, mode)
+        finally:
+            _unlock(gate)
+        try:
+            yield
+        finally:
+            _unlock(held)
 
     def _take_slot(self) -> int:
         for path in self.slots:
