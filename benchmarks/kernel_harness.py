@@ -96,16 +96,19 @@ def main() -> None:
         ev = KernelEvaluator(task, 1, scratch, config=config, pool=pool)
         text = seed_path(f"kernels/{args.noise_task}").read_text()
         medians: dict[str, list[float]] = {}
+        late: dict[str, int] = {}
         for _ in range(args.repeats):
             report = ev.evaluate_source_sync(text)
             for w in report["workloads"]:
                 if w["time_s"]:
                     medians.setdefault(w["workload"], []).append(w["time_s"])
+                    late[w["workload"]] = late.get(w["workload"], 0) + int(w.get("late") or 0)
         ev.close()
         noise = {}
         for wname, ts in medians.items():
             cv = statistics.stdev(ts) / statistics.mean(ts) if len(ts) > 1 else 0.0
-            noise[wname] = {"mean_us": statistics.mean(ts) * 1e6, "cv": cv, "n": len(ts)}
+            noise[wname] = {"mean_us": statistics.mean(ts) * 1e6, "cv": cv, "n": len(ts),
+                            "medians_us": [round(t * 1e6, 3) for t in ts], "late_samples": late.get(wname, 0)}
         out["noise"] = {"task": args.noise_task, "workloads": noise}
     finally:
         pool.close()

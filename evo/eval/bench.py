@@ -90,10 +90,11 @@ class Timing:
     samples: list[float]
     escaped_s: float  # median time of work that ran after the timed stream's end event
     last_outputs: list[Any]  # what the timed calls returned, one per input set (rechecked)
+    late: int = 0  # samples taken again because the GPU had waited for the host
 
     def to_dict(self) -> dict[str, Any]:
         return {"median_s": self.median_s, "spread": self.spread, "escaped_s": self.escaped_s,
-                "n": len(self.samples)}
+                "n": len(self.samples), "late": self.late}
 
 
 def _quantile(xs: Sequence[float], q: float) -> float:
@@ -103,10 +104,15 @@ def _quantile(xs: Sequence[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def _head_start() -> None:
-    """Keep the GPU busy ~100 us before the start event, so that the host has enqueued the call by
-    the time the GPU reaches it: the events then time the GPU's work, not Python's launch overhead."""
-    torch.cuda._sleep(200_000)
+HEAD_START_CYCLES = 200_000  # ~100 us of GPU clock
+MAX_HEAD_START_CYCLES = 20_000_000  # ~10 ms
+LATE_RETRIES = 3
+
+
+def _head_start(cycles: int = HEAD_START_CYCLES) -> None:
+    """Keep the GPU busy before the start event, so that the host has enqueued the call by the time the
+    GPU reaches it: the events then time the GPU's work, not Python's launch overhead."""
+    torch.cuda._sleep(cycles)
 
 
 def host_latency_s(device: str, flush: L2Flusher, n: int = 20) -> float:
@@ -135,15 +141,25 @@ def time_call(fn: Callable[..., Any], input_sets: Sequence[Sequence[Any]], confi
     _sync(device)
     samples, escaped = [], []
     cuda = device.startswith("cuda")
+    head, late = HEAD_START_CYCLES, 0
     for i in range(max(config.iters, len(input_sets))):  # every input set timed (and rechecked) at least once
         k = i % len(input_sets)
-        flush()
         if cuda:
-            start, end, after = (torch.cuda.Event(enable_timing=True) for _ in range(3))
-            _head_start()
-            start.record()
-            out = fn(*input_sets[k])
-            end.record()
+            for attempt in range(LATE_RETRIES + 1):
+                flush()
+                start, end, after = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+                _head_start(head)
+                start.record()
+                out = fn(*input_sets[k])
+                end.record()
+                # Had the GPU reached the start event before the call was enqueued, it may have waited for
+                # the host (a busy or descheduled host: seen as 10-20x medians in one worker of ten). Then
+                # the sample is taken again behind a longer head start; the last attempt counts regardless.
+                if not start.query() or attempt == LATE_RETRIES:
+                    break
+                torch.cuda.synchronize()
+                late += 1
+                head = min(4 * head, MAX_HEAD_START_CYCLES)
             torch.cuda.synchronize()  # waits for every stream, including any the candidate hid work on
             after.record()
             torch.cuda.synchronize()
@@ -163,6 +179,7 @@ def time_call(fn: Callable[..., Any], input_sets: Sequence[Sequence[Any]], confi
             samples.append(timed)  # hidden work is judged by the stream_join check, not folded into the time
             escaped.append(hidden)
         else:
+            flush()
             t0 = time.perf_counter()
             out = fn(*input_sets[k])
             samples.append(time.perf_counter() - t0)
@@ -170,7 +187,7 @@ def time_call(fn: Callable[..., Any], input_sets: Sequence[Sequence[Any]], confi
         last[k] = out
     med = statistics.median(samples)
     spread = (_quantile(samples, 0.75) - _quantile(samples, 0.25)) / med if med > 0 else 0.0
-    return Timing(med, spread, samples, statistics.median(escaped), last)
+    return Timing(med, spread, samples, statistics.median(escaped), last, late)
 
 
 # -- the data: inputs and expected outputs -------------------------------------------------------
