@@ -163,9 +163,11 @@ def time_call(fn: Callable[..., Any], input_sets: Sequence[Sequence[Any]], confi
             torch.cuda.synchronize()  # waits for every stream, including any the candidate hid work on
             after.record()
             torch.cuda.synchronize()
-            # The same gap once more with nothing to wait for: the host's latency at this very moment (a
-            # machine busy compiling wakes this thread late, by tens of microseconds at times).
+            # The same gap once more with nothing to wait for but the same head start: the host's latency at
+            # this very moment, after a wait as long as the call's (a machine busy compiling wakes this thread
+            # late, by tens of microseconds at times, and later after a long wait than after a short one).
             idle_a, idle_b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            _head_start(head)
             idle_a.record()
             torch.cuda.synchronize()
             idle_b.record()
