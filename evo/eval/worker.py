@@ -5,9 +5,10 @@ answers leave as JSON lines on stdout (see `KernelEvaluator` in `evo/eval/backen
 
 Why a zygote: a fresh Python process per candidate spends ~5 s importing torch and Triton before any
 GPU work (calibrated on an H100). The zygote pays that once, never touches CUDA itself (a forked CUDA
-context is unusable), and forks a child per job; the child starts CUDA, imports the candidate and
-warms its kernels up on tiny shapes (compiling them) in parallel with other children, then takes the
-GPU lock for everything that measures: checks and timing, one child at a time per GPU. Each child
+context is unusable), and forks a child per job; the child starts CUDA, imports the candidate,
+warms its kernels up on tiny shapes and compiles them for the real ones (under a graph capture, so
+nothing runs), in parallel with other children. Then it holds the GPU (`GpuLock`) shared with other
+checking children for its correctness checks, and alone for its timing, one timer per GPU. Each child
 is its own session (process group) with file-size and core limits and a resident-memory watch; a
 crash, hang or memory blow-up kills that child only.
 
