@@ -287,8 +287,8 @@ class ToyCoderServer(ThreadingHTTPServer):
         return f"```python\nA = {a}\nB = {b}\n\n\ndef solve():\n    return [A, B, 0.3, 0.3]\n```\n"
 
 
-class _ToyCoderHandler(BaseHTTPRequestHandler):
-    server: ToyCoderServer
+class JsonHandler(BaseHTTPRequestHandler):
+    """A quiet request handler that answers in JSON: the base of the test servers' handlers."""
 
     def log_message(self, format: str, *args: object) -> None:  # keep pytest output clean
         pass
@@ -300,6 +300,10 @@ class _ToyCoderHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+class _ToyCoderHandler(JsonHandler):
+    server: ToyCoderServer
 
     def do_GET(self) -> None:  # noqa: N802  # the name http.server dispatches to
         if self.path == "/health":

@@ -15,11 +15,12 @@ import sys
 import textwrap
 import threading
 import tokenize
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+from llm_fixtures import JsonHandler
 
 from evo.embed import (
     Embedder,
@@ -152,19 +153,8 @@ class _EmbeddingServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class _EmbeddingHandler(BaseHTTPRequestHandler):
+class _EmbeddingHandler(JsonHandler):
     server: _EmbeddingServer
-
-    def log_message(self, format, *args):  # keep pytest output clean
-        pass
-
-    def _send(self, status: int, body: object) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_GET(self):  # noqa: N802
         if self.path.rstrip("/") == "/v1/models":
