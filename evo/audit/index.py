@@ -1,67 +1,42 @@
-"""One pass over a candidate's source that every static check reads: the `Analysis`.
+"""Fact collection for the static pass: the one `Analysis` that every static check reads.
 
-Each file is parsed once and walked once. Names are resolved through imports and aliases to dotted
-names (`import torch as t; t.cuda.Stream` -> `torch.cuda.Stream`; `from torch.cuda import Stream as S`;
-`S = getattr(torch.cuda, "Stream")`; `importlib.import_module("torch.cuda")`), so checks match what is
-used, not how it is spelled. Besides resolved references the walk records the facts the state, fallback
-and key checks need: writes to names that outlive a call, module-level mutable objects and how functions
-use them, cached functions, `try` statements, kernel launches (`kernel[grid](...)`), string constants.
+Each file is parsed once and walked once. Names are resolved by `evo.audit.names` (imports, aliases,
+dotted names, scopes); this room owns what the walk records with them: resolved references (`Ref`),
+the facts the state, fallback and key checks need (`Fact`: writes to names that outlive a call,
+module-level mutable objects and how functions use them, cached functions, computed attribute names),
+each function's `FunctionInfo`, `try` statements, kernel launches (`kernel[grid](...)`), string constants,
+and the `analyse` entry point.
 
-Stdlib only. Flow-insensitive on purpose: an alias bound anywhere counts everywhere (it over-reports,
-never under-reports).
+Stdlib only. Flow-insensitive on purpose (see `evo.audit.names`).
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
-import re
 from dataclasses import dataclass, field
 
-BUILTINS = frozenset(dir(builtins))
+from evo.audit.names import Resolver, Scope, _stmt_targets, const_str, root_name
+from evo.audit.rules import (
+    CACHE_DECORATORS,
+    INIT_METHODS,
+    JIT_DECORATORS,
+    KEY_ATTRS,
+    KEY_CALLS,
+    KEY_TEXT,
+    META_ATTRS,
+    MUTABLE_FACTORIES,
+    MUTABLE_MODULES,
+    MUTATOR_METHODS,
+    PURE_LIBRARIES,
+    READ_METHODS,
+    READ_ONLY_CALLS,
+    TENSOR_FACTORIES,
+)
 
-# Values that make a module-level name a mutable object whose use inside functions is watched.
-MUTABLE_FACTORIES = frozenset({
-    "builtins.dict", "builtins.list", "builtins.set", "builtins.bytearray", "builtins.iter", "builtins.object",
-    "builtins.globals", "builtins.vars", "types.SimpleNamespace", "array.array", "itertools.count",
-    "itertools.cycle", "weakref.WeakKeyDictionary", "weakref.WeakValueDictionary", "weakref.WeakSet",
-})
-MUTABLE_MODULES = ("collections.", "queue.", "multiprocessing.", "threading.")
-TENSOR_FACTORIES = frozenset({
-    "empty", "zeros", "ones", "full", "tensor", "as_tensor", "randn", "rand", "randint", "arange", "linspace",
-    "eye", "empty_like", "zeros_like", "ones_like", "full_like", "empty_strided", "from_numpy", "frombuffer",
-    "array", "asarray", "ndarray",
-})
-# Uses of a module-level mutable object inside a function that only read it.
-READ_METHODS = frozenset({"get", "keys", "values", "items", "copy", "index", "count", "__contains__",
-                          "__len__", "__getitem__", "shape", "dtype", "device", "size", "stride", "numel",
-                          "dim", "ndim", "to", "clone", "float", "half", "bfloat16", "contiguous", "view",
-                          "reshape", "T", "item", "tolist", "cpu", "cuda"})
-READ_CALLS = frozenset({f"builtins.{n}" for n in (
-    "len", "sorted", "tuple", "list", "set", "frozenset", "dict", "min", "max", "sum", "any", "all",
-    "enumerate", "zip", "reversed", "isinstance", "print", "repr", "str", "bool", "int", "float", "hash",
-    "range", "format", "round", "abs", "map", "filter")})
-PURE_LIBRARIES = ("numpy.", "math.", "torch.", "triton.cdiv", "triton.next_power_of_2", "triton.language.")
-MUTATOR_METHODS = frozenset({
-    "append", "extend", "insert", "pop", "popitem", "remove", "clear", "update", "setdefault", "add",
-    "discard", "appendleft", "extendleft", "popleft", "rotate", "put", "put_nowait", "sort", "reverse",
-    "__setitem__", "__delitem__", "__setattr__", "__delattr__", "intersection_update", "difference_update",
-    "symmetric_difference_update", "fill", "resize", "itemset", "write", "writelines", "send", "move_to_end",
-})
-INIT_METHODS = frozenset({"__init__", "__new__", "__post_init__", "__init_subclass__", "__set_name__"})
-META_ATTRS = frozenset({"shape", "dtype", "device", "stride", "size", "numel", "dim", "ndim", "ndimension",
-                        "element_size", "is_contiguous", "is_cuda", "layout", "nbytes", "itemsize", "T"})
-KEY_ATTRS = frozenset({"data_ptr", "tobytes", "item", "tolist", "untyped_storage", "storage", "_cdata",
-                       "numpy", "storage_offset", "__array_interface__", "__cuda_array_interface__"})
-KEY_CALLS = frozenset({"builtins.id", "builtins.hash"})
-KEY_TEXT = re.compile(r"\.(data_ptr|tobytes|item|tolist|untyped_storage|storage|numpy|storage_offset)\b|_cdata|"
-                      r"__array_interface__|__cuda_array_interface__|\bid\b|\bhash\b|hashlib")
-CACHE_DECORATORS = frozenset({"functools.cache", "functools.lru_cache", "functools.cached_property"})
-JIT_DECORATORS = ("triton.jit", "triton.autotune", "triton.heuristics", "triton.language.jit")
-# Builtins worth following through an alias (`e = eval; e(s)`); the others are not tracked.
-ALIASED_BUILTINS = frozenset({f"builtins.{n}" for n in (
-    "__import__", "eval", "exec", "compile", "getattr", "setattr", "delattr", "open", "id", "hash", "vars",
-    "globals", "locals", "breakpoint", "input")})
+__all__ = ["Analysis", "Fact", "FunctionInfo", "Ref", "analyse", "const_str", "root_name"]
+
+
+
 
 
 @dataclass
@@ -132,28 +107,6 @@ class Analysis:
         return launching
 
 
-def const_str(node: ast.AST | None) -> str | None:
-    """The value of a string literal, folding `"a" + "b"`; None when it is not constant."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-        a, b = const_str(node.left), const_str(node.right)
-        return a + b if a is not None and b is not None else None
-    return None
-
-
-def root_name(node: ast.AST) -> str | None:
-    """`a` for `a.b[c].d(e).f`: the name an attribute/subscript/call chain starts from."""
-    while True:
-        if isinstance(node, ast.Attribute | ast.Subscript | ast.Starred):
-            node = node.value
-        elif isinstance(node, ast.Call):
-            node = node.func
-        elif isinstance(node, ast.Name):
-            return node.id
-        else:
-            return None
-
 
 def _returns_closure(fn: ast.AST) -> bool:
     """True for a factory: a function that returns a function defined inside it (or a lambda)."""
@@ -165,111 +118,23 @@ def _returns_closure(fn: ast.AST) -> bool:
     return False
 
 
-@dataclass
-class _Scope:
-    info: FunctionInfo
-    local: set[str]
-    glob: set[str]
-    nonloc: set[str]
-    factory_parent: bool  # the enclosing function returns a closure (its locals live on)
-    tainted: set[str]  # names holding the inputs' data (parameters and what is computed from them)
-    keyish: set[str]  # names holding identity/content keys (id, data_ptr, hash, item)
-    jit: bool = False  # a Triton kernel body: compiled by Triton, no Python state to track
-
-
-class _Indexer:
+class _Indexer(Resolver):
     def __init__(self, path: str, tree: ast.Module, out: Analysis, local_modules: set[str], text: str = ""):
-        self.path, self.tree, self.out = path, tree, out
+        super().__init__(path, tree, text)
+        self.out = out
         self.key_possible = bool(KEY_TEXT.search(text))
-        self.deep = "lambda" in text or ":=" in text  # the prepass must enter expressions
         self.local_modules = local_modules
-        self.aliases: dict[str, str] = {}
-        self.star: list[str] = []
-        self.module_names: set[str] = set()
         self.module_objects: dict[str, str] = {}  # module-level name -> "dict", "tensor", "instance of K", ...
         self.local_classes: dict[str, set[str]] = {}  # class name -> methods that write instance state
-        self.function_nodes: dict[str, ast.AST] = {}
-        self.bound: dict[int, tuple[set[str], set[str], set[str]]] = {}
         self.cached: set[str] = set()
-        self.docstrings: set[int] = set()
-        self.scopes: list[_Scope] = []
         self.class_stack: list[str] = []
 
-    # -- resolution -------------------------------------------------------------------------
-    def resolve(self, node: ast.AST) -> str | None:
-        if isinstance(node, ast.Name):
-            name = node.id
-            if name in self.aliases:
-                return self.aliases[name]
-            if self.scopes and name in self.scopes[-1].local:
-                return None
-            if name in self.module_names or any(name in s.local for s in self.scopes):
-                return None
-            if name in BUILTINS or name == "__builtins__":
-                return "builtins." + name if name != "__builtins__" else "builtins"
-            if self.star:
-                return self.star[0] + "." + name
-            return None
-        if isinstance(node, ast.Attribute):
-            base = self.resolve(node.value)
-            return f"{base}.{node.attr}" if base else None
-        if isinstance(node, ast.Call) and node.args:
-            f = self.resolve(node.func)
-            if f == "builtins.getattr" and len(node.args) >= 2:
-                base, attr = self.resolve(node.args[0]), const_str(node.args[1])
-                return f"{base}.{attr}" if base and attr else None
-            if f in ("importlib.import_module", "builtins.__import__"):
-                return const_str(node.args[0])
-            return None
-        if isinstance(node, ast.Subscript):
-            base = self.resolve(node.value)
-            key = const_str(node.slice)
-            if base in ("sys.modules",) and key:
-                return key
-            if base in ("builtins", "builtins.__dict__") and key:
-                return "builtins." + key
-            return None
-        return None
+    def on_import(self, qname: str, line: int) -> None:
+        self.out.refs.append(Ref(qname, self.path, line, "import"))
 
-    def _bind_import(self, node: ast.Import | ast.ImportFrom) -> None:
-        line = node.lineno
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                self.out.refs.append(Ref(a.name, self.path, line, "import"))
-                if a.asname:
-                    self.aliases[a.asname] = a.name
-                else:
-                    top = a.name.split(".")[0]
-                    self.aliases[top] = top
-            return
-        module = "." * node.level + (node.module or "")
-        self.out.refs.append(Ref(module, self.path, line, "import"))
-        for a in node.names:
-            if a.name == "*":
-                self.star.append(module)
-                continue
-            full = f"{module}.{a.name}" if not module.endswith(".") else module + a.name
-            self.out.refs.append(Ref(full, self.path, line, "import"))
-            self.aliases[a.asname or a.name] = full
-
-    # -- pass 1: bindings -------------------------------------------------------------------
+    # -- pass 1: bindings, then the module's mutable objects and cached functions -------------
     def collect(self) -> None:
-        assigns: list[tuple[str, ast.AST]] = []
-        for stmt in self.tree.body:
-            for t in _stmt_targets(stmt):
-                self.module_names.add(t)
-        body = self.tree.body
-        if body and type(body[0]) is ast.Expr and type(body[0].value) is ast.Constant \
-                and isinstance(body[0].value.value, str):
-            self.docstrings.add(id(body[0].value))
-        for stmt in body:
-            self._prepass(stmt, None, assigns)
-        for _ in range(2):  # aliases of aliases
-            for name, value in assigns:
-                if isinstance(value, ast.Name | ast.Attribute | ast.Call | ast.Subscript):
-                    q = self.resolve(value)
-                    if q and (not q.startswith("builtins.") or q in ALIASED_BUILTINS):
-                        self.aliases.setdefault(name, q)
+        self.bind()
         for name, fn in self.function_nodes.items():
             for d in fn.decorator_list:  # type: ignore[attr-defined]
                 if self.resolve(d.func if isinstance(d, ast.Call) else d) in CACHE_DECORATORS:
@@ -287,95 +152,6 @@ class _Indexer:
                 if kind.startswith("partial"):
                     self.fact("state_object", stmt, "binds a functools.partial that holds a mutable argument "
                               "(shared by every call)")
-
-    def _prepass(self, stmt: ast.AST, frame: list[set[str]] | None, assigns: list[tuple[str, ast.AST]]) -> None:
-        """One scoped pass over the statements: imports and aliases, docstrings, and for each function its
-        (locals, globals, nonlocals). Expressions are entered only when the file has lambdas or `:=`.
-
-        `frame` is the innermost function's [locals, globals, nonlocals] (None at module level or in a class).
-        """
-        t = type(stmt)
-        if t is ast.Import or t is ast.ImportFrom:
-            self._bind_import(stmt)  # type: ignore[arg-type]
-            if frame is not None:
-                frame[0].update((a.asname or a.name).split(".")[0] for a in stmt.names)  # type: ignore[attr-defined]
-            return
-        if t is ast.Global or t is ast.Nonlocal:
-            if frame is not None:
-                frame[1 if t is ast.Global else 2].update(stmt.names)  # type: ignore[attr-defined]
-            return
-        if t in _DEFS:
-            self._prepass_def(stmt, frame, assigns)
-            return
-        if t is ast.Assign and len(stmt.targets) == 1 and type(stmt.targets[0]) is ast.Name:  # type: ignore[attr-defined]
-            assigns.append((stmt.targets[0].id, stmt.value))  # type: ignore[attr-defined]
-        if frame is not None:
-            for target in _targets(stmt):
-                for n in ast.walk(target):
-                    if type(n) is ast.Name and type(n.ctx) is not ast.Load:
-                        frame[0].add(n.id)
-        if self.deep:
-            for child in ast.iter_child_nodes(stmt):
-                if isinstance(child, ast.expr | ast.withitem):
-                    self._prepass_expr(child, frame, assigns)
-        for block in ("body", "orelse", "finalbody"):
-            for child in getattr(stmt, block, ()):
-                self._prepass(child, frame, assigns)
-        for handler in getattr(stmt, "handlers", ()):
-            if handler.name and frame is not None:
-                frame[0].add(handler.name)
-            for child in handler.body:
-                self._prepass(child, frame, assigns)
-        for case in getattr(stmt, "cases", ()):
-            for child in case.body:
-                self._prepass(child, frame, assigns)
-
-    def _prepass_expr(self, node: ast.AST, frame: list[set[str]] | None, assigns: list[tuple[str, ast.AST]]) -> None:
-        if type(node) is ast.Lambda:
-            self._prepass_def(node, frame, assigns)
-            return
-        if type(node) is ast.NamedExpr:
-            assigns.append((node.target.id, node.value))  # type: ignore[attr-defined]
-            if frame is not None:
-                frame[0].add(node.target.id)  # type: ignore[attr-defined]
-        for child in ast.iter_child_nodes(node):
-            self._prepass_expr(child, frame, assigns)
-
-    def _prepass_def(self, node: ast.AST, frame: list[set[str]] | None, assigns: list[tuple[str, ast.AST]]) -> None:
-        is_lambda = type(node) is ast.Lambda
-        if not is_lambda:
-            body = node.body  # type: ignore[attr-defined]
-            if body and type(body[0]) is ast.Expr and type(body[0].value) is ast.Constant \
-                    and isinstance(body[0].value.value, str):
-                self.docstrings.add(id(body[0].value))
-            if frame is not None:
-                frame[0].add(node.name)  # type: ignore[attr-defined]
-            if self.deep:
-                for d in node.decorator_list:  # type: ignore[attr-defined]
-                    self._prepass_expr(d, frame, assigns)
-        if type(node) is ast.ClassDef:
-            if self.deep:
-                for b in [*node.bases, *node.keywords]:
-                    self._prepass_expr(b, frame, assigns)
-            for child in node.body:
-                self._prepass(child, None, assigns)
-            return
-        if not is_lambda:
-            self.function_nodes[node.name] = node  # type: ignore[attr-defined]
-        args = node.args  # type: ignore[attr-defined]
-        if self.deep:
-            for d in [*args.defaults, *args.kw_defaults]:
-                if d is not None:
-                    self._prepass_expr(d, frame, assigns)
-        params = {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)}
-        params |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
-        inner: list[set[str]] = [params, set(), set()]
-        if is_lambda:
-            self._prepass_expr(node.body, inner, assigns)  # type: ignore[attr-defined]
-        else:
-            for child in node.body:  # type: ignore[attr-defined]
-                self._prepass(child, inner, assigns)
-        self.bound[id(node)] = (inner[0] - inner[1] - inner[2], inner[1], inner[2])
 
     def _mutable_kind(self, value: ast.AST) -> str | None:
         if isinstance(value, ast.Dict | ast.DictComp):
@@ -451,10 +227,6 @@ class _Indexer:
             elif node.id in s.nonloc and s.factory_parent:
                 self.fact("state_write", node, f"assigns `{node.id}` of the enclosing factory (nonlocal)", node.id)
 
-    def _is_outer(self, name: str) -> bool:
-        """True inside a function when `name` is not one of its locals (module level or closure)."""
-        return bool(self.scopes) and name not in self.scopes[-1].local
-
     def _check_read_only(self, node: ast.Name, parent: ast.AST) -> None:
         kind = self.module_objects[node.id]
         if kind.startswith("instance of "):
@@ -476,7 +248,7 @@ class _Indexer:
             return
         if isinstance(parent, ast.Call) and node in parent.args:
             q = self.resolve(parent.func)
-            if q and (q in READ_CALLS or (q.startswith(PURE_LIBRARIES) and not q.endswith("_"))):
+            if q and (q in READ_ONLY_CALLS or (q.startswith(PURE_LIBRARIES) and not q.endswith("_"))):
                 if not any(k.arg == "out" for k in parent.keywords):
                     return
         use = type(parent).__name__
@@ -705,7 +477,7 @@ class _Indexer:
         factory_parent = bool(self.scopes) and _returns_closure(self.scopes[-1].info.node)
         tainted = set(params) - {"self", "cls"} if not in_class else set(params[1:])
         jit = any(d.startswith(JIT_DECORATORS) for d in decorators)
-        self.scopes.append(_Scope(info, local, glob, nonloc, factory_parent, tainted, set(), jit))
+        self.scopes.append(Scope(info, local, glob, nonloc, factory_parent, tainted, set(), jit))
         for stmt in node.body:
             self.visit(stmt, node)
         self.scopes.pop()
@@ -721,7 +493,7 @@ class _Indexer:
                           "and shared by every call")
         local, glob, nonloc = self.bound[id(node)]
         info = FunctionInfo("<lambda>", self.path, node.lineno, len(self.scopes) + 1, tuple(local), (), node)
-        self.scopes.append(_Scope(info, local, glob, nonloc, False, set(local), set()))
+        self.scopes.append(Scope(info, local, glob, nonloc, False, set(local), set()))
         self.visit(node.body, node)
         self.scopes.pop()
 
@@ -731,37 +503,10 @@ class _Indexer:
                       ",".join(node.names))
 
 
-_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-
-
-def _targets(stmt: ast.AST) -> list[ast.AST]:
-    t = type(stmt)
-    if t is ast.Assign:
-        return stmt.targets  # type: ignore[attr-defined]
-    if t in (ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor):
-        return [stmt.target]  # type: ignore[attr-defined]
-    if t in (ast.With, ast.AsyncWith):
-        return [i.optional_vars for i in stmt.items if i.optional_vars is not None]  # type: ignore[attr-defined]
-    return []
-
 
 _DISPATCH = {getattr(ast, name[2:]): fn for name, fn in vars(_Indexer).items()
              if name.startswith("v_") and hasattr(ast, name[2:])}
 
-
-def _stmt_targets(stmt: ast.stmt) -> list[str]:
-    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-        return [stmt.name]
-    targets: list[ast.AST] = []
-    if isinstance(stmt, ast.Assign):
-        targets = list(stmt.targets)
-    elif isinstance(stmt, ast.AnnAssign | ast.AugAssign):
-        targets = [stmt.target]
-    elif isinstance(stmt, ast.For | ast.AsyncFor):
-        targets = [stmt.target]
-    elif isinstance(stmt, ast.With | ast.AsyncWith):
-        targets = [i.optional_vars for i in stmt.items if i.optional_vars is not None]
-    return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
 
 
 def analyse(files: dict[str, str]) -> Analysis:

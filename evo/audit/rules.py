@@ -264,6 +264,47 @@ FACT_CHECKS: dict[str, tuple[str, str]] = {
 }
 
 
+# -- the vocabulary of the fact collection (`evo.audit.index`): what the module_state facts look for ------
+# Values that make a module-level name a mutable object whose use inside functions is watched.
+MUTABLE_FACTORIES = frozenset({
+    "builtins.dict", "builtins.list", "builtins.set", "builtins.bytearray", "builtins.iter", "builtins.object",
+    "builtins.globals", "builtins.vars", "types.SimpleNamespace", "array.array", "itertools.count",
+    "itertools.cycle", "weakref.WeakKeyDictionary", "weakref.WeakValueDictionary", "weakref.WeakSet",
+})
+MUTABLE_MODULES = ("collections.", "queue.", "multiprocessing.", "threading.")
+TENSOR_FACTORIES = frozenset({
+    "empty", "zeros", "ones", "full", "tensor", "as_tensor", "randn", "rand", "randint", "arange", "linspace",
+    "eye", "empty_like", "zeros_like", "ones_like", "full_like", "empty_strided", "from_numpy", "frombuffer",
+    "array", "asarray", "ndarray",
+})
+# Uses of a module-level mutable object inside a function that only read it.
+READ_METHODS = frozenset({"get", "keys", "values", "items", "copy", "index", "count", "__contains__",
+                          "__len__", "__getitem__", "shape", "dtype", "device", "size", "stride", "numel",
+                          "dim", "ndim", "to", "clone", "float", "half", "bfloat16", "contiguous", "view",
+                          "reshape", "T", "item", "tolist", "cpu", "cuda"})
+READ_ONLY_CALLS = frozenset({f"builtins.{n}" for n in (
+    "len", "sorted", "tuple", "list", "set", "frozenset", "dict", "min", "max", "sum", "any", "all",
+    "enumerate", "zip", "reversed", "isinstance", "print", "repr", "str", "bool", "int", "float", "hash",
+    "range", "format", "round", "abs", "map", "filter")})
+PURE_LIBRARIES = ("numpy.", "math.", "torch.", "triton.cdiv", "triton.next_power_of_2", "triton.language.")
+MUTATOR_METHODS = frozenset({
+    "append", "extend", "insert", "pop", "popitem", "remove", "clear", "update", "setdefault", "add",
+    "discard", "appendleft", "extendleft", "popleft", "rotate", "put", "put_nowait", "sort", "reverse",
+    "__setitem__", "__delitem__", "__setattr__", "__delattr__", "intersection_update", "difference_update",
+    "symmetric_difference_update", "fill", "resize", "itemset", "write", "writelines", "send", "move_to_end",
+})
+INIT_METHODS = frozenset({"__init__", "__new__", "__post_init__", "__init_subclass__", "__set_name__"})
+META_ATTRS = frozenset({"shape", "dtype", "device", "stride", "size", "numel", "dim", "ndim", "ndimension",
+                        "element_size", "is_contiguous", "is_cuda", "layout", "nbytes", "itemsize", "T"})
+KEY_ATTRS = frozenset({"data_ptr", "tobytes", "item", "tolist", "untyped_storage", "storage", "_cdata",
+                       "numpy", "storage_offset", "__array_interface__", "__cuda_array_interface__"})
+KEY_CALLS = frozenset({"builtins.id", "builtins.hash"})
+KEY_TEXT = re.compile(r"\.(data_ptr|tobytes|item|tolist|untyped_storage|storage|numpy|storage_offset)\b|_cdata|"
+                      r"__array_interface__|__cuda_array_interface__|\bid\b|\bhash\b|hashlib")
+CACHE_DECORATORS = frozenset({"functools.cache", "functools.lru_cache", "functools.cached_property"})
+JIT_DECORATORS = ("triton.jit", "triton.autotune", "triton.heuristics", "triton.language.jit")
+
+
 PURE_DEVICE_QUERIES = ("torch.cuda.get_device_properties", "torch.cuda.get_device_capability",
                        "torch.cuda.current_device", "torch.cuda.device_count", "torch.cuda.is_available",
                        "torch.version", "torch.float", "torch.bfloat16", "torch.half", "torch.int", "torch.uint",
