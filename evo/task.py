@@ -2,7 +2,8 @@
 
 A task folder holds:
 
-- `task.toml`: objective, metric, evaluation limits, descriptors (see `TaskConfig`).
+- `task.toml`: the task's `family` (`math`, `kernels`, `training`: see `evo/eval/families/`), objective,
+  metric, evaluation limits, descriptors, the `[audit]` table (see `TaskConfig`).
 - `reference.py`: two functions, split by trust.
   `run_candidate(module) -> dict[str, numpy.ndarray]` runs *inside the sandbox*, next to the
   untrusted candidate: it calls the candidate's entry point and returns its raw outputs.
@@ -50,6 +51,11 @@ class DescriptorSpec:
 
 @dataclass(frozen=True)
 class TaskConfig:
+    """`task.toml`, read once. `family` names the task family (checked against the registry of
+    `evo.eval.families` by `family_of`, which says what to write when it is missing or unknown); `audit` is
+    the `[audit]` table (`allow = [...]`), which the gate reads from here."""
+
+    family: str = ""
     objective: str = "maximize"
     metric: str = "score"
     timeout_s: float = 30.0
@@ -61,6 +67,13 @@ class TaskConfig:
     descriptors: tuple[DescriptorSpec, ...] = ()
     description: str = ""
     best_known: dict[str, float] = field(default_factory=dict)
+    audit: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None  # the task.toml it came from, for messages
+
+    @property
+    def audit_allow(self) -> tuple[str, ...]:
+        """The checks and capabilities the task allows (`[audit] allow`)."""
+        return tuple(str(a) for a in self.audit.get("allow", ()))
 
     def __post_init__(self) -> None:
         if self.objective not in ("maximize", "minimize"):
@@ -86,12 +99,20 @@ def _parse_config(path: Path) -> TaskConfig:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise EvoError(f"cannot read {path}: {e}") from e
+    family = raw.get("family", "")
+    if not isinstance(family, str):
+        raise EvoError(f"{path}: key `family` must be a string such as \"math\", not {family!r}")
+    audit = raw.get("audit", {})
+    allow = audit.get("allow", []) if isinstance(audit, dict) else None
+    if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
+        raise EvoError(f"{path}: the [audit] table must look like `[audit]` then `allow = [\"check_name\", ...]`")
     ev = raw.get("evaluation", {})
     descs = tuple(
         DescriptorSpec(d["name"], float(d["low"]), float(d["high"]), int(d.get("bins", 10)))
         for d in raw.get("descriptors", [])
     )
     return TaskConfig(
+        family=family,
         objective=raw.get("objective", "maximize"),
         metric=raw.get("metric", "score"),
         timeout_s=float(ev.get("timeout_s", 30.0)),
@@ -101,6 +122,8 @@ def _parse_config(path: Path) -> TaskConfig:
         descriptors=descs,
         description=raw.get("description", ""),
         best_known={k: float(v) for k, v in raw.get("best_known", {}).items()},
+        audit=dict(audit),
+        path=path,
     )
 
 
@@ -140,16 +163,22 @@ class Task:
         return self._reference
 
     @property
+    def family(self) -> str:
+        """The family named in `task.toml` ("" when it names none; `evo.eval.families.family_of` says more)."""
+        return self.config.family
+
+    @property
     def is_kernel_task(self) -> bool:
-        """Kernel tasks declare a `SPEC` (see `evo/eval/kernel_spec.py`) and run on the GPU harness."""
-        return self.reference_path.is_file() and hasattr(self.reference, "SPEC")
+        """Deprecated: ask `evo.eval.families.family_of(task)`. True when `task.toml` says `family = "kernels"`."""
+        return self.config.family == "kernels"
 
     def seed_paths(self) -> list[Path]:
-        """`seed.py`, `seeds/*.py`, and for a kernel task its Triton seed `kernels/<name>.py` of the repo."""
+        """`seed.py`, `seeds/*.py`, and for a task of the `kernels` family its Triton seed `kernels/<name>.py`
+        of the repo."""
         single = self.root / "seed.py"
         many = sorted((self.root / "seeds").glob("*.py")) if (self.root / "seeds").is_dir() else []
         kernel = self.root.parent.parent.parent / "kernels" / f"{self.root.name}.py"
-        if self.root.parent.name == "kernels" and kernel.is_file():
+        if self.config.family == "kernels" and kernel.is_file():
             many.append(kernel)
         return ([single] if single.is_file() else []) + many
 

@@ -1,5 +1,7 @@
 """The auditor: static checks, dynamic checks, and the gate that turns them into a verdict with reasons.
 
+Its one caller is the evaluation pipeline (`evo/eval/pipeline.py`); the calls it makes:
+
     from evo.audit import audit, Level
     verdict = audit(source, Level.SCREEN, task)   # before evaluation: static, a few milliseconds
     verdict = audit(source, Level.FULL, task, context={"dynamic": harness_results})  # before admission
@@ -16,8 +18,9 @@ from evo.audit.gate import (
            catalogue,
            register_dynamic,
            screen,
+           task_family,
            task_policy,
 )
 
 __all__ = ["DYNAMIC_CHECKS", "Check", "CheckResult", "DynamicCheck", "Level", "Subject", "Verdict", "audit",
-           "catalogue", "register_dynamic", "screen", "task_policy"]
+           "catalogue", "register_dynamic", "screen", "task_family", "task_policy"]

@@ -1,5 +1,8 @@
 """The gate: `audit(source, level, task, context) -> Verdict`.
 
+Its one caller is the evaluation pipeline (`evo/eval/pipeline.py`), on the trusted side: the screen before a
+candidate runs, the full (or publish) audit after, with what the harness measured.
+
 It runs every check of the level (and of the levels below it): the built-in static checks, the task's own
 checks (`AUDIT_CHECKS` in its `reference.py`), and from level `full` on the dynamic checks, whose results
 the evaluation harness measured and hands over in `context`:
@@ -11,11 +14,12 @@ the evaluation harness measured and hands over in `context`:
 
 Dynamic checks live in a registry (`register_dynamic`). A check registered without a function is reported
 by the harness in `context["dynamic"]`; one registered with a function computes its result from
-`context["facts"]` here. At level `publish` every dynamic check registered for the task's family must have
-a result, or the verdict fails.
+`context["facts"]` here. Checks are registered for task families by name (`kernels`, `training`: the
+`family` key of `task.toml`); at level `publish` every dynamic check registered for the task's family must
+have a result, or the verdict fails.
 
 A task allows a check or a capability (see `evo.audit.static`) by naming it in `AUDIT_ALLOW` in its
-`reference.py`, or in `task.toml`:
+`reference.py`, or in `task.toml` (read once, into `TaskConfig.audit`):
 
     [audit]
     allow = ["torch_compile"]
@@ -24,7 +28,6 @@ A task allows a check or a capability (see `evo.audit.static`) by naming it in `
 from __future__ import annotations
 
 import time
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +45,8 @@ DYNAMIC = "dynamic:"
 class DynamicCheck:
     """A check the harness measures while it runs the candidate.
 
-    `measures` says what the harness does; `families` the task families it applies to ("*" for all);
+    `measures` says what the harness does; `families` the task families it applies to, by the name that
+    `task.toml` gives as `family` ("*" for all);
     `fn`, when given, turns `context["facts"]` into a result here (None from it: not measured).
     """
 
@@ -103,7 +107,7 @@ for _name, _stops, _measures in (
     register_dynamic(_name, _stops, _measures)
 register_dynamic("causality", "a language model that sees later tokens (a missing or shifted causal mask, a "
                  "sequence-wide norm or sum)", "logits up to a random cut compared before and after the tokens "
-                 "after the cut are replaced (`evo/audit/causality.py`)", families=("lm",))
+                 "after the cut are replaced (`evo/audit/causality.py`)", families=("training",))
 
 
 @dataclass(frozen=True)
@@ -126,23 +130,32 @@ def known_names(extra: Iterable[Check] = ()) -> set[str]:
     return names
 
 
+def task_family(task: Any) -> str | None:
+    """The family the task's `task.toml` names (None without a task, or where it names none)."""
+    return getattr(getattr(task, "config", None), "family", None) or None
+
+
+@dataclass
+class _TaskSubject(Subject):
+    """A `Subject` whose family is the one `task.toml` names (`Subject.family` guesses it from the name)."""
+
+    family_name: str | None = None
+
+    @property
+    def family(self) -> str | None:  # type: ignore[override]
+        return self.family_name
+
+
 def task_policy(task: Any) -> TaskPolicy:
-    """The task's allowances and checks, read from `task.toml` `[audit]` and `reference.py` (cached)."""
+    """The task's allowances and checks, from its config's `[audit]` table and its `reference.py` (cached)."""
     root = getattr(task, "root", None)
     if root is None:
         return TaskPolicy()
     key = str(root)
     if key in _POLICIES:
         return _POLICIES[key]
-    allow: set[str] = set()
     checks: list[Check] = []
-    toml_path = root / "task.toml"
-    if toml_path.is_file():
-        try:
-            raw = tomllib.loads(toml_path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise EvoError(f"cannot read {toml_path}: {e}") from e
-        allow.update(str(a) for a in raw.get("audit", {}).get("allow", []))
+    allow: set[str] = set(getattr(getattr(task, "config", None), "audit_allow", ()))
     ref_path = root / "reference.py"
     text = ref_path.read_text() if ref_path.is_file() else ""
     if "AUDIT_ALLOW" in text or "AUDIT_CHECKS" in text:  # import the reference only when it has something
@@ -210,7 +223,7 @@ def audit(source: Source, level: Level | str = Level.SCREEN, task: Any = None,
     task = _load_task(task)
     policy = task_policy(task)
     files = source_files(source)
-    subject = Subject(files, level, policy.allow, analyse(files), task, context or {})
+    subject = _TaskSubject(files, level, policy.allow, analyse(files), task, context or {}, task_family(task))
     reasons: list[tuple[str, str]] = []
     ran: list[str] = []
     allowed: list[str] = sorted(policy.allow)
@@ -247,18 +260,8 @@ def audit(source: Source, level: Level | str = Level.SCREEN, task: Any = None,
                    seconds=time.perf_counter() - start)
 
 
-def passed_verdict(task: Any, level: Level | str) -> Verdict:
-    """The verdict of a candidate that passed `level` in another process (a CPU task's sandboxed child
-    audits before it runs the candidate, and runs it only on a pass): the checks that ran, no reasons."""
-    level = Level.parse(level)
-    task = _load_task(task)
-    policy = task_policy(task)
-    ran = [c.name for c in [*static_checks(), *policy.checks] if level.includes(c.level) and c.name not in policy.allow]
-    return Verdict(passed=True, level=level, checks=ran, allowed=sorted(policy.allow))
-
-
 def screen(source: Source, task: Any = None) -> Verdict:
-    """`audit(source, Level.SCREEN, task)`: the cheap static screen run on every candidate."""
+    """`audit(source, Level.SCREEN, task)`: the cheap static screen run on every candidate (by the pipeline)."""
     return audit(source, Level.SCREEN, task)
 
 

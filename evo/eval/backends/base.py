@@ -1,16 +1,27 @@
-"""The evaluator protocol the engine awaits, whatever runs the candidates."""
+"""The evaluator protocol the engine awaits, whatever runs the candidates.
+
+A backend only runs jobs: it hands back what the candidate produced (`outputs`, for the task family to
+score) or what the harness scored on the trusted side, with the harness's dynamic `checks`. The verdict is
+the pipeline's (`evo/eval/pipeline.py`), which wraps a backend in this same protocol.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from evo.program import Program
 
 
 @dataclass
 class EvalResult:
-    """One finished evaluation. `failure` is a short kind ("timeout", "crashed", "invalid", ...)."""
+    """One finished evaluation. `failure` is a short kind ("timeout", "crashed", "invalid", "audit", ...).
+
+    `checks` are the harness's dynamic checks, `(name, passed, reason)`, for the full audit. `outputs` are
+    a candidate's raw outputs, read back on the trusted side and not yet scored (the family scores them,
+    then drops them). `report` is the harness's scored report for people (per-workload rows of a kernel).
+    `verdict` is the auditor's verdict (JSON), set by the pipeline on every result.
+    """
 
     ok: bool
     score: float | None = None
@@ -19,7 +30,10 @@ class EvalResult:
     failure: str | None = None
     error: str | None = None
     wall_s: float = 0.0
-    verdict: str | None = None  # the auditor's verdict (JSON) where the backend audits
+    verdict: str | None = None
+    checks: list[tuple[str, bool, str]] = field(default_factory=list)
+    outputs: dict[str, Any] | None = field(default=None, repr=False)
+    report: dict[str, Any] | None = field(default=None, repr=False)
 
 
 class Evaluator(Protocol):

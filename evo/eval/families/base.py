@@ -1,0 +1,112 @@
+"""What every task family is: the `Family` base class, the `Job` it builds and the `Fidelity` rungs it owns."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from evo.eval.backends.base import EvalResult, Evaluator
+from evo.program import MAIN_FILE, Program, source_files
+from evo.task import Task
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """One rung of a family's evaluation ladder, cheapest first: its name, what it runs, and its settings.
+
+    Data for now: a cascade that stops a candidate at the first rung it fails can use it later."""
+
+    name: str
+    what: str
+    params: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+class InvalidJob(ValueError):
+    """The candidate cannot be made into a job (a file path that leaves its folder): its failure, not ours."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a backend runs: the candidate's file contents, the task's name and its folder's hash, the rung.
+
+    Never a path of this machine: any backend, on any node, can run it."""
+
+    program_id: str
+    files: dict[str, str] = field(hash=False)
+    task: str
+    task_hash: str
+    fidelity: str
+
+    @property
+    def program(self) -> Program:
+        """The job as the `Program` that the evaluator protocol takes."""
+        source = self.files[MAIN_FILE] if set(self.files) == {MAIN_FILE} else dict(self.files)
+        return Program(source=source, id=self.program_id)
+
+
+_HASHES: dict[str, str] = {}
+
+
+def task_hash(task: Task) -> str:
+    """A hash of every file in the task's folder (computed once per process and folder)."""
+    key = str(task.root)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        for path in sorted(p for p in Path(task.root).rglob("*") if p.is_file()):
+            rel = path.relative_to(task.root)
+            if any(part == "__pycache__" or part.startswith(".") for part in rel.parts):
+                continue
+            h.update(rel.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        _HASHES[key] = h.hexdigest()[:32]
+    return _HASHES[key]
+
+
+class Family:
+    """A kind of task. Subclasses set the class attributes and implement `backend` (and `score` where the
+    backend hands back raw outputs); register an instance with `evo.eval.families.register_family`."""
+
+    name: str = ""
+    runs_on: str = ""  # where its jobs run, in words
+    fidelities: tuple[Fidelity, ...] = ()
+    timed: bool = False  # scores are measured times (noisy): re-measured when a run resumes
+
+    def __repr__(self) -> str:
+        return f"<family {self.name}>"
+
+    @property
+    def dynamic_checks(self) -> tuple[str, ...]:
+        """The dynamic checks registered in the gate for this family (all required at level `publish`)."""
+        from evo.audit import DYNAMIC_CHECKS
+
+        return tuple(name for name, check in DYNAMIC_CHECKS.items() if check.applies_to(self.name))
+
+    def fidelity(self, name: str | None = None) -> Fidelity:
+        """The rung called `name`; without a name the last one (the whole evaluation)."""
+        if name is None:
+            return self.fidelities[-1]
+        for rung in self.fidelities:
+            if rung.name == name:
+                return rung
+        raise KeyError(f"family {self.name} has no fidelity {name!r}; its rungs: "
+                       f"{', '.join(r.name for r in self.fidelities)}")
+
+    def backend(self, task: Task, workers: int, scratch: Path, **options: Any) -> Evaluator:
+        """The backend that runs this family's jobs by default."""
+        raise NotImplementedError
+
+    def job(self, task: Task, program: Program, fidelity: str | None = None) -> Job:
+        """The job of one candidate: its files (each path relative, inside its folder), the task, the rung."""
+        files = source_files(program.source)
+        for rel in files:
+            p = PurePosixPath(rel)
+            if not rel or p.is_absolute() or ".." in p.parts or "\\" in rel:
+                raise InvalidJob(f"file path {rel!r} leaves the program directory")
+        if MAIN_FILE not in files:
+            raise InvalidJob(f"the program has no {MAIN_FILE} (its files: {', '.join(sorted(files))})")
+        return Job(program.id, files, task.name, task_hash(task), self.fidelity(fidelity).name)
+
+    def score(self, task: Task, result: EvalResult) -> EvalResult:
+        """The answer scored on the trusted side (the default: the backend's harness scored it already)."""
+        return result

@@ -1,0 +1,37 @@
+"""The `kernels` family: Triton kernels scored against the speed of light (SOL score) on the GPU harness.
+
+The harness (`evo/eval/backends/kernel.py`, `evo/eval/worker.py`) runs each candidate beside the task's
+reference, measures its dynamic checks and times it; its engine side turns the times into the SOL score
+(trusted arithmetic), so the answer arrives scored and the family has nothing to add to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from evo.eval.backends.base import EvalResult, Evaluator
+from evo.eval.families.base import Family, Fidelity
+from evo.task import Task
+
+
+class KernelsFamily(Family):
+    name = "kernels"
+    runs_on = "the GPU harness: one worker per GPU (Triton's interpreter on a machine without one)"
+    fidelities = (
+        Fidelity("correctness", "correctness and the dynamic checks on the small shapes, untimed",
+                 {"shapes": "small", "timed": False}),
+        Fidelity("timing", "every workload (hidden ones too) checked and timed against the speed of light",
+                 {"shapes": "all", "timed": True}),
+    )
+    timed = True
+
+    def backend(self, task: Task, workers: int, scratch: Path, **options: Any) -> Evaluator:
+        """`HarnessBackend` (a `KernelEvaluator`); `options`: devices, config, parallel_per_device, pool, ..."""
+        from evo.eval.families._harness import HarnessBackend  # imports torch: only where kernels run
+
+        return HarnessBackend(task, workers, scratch, **options)
+
+    def score(self, task: Task, result: EvalResult) -> EvalResult:
+        if not result.checks and result.report:
+            result.checks = [(str(n), bool(p), str(r or "")) for n, p, r in result.report.get("checks", [])]
+        return result

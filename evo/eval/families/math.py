@@ -1,0 +1,31 @@
+"""The `math` family: CPU problems (circle packing, point sets). Each candidate runs once in a sandboxed
+process; its raw outputs come back and the task's trusted `evaluate` (its `reference.py`) scores them here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from evo.eval.backends.base import EvalResult, Evaluator
+from evo.eval.families.base import Family, Fidelity
+from evo.task import Task
+
+
+class MathFamily(Family):
+    name = "math"
+    runs_on = "a fresh sandboxed CPU process per candidate (evo/eval/sandbox.py)"
+    fidelities = (Fidelity("full", "the candidate runs once; the task's evaluate scores its outputs"),)
+
+    def backend(self, task: Task, workers: int, scratch: Path, **options: Any) -> Evaluator:
+        from evo.eval.backends.local import LocalEvaluator
+
+        return LocalEvaluator(task, workers, scratch, score=False, **options)
+
+    def score(self, task: Task, result: EvalResult) -> EvalResult:
+        if result.outputs is None:  # failed before it answered, or a backend that scored already
+            return result
+        from evo.eval.backends.local import score_outputs
+
+        scored = score_outputs(task, result.outputs, result.wall_s)
+        scored.checks = list(result.checks)
+        return scored

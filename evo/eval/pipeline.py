@@ -1,0 +1,157 @@
+"""The evaluation pipeline: the one way from a candidate to a score and a verdict, and the only caller of
+the auditor.
+
+    screen ──▶ family.job ──▶ backend.evaluate ──▶ family.score ──▶ full audit
+    (static)   (contents,     (runs the job: a       (trusted        (static checks again + the
+               no paths)      sandbox, the GPU)      side)           harness's dynamic checks)
+
+The screen (`Level.SCREEN`) runs here, on the trusted side, before anything of the candidate runs: a
+candidate that fails it never reaches a backend. The backend only runs the job and hands back the
+candidate's outputs or the harness's scored report with its dynamic checks (`EvalResult.checks`); the
+task's family scores the answer; the full audit (`Level.FULL`, or `Level.PUBLISH` for `evo publish`) then
+decides here, in a process that never ran candidate code, from what the harness measured. Every result
+carries the verdict (`EvalResult.verdict`, JSON); a candidate that fails the screen or the audit fails with
+`failure="audit"` and the verdict's text as `error`.
+
+    pipeline = Pipeline(task, backend)            # the evaluator protocol: workers, evaluate, close
+    result = await pipeline.evaluate(program)
+    result = evaluate_source(task, source)        # one program, synchronously (evo eval, tests)
+
+`Pipeline(task)` builds the family's default backend (`family.backend`); the engine passes its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from evo.audit import Level, Verdict, audit
+from evo.errors import EvoError
+from evo.eval.backends.base import EvalResult, Evaluator
+from evo.eval.families import InvalidJob, family_of
+from evo.program import Program, Source
+from evo.task import Task, load_task
+
+ERROR_CHARS = 2000  # how much of a verdict's text a failed result keeps as its error
+
+
+class Pipeline:
+    """Screen, run, score and audit every candidate of one task; `workers` at a time (the backend's).
+
+    `backend`: any evaluator (`LocalEvaluator`, `KernelEvaluator`, ...); None builds the family's default
+    in `scratch` (a temporary folder when None) with `workers` and `backend_options`. `level`: the final
+    audit, `full` (admission) or `publish`. `close()` closes the backend too.
+    """
+
+    def __init__(self, task: Task, backend: Evaluator | None = None, *, level: Level | str = Level.FULL,
+                 workers: int = 1, scratch: Path | None = None, **backend_options: Any):
+        self.task = task
+        self.family = family_of(task)
+        self.level = Level.parse(level)
+        if self.level is Level.SCREEN:
+            raise EvoError("the pipeline's last audit is `full` or `publish` (the screen runs before every job "
+                           "anyway); pass level='full' or level='publish'")
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if backend is None:
+            if scratch is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="evo-pipeline-")
+                scratch = Path(self._tmp.name)
+            backend = self.family.backend(task, workers, Path(scratch), **backend_options)
+        elif backend_options:
+            raise EvoError(f"backend options ({', '.join(backend_options)}) are for the backend the pipeline "
+                           "builds; give them to the backend you pass instead")
+        self.backend = backend
+        self.workers = backend.workers
+        # The audits and the scoring run here, beside the event loop: off it, and not queued behind the
+        # backend's long jobs in the loop's default executor.
+        self._trusted = ThreadPoolExecutor(max_workers=2, thread_name_prefix="evo-audit")
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.task.name!r}, {type(self.backend).__name__}, level={self.level.value})"
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def screen(self, program: Program) -> Verdict:
+        """The static screen of one candidate (a few milliseconds)."""
+        return audit(program.source, Level.SCREEN, self.task)
+
+    async def evaluate(self, program: Program) -> EvalResult:
+        """The candidate's result with its verdict: screened, run by the backend, scored, audited."""
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        screened = await loop.run_in_executor(self._trusted, self.screen, program)
+        if not screened.passed:
+            return EvalResult(False, failure="audit", error=screened.text()[:ERROR_CHARS],
+                              wall_s=time.perf_counter() - start, verdict=screened.to_json())
+        try:
+            job = self.family.job(self.task, program)
+        except InvalidJob as e:
+            result = EvalResult(False, failure="invalid", error=str(e))
+        else:
+            result = await self.backend.evaluate(job.program)
+        return await loop.run_in_executor(self._trusted, self.decide, program.source, result)
+
+    def decide(self, source: Source, result: EvalResult) -> EvalResult:
+        """The family's score and the final audit of a backend's result (on the trusted side)."""
+        result = self.family.score(self.task, result)
+        result.outputs = None  # scored: the raw outputs go no further
+        checks = result.checks or _checks_of_verdict(result.verdict)
+        verdict = audit(source, self.level, self.task, {"dynamic": checks})
+        if result.ok and not verdict.passed:
+            return EvalResult(False, metrics=result.metrics, failure="audit", error=verdict.text()[:ERROR_CHARS],
+                              wall_s=result.wall_s, verdict=verdict.to_json(), checks=checks, report=result.report)
+        result.checks = checks
+        result.verdict = verdict.to_json()
+        return result
+
+    def evaluate_sync(self, program: Program) -> EvalResult:
+        """`evaluate` for a caller without an event loop (`evo eval`, `evo bench`, `evo publish`, tests)."""
+        return asyncio.run(self.evaluate(program))
+
+    def close(self) -> None:
+        self._trusted.shutdown(wait=True)
+        try:
+            self.backend.close()
+        finally:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
+
+
+def evaluate_source(task: Task | str, source: Source, *, backend: Evaluator | None = None,
+                    level: Level | str = Level.FULL, **backend_options: Any) -> EvalResult:
+    """One program through the pipeline, synchronously. A `backend` given stays open (the caller's);
+    one built here (from `backend_options`: workers, scratch, the backend's own) is closed."""
+    task = load_task(task) if isinstance(task, str) else task
+    pipeline = Pipeline(task, backend, level=level, **backend_options)
+    try:
+        return pipeline.evaluate_sync(Program(source=source))
+    finally:
+        if backend is None:
+            pipeline.close()
+        else:
+            pipeline._trusted.shutdown(wait=True)
+
+
+def verdict_of(result: EvalResult) -> Verdict | None:
+    """The verdict stored on a result, as a `Verdict` (None where there is none)."""
+    return Verdict.from_dict(json.loads(result.verdict)) if result.verdict else None
+
+
+def _checks_of_verdict(verdict: str | None) -> list[tuple[str, bool, str]]:
+    """The dynamic checks of a verdict a backend set itself (a `KernelEvaluator` still audits): each one that
+    ran, with its reason where it failed. An empty list where there is none."""
+    if not verdict:
+        return []
+    old = Verdict.from_dict(json.loads(verdict))
+    reasons = dict(old.reasons)
+    return [(c, c not in reasons, reasons.get(c, "")) for c in old.checks if c.startswith("dynamic:")]
