@@ -9,8 +9,10 @@ Invariants:
 - a slot of the budget is reserved when a child is queued; the run ends with exactly
   `budget` finished evaluations, however often it was stopped and resumed;
 - a finished evaluation is committed to the store before the population sees it;
-- the population and the novelty index are pure functions of the store: `Engine.open`
-  rebuilds them by replaying it (programs proposed but never evaluated are queued again).
+- the population and the novelty index are pure functions of the store: an engine rebuilds
+  them by replaying it (evo/replay.py); programs proposed but never evaluated are queued again.
+
+Creating a run directory and reopening one live in evo/run_dir.py.
 """
 
 from __future__ import annotations
@@ -38,12 +40,17 @@ from evo.llm.engine import ChatLLM, make_llm
 from evo.operators import OPERATORS, Operator, ProposalRequest, build_operators
 from evo.operators.bandit import OperatorBandit
 from evo.operators.llm import llm_operators
-from evo.population import Cells, CVTCells, EmbeddingCellSpace, GridCells, Population, SamplingConfig
+from evo.population import EmbeddingCellSpace
 from evo.population.novelty import NoveltyArchive
 from evo.program import Program, Status
 from evo.proposer import Child, Outcome, ProposalProcess, ProposalProcessDied
-from evo.store import DB_NAME, Store
-from evo.task import Task, load_task
+from evo.replay import new_population, rebuild_population, replay_embeddings, replay_evaluations
+from evo.run_dir import create_run, open_run
+from evo.store import Store
+from evo.task import Task
+
+# Re-exported: callers of `evo.engine` that predate evo/replay.py and evo/run_dir.py.
+__all__ = ["Engine", "RunStats", "new_population", "rebuild_population", "replay_evaluations"]
 
 _CACHE_SIZE = 20000
 _LLM_PAUSE_S = 5.0
@@ -137,58 +144,18 @@ class Engine:
     # -- construction -------------------------------------------------------------------
     @classmethod
     def create(cls, run_dir: Path, config: RunConfig, evaluator: Evaluator | None = None) -> Engine:
-        """Start a new run in `run_dir`: store the config and the task's seeds."""
-        run_dir = Path(run_dir)
-        task = load_task(config.task)
-        if (run_dir / DB_NAME).exists():
-            other = Store.in_dir(run_dir, readonly=True).get_meta("task")
-            if other != task.name:
-                raise EvoError(f"{run_dir} holds a run of task {other!r}, not {task.name!r}: choose another --run-dir")
-            raise EvoError(f"{run_dir} already holds a run of {task.name}: continue it with `evo resume {run_dir}`"
-                           " or choose another --run-dir")
-        seeds = task.seeds()
-        store = Store.in_dir(run_dir)
-        # A task given by folder path stays a path (resolved), so that resume finds it again.
-        task_ref = str(task.root) if (Path(config.task) / "task.toml").is_file() else task.name
-        # A task without descriptors (the kernel tasks) gets cells over code embeddings.
-        cells = "embedding" if config.cells == "grid" and not task.config.descriptors else config.cells
-        config = RunConfig.from_dict({**config.to_dict(), "task": task_ref, "cells": cells})
-        store.set_meta("task", task.name)
-        store.set_meta("config", config.to_dict())
-        store.set_meta("created", time.time())
-        if config.cells == "embedding":
-            store.set_meta("cell_space", _fit_cell_space(seeds, config).to_dict())
-        embedder = make_embedder(config.embedder)
-        for i, seed in enumerate(seeds):
-            seed.island = i % config.islands
-            store.add_program(seed, embedder.embed([seed.text])[0],
-                              events=[("proposed", {"operator": "seed", "island": seed.island})])
-        store.log("run_created", {"config": config.to_dict()})
-        return cls(run_dir, store, task, config, evaluator)
+        """Start a new run in `run_dir`: store the config and the task's seeds (evo/run_dir.py)."""
+        return cls(run_dir, *create_run(run_dir, config), evaluator)
 
     @classmethod
     def open(cls, run_dir: Path, overrides: dict[str, Any] | None = None,
              evaluator: Evaluator | None = None) -> Engine:
         """Reopen a run to continue it; `overrides` may change budget, workers, time limit."""
-        run_dir = Path(run_dir)
-        if not (run_dir / DB_NAME).is_file():
-            raise EvoError(f"{run_dir} is not an evo run directory (no {DB_NAME}); start one with `evo run`")
-        store = Store.in_dir(run_dir)
-        raw = store.get_meta("config")
-        if raw is None:
-            raise EvoError(f"{run_dir / DB_NAME} has no run config: was the run created by `evo run`?")
-        allowed = {"budget", "workers", "time_limit_s"}
-        bad = set(overrides or {}) - allowed
-        if bad:
-            raise EvoError(f"resume can change only {', '.join(sorted(allowed))}, not {', '.join(sorted(bad))}")
-        config = RunConfig.from_dict({**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}})
-        store.set_meta("config", config.to_dict())
-        return cls(run_dir, store, load_task(config.task), config, evaluator)
+        return cls(run_dir, *open_run(run_dir, overrides), evaluator)
 
     def _rebuild(self) -> None:
         """Replay the store into the novelty index and the population."""
-        for ids, vectors in self.store.iter_embeddings(self.embedder.dim):
-            self.novelty.add_batch(ids, vectors)
+        replay_embeddings(self.store, self.novelty, self.embedder.dim)
         self.stats.done = replay_evaluations(self.store, self.population)
         self.stats.done_at_start = self.stats.done
         self.stats.failures.update(self.store.failure_counts())
@@ -602,64 +569,3 @@ class Engine:
     def close(self) -> None:
         self.evaluator.close()
         self.store.close()
-
-
-def new_population(task: Task, config: RunConfig, cell_space: EmbeddingCellSpace | None) -> Population:
-    """An empty population with the run's cells: the task's descriptor grid, or frozen CVT cells."""
-    margin = task.config.min_improvement
-    if cell_space is not None:
-        centroids = cell_space.centroids
-
-        def make_cells() -> Cells:
-            return CVTCells(centroids, qd_offset=config.qd_offset, min_improvement=margin)
-    else:
-        specs = task.config.descriptors
-
-        def make_cells() -> Cells:
-            return GridCells(specs, qd_offset=config.qd_offset, min_improvement=margin)
-
-    sampling = SamplingConfig(exploit_ratio=config.exploit_ratio, explore_ratio=config.explore_ratio,
-                              n_inspirations=config.n_inspirations)
-    return Population(make_cells, n_islands=config.islands, migration_interval=config.migration_interval,
-                      migrants=config.migrants, sampling=sampling)
-
-
-def replay_evaluations(store: Store, population: Population) -> int:
-    """Admit every valid evaluation of the store, in commit order; returns how many evaluations."""
-    done = 0
-    for rec in store.iter_evaluations():
-        done += 1
-        if rec.status == Status.EVALUATED and rec.score is not None:
-            population.admit(rec.program_id, rec.island, rec.score, rec.descriptors)
-    return done
-
-
-def rebuild_population(store: Store, task: Task, config: RunConfig) -> Population:
-    """The population of a stored run, exactly as the live engine held it."""
-    raw = store.get_meta("cell_space")
-    space = EmbeddingCellSpace.from_dict(raw) if config.cells == "embedding" and raw else None
-    population = new_population(task, config, space)
-    replay_evaluations(store, population)
-    return population
-
-
-def _fit_cell_space(seeds: list[Program], config: RunConfig) -> EmbeddingCellSpace:
-    """Embedding-defined cells: PCA fitted on the seeds and a few of their mutants, frozen for the run."""
-    embedder = make_embedder(config.embedder)
-    rng = np.random.default_rng(config.seed)
-    texts = [s.text for s in seeds]
-    plain = {k: w for k, w in config.operators.items() if not k.startswith("llm_") and w > 0}
-    ops = [op for op, _ in build_operators(plain) if op.arity == 1] if plain else []
-    for _ in range(64):
-        if not ops:
-            break
-        op = ops[int(rng.integers(len(ops)))]
-        parent = seeds[int(rng.integers(len(seeds)))]
-        try:
-            proposals = asyncio.run(op.propose(ProposalRequest(parents=[parent], rng=rng)))
-        except OperatorError:
-            continue
-        texts.extend(p.source if isinstance(p.source, str) else "" for p in proposals)
-    vectors = embedder.embed(texts)
-    return EmbeddingCellSpace.fit(vectors, n_dims=config.embedding_dims, n_cells=config.embedding_cells,
-                                  seed=config.seed)

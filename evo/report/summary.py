@@ -26,7 +26,7 @@ class RunSummary:
 def run_summary(run_dir: Path, top: int = 5) -> RunSummary:
     """Read the run in `run_dir` (rebuilding its archive from the store) and summarise it."""
     from evo.config import RunConfig
-    from evo.engine import rebuild_population
+    from evo.replay import rebuild_population
 
     store = Store.in_dir(run_dir, readonly=True)
     try:
