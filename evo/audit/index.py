@@ -5,7 +5,8 @@ dotted names, scopes); this room owns what the walk records with them: resolved 
 the facts the state, fallback and key checks need (`Fact`: writes to names that outlive a call,
 module-level mutable objects and how functions use them, cached functions, computed attribute names),
 each function's `FunctionInfo`, `try` statements, kernel launches (`kernel[grid](...)`), string constants,
-and the `analyse` entry point.
+routes to a module that avoid naming it (`os.sys`, a module handed around as a value, computed
+getattr/__import__ names), and the `analyse` entry point. The module_state facts live in `evo.audit.state`.
 
 Stdlib only. Flow-insensitive on purpose (see `evo.audit.names`).
 """
@@ -15,28 +16,18 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from evo.audit.names import Resolver, Scope, _stmt_targets, const_str, root_name
+from evo.audit.names import Resolver, Scope, _stmt_targets, const_str, detour, module_name, reach, root_name
 from evo.audit.rules import (
     CACHE_DECORATORS,
-    INIT_METHODS,
     JIT_DECORATORS,
-    KEY_ATTRS,
-    KEY_CALLS,
     KEY_TEXT,
-    META_ATTRS,
     MUTABLE_FACTORIES,
-    MUTABLE_MODULES,
     MUTATOR_METHODS,
-    PURE_LIBRARIES,
-    READ_METHODS,
-    READ_ONLY_CALLS,
-    TENSOR_FACTORIES,
+    NAME_BUILDERS,
 )
+from evo.audit.state import StateFacts
 
 __all__ = ["Analysis", "Fact", "FunctionInfo", "Ref", "analyse", "const_str", "root_name"]
-
-
-
 
 
 @dataclass
@@ -107,7 +98,6 @@ class Analysis:
         return launching
 
 
-
 def _returns_closure(fn: ast.AST) -> bool:
     """True for a factory: a function that returns a function defined inside it (or a lambda)."""
     nested = {n.name for n in ast.walk(fn) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n is not fn}
@@ -118,7 +108,7 @@ def _returns_closure(fn: ast.AST) -> bool:
     return False
 
 
-class _Indexer(Resolver):
+class _Indexer(StateFacts, Resolver):
     def __init__(self, path: str, tree: ast.Module, out: Analysis, local_modules: set[str], text: str = ""):
         super().__init__(path, tree, text)
         self.out = out
@@ -128,9 +118,31 @@ class _Indexer(Resolver):
         self.local_classes: dict[str, set[str]] = {}  # class name -> methods that write instance state
         self.cached: set[str] = set()
         self.class_stack: list[str] = []
+        self.class_body: set[int] = set()
 
     def on_import(self, qname: str, line: int) -> None:
         self.out.refs.append(Ref(qname, self.path, line, "import"))
+
+    def on_detour(self, spelled: str, qname: str, line: int) -> None:
+        self.out.facts.append(Fact("module_reach", self.path, line, f"reaches `{qname}` through `{spelled}`, an "
+                                   "attribute of another module, instead of importing it", qname))
+
+    def _attr_ref(self, base: str, attr: str, node: ast.AST, ctx: str) -> None:
+        """A reference to `base.attr` spelled without an attribute node (getattr, match patterns)."""
+        q = reach(base, attr)
+        if detour(base, attr):
+            self.on_detour(f"{base}.{attr}", q, getattr(node, "lineno", 0))
+        self.out.idents.append((attr, self.path, getattr(node, "lineno", 0)))
+        self.ref(q, node, ctx)
+
+    def _detours(self, node: ast.Attribute) -> None:
+        """Record every module a resolved attribute chain reaches through another one (`os.sys.modules`)."""
+        n: ast.AST = node
+        while isinstance(n, ast.Attribute):
+            base = self.resolve(n.value)
+            if base and detour(base, n.attr):
+                self.on_detour(f"{base}.{n.attr}", reach(base, n.attr), n.lineno)
+            n = n.value
 
     # -- pass 1: bindings, then the module's mutable objects and cached functions -------------
     def collect(self) -> None:
@@ -153,32 +165,6 @@ class _Indexer(Resolver):
                     self.fact("state_object", stmt, "binds a functools.partial that holds a mutable argument "
                               "(shared by every call)")
 
-    def _mutable_kind(self, value: ast.AST) -> str | None:
-        if isinstance(value, ast.Dict | ast.DictComp):
-            return "dict"
-        if isinstance(value, ast.List | ast.ListComp):
-            return "list"
-        if isinstance(value, ast.Set | ast.SetComp):
-            return "set"
-        if isinstance(value, ast.GeneratorExp):
-            return "generator"
-        if isinstance(value, ast.Call):
-            q = self.resolve(value.func)
-            if q in MUTABLE_FACTORIES or (q and q.startswith(MUTABLE_MODULES)):
-                return q.rsplit(".", 1)[-1] + " object"
-            if q and (q.startswith("torch.") or q.startswith("numpy.")) and q.rsplit(".", 1)[-1] in TENSOR_FACTORIES:
-                return "tensor" if q.startswith("torch.") else "array"
-            if isinstance(value.func, ast.Name) and value.func.id in self.local_classes:
-                return f"instance of {value.func.id}"
-            if isinstance(value.func, ast.Name) and value.func.id in self.function_nodes and any(
-                    isinstance(n, ast.Yield | ast.YieldFrom) for n in ast.walk(self.function_nodes[value.func.id])):
-                return "generator"
-            if q in ("functools.partial",) and any(self._mutable_kind(a) for a in
-                                                   [*value.args, *(k.value for k in value.keywords)]):
-                return "partial holding a mutable argument"
-        return None
-
-    # -- pass 2: the walk -------------------------------------------------------------------
     def fact(self, kind: str, node: ast.AST, what: str, name: str = "") -> None:
         self.out.facts.append(Fact(kind, self.path, getattr(node, "lineno", 0), what, name))
 
@@ -215,6 +201,12 @@ class _Indexer(Resolver):
             q = self.resolve(node)
             if q:
                 self.ref(q, node, ctx)
+                if ctx == "load" and node.id in self.modules and not self._plain_module_use(node, parent):
+                    self.fact("dynamic_attr", node, f"hands the module `{q}` around as a value (stored, passed or "
+                              "returned): what is read from it later cannot be resolved", q)
+                if ctx == "load" and q in NAME_BUILDERS:
+                    self.fact("dynamic_attr", node, f"passes `{q[9:]}` around as a value (its object and name are "
+                              "chosen where the screen cannot read them)", q)
             if node.id == "__builtins__":
                 self.out.idents.append(("__builtins__", self.path, node.lineno))
             if self.scopes and node.id in self.module_objects and self._is_outer(node.id):
@@ -227,33 +219,15 @@ class _Indexer(Resolver):
             elif node.id in s.nonloc and s.factory_parent:
                 self.fact("state_write", node, f"assigns `{node.id}` of the enclosing factory (nonlocal)", node.id)
 
-    def _check_read_only(self, node: ast.Name, parent: ast.AST) -> None:
-        kind = self.module_objects[node.id]
-        if kind.startswith("instance of "):
-            return  # reading a config object is fine; its writes are found as instance and attribute writes
-        buffer = kind in ("tensor", "array")  # slices and views of a buffer alias it: writable
-        if isinstance(parent, ast.Subscript) and parent.value is node and isinstance(parent.ctx, ast.Load) \
-                and not buffer:
-            return
-        if isinstance(parent, ast.Compare) and node in parent.comparators:
-            return
-        if isinstance(parent, ast.comprehension | ast.For) and parent.iter is node:
-            return
-        if isinstance(parent, ast.Starred | ast.keyword) and getattr(parent, "arg", None) is None:
-            return
-        if isinstance(parent, ast.BinOp | ast.UnaryOp | ast.BoolOp | ast.If | ast.IfExp | ast.While | ast.Assert):
-            return
-        if isinstance(parent, ast.Attribute) and parent.attr in READ_METHODS and not (
-                buffer and parent.attr in ("view", "reshape", "T", "contiguous", "cuda", "cpu", "to")):
-            return
-        if isinstance(parent, ast.Call) and node in parent.args:
-            q = self.resolve(parent.func)
-            if q and (q in READ_ONLY_CALLS or (q.startswith(PURE_LIBRARIES) and not q.endswith("_"))):
-                if not any(k.arg == "out" for k in parent.keywords):
-                    return
-        use = type(parent).__name__
-        self.fact("outer_use", node, f"uses the module-level {kind} `{node.id}` in a way that may change it "
-                  f"({use}); only reads (x[k], .get, len, iteration) are allowed", node.id)
+    def _plain_module_use(self, node: ast.Name, parent: ast.AST) -> bool:
+        """True for `m.attr`, `getattr(m, ...)`, `alias = m`, `m is None`: uses of a module resolution follows."""
+        if isinstance(parent, ast.Attribute) and parent.value is node or isinstance(parent, ast.Compare):
+            return True
+        if isinstance(parent, ast.Call) and parent.args and parent.args[0] is node:
+            return self.resolve(parent.func) in ("builtins.getattr", "builtins.hasattr", "builtins.setattr",
+                                                 "builtins.delattr", "builtins.vars", "builtins.isinstance")
+        return isinstance(parent, ast.Assign) and parent.value is node and id(parent) not in self.class_body and all(
+            isinstance(t, ast.Name) for t in parent.targets)
 
     def v_Attribute(self, node: ast.Attribute, parent: ast.AST) -> None:
         self.out.idents.append((node.attr, self.path, node.lineno))
@@ -261,6 +235,7 @@ class _Indexer(Resolver):
         q = self.resolve(node)
         if q:
             self.ref(q, node, ctx)
+            self._detours(node)
             if isinstance(node.value, ast.Name | ast.Attribute):
                 return
         elif ctx in ("store", "del"):
@@ -283,64 +258,6 @@ class _Indexer(Resolver):
         self.visit(node.value, node)
         self.visit(node.slice, node)
 
-    def _outer_write(self, target: ast.AST, how: str, attribute: bool = False) -> None:
-        """A store into something: flag it when the thing outlives the call."""
-        if not self.scopes:
-            return
-        root = root_name(target)
-        if root is None:
-            return
-        s = self.scopes[-1]
-        info = s.info
-        if root in s.local:
-            first = info.params[0] if info.params else None
-            if info.in_class and root == first and info.name not in INIT_METHODS:
-                self.local_classes.setdefault(info.in_class, set()).add(info.name)
-                self.fact("instance_write", target, f"{how} `{root}` in {info.in_class}.{info.name}",
-                          info.in_class)
-            elif (root in info.params and info.depth == 1 and not info.in_class and (
-                    (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name))
-                    or (attribute and isinstance(target, ast.Name)))):
-                self.fact("state_write", target, f"{how} the argument `{root}` (state stored on an input)", root)
-            return
-        if root in self.aliases:
-            return  # a store into an imported module: the monkeypatching check reads it from the refs
-        if any(root in sc.local for sc in self.scopes[:-1]) and not s.factory_parent:
-            return  # the enclosing function's local: lives only as long as that call
-        self.fact("state_write", target, f"{how} `{root}`, which outlives the call", root)
-
-    def _keyish(self, node: ast.AST) -> bool:
-        if not self.key_possible or (self.scopes and self.scopes[-1].jit):
-            return False
-        for n in ast.walk(node):
-            if isinstance(n, ast.Call):
-                f = n.func
-                if isinstance(f, ast.Attribute) and f.attr in KEY_ATTRS:
-                    return True
-                q = self.resolve(f)
-                if q and (q in KEY_CALLS or q.startswith("hashlib.")):
-                    return True
-            elif isinstance(n, ast.Attribute) and n.attr in ("_cdata", "__cuda_array_interface__"):
-                return True
-            elif isinstance(n, ast.Name) and self.scopes and n.id in self.scopes[-1].keyish:
-                return True
-        return False
-
-    def _tainted(self, node: ast.AST) -> bool:
-        """True when `node` carries an input's data (not only its shape, dtype or device)."""
-        if not self.scopes or not self.cached or self.scopes[-1].jit:
-            return False
-        tainted = self.scopes[-1].tainted
-        stack = [node]
-        while stack:
-            n = stack.pop()
-            if isinstance(n, ast.Attribute) and n.attr in META_ATTRS:
-                continue
-            if isinstance(n, ast.Name) and n.id in tainted:
-                return True
-            stack.extend(ast.iter_child_nodes(n))
-        return False
-
     def v_Call(self, node: ast.Call, parent: ast.AST) -> None:
         func = node.func
         q = self.resolve(func)
@@ -350,20 +267,28 @@ class _Indexer(Resolver):
             scope.info.launches = True
         if isinstance(func, ast.Name) and q is None and scope:
             scope.info.calls.add(func.id)
-        if q in ("builtins.getattr", "builtins.setattr", "builtins.delattr") and node.args:
-            base = self.resolve(node.args[0])
-            attr = const_str(node.args[1]) if len(node.args) > 1 else None
-            if base and attr is None:
-                self.fact("dynamic_attr", node, f"`{q[9:]}` on `{base}` with a computed name", base)
-            elif base and attr:
-                self.ref(f"{base}.{attr}", node, "store" if q in ("builtins.setattr", "builtins.delattr")
-                         else "load")
-            elif q in ("builtins.setattr", "builtins.delattr"):
-                self._outer_write(node.args[0], f"sets an attribute (`{q[9:]}`) of", attribute=True)
-        elif q in ("importlib.import_module", "builtins.__import__") and node.args:
-            mod = const_str(node.args[0])
+        if q in ("builtins.getattr", "builtins.setattr", "builtins.delattr"):
+            spread = any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords)
+            obj = node.args[0] if node.args and not spread else None
+            base = self.resolve(obj) if obj is not None else None
+            attr = const_str(node.args[1]) if len(node.args) > 1 and not spread else None
+            if attr is None:
+                # Any object may hold a module (a parameter, a list item, `len.__self__`): the name must be literal.
+                what = f"`{base}`" if base else (f"`{ast.unparse(obj)[:40]}`" if obj is not None else "its arguments")
+                self.fact("dynamic_attr", node, f"`{q[9:]}` on {what} with a computed name", base or "")
+            elif base:
+                self._attr_ref(base, attr, node, "store" if q in ("builtins.setattr", "builtins.delattr") else "load")
+            else:
+                self.out.idents.append((attr, self.path, node.lineno))
+            if base is None and obj is not None and q in ("builtins.setattr", "builtins.delattr"):
+                self._outer_write(obj, f"sets an attribute (`{q[9:]}`) of", attribute=True)
+        elif q in ("importlib.import_module", "builtins.__import__"):
+            mod = const_str(node.args[0]) if node.args and not isinstance(node.args[0], ast.Starred) else None
             if mod:
-                self.ref(mod, node, "import")
+                self.ref(module_name(mod), node, "import")
+            else:
+                self.fact("dynamic_import", node, f"`{q.rsplit('.', 1)[-1]}` with a computed module name (the "
+                          "module it loads cannot be read)")
         elif q in ("builtins.vars",) and node.args:
             base = self.resolve(node.args[0])
             if base:
@@ -385,6 +310,19 @@ class _Indexer(Resolver):
                     self.fact("cache_call", node, f"passes tensor data to the cached function `{func.id}` "
                               "(its cache keys the result on the tensor object)", func.id)
                     break
+        self.children(node)
+
+    def v_Match(self, node: ast.Match, parent: ast.AST) -> None:
+        """`case object(system=f)` reads an attribute of the subject by a name in the pattern."""
+        base = self.resolve(node.subject)
+        for case in node.cases:
+            for n in ast.walk(case.pattern):
+                if isinstance(n, ast.MatchClass):
+                    for attr in n.kwd_attrs:
+                        if base and n in (case.pattern, getattr(case.pattern, "pattern", None)):
+                            self._attr_ref(base, attr, n, "load")
+                        else:
+                            self.out.idents.append((attr, self.path, n.lineno))
         self.children(node)
 
     def v_Dict(self, node: ast.Dict, parent: ast.AST) -> None:
@@ -444,6 +382,7 @@ class _Indexer(Resolver):
         self.out.classes.append((node.name, self.path, node.lineno, tuple(bases)))
         self.out.idents.append((node.name, self.path, node.lineno))
         self.class_stack.append(node.name)
+        self.class_body.update(id(stmt) for stmt in node.body)  # `m = os` there is a class attribute, not an alias
         for stmt in node.body:
             self.visit(stmt, node)
         self.class_stack.pop()
@@ -503,10 +442,8 @@ class _Indexer(Resolver):
                       ",".join(node.names))
 
 
-
 _DISPATCH = {getattr(ast, name[2:]): fn for name, fn in vars(_Indexer).items()
              if name.startswith("v_") and hasattr(ast, name[2:])}
-
 
 
 def analyse(files: dict[str, str]) -> Analysis:

@@ -27,6 +27,54 @@ ALIASED_BUILTINS = frozenset({f"builtins.{n}" for n in (
     "__import__", "eval", "exec", "compile", "getattr", "setattr", "delattr", "open", "id", "hash", "vars",
     "globals", "locals", "breakpoint", "input")})
 
+# Modules that library modules import for their own use and so carry as attributes (`os.sys`, `torch.os`,
+# `numpy.core.multiarray.sys`). Read that way they resolve to the module itself, so the rules on
+# `sys.modules` or `os.system` apply whatever the spelling. Left out: names that are also honest attributes
+# of libraries (`torch.signal`, `torch.types`, `torch.select`, `numpy.select`, `datetime.time`).
+REACHABLE_MODULES = frozenset({
+    "sys", "builtins", "os", "posix", "nt", "subprocess", "_posixsubprocess", "pty", "socket", "_socket", "ssl",
+    "socketserver", "urllib", "http", "importlib", "_imp", "pkgutil", "zipimport", "runpy", "site", "ctypes",
+    "_ctypes", "mmap", "gc", "inspect", "dis", "traceback", "threading", "_thread", "multiprocessing",
+    "concurrent", "asyncio", "pickle", "_pickle", "marshal", "shutil", "tempfile", "glob", "linecache", "atexit",
+    "faulthandler", "weakref", "base64", "binascii", "codecs", "zlib",
+})
+# Library packages that share a name with a stdlib module (their own rules apply to them).
+OWN_SUBMODULES = frozenset({"torch.multiprocessing", "torch.fx.traceback", "torch.distributed.elastic.multiprocessing"})
+# Attributes that belong to sys or builtins, whatever module they are read from (`torch.sys` is `sys`,
+# `np.__builtins__` is builtins). `modules` is left alone under `nn` (`torch.nn.modules` is a package) and
+# on classes (`torch.nn.Module.modules` is a method).
+SYS_ATTRS = {"sys": "sys", "builtins": "builtins", "__builtins__": "builtins", "modules": "sys.modules",
+             "_getframe": "sys._getframe", "_current_frames": "sys._current_frames"}
+# Private twins of guarded modules: `import posix; posix.system(...)` is `os.system`.
+TWIN_MODULES = {"posix": "os", "nt": "os", "_socket": "socket", "_posixsubprocess": "subprocess", "_ssl": "ssl",
+                "_imp": "importlib", "_frozen_importlib": "importlib", "_frozen_importlib_external": "importlib",
+                "_signal": "signal", "_weakref": "weakref", "_io": "io", "_thread": "_thread"}
+
+
+def module_name(name: str) -> str:
+    """The public name of a module: `posix.system` -> `os.system`, `_socket` -> `socket`."""
+    top, _, rest = name.partition(".")
+    twin = TWIN_MODULES.get(top)
+    return (twin + ("." + rest if rest else "")) if twin else name
+
+
+def reach(base: str, attr: str) -> str:
+    """The dotted name of `base.attr`. A module reached as an attribute of another module resolves to that
+    module (`os.sys.modules` -> `sys.modules`, `torch.os.system` -> `os.system`)."""
+    last = base.rsplit(".", 1)[-1]
+    if attr in SYS_ATTRS and base != "sys":
+        if attr != "modules" or ("nn" not in base.split(".") and not last[:1].isupper()):
+            return SYS_ATTRS[attr]
+    if attr in REACHABLE_MODULES and base != "builtins" and attr != last and f"{base}.{attr}" not in OWN_SUBMODULES:
+        return module_name(attr)
+    return f"{base}.{attr}"
+
+
+def detour(base: str, attr: str) -> str | None:
+    """The module `base.attr` reaches when it is a module reached through another one, else None."""
+    q = reach(base, attr)
+    return q if q != f"{base}.{attr}" and q != base else None
+
 
 def const_str(node: ast.AST | None) -> str | None:
     """The value of a string literal, folding `"a" + "b"`; None when it is not constant."""
@@ -81,9 +129,13 @@ class Resolver:
         self.bound: dict[int, tuple[set[str], set[str], set[str]]] = {}
         self.docstrings: set[int] = set()
         self.scopes: list[Scope] = []
+        self.modules: set[str] = set()  # names an import statement binds to a module object
 
     def on_import(self, qname: str, line: int) -> None:
         """Called for every module or name an import statement binds (the fact collection records it)."""
+
+    def on_detour(self, spelled: str, qname: str, line: int) -> None:
+        """Called when an import reaches a module through another one (`from os import sys`)."""
 
     # -- resolution -------------------------------------------------------------------------
     def resolve(self, node: ast.AST) -> str | None:
@@ -98,24 +150,25 @@ class Resolver:
             if name in BUILTINS or name == "__builtins__":
                 return "builtins." + name if name != "__builtins__" else "builtins"
             if self.star:
-                return self.star[0] + "." + name
+                return reach(self.star[0], name)
             return None
         if isinstance(node, ast.Attribute):
             base = self.resolve(node.value)
-            return f"{base}.{node.attr}" if base else None
+            return reach(base, node.attr) if base else None
         if isinstance(node, ast.Call) and node.args:
             f = self.resolve(node.func)
             if f == "builtins.getattr" and len(node.args) >= 2:
                 base, attr = self.resolve(node.args[0]), const_str(node.args[1])
-                return f"{base}.{attr}" if base and attr else None
+                return reach(base, attr) if base and attr else None
             if f in ("importlib.import_module", "builtins.__import__"):
-                return const_str(node.args[0])
+                mod = const_str(node.args[0])
+                return module_name(mod) if mod else None
             return None
         if isinstance(node, ast.Subscript):
             base = self.resolve(node.value)
             key = const_str(node.slice)
             if base in ("sys.modules",) and key:
-                return key
+                return module_name(key)
             if base in ("builtins", "builtins.__dict__") and key:
                 return "builtins." + key
             return None
@@ -125,22 +178,28 @@ class Resolver:
         line = node.lineno
         if isinstance(node, ast.Import):
             for a in node.names:
-                self.on_import(a.name, line)
+                name = module_name(a.name)
+                self.on_import(name, line)
+                self.modules.add(a.asname or a.name.split(".")[0])
                 if a.asname:
-                    self.aliases[a.asname] = a.name
+                    self.aliases[a.asname] = name
                 else:
                     top = a.name.split(".")[0]
-                    self.aliases[top] = top
+                    self.aliases[top] = module_name(top)
             return
-        module = "." * node.level + (node.module or "")
+        module = "." * node.level + module_name(node.module or "")
         self.on_import(module, line)
         for a in node.names:
             if a.name == "*":
                 self.star.append(module)
                 continue
-            full = f"{module}.{a.name}" if not module.endswith(".") else module + a.name
+            full = reach(module, a.name) if not module.endswith(".") else module + a.name
+            if not module.endswith(".") and detour(module, a.name):
+                self.on_detour(f"{module}.{a.name}", full, line)
             self.on_import(full, line)
             self.aliases[a.asname or a.name] = full
+            if full in REACHABLE_MODULES or full in TWIN_MODULES.values():
+                self.modules.add(a.asname or a.name)
 
     # -- the prepass: bindings --------------------------------------------------------------
     def bind(self) -> None:

@@ -22,12 +22,14 @@ WHY: dict[str, str] = {
     "ctypes": "Foreign calls and raw pointers reach past torch: they can read other tensors' memory, call the "
               "CUDA driver or patch the harness. Use torch and Triton only.",
     "gc": "The garbage collector lists every live object, the harness's expected outputs included. "
-          "A kernel has no use for it.",
-    "inspect": "Introspection reads the harness's frames and source. A kernel has no use for it.",
+          "A candidate has no use for it.",
+    "inspect": "Introspection reads the harness's frames and source. A candidate has no use for it.",
     "frame_walking": "Walking the call stack reads the harness's local variables (expected outputs, timers, "
                      "call counts). Use only the arguments run() receives.",
     "import_tricks": "Changing how modules are found, loaded or built in lets a candidate replace torch, "
-                     "triton or the harness. Import modules with plain import statements.",
+                     "triton, numpy or the harness; reaching a module through another module's attributes "
+                     "(`os.sys`, `torch.os`, `len.__self__`) or through `sys.modules` uses what the screen "
+                     "refuses by name without naming it. Import modules with plain import statements.",
     "monkeypatching": "Replacing a function or attribute of an imported module (torch, triton, time, the "
                       "harness), or reconfiguring torch's allocator or Triton's driver, changes what the "
                       "harness measures or checks: a patched timer or allclose is a fake score. Leave library "
@@ -66,7 +68,7 @@ WHY: dict[str, str] = {
                    "candidates run. Leave os.environ alone.",
     "dynamic_code": "Code built from strings or bytes at run time (eval, exec, compile, unpickling, code "
                     "objects) cannot be audited. Write the code out.",
-    "sleep_and_clock": "A kernel has no use for the clock: sleeps and clock reads are how warm-up detectors, "
+    "sleep_and_clock": "A candidate has no use for the clock: sleeps and clock reads are how warm-up detectors, "
                        "busy-waits and delayed writes are built. Remove them.",
     "signals": "Handlers that run later (signals, atexit, audit hooks, finalizers, __del__) do work outside "
                "run() and outside the timer. Do all the work inside run().",
@@ -75,9 +77,10 @@ WHY: dict[str, str] = {
     "file_reads": "A candidate has nothing to read on disk: listing directories, reading outside the working "
                   "directory or next to __file__ is how reference code, cached outputs or harness files are "
                   "found. Use only the inputs run() receives.",
-    "obfuscation": "Names built at run time (getattr with a computed name, vars(module), __dict__) and data "
-                   "decoded at run time hide what is called, and the audit must be able to read every call. "
-                   "Write names out literally.",
+    "obfuscation": "Names built at run time (getattr or setattr with a computed name on any object, since "
+                   "any object may hold a module; __import__ of a computed module name; vars(), __dict__, "
+                   "__getattribute__) and data decoded at run time hide what is called, and the audit must "
+                   "be able to read every call. Write names out literally.",
     "entry_point": "The harness calls `run` with the task's inputs; without it nothing is measured.",
     "syntax": "The program must parse before it can be evaluated.",
     "kernel_provenance": "An archived kernel solution must be a Triton kernel: a run() made of torch calls "
@@ -107,7 +110,9 @@ _names("processes", ["subprocess", "pty", "multiprocessing", "torch.multiprocess
        + [f"os.exec{s}" for s in ("l", "le", "lp", "lpe", "v", "ve", "vp", "vpe")])
 _names("network", ["socket", "ssl", "socketserver", "urllib", "urllib3", "http", "requests", "httpx", "httpx2",
                    "aiohttp", "ftplib", "smtplib", "poplib", "imaplib", "telnetlib", "xmlrpc", "websocket",
-                   "websockets", "grpc", "zmq", "paramiko", "pycurl", "webbrowser", "torch.distributed"])
+                   "websockets", "grpc", "zmq", "paramiko", "pycurl", "webbrowser", "torch.distributed",
+                   "torch.hub", "torch.utils.model_zoo", "numpy.DataSource", "numpy.lib._datasource",
+                   "numpy.lib.npyio.DataSource"])
 _names("ctypes", ["ctypes", "_ctypes"], "ctypes")
 _names("ctypes", ["cffi", "_cffi_backend"], "cffi")
 _names("ctypes", ["mmap"], "mmap")
@@ -140,7 +145,8 @@ _names("native_code", ["torch.utils.cpp_extension", "torch.cuda.jiterator", "tor
                        "warp", "jax", "jaxlib", "distutils", "setuptools", "cppimport", "pybind11", "cython",
                        "Cython", "pyximport", "ctypes.CDLL", "ctypes.cdll", "ctypes.PyDLL", "ctypes.pydll",
                        "ctypes.LoadLibrary", "ctypes.util", "cffi.FFI", "triton.compile",
-                       "triton.runtime.driver.active.utils.load_binary"])
+                       "triton.runtime.driver.active.utils.load_binary",
+                       "numpy.f2py", "numpy.distutils"])
 _names("native_code", ["torch.compile", "torch._dynamo", "torch._inductor", "torch._export"], "torch_compile")
 _names("native_code", ["torch.jit"], "torch_jit")
 _names("native_code", ["cupy", "cupyx"], "cupy")
@@ -195,6 +201,11 @@ STARTS_RULES: tuple[tuple[str, tuple[str, str]], ...] = (
 )
 
 # -- identifiers: attribute names and names of definitions --------------------------------------------
+# Attribute names that are guarded modules: `obj.os`, `[torch][0].sys` reach the module through an object
+# the screen cannot resolve (resolved spellings such as `torch.os.system` resolve to `os.system`).
+MODULE_ATTRS = frozenset({"sys", "builtins", "os", "posix", "subprocess", "socket", "_socket", "ssl", "urllib",
+                          "http", "importlib", "ctypes", "gc", "inspect", "pickle", "marshal", "shutil",
+                          "threading", "multiprocessing"})
 IDENT_RULES: dict[str, tuple[str, str]] = {
     **{n: _r("frame_walking") for n in ("f_back", "f_globals", "f_locals", "f_builtins", "f_code", "tb_frame",
                                         "tb_next", "gi_frame", "cr_frame", "ag_frame", "__traceback__")},
@@ -207,6 +218,10 @@ IDENT_RULES: dict[str, tuple[str, str]] = {
     **{n: _r("dynamic_code") for n in ("__code__", "__globals__", "__closure__")},
     **{n: _r("import_tricks") for n in ("__builtins__", "__loader__", "__spec__", "__subclasses__", "__bases__",
                                          "__mro__")},
+    **{n: _r("import_tricks") for n in ("__self__", "__import__")},
+    **{n: _r("import_tricks") for n in MODULE_ATTRS},
+    **{n: _r("frame_walking") for n in ("_getframe", "_current_frames")},
+    **{n: _r("obfuscation") for n in ("__getattribute__", "__getattr__")},
     "__del__": _r("signals"),
     "load_inline": _r("native_code"), "RawKernel": _r("native_code"), "RawModule": _r("native_code"),
     "SourceModule": _r("native_code"), "CDLL": _r("native_code"),
@@ -260,7 +275,8 @@ FACT_CHECKS: dict[str, tuple[str, str]] = {
     "global_write": _r("module_state"), "state_write": _r("module_state"), "outer_use": _r("module_state"),
     "mutable_default": _r("module_state"), "key": _r("module_state"), "cache_call": _r("module_state"),
     "instance_write": _r("module_state"), "state_object": _r("module_state"),
-    "class_swap": _r("tensor_subclass"), "dynamic_attr": _r("obfuscation"),
+    "class_swap": _r("tensor_subclass"), "dynamic_attr": _r("obfuscation"), "dynamic_import": _r("obfuscation"),
+    "module_reach": _r("import_tricks"),
 }
 
 
@@ -302,6 +318,9 @@ KEY_CALLS = frozenset({"builtins.id", "builtins.hash"})
 KEY_TEXT = re.compile(r"\.(data_ptr|tobytes|item|tolist|untyped_storage|storage|numpy|storage_offset)\b|_cdata|"
                       r"__array_interface__|__cuda_array_interface__|\bid\b|\bhash\b|hashlib")
 CACHE_DECORATORS = frozenset({"functools.cache", "functools.lru_cache", "functools.cached_property"})
+# Builtins that build a name at run time: loaded as a value rather than called (`reduce(getattr, ...)`).
+NAME_BUILDERS = frozenset({"builtins.getattr", "builtins.setattr", "builtins.delattr", "builtins.__import__",
+                           "builtins.vars"})
 JIT_DECORATORS = ("triton.jit", "triton.autotune", "triton.heuristics", "triton.language.jit")
 
 

@@ -24,6 +24,7 @@ from evo.audit.rules import (
     FACT_CHECKS,
     IDENT_RULES,
     L2_PATTERN,
+    MODULE_ATTRS,
     NAME_RULES,
     OPEN_CALLS,
     OUTSIDE_HINTS,
@@ -82,10 +83,16 @@ def _table_findings(a: Analysis) -> Iterable[Finding]:
         rule = _rule_for(ref.qname, ref.ctx)
         if rule:
             yield Finding(rule[0], rule[1], ref.file, ref.line, f"{_VERB[ref.ctx]} `{ref.qname}`")
+    for fact in a.facts:
+        kind = FACT_CHECKS.get(fact.kind)
+        if kind:
+            yield Finding(kind[0], kind[1], fact.file, fact.line, fact.what)
     for name, file, line in a.idents:
         rule = IDENT_RULES.get(name)
         if rule:
-            yield Finding(rule[0], rule[1], file, line, f"uses `{name}`")
+            what = f"uses the attribute `.{name}`, a module reached through another object" \
+                if name in MODULE_ATTRS else f"uses `{name}`"
+            yield Finding(rule[0], rule[1], file, line, what)
         elif L2_PATTERN.search(name):
             yield Finding("l2_persistence", "l2_persistence", file, line, f"uses `{name}`")
     for text, file, line in a.strings:
@@ -95,10 +102,6 @@ def _table_findings(a: Analysis) -> Iterable[Finding]:
         for pattern, (check, cap) in STRING_RULES:
             if pattern.search(text):
                 yield Finding(check, cap, file, line, f"has the string {snippet!r}")
-    for fact in a.facts:
-        kind = FACT_CHECKS.get(fact.kind)
-        if kind:
-            yield Finding(kind[0], kind[1], fact.file, fact.line, fact.what)
     for name, file, line, bases in a.classes:
         for base in bases:
             if base in TENSOR_BASES or base.startswith(("torch.utils._python_dispatch", "torch.overrides")):
