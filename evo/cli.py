@@ -195,16 +195,17 @@ def export(run_dir: Path, fmt: str, out_path: Path | None) -> None:
 def publish(run_dir: Path, top: int, archive_dir: Path) -> None:
     """Publish a run's best programs to the archive, each only with a `publish` verdict of pass.
 
-    The publish level re-runs the static checks with the stricter ones added (a kernel must launch a
-    Triton kernel) and requires a stored result for every dynamic check of the task's family. Each
-    published program is written with a JSON record of its provenance (task, run, lineage, verdict).
+    Each program is evaluated afresh through the pipeline at the publish level: the static checks with the
+    stricter ones added (a kernel must launch a Triton kernel), and a fresh result for every dynamic check
+    of the task's family. Each published program is written with a JSON record of its provenance (task,
+    run, lineage, verdict).
     """
     from evo.publish import publish_run
 
     results = publish_run(run_dir, top, archive_dir)
     table = Table("id", "score", "verdict", "written to / why not")
     for r in results:
-        why = str(r.path) if r.path else "; ".join(f"{n}: {reason}" for n, reason in r.verdict.reasons)[:150]
+        why = str(r.path) if r.path else r.why_not[:150]
         table.add_row(r.program_id[:12], "-" if r.score is None else f"{r.score:.6g}", r.verdict.status, why)
     out.print(table)
     if results and not any(r.path for r in results):
@@ -214,11 +215,14 @@ def publish(run_dir: Path, top: int, archive_dir: Path) -> None:
 @cli.command(name="eval")
 @click.argument("task")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result (with the auditor's verdict) as JSON.")
 def eval_(task: str, file: Path, as_json: bool) -> None:
-    """Evaluate one program FILE on TASK in the sandbox and print the result."""
-    from evo.eval.backends.local import evaluate_in_sandbox
-    from evo.program import Program
+    """Evaluate one program FILE on TASK and print its score and the auditor's verdict.
+
+    The program goes the way every candidate goes (the evaluation pipeline): the static screen, then the
+    task family's backend (the CPU sandbox; the GPU harness for kernels), the score, and the full audit.
+    """
+    from evo.eval.pipeline import evaluate_source, verdict_of
     from evo.task import load_task
 
     t = load_task(task)
@@ -226,52 +230,57 @@ def eval_(task: str, file: Path, as_json: bool) -> None:
         source = Path(file).read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise EvoError(f"cannot read {file}: {getattr(e, 'strerror', None) or e}") from e
-    if t.is_kernel_task:
-        _eval_kernel(t, source, as_json)
-        return
     with tempfile.TemporaryDirectory(prefix="evo-eval-") as scratch:
-        result = evaluate_in_sandbox(t, Program(source=source), Path(scratch))
+        result = evaluate_source(t, source, scratch=Path(scratch))
+    verdict = verdict_of(result)
     value = result.metrics.get(t.config.metric)
     if as_json:
-        out.print_json(json.dumps({"task": t.name, "ok": result.ok, "metric": t.config.metric, "value": value,
-                                   "metrics": result.metrics, "failure": result.failure, "error": result.error,
-                                   "seconds": round(result.wall_s, 3)}))
-    elif result.ok:
-        out.print(f"{t.name}: {t.config.metric} = {value:.10g}  ({result.wall_s:.2f} s)", highlight=False)
-        for k, v in result.metrics.items():
-            out.print(f"  {k}: {v:.6g}", highlight=False)
+        data = {"task": t.name, "family": t.config.family, "ok": result.ok, "metric": t.config.metric,
+                "value": value, "metrics": result.metrics, "failure": result.failure, "error": result.error,
+                "seconds": round(result.wall_s, 3), "verdict": verdict.to_dict() if verdict else None}
+        if result.report is not None:
+            data["report"] = result.report
+        out.print_json(json.dumps(data, default=str))
     else:
-        out.print(f"{t.name}: FAILED ({result.failure}): {result.error}", highlight=False)
+        if result.report and result.report.get("workloads"):
+            _workload_table(t.name, result.report)
+        if result.ok:
+            out.print(f"{t.name}: {t.config.metric} = {value:.10g}  ({result.wall_s:.2f} s)", highlight=False)
+            for k, v in result.metrics.items():
+                out.print(f"  {k}: {v:.6g}", highlight=False)
+        elif result.failure == "audit":  # the verdict below says why
+            out.print(f"{t.name}: FAILED (audit)", highlight=False)
+        else:
+            out.print(f"{t.name}: FAILED ({result.failure}): {result.error}", highlight=False, markup=False)
+        _print_verdict(verdict)
     if not result.ok:
         sys.exit(1)
 
 
-def _eval_kernel(task: Any, source: str, as_json: bool) -> None:
-    """`evo eval` of a kernel task: per-workload correctness, times, T_SOL, T_b and scores."""
-    from evo.eval.backends.kernel import KernelEvaluator
+def _print_verdict(verdict: Any) -> None:
+    """The auditor's verdict: pass or fail, and each failing check with its reason."""
+    if verdict is None:
+        return
+    if verdict.passed:
+        out.print(f"verdict ({verdict.level}): pass, {len(verdict.checks)} checks", highlight=False)
+        return
+    out.print(f"verdict ({verdict.level}): FAIL ({', '.join(verdict.failed)})", highlight=False, markup=False)
+    for name, reason in verdict.reasons:
+        out.print(f"  - {name}: {reason}", highlight=False, markup=False)
 
-    with tempfile.TemporaryDirectory(prefix="evo-eval-") as scratch:
-        ev = KernelEvaluator(task, 1, Path(scratch))
-        try:
-            report = ev.evaluate_source_sync(source)
-        finally:
-            ev.close()
-    if as_json:
-        out.print_json(json.dumps({"task": task.name, **report}, default=str))
-    else:
-        table = Table("workload", "hidden", "time µs", "spread", "eager µs", "compile µs", "T_SOL µs", "score",
-                      title=f"{task.name} on {report['device']} (peaks: {report['peaks']})")
-        for w in report["workloads"]:
-            def us(v: float | None) -> str:
-                return f"{v * 1e6:.2f}" if v else "-"
-            table.add_row(w["workload"], "yes" if w["hidden"] else "", us(w["time_s"]),
-                          f"{w['spread']:.1%}" if w["spread"] is not None else "-", us(w["eager_s"]),
-                          us(w["compile_s"]), us(w["t_sol_s"]), f"{w['score']:.3f}")
-        out.print(table)
-        verdict = "passed every check" if report.get("passed") else f"FAILED: {report['error']}"
-        out.print(f"score {report['score']:.4f}; {verdict}", highlight=False, markup=False)
-    if not report.get("passed"):
-        sys.exit(1)
+
+def _workload_table(name: str, report: dict[str, Any]) -> None:
+    """A kernel's per-workload correctness, times, T_SOL, baselines and scores."""
+    def us(v: float | None) -> str:
+        return f"{v * 1e6:.2f}" if v else "-"
+
+    table = Table("workload", "hidden", "time µs", "spread", "eager µs", "compile µs", "T_SOL µs", "score",
+                  title=f"{name} on {report.get('device')} (peaks: {report.get('peaks')})")
+    for w in report["workloads"]:
+        table.add_row(w["workload"], "yes" if w["hidden"] else "", us(w["time_s"]),
+                      f"{w['spread']:.1%}" if w["spread"] is not None else "-", us(w["eager_s"]),
+                      us(w["compile_s"]), us(w["t_sol_s"]), f"{w['score']:.3f}")
+    out.print(table)
 
 
 @cli.command()
@@ -286,7 +295,9 @@ def bench(family: str, task_list: str | None, best_dir: Path | None, json_out: P
           no_compile: bool) -> None:
     """Score the kernel suite: eager, torch.compile, the seeds (and best found) against the speed of light.
 
-    Each task's reference is timed in the same session as its candidates. Without a GPU, Triton's
+    Every candidate goes through the evaluation pipeline (screened before it runs, audited in full after):
+    a refused one scores 0 with the verdict as its note. Each task's reference is timed in the same session
+    as its candidates. Without a GPU, Triton's
     interpreter checks correctness on the tasks' small shapes and the times mean nothing.
     """
     from evo.eval.bench import BenchConfig

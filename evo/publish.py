@@ -1,10 +1,11 @@
 """Publishing: a run's best programs into `archive/`, each behind the auditor's strictest level.
 
-A program is published only with a `publish` verdict of `pass`: the static checks again (with the
-publish-only ones, such as a kernel's provenance) and, for task families with dynamic checks, a
-result for every one of them from the program's stored full audit. Each published program is a
-source file beside a JSON record of its provenance: task, run, lineage, operator, evaluation,
-verdict, date. `archive/` is then a seed source for new runs.
+Each program goes through the evaluation pipeline again, at level `publish`: screened, run afresh by its
+family's backend, scored, and audited with the static checks again (with the publish-only ones, such as
+a kernel's provenance) and, for task families with dynamic checks, a fresh result for every one of them
+(a stored verdict is not taken on trust). A program is published only when that run succeeds and the
+verdict is `pass`. Each published program is a source file beside a JSON record of its provenance: task,
+run, lineage, operator, evaluation, verdict, date. `archive/` is then a seed source for new runs.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evo.audit import Level, Verdict, audit
+from evo.audit import Level, Verdict
 from evo.errors import EvoError
+from evo.eval.pipeline import Pipeline, verdict_of
 from evo.program import Program, source_files
 from evo.store import DB_NAME, Store
 from evo.task import load_task
@@ -28,16 +30,14 @@ class Published:
     score: float | None
     path: Path | None  # None: refused
     verdict: Verdict
+    error: str | None = None  # why the fresh evaluation failed, where it did
 
-
-def _stored_dynamic(program: Program) -> list[tuple[str, bool, str]]:
-    """The dynamic check results of the program's full audit, as the harness reported them."""
-    if not program.verdict:
-        return []
-    data = json.loads(program.verdict)
-    failed = {name for name, _ in data.get("reasons", [])}
-    ran = [c for c in data.get("checks", []) if str(c).startswith("dynamic:")]
-    return [(c, c not in failed, "") for c in ran]
+    @property
+    def why_not(self) -> str:
+        """Why it was refused: the failing checks with their reasons, or the evaluation's failure."""
+        if self.verdict.reasons:
+            return "; ".join(f"{n}: {reason}" for n, reason in self.verdict.reasons)
+        return self.error or ""
 
 
 def _lineage(store: Store, program: Program, depth: int = 50) -> list[dict[str, Any]]:
@@ -52,37 +52,46 @@ def _lineage(store: Store, program: Program, depth: int = 50) -> list[dict[str, 
 
 
 def publish_run(run_dir: Path, top: int, archive: Path) -> list[Published]:
-    """Audit the run's `top` best programs at level publish and write those that pass to `archive`."""
+    """Evaluate the run's `top` best programs again through the pipeline at level publish (on the task
+    family's backend, one at a time), and write those that pass to `archive`."""
     run_dir = Path(run_dir)
     if not (run_dir / DB_NAME).is_file():
         raise EvoError(f"{run_dir} is not an evo run directory (no {DB_NAME})")
     store = Store.in_dir(run_dir, readonly=True)
     try:
         task = load_task(str(store.get_meta("config", {}).get("task") or store.get_meta("task")))
-        results = []
-        for program in store.best_programs(top):
-            verdict = audit(program.source, Level.PUBLISH, task, {"dynamic": _stored_dynamic(program)})
-            path = None
-            if verdict.passed:
-                folder = Path(archive) / task.name
-                folder.mkdir(parents=True, exist_ok=True)
-                files = source_files(program.source)
-                if len(files) == 1:
-                    path = folder / f"{program.id[:16]}.py"
-                    path.write_text(next(iter(files.values())))
-                else:
-                    path = folder / program.id[:16]
-                    for rel, text in files.items():
-                        (path / rel).parent.mkdir(parents=True, exist_ok=True)
-                        (path / rel).write_text(text)
-                record = {
-                    "task": task.name, "program_id": program.id, "score": program.score, "metrics": program.metrics,
-                    "operator": program.operator, "parents": list(program.parents), "lineage": _lineage(store, program),
-                    "run_dir": str(run_dir.resolve()), "run_config": store.get_meta("config"),
-                    "verdict": verdict.to_dict(), "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                }
-                (folder / f"{program.id[:16]}.json").write_text(json.dumps(record, indent=1, default=str))
-            results.append(Published(program.id, program.score, path, verdict))
-        return results
+        with Pipeline(task, level=Level.PUBLISH) as pipeline:
+            return [_publish_one(store, task, program, pipeline, run_dir, Path(archive))
+                    for program in store.best_programs(top)]
     finally:
         store.close()
+
+
+def _publish_one(store: Store, task: Any, program: Program, pipeline: Pipeline, run_dir: Path,
+                 archive: Path) -> Published:
+    """One program: evaluated afresh at level publish; written with its record where it passes."""
+    result = pipeline.evaluate_sync(Program(source=program.source, id=program.id))
+    verdict = verdict_of(result)
+    assert verdict is not None  # the pipeline sets one on every result
+    if not (result.ok and verdict.passed):
+        return Published(program.id, program.score, None, verdict, None if result.ok else
+                         f"the fresh evaluation failed ({result.failure}): {result.error}")
+    folder = archive / task.name
+    folder.mkdir(parents=True, exist_ok=True)
+    files = source_files(program.source)
+    if len(files) == 1:
+        path = folder / f"{program.id[:16]}.py"
+        path.write_text(next(iter(files.values())))
+    else:
+        path = folder / program.id[:16]
+        for rel, text in files.items():
+            (path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (path / rel).write_text(text)
+    record = {
+        "task": task.name, "program_id": program.id, "score": program.score, "metrics": program.metrics,
+        "publish_metrics": result.metrics, "operator": program.operator, "parents": list(program.parents),
+        "lineage": _lineage(store, program), "run_dir": str(run_dir.resolve()), "run_config": store.get_meta("config"),
+        "verdict": verdict.to_dict(), "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (folder / f"{program.id[:16]}.json").write_text(json.dumps(record, indent=1, default=str))
+    return Published(program.id, program.score, path, verdict)

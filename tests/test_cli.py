@@ -177,17 +177,30 @@ def test_publish_writes_audited_programs_with_provenance(finished_run: Path, tmp
     assert json.loads(evaluated.stdout)["value"] == pytest.approx(json.loads(best.read_text())["score"])
 
 
-def test_publish_refuses_a_kernel_program_without_its_dynamic_results(tmp_path: Path) -> None:
-    from evo.audit import DYNAMIC_CHECKS, Level, audit
-    from evo.program import Program
-    from evo.publish import _stored_dynamic
+def test_eval_shows_the_verdict_and_json_carries_it() -> None:
+    result = evo("eval", "math/circle_packing_26", str(SEED))
+    assert result.returncode == 0, result.stderr
+    assert "verdict (full): pass" in result.stdout
+    data = json.loads(evo("eval", "math/circle_packing_26", str(SEED), "--json").stdout)
+    assert data["family"] == "math" and data["verdict"]["passed"] is True and data["verdict"]["level"] == "full"
 
-    seed = (ROOT / "kernels" / "rmsnorm_fwd.py").read_text()
-    unaudited = Program(source=seed)
-    assert _stored_dynamic(unaudited) == []
-    verdict = audit(seed, Level.PUBLISH, "kernels/rmsnorm_fwd", {"dynamic": _stored_dynamic(unaudited)})
-    assert not verdict.passed and any("reported no result" in reason for _, reason in verdict.reasons)
-    full = audit(seed, Level.FULL, "kernels/rmsnorm_fwd",
-                 {"dynamic": [(name, True, "") for name in DYNAMIC_CHECKS]})
-    audited = Program(source=seed, verdict=full.to_json())
-    assert audit(seed, Level.PUBLISH, "kernels/rmsnorm_fwd", {"dynamic": _stored_dynamic(audited)}).passed
+
+def test_eval_of_a_refused_program_names_the_failing_checks(tmp_path: Path) -> None:
+    bad = tmp_path / "spawns.py"
+    bad.write_text("import subprocess\nsubprocess.run(['true'])\n\ndef construct_packing():\n    return [], []\n")
+    result = evo("eval", "math/circle_packing_26", str(bad))
+    assert result.returncode == 1
+    text = " ".join(result.stdout.split())
+    assert "FAILED (audit)" in text and "verdict (screen): FAIL (processes)" in text and "- processes: line 1" in text
+    data = json.loads(evo("eval", "math/circle_packing_26", str(bad), "--json").stdout)
+    assert data["failure"] == "audit" and data["verdict"]["reasons"][0]["check"] == "processes"
+
+
+def test_eval_of_a_task_without_a_family_is_a_user_error(tmp_path: Path) -> None:
+    task = tmp_path / "tasks" / "toy" / "nofamily"
+    task.mkdir(parents=True)
+    (task / "task.toml").write_text("\n".join(line for line in (Path(TOY) / "task.toml").read_text().splitlines()
+                                             if not line.startswith("family")))
+    (task / "reference.py").write_text((Path(TOY) / "reference.py").read_text())
+    result = evo("eval", str(task), str(SEED))
+    assert_user_error(result, str(task / "task.toml"), "`family` is missing", "kernels, math, training")

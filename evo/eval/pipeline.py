@@ -103,6 +103,10 @@ class Pipeline:
     def decide(self, source: Source, result: EvalResult) -> EvalResult:
         """The family's score and the final audit of a backend's result (on the trusted side)."""
         result = self.family.score(self.task, result)
+        if result.ok and result.score is None:  # a backend that answered without a score nobody gave
+            result = EvalResult(False, metrics=result.metrics, failure="invalid", wall_s=result.wall_s,
+                                error=f"the {self.family.name} family could not score the backend's answer",
+                                checks=result.checks, report=result.report)
         result.outputs = None  # scored: the raw outputs go no further
         checks = result.checks or _checks_of_verdict(result.verdict)
         verdict = audit(source, self.level, self.task, {"dynamic": checks})

@@ -65,7 +65,7 @@ def task_hash(task: Task) -> str:
 
 class Family:
     """A kind of task. Subclasses set the class attributes and implement `backend` (and `score` where the
-    backend hands back raw outputs); register an instance with `evo.eval.families.register_family`."""
+    answer needs more than the task's `evaluate`); register an instance with `evo.eval.families.register_family`."""
 
     name: str = ""
     runs_on: str = ""  # where its jobs run, in words
@@ -108,5 +108,13 @@ class Family:
         return Job(program.id, files, task.name, task_hash(task), self.fidelity(fidelity).name)
 
     def score(self, task: Task, result: EvalResult) -> EvalResult:
-        """The answer scored on the trusted side (the default: the backend's harness scored it already)."""
-        return result
+        """The answer scored on the trusted side: raw outputs by the task's trusted `evaluate`; a result the
+        backend's harness scored already (or a failure) as it is."""
+        if result.outputs is None:
+            return result
+        from evo.eval.backends.local import score_outputs
+
+        scored = score_outputs(task, result.outputs, result.wall_s)
+        scored.checks = list(result.checks)
+        scored.report = result.report
+        return scored

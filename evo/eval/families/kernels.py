@@ -34,4 +34,4 @@ class KernelsFamily(Family):
     def score(self, task: Task, result: EvalResult) -> EvalResult:
         if not result.checks and result.report:
             result.checks = [(str(n), bool(p), str(r or "")) for n, p, r in result.report.get("checks", [])]
-        return result
+        return super().score(task, result)

@@ -1,12 +1,13 @@
 """The `math` family: CPU problems (circle packing, point sets). Each candidate runs once in a sandboxed
-process; its raw outputs come back and the task's trusted `evaluate` (its `reference.py`) scores them here."""
+process; its raw outputs come back and the task's trusted `evaluate` (its `reference.py`) scores them here
+(`Family.score`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from evo.eval.backends.base import EvalResult, Evaluator
+from evo.eval.backends.base import Evaluator
 from evo.eval.families.base import Family, Fidelity
 from evo.task import Task
 
@@ -20,12 +21,3 @@ class MathFamily(Family):
         from evo.eval.backends.local import LocalEvaluator
 
         return LocalEvaluator(task, workers, scratch, score=False, **options)
-
-    def score(self, task: Task, result: EvalResult) -> EvalResult:
-        if result.outputs is None:  # failed before it answered, or a backend that scored already
-            return result
-        from evo.eval.backends.local import score_outputs
-
-        scored = score_outputs(task, result.outputs, result.wall_s)
-        scored.checks = list(result.checks)
-        return scored
