@@ -134,16 +134,20 @@ def test_the_honest_math_seed_gets_a_pass_verdict_on_its_result() -> None:
     assert verdict["passed"] and verdict["level"] == "full" and "processes" in verdict["checks"]
 
 
-def test_a_write_refused_by_the_sandbox_fails_the_audit_where_the_guard_names_it() -> None:
+def test_a_write_outside_fails_and_a_guard_refusal_fails_the_audit(tmp_path: Path) -> None:
     task = load_task(str(FIXTURES / "quadratic"))  # allows file writes: the sandbox stands behind the audit
     target = REPO / "escaped-by-test_pipeline.txt"
-    source = f"def solve():\n    open({str(target)!r}, 'w').write('x')\n    return [0.3] * 4\n"
+    source = f"import pathlib\n\ndef solve():\n    pathlib.Path({str(target)!r}).write_text('x')\n    return [0.3] * 4\n"
     result = evaluate_source(task, source)
-    assert not result.ok and not target.exists(), result
-    verdict = verdict_of(result)
-    assert verdict is not None
-    if "dynamic:fs_guard" in (result.error or ""):  # refused by Landlock (a read-only mount says EROFS first)
-        assert "dynamic:fs_guard" in verdict.failed, verdict
+    assert not result.ok and result.failure == "error" and not target.exists(), result
+    # Where Landlock (not a read-only mount) refuses it, the local backend reports `dynamic:fs_guard`, and the
+    # full audit folds that in (see tests/test_fs_guard.py for the refusal itself).
+    refused = EvalResult(False, failure="error", error="exited with code 1: dynamic:fs_guard: refused",
+                         checks=[("dynamic:fs_guard", False, "refused by the sandbox: [Errno 13]")])
+    with Pipeline(task, LocalEvaluator(task, 1, tmp_path)) as pipeline:
+        decided = pipeline.decide(source, refused)
+    verdict = verdict_of(decided)
+    assert decided.failure == "error" and verdict is not None and verdict.failed == ["dynamic:fs_guard"]
 
 
 def test_a_training_task_gets_its_familys_checks_at_publish_level(tmp_path: Path) -> None:
@@ -205,6 +209,17 @@ def test_a_kernel_that_passes_the_screen_but_fails_a_dynamic_check_fails(kernel_
     verdict = verdict_of(result)
     assert not result.ok and result.failure in ("audit", "invalid"), result
     assert verdict is not None and not verdict.passed and "dynamic:input_mutation" in verdict.failed
+
+
+def test_a_kernel_evaluator_that_still_audits_is_tolerated(kernel_pipeline: Pipeline, tmp_path: Path) -> None:
+    from evo.eval.backends.kernel import KernelEvaluator
+
+    harness = kernel_pipeline.backend
+    backend = KernelEvaluator(kernel_pipeline.task, 1, tmp_path, config=harness.config, pool=harness.pool)  # type: ignore[attr-defined]
+    with Pipeline(kernel_pipeline.task, backend) as pipeline:
+        result = pipeline.evaluate_sync(Program(source=(HACKS / "inplace_input.py").read_text()))
+    verdict = verdict_of(result)
+    assert not result.ok and verdict is not None and "dynamic:input_mutation" in verdict.failed, result
 
 
 def test_a_kernel_failing_the_screen_never_reaches_the_harness(kernel_pipeline: Pipeline) -> None:
