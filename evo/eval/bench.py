@@ -1,435 +1,49 @@
-"""The GPU timing harness and the dynamic checks of a kernel candidate.
+"""The candidate's side of the kernel harness: a runner that makes the calls the judge asks for.
 
-Runs inside an evaluation worker's child process (see `evo/eval/worker.py`). Two jobs use it:
+Runs inside a worker's child process after the candidate was imported (see `evo/eval/worker.py`), so
+nothing here is believed: it is the judge (`evo/eval/judge.py`, a process that never imports a
+candidate) that decides which calls are made, compares their outputs with the expected ones it alone
+holds, and bounds the reported times with its own clock. The runner answers one request at a time:
 
-- the *reference job* (trusted code only): for each workload of a task, the expected outputs of a
-  pool of seeds (saved to files, so no memory of this process can hold the answer for the candidate)
-  and the baseline times of PyTorch eager and `torch.compile`;
-- the *candidate job*: import the candidate, check it on fresh inputs of every workload (hidden ones
-  included) against those files, and, where the task declares a `Stress`, once per workload on inputs of
-  large magnitude, time it, recheck what the timed calls returned, and report facts
-  for the auditor (inputs unchanged, no aliasing, no state between calls, harness untouched, no new
-  threads, no files left behind, work kept on the timed stream).
-
-Timing: CUDA events around each call, one synchronise per iteration, a fixed iteration count, an L2
-flush (a write of twice the L2 size) before every iteration, input sets with distinct pointers
-rotated between iterations, median and spread reported. Work that a candidate hides on another
-stream is caught: after the end event the device is synchronised and a second event recorded; time
-between the two beyond the measured host latency is added to the kernel's time and reported.
+- `check`: one correctness call on a workload's inputs (fresh, stressed or repeated), outputs NaN-poisoned
+  before and sent as data after; the GPU held shared with other checking children;
+- `timing_begin` / `timing_end`: hold the GPU alone between them;
+- `time_setup`, then `go` once per timed call: one call timed with CUDA events, and a digest of its output
+  under the judge's key, committed before the judge's clock for that call stops (`evo/eval/wire.py`);
+- `keep` / `fetch`: the outputs of the timed calls the judge picked, sent as data;
+- `facts`: what only this process can observe (threads, flags, harness functions, files, stream).
 """
 
 from __future__ import annotations
 
-import inspect
-import math
-import os
-import random
-import re
-import statistics
-import threading
+import socket
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Protocol
 
 import torch
 
-from evo.eval.kernel_spec import Workload, as_tuple, compare_outputs, stress_description, stress_inputs
+from evo.eval import wire
+from evo.eval.integrity import (
+    Snapshot,
+    _aliases,
+    _clone,
+    _harness_identity,
+    _native_threads,
+    _poison_free_memory,
+    _precision_flags,
+    _scrub,
+)
+from evo.eval.kernel_spec import as_tuple
+from evo.eval.reference_data import WorkloadData, seeds_per_workload, workloads_for
+from evo.eval.timing import HEAD_START_CYCLES, BenchConfig, L2Flusher, host_latency_s, sync, timed_sample
 
-
-@dataclass(frozen=True)
-class BenchConfig:
-    iters: int = 30  # timed iterations per workload (fixed: no adaptive stopping to game)
-    warmup: int = 3
-    input_sets: int = 3  # distinct input sets rotated between iterations
-    min_trials: int = 10  # fresh-input correctness calls over all workloads
-    compile_baseline: bool = True
-
+__all__ = ["BenchConfig", "GpuPhases", "Runner", "WorkloadData", "seeds_per_workload", "workloads_for"]
 
 STAGED_BYTES = 4 << 30  # timing inputs a checking child may put on the device before it holds the GPU alone
 # (at most 1/32 of the device's memory)
-
-
-def workloads_for(spec: Any, device: str) -> tuple[Workload, ...]:
-    """The task's workloads, or on CPU (Triton's interpreter) its small shapes, every other one hidden."""
-    if device.startswith("cuda"):
-        return tuple(spec.workloads)
-    return tuple(Workload(f"small_{i}", dict(p), "CPU shape", hidden=i % 2 == 1) for i, p in enumerate(spec.small))
-
-
-def seeds_per_workload(n_workloads: int, config: BenchConfig) -> int:
-    return max(config.input_sets, math.ceil(config.min_trials / max(n_workloads, 1)))
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-# -- timing ----------------------------------------------------------------------------------------
-
-
-class L2Flusher:
-    """Writes a buffer of twice the L2 size before each timed call, so no call starts with a warm cache."""
-
-    def __init__(self, device: str, l2_bytes: int):
-        self.buf = torch.empty(2 * l2_bytes // 4, dtype=torch.int32, device=device) if device.startswith("cuda") else None
-
-    def __call__(self) -> None:
-        if self.buf is not None:
-            self.buf.zero_()
-
-
-@dataclass
-class Timing:
-    median_s: float
-    spread: float  # (p75 - p25) / median
-    samples: list[float]
-    escaped_s: float  # median time of work that ran after the timed stream's end event
-    last_outputs: list[Any]  # what the timed calls returned, one per input set (rechecked)
-    late: int = 0  # samples taken again because the GPU had waited for the host
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"median_s": self.median_s, "spread": self.spread, "escaped_s": self.escaped_s,
-                "n": len(self.samples), "late": self.late}
-
-
-def _quantile(xs: Sequence[float], q: float) -> float:
-    s = sorted(xs)
-    pos = q * (len(s) - 1)
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-HEAD_START_CYCLES = 200_000  # ~100 us of GPU clock
-MAX_HEAD_START_CYCLES = 20_000_000  # ~10 ms
-LATE_RETRIES = 3
-
-
-def _head_start(cycles: int = HEAD_START_CYCLES) -> None:
-    """Keep the GPU busy before the start event, so that the host has enqueued the call by the time the
-    GPU reaches it: the events then time the GPU's work, not Python's launch overhead."""
-    torch.cuda._sleep(cycles)
-
-
-def host_latency_s(device: str, flush: L2Flusher, n: int = 20) -> float:
-    """Median gap between an end event and a second event recorded after a synchronise, with no work."""
-    if not device.startswith("cuda"):
-        return 0.0
-    gaps = []
-    for _ in range(n):
-        flush()
-        _head_start()
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        torch.cuda.synchronize()
-        b.record()
-        torch.cuda.synchronize()
-        gaps.append(a.elapsed_time(b) / 1e3)
-    return statistics.median(gaps)
-
-
-def time_call(fn: Callable[..., Any], input_sets: Sequence[Sequence[Any]], config: BenchConfig, device: str,
-              flush: L2Flusher, latency_s: float = 0.0) -> Timing:
-    """Time `fn` over rotated input sets: fixed iterations, L2 flushed, one synchronise per iteration."""
-    last: list[Any] = [None] * len(input_sets)
-    for i in range(config.warmup):
-        fn(*input_sets[i % len(input_sets)])
-    _sync(device)
-    samples, escaped = [], []
-    cuda = device.startswith("cuda")
-    head, late = HEAD_START_CYCLES, 0
-    for i in range(max(config.iters, len(input_sets))):  # every input set timed (and rechecked) at least once
-        k = i % len(input_sets)
-        if cuda:
-            for attempt in range(LATE_RETRIES + 1):
-                flush()
-                start, end, after = (torch.cuda.Event(enable_timing=True) for _ in range(3))
-                _head_start(head)
-                start.record()
-                out = fn(*input_sets[k])
-                end.record()
-                # Had the GPU reached the start event before the call was enqueued, it may have waited for
-                # the host (a busy or descheduled host: seen as 10-20x medians in one worker of ten). Then
-                # the sample is taken again behind a longer head start; the last attempt counts regardless.
-                if not start.query() or attempt == LATE_RETRIES:
-                    break
-                torch.cuda.synchronize()
-                late += 1
-                head = min(4 * head, MAX_HEAD_START_CYCLES)
-            torch.cuda.synchronize()  # waits for every stream, including any the candidate hid work on
-            after.record()
-            torch.cuda.synchronize()
-            # The same gap once more with nothing to wait for but the same head start: the host's latency at
-            # this very moment, after a wait as long as the call's (a machine busy compiling wakes this thread
-            # late, by tens of microseconds at times, and later after a long wait than after a short one).
-            idle_a, idle_b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            _head_start(head)
-            idle_a.record()
-            torch.cuda.synchronize()
-            idle_b.record()
-            torch.cuda.synchronize()
-            timed = start.elapsed_time(end) / 1e3
-            host_now = idle_a.elapsed_time(idle_b) / 1e3
-            hidden = max(0.0, end.elapsed_time(after) / 1e3 - max(host_now, latency_s))
-            # A gap of a few microseconds beyond the host's latency is the host waking late, not hidden
-            # work: note it only past 5 us and 10% of the time.
-            hidden = hidden if hidden > max(5e-6, 0.1 * timed) else 0.0
-            samples.append(timed)  # hidden work is judged by the stream_join check, not folded into the time
-            escaped.append(hidden)
-        else:
-            flush()
-            t0 = time.perf_counter()
-            out = fn(*input_sets[k])
-            samples.append(time.perf_counter() - t0)
-            escaped.append(0.0)
-        last[k] = out
-    med = statistics.median(samples)
-    spread = (_quantile(samples, 0.75) - _quantile(samples, 0.25)) / med if med > 0 else 0.0
-    return Timing(med, spread, samples, statistics.median(escaped), last, late)
-
-
-# -- the data: inputs and expected outputs -------------------------------------------------------
-
-
-def workload_seeds(session_seed: int, workload: Workload, n: int) -> list[int]:
-    """The seed pool of one workload in one worker session (fresh per session, not per candidate)."""
-    base = (session_seed * 1_000_003 + sum(map(ord, workload.name)) * 7919) % (2**31 - 1)
-    return [base + 101 * i for i in range(n)]
-
-
-def _expected_path(out_dir: Path, workload: Workload, seed: int, stressed: bool = False) -> Path:
-    return out_dir / workload.name / (f"{seed}-stress.pt" if stressed else f"{seed}.pt")
-
-
-def _to(x: Any, device: str) -> Any:
-    if not isinstance(x, torch.Tensor):
-        return x
-    return x.to(device) if device != "cpu" else x.clone()  # never hand out the pristine copy
-
-
-class WorkloadData:
-    """A task's inputs and expected outputs for one session, held on the CPU.
-
-    The worker's zygote builds it once per task (generating inputs on the CPU is the slowest step
-    of an evaluation: ~0.1-1 s a set at real sizes) and its forked children inherit it. The expected
-    outputs come from the reference job, another process, through files (`load_expected`).
-    """
-
-    def __init__(self, reference: ModuleType, device: str, session_seed: int, config: BenchConfig):
-        self.reference = reference
-        self.workloads = workloads_for(reference.SPEC, device)
-        n = seeds_per_workload(len(self.workloads), config)
-        self.seeds = {w.name: workload_seeds(session_seed, w, n) for w in self.workloads}
-        self.inputs = {(w.name, s): tuple(reference.make_inputs(dict(w.params), s, "cpu"))
-                       for w in self.workloads for s in self.seeds[w.name]}
-        self.expected: dict[tuple[str, int], list[torch.Tensor]] = {}
-        # The stress round (`SPEC.stress`): per workload, the first seed's inputs, scaled when handed out
-        # (deterministic, so the reference job and the candidate job see the same inputs; nothing more held).
-        stress = getattr(reference.SPEC, "stress", None)
-        self.stress_seeds = {w.name: self.seeds[w.name][0] for w in self.workloads} if stress is not None else {}
-        self.stress_expected: dict[str, list[torch.Tensor]] = {}
-
-    def inputs_of(self, w: Workload, seed: int, device: str) -> tuple[Any, ...]:
-        return tuple(_to(x, device) for x in self.inputs[(w.name, seed)])
-
-    def expected_of(self, w: Workload, seed: int, device: str) -> list[torch.Tensor]:
-        return [_to(t, device) for t in self.expected[(w.name, seed)]]
-
-    def stress_inputs_of(self, w: Workload, device: str) -> tuple[Any, ...]:
-        return stress_inputs(self.reference.SPEC, self.inputs_of(w, self.stress_seeds[w.name], device))
-
-    def stress_expected_of(self, w: Workload, device: str) -> list[torch.Tensor]:
-        return [_to(t, device) for t in self.stress_expected[w.name]]
-
-    def load_expected(self, out_dir: Path) -> None:
-        """Read the reference job's files into memory, then delete them (they can be GBs)."""
-        for w in self.workloads:
-            for s in self.seeds[w.name]:
-                path = _expected_path(out_dir, w, s)
-                self.expected[(w.name, s)] = torch.load(path, weights_only=True)
-                path.unlink()
-            if w.name in self.stress_seeds:
-                path = _expected_path(out_dir, w, self.stress_seeds[w.name], stressed=True)
-                self.stress_expected[w.name] = torch.load(path, weights_only=True)
-                path.unlink()
-
-
-# -- the reference job -----------------------------------------------------------------------------
-
-
-def prepare_reference(reference: ModuleType, data: WorkloadData, out_dir: Path, device: str,
-                      config: BenchConfig, l2_bytes: int) -> dict[str, Any]:
-    """Expected outputs of every workload's seed pool (to files) and baseline times; trusted code only."""
-    flush = L2Flusher(device, l2_bytes)
-    latency = host_latency_s(device, flush)
-    compiled = None
-    if config.compile_baseline:
-        try:
-            compiled = torch.compile(reference.run)
-        except Exception:  # noqa: BLE001 - no compiler here: eager is the baseline
-            compiled = None
-    baselines: dict[str, Any] = {}
-    for w in data.workloads:
-        seeds = data.seeds[w.name]
-        (out_dir / w.name).mkdir(parents=True, exist_ok=True)
-        input_sets = []
-        for s in seeds:
-            inputs = data.inputs_of(w, s, device)
-            with torch.no_grad():
-                out = as_tuple(reference.run(*inputs))
-            torch.save([o.detach().cpu() for o in out], _expected_path(out_dir, w, s))
-            del out
-            if len(input_sets) < config.input_sets:
-                input_sets.append(inputs)
-        if w.name in data.stress_seeds:  # the stress round's expected outputs (see `kernel_spec.Stress`)
-            with torch.no_grad():
-                out = as_tuple(reference.run(*data.stress_inputs_of(w, device)))
-            torch.save([o.detach().cpu() for o in out], _expected_path(out_dir, w, data.stress_seeds[w.name], True))
-            del out
-        with torch.no_grad():
-            eager = time_call(reference.run, input_sets, config, device, flush, latency)
-        entry: dict[str, Any] = {"seeds": seeds, "eager": eager.to_dict(), "compile": None}
-        if compiled is not None:
-            try:
-                with torch.no_grad():
-                    entry["compile"] = time_call(compiled, input_sets, config, device, flush, latency).to_dict()
-            except Exception as e:  # noqa: BLE001 - a compile failure leaves eager as the baseline
-                entry["compile_error"] = f"{type(e).__name__}: {e}"[:500]
-        times = [entry["eager"]["median_s"]] + ([entry["compile"]["median_s"]] if entry["compile"] else [])
-        entry["baseline_s"] = min(times)
-        baselines[w.name] = entry
-        del input_sets, eager
-    return {"workloads": baselines, "latency_s": latency}
-
-
-# -- the candidate job -----------------------------------------------------------------------------
-
-
-def _harness_identity() -> dict[str, int]:
-    """Identities of the functions the harness trusts; a candidate that patches one is caught."""
-    objs = {
-        "torch.cuda.Event": torch.cuda.Event,
-        "torch.cuda.Event.record": torch.cuda.Event.record,
-        "torch.cuda.Event.elapsed_time": torch.cuda.Event.elapsed_time,
-        "torch.cuda.synchronize": torch.cuda.synchronize,
-        "torch.equal": torch.equal,
-        "torch.allclose": torch.allclose,
-        "torch.Tensor.to": torch.Tensor.to,
-        "torch.Tensor.abs": torch.Tensor.abs,
-        "torch.save": torch.save,
-        "torch.load": torch.load,
-        "time.perf_counter": time.perf_counter,
-        "bench.compare_outputs": compare_outputs,
-        "bench.time_call": globals()["time_call"],
-    }
-    return {k: id(v) for k, v in objs.items()}
-
-
-def _precision_flags() -> dict[str, Any]:
-    return {
-        "matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-        "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "bf16_reduced_precision": torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction,
-        "fp16_reduced_precision": torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction,
-    }
-
-
-def _native_threads() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return threading.active_count()
-
-
-def _storage_span(t: torch.Tensor) -> tuple[int, int]:
-    start = t.untyped_storage().data_ptr()
-    return start, start + t.untyped_storage().nbytes()
-
-
-def _aliases(outputs: Sequence[Any], inputs: Sequence[Any]) -> bool:
-    spans = [_storage_span(x) for x in inputs if isinstance(x, torch.Tensor) and x.numel()]
-    for o in outputs:
-        if isinstance(o, torch.Tensor) and o.numel():
-            a, b = _storage_span(o)
-            if any(a < d and c < b for c, d in spans):
-                return True
-    return False
-
-
-def _poison_free_memory(device: str, nbytes: int) -> None:
-    """Fill memory the allocator will hand out next with NaN, so an output never written reads as NaN."""
-    if nbytes <= 0:
-        return
-    # Exactly `nbytes`, so that an output of that size is handed this very block; all-ones bytes are NaN
-    # in every float format (and -1 in int8).
-    junk = torch.empty(nbytes, dtype=torch.uint8, device=device)
-    junk.fill_(255)
-    del junk
-
-
-def _scrub(tensors: Sequence[Any]) -> None:
-    """Overwrite tensors about to be freed (answers, outputs) with all-ones bytes: a block the allocator
-    hands out later never holds a real answer."""
-    for t in tensors:
-        if not isinstance(t, torch.Tensor) or not t.numel():
-            continue
-        try:
-            if t.is_contiguous():
-                t.view(torch.uint8).fill_(255)
-            else:
-                t.fill_(float("nan") if t.is_floating_point() else -1)
-        except (RuntimeError, TypeError):  # an odd output (read-only, exotic dtype): nothing to scrub there
-            pass
-
-
-def _clone(inputs: Sequence[Any]) -> list[Any]:
-    return [x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]
-
-
-@dataclass
-class Snapshot:
-    """What a candidate must leave as it found it: harness functions, flags, threads, files, stream."""
-
-    files: set[str]
-    identity: dict[str, int]
-    flags: dict[str, Any]
-    py_threads: int
-    os_threads: int
-    stream: Any
-
-    @classmethod
-    def take(cls, workdir: Path, device: str) -> Snapshot:
-        return cls({p.name for p in workdir.iterdir()}, _harness_identity(), _precision_flags(),
-                   threading.active_count(), _native_threads(),
-                   torch.cuda.current_stream() if device.startswith("cuda") else None)
-
-
-CORRECTNESS_CHECKS = ("dynamic:stale_memory", "dynamic:hidden_shapes", "dynamic:precision", "dynamic:full_coverage",
-                      "dynamic:output_type")
-
-
-def classify_mismatch(reason: str, hidden: bool) -> str:
-    """Which dynamic check a wrong output fails, from `compare_outputs`'s reason (first match wins)."""
-    if any(k in reason for k in ("shape", "dtype", "tensor subclass", "not a torch.Tensor", "outputs, the", " is on ")):
-        return "dynamic:output_type"
-    if hidden:
-        return "dynamic:hidden_shapes"  # the visible workloads, checked first, all passed
-    n, total = _mismatch_counts(reason)
-    if total and n / total < 0.05:
-        return "dynamic:full_coverage"  # a few elements wrong or unwritten: part of the output skipped
-    if "NaN/inf" in reason:
-        return "dynamic:stale_memory"  # outputs are poisoned with NaN before each call: unwritten memory shows
-    return "dynamic:precision"
-
-
-def _mismatch_counts(reason: str) -> tuple[int, int]:
-    m = re.search(r"(?:differs at|has) (\d+) of (\d+) (?:elements|values)", reason)
-    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
 class GpuPhases(Protocol):
@@ -440,8 +54,8 @@ class GpuPhases(Protocol):
     def timing(self) -> AbstractContextManager[None]: ...
 
 
-class _Unshared:
-    """No GPU lock at all (a harness used outside the worker, or on the CPU)."""
+class Unshared:
+    """No GPU lock at all (the CPU, or a harness used outside the worker)."""
 
     def checking(self) -> AbstractContextManager[None]:
         return nullcontext()
@@ -450,236 +64,159 @@ class _Unshared:
         return nullcontext()
 
 
-class _Laps:
-    """Seconds spent per step of the check rounds, summed over calls (the harness benchmark's breakdown)."""
+class Runner:
+    """Serves the judge's requests on `sock` with `run` (the candidate's, or a no-op for calibration)."""
 
-    def __init__(self) -> None:
-        self.totals: dict[str, float] = {}
-        self.t = time.perf_counter()
+    def __init__(self, sock: socket.socket, run: Callable[..., Any], data: WorkloadData, device: str,
+                 config: BenchConfig, l2_bytes: int, latency_s: float, phases: GpuPhases | None = None,
+                 before: Snapshot | None = None):
+        self.sock, self.run, self.data, self.device, self.config = sock, run, data, device, config
+        self.flush = L2Flusher(device, l2_bytes)
+        self.latency_s = latency_s
+        self.phases = phases or Unshared()
+        self.before = before
+        self._timing = ExitStack()
+        self._sets: list[tuple[Any, ...]] = []
+        self._outs: dict[int, tuple[Any, ...]] = {}
+        self._kept: dict[tuple[str, int], tuple[Any, ...]] = {}
+        self._staged: dict[str, list[tuple[Any, ...]]] = {}
+        self._head = HEAD_START_CYCLES
+        self._key = 0
+        self.seconds: dict[str, float] = {}
 
-    def start(self) -> None:
-        self.t = time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.totals[name] = self.totals.get(name, 0.0) + now - self.t
-        self.t = now
-
-
-@dataclass
-class CheckLog:
-    """Dynamic check results, as (check name, passed, reason) for the auditor's gate."""
-
-    results: list[tuple[str, bool, str]]
-
-    def fail(self, name: str, reason: str) -> None:
-        self.results.append((name, False, reason))
-
-    def ok(self, name: str) -> None:
-        if not any(n == name for n, _, _ in self.results):
-            self.results.append((name, True, ""))
-
-    @property
-    def passed(self) -> bool:
-        return all(p for _, p, _ in self.results)
-
-    def first_failure(self) -> str | None:
-        return next((f"{n}: {r}" for n, p, r in self.results if not p), None)
-
-
-def evaluate_candidate(reference: ModuleType, candidate_path: Path, data: WorkloadData, prepared: dict[str, Any],
-                       device: str, config: BenchConfig, l2_bytes: int,
-                       import_module: Callable[[Path], ModuleType], before: Snapshot | None = None,
-                       phases: GpuPhases | None = None) -> dict[str, Any]:
-    """Check and time one candidate; returns per-workload times and the dynamic check log (see module doc).
-
-    `before` is the state taken before the candidate was first imported (the worker imports it early
-    to compile); without it the state is taken now. `phases` holds the GPU for the checks (shared with
-    other checking children) and for the timing (alone); without it nothing is held.
-    """
-    phases = phases or _Unshared()
-    spec = reference.SPEC
-    workloads = data.workloads
-    workdir = candidate_path.parent
-    snap = before or Snapshot.take(workdir, device)
-    files_before, identity, flags = snap.files, snap.identity, snap.flags
-    py_threads, os_threads, stream_before = snap.py_threads, snap.os_threads, snap.stream
-    flush = L2Flusher(device, l2_bytes)
-    latency = float(prepared.get("latency_s", 0.0))
-    log = CheckLog([])
-    result: dict[str, Any] = {"workloads": {}, "checks": log.results}
-
-    module = import_module(candidate_path)
-    run = getattr(module, "run", None)
-    if not callable(run):
-        log.fail("interface", "the candidate defines no callable `run(*inputs)`")
-        return result
-    if _harness_identity() != identity:
-        log.fail("dynamic:timer_integrity", "importing the candidate replaced a function the harness trusts "
-                 f"({', '.join(k for k, v in _harness_identity().items() if identity[k] != v)})")
-        return result
-
-    def expected_of(w: Workload, seed: int) -> list[torch.Tensor]:
-        return data.expected_of(w, seed, device)
-
-    # Correctness: visible workloads first, then hidden ones (so that a failure on hidden shapes
-    # alone is told apart), fresh inputs per call in a shuffled order; then, where the task declares a
-    # `Stress`, one call per workload (visible first) on inputs of large magnitude, which fails
-    # dynamic:precision only (every shape has passed on ordinary inputs by then); then a second,
-    # shorter round, so that a warm-up detector or state kept between calls shows.
-    rng = random.Random(int(prepared.get("session_seed", 0)) ^ hash(candidate_path.name))
-    visible = [(w, s, False) for w in workloads if not w.hidden for s in data.seeds[w.name]]
-    hidden = [(w, s, False) for w in workloads if w.hidden for s in data.seeds[w.name]]
-    order = rng.sample(visible, len(visible)) + rng.sample(hidden, len(hidden))
-    stress = [(w, data.stress_seeds[w.name], True) for w in sorted(workloads, key=lambda w: w.hidden)
-              if w.name in data.stress_seeds]
-    rounds = [("fresh", order), ("stress", stress), ("repeat", rng.sample(order, min(len(order), 4)))]
-    try:
-        arg_names = tuple(inspect.signature(reference.run).parameters)
-    except (TypeError, ValueError):
-        arg_names = ()
-    phase_start = time.perf_counter()
-    laps = _Laps()
-    first_out: dict[str, list[list[torch.Tensor]]] = {}
-    for kind, calls in rounds:
-        for w, s, stressed in calls:
-            # The GPU is held (shared) per call, so that a child waiting to time waits one call, not a round.
-            with phases.checking():
-                laps.start()
-                inputs = data.stress_inputs_of(w, device) if stressed else data.inputs_of(w, s, device)
-                before = _clone(inputs)
-                held = data.stress_expected[w.name] if stressed else data.expected[(w.name, s)]  # on the CPU
-                _poison_free_memory(device, sum(e.numel() * e.element_size() for e in held))
-                laps.lap("inputs")
+    def serve(self) -> None:
+        """Answer requests until the judge says `bye` or hangs up."""
+        try:
+            while True:
+                header, _ = wire.recv(self.sock)
+                op = header.get("op")
+                if op == "bye":
+                    return
+                handler = getattr(self, f"_op_{op}", None)
+                started = time.perf_counter()
+                if handler is None:
+                    wire.send(self.sock, {"ok": False, "error": f"unknown request {op!r}"})
+                    continue
                 try:
-                    with torch.no_grad():
-                        got = as_tuple(run(*inputs))
-                    _sync(device)
-                except Exception as e:  # noqa: BLE001 - the candidate's error is its result
-                    log.fail("runs", f"workload {w.name}: run raised {type(e).__name__}: {str(e)[:300]}")
-                    return result
-                # The answer reaches the device only now: during the call no copy of it was there for a kernel
-                # that reads past its inputs' bounds to find.
-                laps.lap("call")
-                expected = data.stress_expected_of(w, device) if stressed else expected_of(w, s)
-                laps.lap("expected")
-                reason = compare_outputs(got, tuple(expected), spec.atol, spec.rtol)
-                laps.lap("compare")
-                if reason is not None:
-                    where = f"{'hidden' if w.hidden else 'visible'} workload {w.name} (seed {s})"
-                    if kind == "repeat":
-                        log.fail("dynamic:warmup_invariance", f"{where}, on a repeated call: {reason}")
-                    elif kind == "stress":
-                        check = classify_mismatch(reason, False)
-                        check = check if check == "dynamic:output_type" else "dynamic:precision"
-                        log.fail(check, f"{where}: wrong on {stress_description(spec, before, arg_names)}: {reason}")
-                    else:
-                        log.fail(classify_mismatch(reason, w.hidden), f"{where}: {reason}")
-                    return result
-                if not all(torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
-                           for a, b in zip(inputs, before, strict=True)):
-                    log.fail("dynamic:input_mutation", f"workload {w.name}: run modified its inputs in place")
-                    return result
-                if _aliases(got, inputs):
-                    log.fail("dynamic:no_alias", f"workload {w.name}: an output shares memory with an input")
-                    return result
-                if kind == "fresh" and len(first_out.setdefault(w.name, [])) < 2:
-                    first_out[w.name].append([g.detach().clone() for g in got])
-                _scrub([*expected, *got])
-                del got, inputs, before, expected
-                laps.lap("other")
-    with phases.checking():
-        laps.start()
-        # Different inputs must give different outputs (a constant answer that slips through a loose tolerance).
-        for name, outs in first_out.items():
-            if len(outs) >= 2 and all(torch.equal(a, b) for a, b in zip(outs[0], outs[1], strict=True)):
-                log.fail("dynamic:fresh_inputs", f"workload {name}: two different inputs gave identical outputs")
-                return result
-        del first_out
-        # The timing's input sets go to the device now, while the GPU is shared, so that the time it is
-        # held alone goes to timing only (up to STAGED_BYTES; the rest is copied when timed).
-        staged: dict[str, list[tuple[Any, ...]]] = {}
+                    handler(header)
+                except Exception as e:  # noqa: BLE001 - the candidate's error is its answer
+                    wire.send(self.sock, {"ok": False, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+                self.seconds[str(op)] = self.seconds.get(str(op), 0.0) + time.perf_counter() - started
+        except (wire.WireError, OSError):
+            return
+        finally:
+            self._timing.close()
+
+    # -- correctness ------------------------------------------------------------------------------
+
+    def _op_check(self, h: dict[str, Any]) -> None:
+        w = self.data.workload(str(h["w"]))
+        with self.phases.checking():
+            inputs = self.data.stress_inputs_of(w, self.device) if h.get("stress") else \
+                self.data.inputs_of(w, int(h["seed"]), self.device)
+            before = _clone(inputs)
+            _poison_free_memory(self.device, int(h.get("poison_bytes", 0)))
+            with torch.no_grad():
+                got = as_tuple(self.run(*inputs))
+            sync(self.device)
+            mutated = not all(torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+                              for a, b in zip(inputs, before, strict=True))
+            aliased = _aliases(got, inputs)
+            meta, views = wire.pack_tensors(got)  # (on the CPU these are views of the outputs themselves)
+            wire.send(self.sock, {"ok": True, "mutated": mutated, "aliased": aliased, "tensors": meta}, views)
+            del views
+            _scrub(list(got))
+            del got, inputs, before
+
+    # -- timing -----------------------------------------------------------------------------------
+
+    def _op_stage(self, h: dict[str, Any]) -> None:
+        """Put the timing inputs on the device while the GPU is shared (up to STAGED_BYTES)."""
         budget = STAGED_BYTES
-        if device.startswith("cuda"):  # children waiting to time all hold theirs: keep it small on small GPUs
-            budget = min(budget, torch.cuda.get_device_properties(device).total_memory // 32)
-        for w in workloads:
-            sets = [data.inputs[(w.name, s)] for s in data.seeds[w.name][: config.input_sets]]
-            size = sum(x.numel() * x.element_size() for xs in sets for x in xs if isinstance(x, torch.Tensor))
-            if size <= budget:
-                budget -= size
-                staged[w.name] = [data.inputs_of(w, s, device) for s in data.seeds[w.name][: config.input_sets]]
-        laps.lap("staging")
-    for name in CORRECTNESS_CHECKS + ("dynamic:warmup_invariance", "dynamic:input_mutation", "dynamic:no_alias",
-                                      "dynamic:fresh_inputs"):
-        log.ok(name)
+        if self.device.startswith("cuda"):  # children waiting to time all hold theirs: keep it small
+            budget = min(budget, torch.cuda.get_device_properties(self.device).total_memory // 32)
+        with self.phases.checking():
+            for w in self.data.workloads:
+                seeds = self.data.seeds[w.name][: self.config.input_sets]
+                sets = [self.data.inputs[(w.name, s)] for s in seeds]
+                size = sum(x.numel() * x.element_size() for xs in sets for x in xs if isinstance(x, torch.Tensor))
+                if size <= budget:
+                    budget -= size
+                    self._staged[w.name] = [self.data.inputs_of(w, s, self.device) for s in seeds]
+            sync(self.device)
+        wire.send(self.sock, {"ok": True})
 
-    result["seconds"] = {"checks": time.perf_counter() - phase_start}
-    # Timing (the GPU held alone), then the timed calls' outputs rechecked (shared again).
-    timed: list[tuple[Workload, list[int], Timing, bool]] = []
-    with phases.timing():
-        phase_start = time.perf_counter()
-        for w in workloads:
-            laps.start()
-            seeds = data.seeds[w.name][: config.input_sets]
-            input_sets = staged.pop(w.name, None) or [data.inputs_of(w, s, device) for s in seeds]
-            laps.lap("timing_inputs")
-            try:
-                with torch.no_grad():
-                    timing = time_call(run, input_sets, config, device, flush, latency)
-            except Exception as e:  # noqa: BLE001
-                log.fail("runs", f"workload {w.name}: run raised {type(e).__name__} while timed: {str(e)[:300]}")
-                return result
-            suspicious = max(20e-6, 0.25 * timing.median_s)
-            if timing.escaped_s > suspicious:
-                # A host that wakes late (other children compiling) looks like hidden work: seen 21-54 us on
-                # honest kernels, twice in a row. So measure the host's latency again, now, and re-time with
-                # it; hidden work on a side stream still shows then, a slow host no longer does.
-                latency_now = max(latency, host_latency_s(device, flush))
-                try:
-                    with torch.no_grad():
-                        again = time_call(run, input_sets, config, device, flush, latency_now)
-                except Exception as e:  # noqa: BLE001
-                    log.fail("runs", f"workload {w.name}: run raised {type(e).__name__} while re-timed: {str(e)[:300]}")
-                    return result
-                if again.escaped_s <= suspicious:
-                    timing = again
-            timed.append((w, seeds, timing, timing.escaped_s > suspicious))
-            del input_sets
-            laps.lap("timed")
-        result["seconds"]["timing"] = time.perf_counter() - phase_start
-    with phases.checking():
-        laps.start()
-        for w, seeds, timing, escaped in timed:
-            for s, out in zip(seeds, timing.last_outputs, strict=True):
-                reason = compare_outputs(as_tuple(out), tuple(expected_of(w, s)), spec.atol, spec.rtol)
-                if reason is not None:
-                    log.fail("dynamic:warmup_invariance", f"workload {w.name}: what the timed calls returned is wrong: {reason}")
-                    return result
-            if escaped:
-                log.fail("dynamic:stream_join", f"workload {w.name}: {timing.escaped_s * 1e6:.1f} us of work ran outside "
-                         "the timed stream (side stream or deferred work); it was counted in the time")
-            result["workloads"][w.name] = timing.to_dict()
-            log.ok("dynamic:stream_join")
-        del timed
-        laps.lap("recheck")
-    result["seconds"].update(laps.totals)
-    # Facts the candidate must not have changed.
-    if _harness_identity() != identity:
-        changed = [k for k, v in _harness_identity().items() if identity[k] != v]
-        log.fail("dynamic:timer_integrity", f"the candidate replaced functions the harness trusts: {', '.join(changed)}")
-    log.ok("dynamic:timer_integrity")
-    if _precision_flags() != flags:
-        changed = [k for k, v in _precision_flags().items() if flags[k] != v]
-        log.fail("dynamic:global_flags", f"the candidate changed global precision settings: {', '.join(changed)}")
-    log.ok("dynamic:global_flags")
-    if threading.active_count() > py_threads or _native_threads() > os_threads:
-        log.fail("dynamic:thread_count", f"threads grew from {os_threads} to {_native_threads()} (Python: {py_threads} to "
-                 f"{threading.active_count()}): work must finish inside run()")
-    log.ok("dynamic:thread_count")
-    if stream_before is not None and torch.cuda.current_stream() != stream_before:
-        log.fail("dynamic:stream_join", "the candidate left a different current stream set")
-    left = sorted({p.name for p in workdir.iterdir()} - files_before - {"__pycache__"})
-    if left:
-        log.fail("dynamic:files_left", f"the candidate left files behind: {', '.join(left[:5])}")
-    log.ok("dynamic:files_left")
-    return result
+    def _op_timing_begin(self, h: dict[str, Any]) -> None:
+        self._timing.enter_context(self.phases.timing())
+        wire.send(self.sock, {"ok": True})
+
+    def _op_timing_end(self, h: dict[str, Any]) -> None:
+        self._timing.close()
+        self._timing = ExitStack()
+        wire.send(self.sock, {"ok": True})
+
+    def _op_time_setup(self, h: dict[str, Any]) -> None:
+        w = self.data.workload(str(h["w"]))
+        seeds = self.data.seeds[w.name][: self.config.input_sets]
+        self._sets = self._staged.pop(w.name, None) or [self.data.inputs_of(w, s, self.device) for s in seeds]
+        self._outs = {}
+        self._key = int(h["key"])
+        if h.get("remeasure"):  # a re-timing: the host may have been slow the first time
+            self.latency_s = max(self.latency_s, host_latency_s(self.device, self.flush))
+        with torch.no_grad():
+            for i in range(self.config.warmup):
+                self.run(*self._sets[i % len(self._sets)])
+        sync(self.device)
+        wire.send(self.sock, {"ok": True, "sets": len(self._sets)})
+
+    def _op_go(self, h: dict[str, Any]) -> None:
+        i = int(h["i"])
+        with torch.no_grad():
+            s = timed_sample(self.run, self._sets[i % len(self._sets)], self.device, self.flush, self.latency_s,
+                             self._head)
+        self._head = s.head
+        out = as_tuple(s.out)
+        self._outs[i] = out
+        wire.send(self.sock, {"ok": True, "t": s.time_s, "escaped": s.escaped_s, "late": s.late,
+                              "digest": wire.digest(out, self._key + i)})
+
+    def _op_keep(self, h: dict[str, Any]) -> None:
+        for i in h.get("keep", []):
+            if int(i) in self._outs:
+                self._kept[(str(h["w"]), int(i))] = self._outs[int(i)]
+        self._outs = {}
+        self._sets = []
+        wire.send(self.sock, {"ok": True})
+
+    def _op_fetch(self, h: dict[str, Any]) -> None:
+        with self.phases.checking():
+            out = self._kept.pop((str(h["w"]), int(h["i"])), ())
+            meta, views = wire.pack_tensors(out)
+        wire.send(self.sock, {"ok": True, "tensors": meta}, views)
+
+    # -- what only this process sees -----------------------------------------------------------
+
+    def _op_facts(self, h: dict[str, Any]) -> None:
+        snap = self.before
+        facts: list[tuple[str, bool, str]] = []
+        if snap is not None:
+            changed = [k for k, v in _harness_identity().items() if snap.identity.get(k) != v]
+            facts.append(("dynamic:timer_integrity", not changed,
+                          f"the candidate replaced functions the harness trusts: {', '.join(changed)}" if changed else ""))
+            flags = [k for k, v in _precision_flags().items() if snap.flags.get(k) != v]
+            facts.append(("dynamic:global_flags", not flags,
+                          f"the candidate changed global precision settings: {', '.join(flags)}" if flags else ""))
+            import threading
+
+            grew = threading.active_count() > snap.py_threads or _native_threads() > snap.os_threads
+            facts.append(("dynamic:thread_count", not grew,
+                          f"threads grew from {snap.os_threads} to {_native_threads()} (Python: {snap.py_threads} to "
+                          f"{threading.active_count()}): work must finish inside run()" if grew else ""))
+            stream_ok = snap.stream is None or torch.cuda.current_stream() == snap.stream
+            facts.append(("dynamic:stream_join", stream_ok,
+                          "" if stream_ok else "the candidate left a different current stream set"))
+            workdir = Path(h["workdir"]) if h.get("workdir") else None
+            left = sorted({p.name for p in workdir.iterdir()} - snap.files - {"__pycache__"}) if workdir else []
+            facts.append(("dynamic:files_left", not left,
+                          f"the candidate left files behind: {', '.join(left[:5])}" if left else ""))
+        wire.send(self.sock, {"ok": True, "facts": facts, "seconds": self.seconds})

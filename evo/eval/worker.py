@@ -30,6 +30,8 @@ import os
 import resource
 import shutil
 import signal
+import socket
+import subprocess
 import sys
 import time
 import traceback
@@ -42,8 +44,13 @@ from typing import Any
 import torch
 import triton  # noqa: F401
 
-from evo.eval import bench, fs_guard
+from evo.eval import fs_guard, wire
+from evo.eval.bench import Runner
+from evo.eval.integrity import Snapshot
+from evo.eval.kernel_spec import as_tuple
 from evo.eval.peaks import peaks_for
+from evo.eval.reference_data import WorkloadData, prepare_reference
+from evo.eval.timing import BenchConfig, sync
 from evo.task import load_module
 
 MEMORY_POLL_S = 0.5
@@ -205,51 +212,68 @@ def _child_setup(job: dict[str, Any], device: str, private: Path) -> fs_guard.Gu
     return fs_guard.restrict_writes([workdir, private]) if candidate else None
 
 
-def _run_child(job: dict[str, Any], device: str, data: bench.WorkloadData, lock: GpuLock) -> dict[str, Any]:
-    config = bench.BenchConfig(**job.get("config", {}))
+def _run_child(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLock, sock: socket.socket) -> dict[str, Any]:
+    """The child's part: the reference job (trusted) or the candidate's runner, both driven by the judge.
+
+    Nothing the candidate's child writes in its answer is believed: its checks and times reach the engine
+    through the judge (`evo/eval/judge.py`), which the worker's answer quotes."""
+    config = BenchConfig(**job.get("config", {}))
     reference = data.reference  # imported once in the zygote (trusted code), inherited by the fork
     facts = _device_facts(device)
     if job["kind"] == "reference":
         with lock.timing(), _at_normal_priority():
-            prepared = bench.prepare_reference(reference, data, Path(job["expected_dir"]), device, config,
-                                               facts["l2_bytes"])
+            prepared = prepare_reference(reference, data, Path(job["expected_dir"]), device, config,
+                                         facts["l2_bytes"])
+            wire.send(sock, {"ok": True})  # the files are written: the judge reads them, then calibrates
+            Runner(sock, _noop_for(reference, data, device), data, device, config, facts["l2_bytes"],
+                   prepared["latency_s"]).serve()
         return {**facts, "prepared": prepared}
     candidate = Path(job["candidate"])
-
-    imported: dict[str, Any] = {}
-
-    def import_candidate(path: Path) -> Any:
-        if "module" not in imported:
-            sys.path.insert(0, str(path.parent))
-            imported["module"] = load_module(path, "candidate")
-        return imported["module"]
-
     # Import and warm up on the CPU shapes before the lock: compilation overlaps other children's timing.
     warm_start = time.perf_counter()
-    before = bench.Snapshot.take(candidate.parent, device)
-    warm_error = None
+    before = Snapshot.take(candidate.parent, device)
     try:
-        module = import_candidate(candidate)
+        sys.path.insert(0, str(candidate.parent))
+        module = load_module(candidate, "candidate")
+        run = getattr(module, "run", None)
+        if not callable(run):
+            raise TypeError("the candidate defines no callable `run(*inputs)`")
         for params in reference.SPEC.small:
             inputs = reference.make_inputs(dict(params), 0, device)
             with torch.no_grad():
-                module.run(*inputs)
-        bench._sync(device)
+                run(*inputs)
+        sync(device)
         _compile_for_real_shapes(module, data, device)
-    except Exception as e:  # noqa: BLE001 - reported below as the candidate's failure, under the lock or not
-        warm_error = f"{type(e).__name__}: {str(e)[:500]}"
-    if warm_error is not None:
-        return {**facts, "result": {"workloads": {}, "checks": [("runs", False, f"on a small shape: {warm_error}")]}}
+    except Exception as e:  # noqa: BLE001 - the candidate's failure, told to the judge
+        wire.send(sock, {"ok": False, "error": f"on a small shape: {type(e).__name__}: {str(e)[:500]}"})
+        return {**facts, "warm_error": True}
     warm_s = time.perf_counter() - warm_start
+    wire.send(sock, {"ok": True})
     phases = _Phases(lock)
-    result = bench.evaluate_candidate(reference, candidate, data, job["prepared"], device, config,
-                                      facts["l2_bytes"], import_candidate, before, phases)
-    # Where a child's time went (the harness benchmark's breakdown): the exclusive lock is the GPU's bottleneck.
-    result.setdefault("seconds", {}).update(warm=warm_s, **phases.seconds)
-    return {**facts, "result": result}
+    Runner(sock, run, data, device, config, facts["l2_bytes"], float(job.get("prepared", {}).get("latency_s", 0.0)),
+           phases, before).serve()
+    return {**facts, "seconds": {"warm": warm_s, **phases.seconds}}
 
 
-def _compile_for_real_shapes(module: Any, data: bench.WorkloadData, device: str) -> None:
+def _noop_for(reference: Any, data: WorkloadData, device: str) -> Callable[..., tuple[Any, ...]]:
+    """A `run` that returns outputs of the right shapes without computing: the judge's clock calibration."""
+    by_shape: dict[tuple[tuple[int, ...], ...], tuple[Any, ...]] = {}
+    for w in data.workloads:
+        inputs = data.inputs_of(w, data.seeds[w.name][0], device)
+        with torch.no_grad():
+            by_shape[_shapes(inputs)] = as_tuple(reference.run(*inputs))
+
+    def noop(*inputs: Any) -> tuple[Any, ...]:
+        return by_shape[_shapes(inputs)]
+
+    return noop
+
+
+def _shapes(inputs: Any) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(x.shape) for x in inputs if isinstance(x, torch.Tensor))
+
+
+def _compile_for_real_shapes(module: Any, data: WorkloadData, device: str) -> None:
     """Call the candidate once per workload while a CUDA graph is being captured, on uninitialised inputs of
     the real shapes, and throw the graph away: kernels that specialise on sizes (a row's block, say) compile
     now, on the host, without holding the GPU, and nothing runs on the GPU, where it would disturb another
@@ -318,8 +342,20 @@ class _Phases:
         return self._phase("timing", self.lock.timing)
 
 
-def _child_main(job: dict[str, Any], device: str, data: bench.WorkloadData, lock: GpuLock,
-                result_path: Path) -> None:
+def _child_main(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLock, result_path: Path,
+                sock: socket.socket, close_fds: list[int]) -> None:
+    # The zygote's other descriptors are not the child's: the judge's control socket (through which a
+    # candidate could send the judge requests of its own) and the engine's job pipes (0 and 1).
+    for fd in close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)  # (the log takes it in _child_setup)
+    if null > 1:
+        os.close(null)
     # Opened before the guard, which refuses writes to the session folder: the answer goes through this fd
     # (the zygote reads it once we have exited, and takes a cut-short one for no answer).
     try:
@@ -331,31 +367,30 @@ def _child_main(job: dict[str, Any], device: str, data: bench.WorkloadData, lock
         started = time.perf_counter()
         guard = _child_setup(job, device, _private_dir(result_path))
         setup_s = time.perf_counter() - started
-        answer = {"status": "ok", **_run_child(job, device, data, lock)}
-        if isinstance(answer.get("result"), dict):
-            answer["result"].setdefault("seconds", {})["setup"] = setup_s
+        answer = {"status": "ok", **_run_child(job, device, data, lock, sock)}
+        answer.setdefault("seconds", {})["setup"] = setup_s
     except BaseException as e:  # noqa: BLE001 - everything a child hits becomes its answer
         answer = {"status": "error", "error": f"{type(e).__name__}: {str(e)[:1000]}",
                   "traceback": traceback.format_exc()[-3000:]}
     if guard is not None:
-        _note_guard(answer, guard)
+        answer["fs_guard"] = guard.to_dict()
     data_out = json.dumps(answer).encode()
     while data_out:
         data_out = data_out[os.write(out, data_out):]
     os._exit(0)
 
 
-def _note_guard(answer: dict[str, Any], guard: fs_guard.GuardStatus) -> None:
-    """Put the guard's status in the answer, and as `dynamic:fs_guard` among the checks: a note that passes
-    (also when Landlock is unavailable: the reason says so), or a failure when a refused write broke the run."""
-    answer["fs_guard"] = guard.to_dict()
-    result = answer.get("result")
-    if not isinstance(result, dict):
-        return
+def _note_guard(result: dict[str, Any], guard: Any) -> None:
+    """The guard's status as `dynamic:fs_guard` among the judge's checks: a note that passes (also when Landlock
+    is unavailable: the reason says so), or a failure when a refused write broke the run. The status comes from
+    the child: evidence, which gains a candidate nothing to forge (the guard only ever refuses its own writes)."""
     checks = result.setdefault("checks", [])
-    refused = [r for n, ok, r in checks if not ok and guard.active and fs_guard.looks_refused(r)]
+    if not isinstance(guard, dict):
+        checks.append(("dynamic:fs_guard", False, "the candidate's process did not report the filesystem guard"))
+        return
+    refused = [r for n, ok, r in checks if not ok and guard.get("active") and fs_guard.looks_refused(str(r))]
     checks.append(("dynamic:fs_guard", not refused, f"a write outside the candidate's directories was refused: "
-                   f"{refused[0]}" if refused else guard.summary))
+                   f"{refused[0]}" if refused else str(guard.get("summary", ""))))
 
 
 def _private_dir(result_path: Path) -> Path:
@@ -397,11 +432,82 @@ def _lock_path(device: str) -> Path:
     return folder / f"gpu-{index}.lock"
 
 
+class Judge:
+    """The worker's judge process (`evo/eval/judge.py`): started from a fresh interpreter, never forked from here."""
+
+    def __init__(self, device: str, lock: GpuLock, session: Path):
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        log = open(session / f"judge-{device.replace(':', '-')}.log", "ab")  # noqa: SIM115 - the judge's lifetime
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "evo.eval.judge", "--control", str(theirs.fileno()), "--device", device,
+             "--lock", str(lock.path)], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=log,
+            stderr=log, start_new_session=True)
+        theirs.close()
+        log.close()
+        self.control.setblocking(False)
+
+    def hand_over(self, request: dict[str, Any], child_end: socket.socket) -> None:
+        """Give the judge its end of a child's socket with what it needs to drive that child."""
+        self.control.setblocking(True)
+        try:
+            socket.send_fds(self.control, [json.dumps(request).encode()], [child_end.fileno()])
+        finally:
+            self.control.setblocking(False)
+
+    def reports(self) -> list[dict[str, Any]] | None:
+        """The judgements that arrived (None once the judge is gone)."""
+        got: list[dict[str, Any]] = []
+        while True:
+            try:
+                msg = self.control.recv(1 << 22)
+            except BlockingIOError:
+                return got
+            except OSError:
+                return None
+            if not msg:
+                return None if not got else got
+            got.append(json.loads(msg))
+
+    def close(self) -> None:
+        self.control.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _task_key(job: dict[str, Any]) -> str:
+    return f"{job['task_root']}#{int(job['session_seed'])}"
+
+
+def _compose(job: dict[str, Any], payload: dict[str, Any], judged: dict[str, Any]) -> dict[str, Any]:
+    """The worker's answer from the child's exit and the judge's report: the checks and times are the judge's."""
+    if payload.get("status") != "ok":
+        return payload
+    if "error" in judged:
+        return {"status": "error", "error": f"the judge failed: {judged['error']}", "traceback": judged.get("traceback", "")}
+    facts = {k: payload[k] for k in ("device_name", "l2_bytes") if k in payload}
+    if job["kind"] == "reference":
+        prepared = payload.get("prepared")
+        if not isinstance(prepared, dict):
+            return {"status": "error", "error": "the reference job gave no baselines"}
+        return {"status": "ok", **facts, "prepared": {**prepared, "calibration": judged.get("calibration", {})}}
+    result = {k: judged[k] for k in ("workloads", "checks", "bounds") if k in judged}
+    result["seconds"] = {**{f"judge_{k}": v for k, v in judged.get("seconds", {}).items()},
+                         **{k: v for k, v in (payload.get("seconds") or {}).items() if isinstance(v, (int, float))}}
+    _note_guard(result, payload.get("fs_guard"))
+    return {"status": "ok", **facts, "result": result}
+
+
 def serve(device: str, session: Path, parallel: int) -> None:
-    """Read jobs from stdin and answer each on stdout when its child finishes."""
+    """Read jobs from stdin and answer each when its child has exited and the judge has reported on it."""
     session.mkdir(parents=True, exist_ok=True)
     lock = GpuLock(_lock_path(device))
+    judge = Judge(device, lock, session)
     running: dict[int, tuple[dict[str, Any], float, Path]] = {}
+    exited: dict[str, tuple[dict[str, Any], dict[str, Any], float]] = {}  # child gone, judge not yet heard
+    judged: dict[str, dict[str, Any]] = {}  # judge heard, child not yet gone
+    answered: set[str] = set()  # timed out or killed: a late judgement is dropped
     queue: list[dict[str, Any]] = []
     os.set_blocking(sys.stdin.fileno(), False)
     buf = b""
@@ -412,9 +518,9 @@ def serve(device: str, session: Path, parallel: int) -> None:
         out.write(json.dumps({"id": job["id"], **payload}) + "\n")
         out.flush()
 
-    datas: dict[tuple[str, int], bench.WorkloadData] = {}
+    datas: dict[tuple[str, int], WorkloadData] = {}
 
-    def data_for(job: dict[str, Any]) -> bench.WorkloadData:
+    def data_for(job: dict[str, Any]) -> WorkloadData:
         """The task's inputs, generated here once so that every forked child inherits them."""
         key = (job["task_root"], int(job["session_seed"]))
         if key not in datas:
@@ -422,81 +528,103 @@ def serve(device: str, session: Path, parallel: int) -> None:
                 datas.pop(next(iter(datas)))
             reference = load_module(Path(job["task_root"]) / "reference.py", "evo_reference_zygote")
             torch.set_num_threads(min(8, os.cpu_count() or 1))
-            datas[key] = bench.WorkloadData(reference, device, key[1], bench.BenchConfig(**job.get("config", {})))
+            datas[key] = WorkloadData(reference, device, key[1], BenchConfig(**job.get("config", {})))
             torch.set_num_threads(1)
         return datas[key]
 
     next_memory_poll = 0.0
     print(json.dumps({"ready": True, "device": device, "pid": os.getpid()}), flush=True)
-    while stdin_open or queue or running:
-        if stdin_open:
-            try:
-                chunk = os.read(sys.stdin.fileno(), 1 << 16)
-                if chunk == b"":
-                    stdin_open = False
-                buf += chunk
-            except BlockingIOError:
-                pass
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                if line.strip():
-                    queue.append(json.loads(line))
-        while queue and len(running) < parallel:
-            job = queue.pop(0)
-            result_path = session / f"result-{job['id']}.json"
-            result_path.unlink(missing_ok=True)
-            try:
-                data = data_for(job)
-            except Exception as e:  # noqa: BLE001 - a broken task fails its jobs, not the worker
-                answer(job, {"status": "error", "error": f"cannot make the task's inputs: {type(e).__name__}: {e}",
-                             "traceback": traceback.format_exc()[-3000:], "wall_s": 0.0})
-                continue
-            pid = os.fork()
-            if pid == 0:
-                _child_main(job, device, data, lock, result_path)
-            running[pid] = (job, time.monotonic(), result_path)
-        now = time.monotonic()
-        for pid, (job, started, result_path) in list(running.items()):
-            done, status = os.waitpid(pid, os.WNOHANG)
-            elapsed = time.monotonic() - started
-            if done == 0:
-                if elapsed > float(job.get("timeout_s", 120)):
-                    _kill_group(pid)
-                    os.waitpid(pid, 0)
-                    del running[pid]
-                    _forget(result_path)
-                    answer(job, {"status": "timeout", "error": f"exceeded {job.get('timeout_s', 120)} s; process group killed",
-                                 "wall_s": elapsed})
-                elif now >= next_memory_poll and _private_bytes(pid) > int(job.get("memory_mb", 16384)) * 2**20:
-                    _kill_group(pid)
-                    os.waitpid(pid, 0)
-                    del running[pid]
-                    _forget(result_path)
-                    answer(job, {"status": "memory", "error": f"exceeded memory limit of {job.get('memory_mb')} MB",
-                                 "wall_s": elapsed})
-                continue
-            _kill_group(pid)  # anything the child left running in its session
-            del running[pid]
-            payload = _read_answer(result_path)
-            _forget(result_path)
-            if payload is not None:
-                if job["kind"] == "reference" and payload.get("status") == "ok":
-                    try:
-                        data_for(job).load_expected(Path(job["expected_dir"]))
-                    except Exception as e:  # noqa: BLE001
-                        payload = {"status": "error", "error": f"cannot read the reference's outputs: {e}"}
-            elif os.WIFSIGNALED(status):
-                sig = signal.Signals(os.WTERMSIG(status)).name
-                payload = {"status": "crashed", "error": f"killed by {sig}"}
-            else:
-                payload = {"status": "crashed", "error": f"exited with code {os.WEXITSTATUS(status)} before answering"}
-            log = Path(job["workdir"]) / "child.log"
-            if log.is_file():
-                payload["log_tail"] = log.read_text(errors="replace")[-2000:]
-            answer(job, {**payload, "wall_s": elapsed})
-        if now >= next_memory_poll:
-            next_memory_poll = now + MEMORY_POLL_S
-        time.sleep(0.005)
+    try:
+        while stdin_open or queue or running or exited:
+            if stdin_open:
+                try:
+                    chunk = os.read(sys.stdin.fileno(), 1 << 16)
+                    if chunk == b"":
+                        stdin_open = False
+                    buf += chunk
+                except BlockingIOError:
+                    pass
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip():
+                        queue.append(json.loads(line))
+            while queue and len(running) < parallel:
+                job = queue.pop(0)
+                result_path = session / f"result-{job['id']}.json"
+                result_path.unlink(missing_ok=True)
+                try:
+                    data = data_for(job)
+                except Exception as e:  # noqa: BLE001 - a broken task fails its jobs, not the worker
+                    answer(job, {"status": "error", "error": f"cannot make the task's inputs: {type(e).__name__}: {e}",
+                                 "traceback": traceback.format_exc()[-3000:], "wall_s": 0.0})
+                    continue
+                mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                request = {"id": job["id"], "kind": job["kind"], "key": _task_key(job), "task_root": job["task_root"],
+                           "session_seed": job["session_seed"], "config": job.get("config", {}),
+                           "expected_dir": job.get("expected_dir"), "prepared": job.get("prepared", {}),
+                           "workdir": job.get("workdir")}
+                judge.hand_over(request, theirs)
+                theirs.close()
+                pid = os.fork()
+                if pid == 0:
+                    _child_main(job, device, data, lock, result_path, mine, [judge.control.fileno()])
+                mine.close()
+                running[pid] = (job, time.monotonic(), result_path)
+            reports = judge.reports()
+            if reports is None:
+                for job, _, elapsed in list(exited.values()):
+                    answer(job, {"status": "error", "error": "the judge process exited", "wall_s": elapsed})
+                exited.clear()
+                raise SystemExit("the judge process exited")
+            for r in reports:
+                job_id = str(r.get("id"))
+                if job_id in answered:
+                    answered.discard(job_id)
+                elif job_id in exited:
+                    job, payload, elapsed = exited.pop(job_id)
+                    answer(job, {**_compose(job, payload, r.get("judged") or {}), "wall_s": elapsed})
+                else:
+                    judged[job_id] = r.get("judged") or {}
+            now = time.monotonic()
+            for pid, (job, started, result_path) in list(running.items()):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                elapsed = time.monotonic() - started
+                job_id = str(job["id"])
+                if done == 0:
+                    kind = None
+                    if elapsed > float(job.get("timeout_s", 120)):
+                        kind = ("timeout", f"exceeded {job.get('timeout_s', 120)} s; process group killed")
+                    elif now >= next_memory_poll and _private_bytes(pid) > int(job.get("memory_mb", 16384)) * 2**20:
+                        kind = ("memory", f"exceeded memory limit of {job.get('memory_mb')} MB")
+                    if kind is not None:
+                        _kill_group(pid)
+                        os.waitpid(pid, 0)
+                        del running[pid]
+                        _forget(result_path)
+                        if judged.pop(job_id, None) is None:
+                            answered.add(job_id)
+                        answer(job, {"status": kind[0], "error": kind[1], "wall_s": elapsed})
+                    continue
+                _kill_group(pid)  # anything the child left running in its session
+                del running[pid]
+                payload = _read_answer(result_path)
+                _forget(result_path)
+                if payload is None and os.WIFSIGNALED(status):
+                    payload = {"status": "crashed", "error": f"killed by {signal.Signals(os.WTERMSIG(status)).name}"}
+                elif payload is None:
+                    payload = {"status": "crashed", "error": f"exited with code {os.WEXITSTATUS(status)} before answering"}
+                log = Path(job["workdir"]) / "child.log"
+                if log.is_file():
+                    payload["log_tail"] = log.read_text(errors="replace")[-2000:]
+                if job_id in judged:
+                    answer(job, {**_compose(job, payload, judged.pop(job_id)), "wall_s": elapsed})
+                else:  # the judge reports once it has seen the child's socket close
+                    exited[job_id] = (job, payload, elapsed)
+            if now >= next_memory_poll:
+                next_memory_poll = now + MEMORY_POLL_S
+            time.sleep(0.005)
+    finally:
+        judge.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,8 @@ import pytest
 
 from evo.eval import fs_guard
 from evo.eval.backends.kernel import KernelEvaluator, report_to_result
-from evo.eval.bench import CORRECTNESS_CHECKS, BenchConfig
+from evo.eval.bench import BenchConfig
+from evo.eval.integrity import CORRECTNESS_CHECKS
 from evo.program import MAIN_FILE
 from evo.task import load_task
 

@@ -26,7 +26,9 @@ from typing import IO, Any
 
 from evo.errors import EvoError
 from evo.eval.backends.base import EvalResult
-from evo.eval.bench import CORRECTNESS_CHECKS, BenchConfig, workloads_for
+from evo.eval.integrity import CORRECTNESS_CHECKS
+from evo.eval.reference_data import workloads_for
+from evo.eval.timing import BenchConfig
 from evo.eval.peaks import peaks_for, sol_score, speed_of_light_s
 from evo.program import MAIN_FILE, Program, source_files
 from evo.task import Task

@@ -1,0 +1,453 @@
+"""The judge: the trusted side of the kernel harness, one process per worker, that never runs candidate code.
+
+Run as `python -m evo.eval.judge --control FD --device DEV` by the worker (`evo/eval/worker.py`), from a
+fresh interpreter (never forked from a process that held a candidate), it marks itself non-dumpable so
+that a candidate's process of the same user can neither read its memory nor trace it. The worker hands it,
+for every child it forks, the judge's end of a socket pair to that child; the judge then drives the child
+(`evo/eval/bench.py`'s `Runner`) and reports what it decided on the control socket.
+
+What it decides, and why the candidate cannot forge it:
+
+- correctness: the expected outputs (the reference job's files, read here and deleted) exist only in this
+  process. Every checked call's outputs come here as data and are compared here (`compare_outputs`):
+  fresh inputs on every workload, hidden ones included, in an order drawn here, the stress round, repeated
+  calls, and timed calls picked at random after their timing (below);
+- time: for every timed call the judge's own clock runs from the request to the answer, which carries the
+  call's event time and a digest of its outputs under a key drawn here. A reference child (trusted code)
+  answered the same requests with a no-op earlier (`calibrate`): the clock's overhead per call. The reported
+  median must lie within a slack of what the clock allows: not below the mean of (clock - overhead), which
+  counts every piece of work done between request and answer (hidden streams, outputs put right late), and
+  not above the median (calls answered from a cache show there). Outputs of a few timed calls, chosen after
+  the timing, are fetched and must match both their digest and the expected values;
+- evidence: what only the child can see (threads, flags, harness functions, files, stream) must be reported,
+  well formed, for every check; a missing report fails that check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import random
+import socket
+import statistics
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from evo.eval import wire
+from evo.eval.integrity import CORRECTNESS_CHECKS, classify_mismatch
+from evo.eval.kernel_spec import Workload, compare_outputs, stress_description, stress_inputs
+from evo.eval.reference_data import WorkloadData
+from evo.eval.timing import BenchConfig, spread_of
+from evo.task import load_module
+
+# How far a reported time may sit from what the judge's clock allows (see `TimeBound`): on a GPU the clock
+# sees microseconds of host jitter per call; Triton's interpreter on a CPU, milliseconds.
+SLACK = {"cuda": (10e-6, 0.15), "cpu": (5e-3, 0.5)}
+TIMING_ATTEMPTS = 3  # a workload whose times contradict the clock is timed again (a host that woke late)
+SPOT_CHECKS = 2  # timed calls per workload whose outputs are fetched and compared
+EVIDENCE = ("dynamic:timer_integrity", "dynamic:global_flags", "dynamic:thread_count", "dynamic:files_left",
+            "dynamic:stream_join")
+SAMPLE_STRIDE = 997  # every 997th element of an output, kept to tell two outputs apart (fresh_inputs)
+
+
+def _nondumpable() -> None:
+    """No core dumps, no /proc/PID/mem, no ptrace attach from processes of the same user (PR_SET_DUMPABLE 0)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class Expected:
+    """A task's expected outputs in one session, on the judge's device, with what the plan needs."""
+
+    reference: ModuleType
+    data: WorkloadData  # seeds and workloads only: the judge holds no inputs
+    outputs: dict[tuple[str, int, bool], list[torch.Tensor]] = field(default_factory=dict)
+
+    def of(self, w: str, seed: int, stressed: bool = False) -> list[torch.Tensor]:
+        return self.outputs[(w, seed, stressed)]
+
+
+def load_expected(task_root: Path, session_seed: int, device: str, config: BenchConfig, out_dir: Path) -> Expected:
+    """Read the reference job's files onto `device` and delete them."""
+    reference = load_module(task_root / "reference.py", f"evo_reference_judge_{abs(hash((str(task_root), session_seed)))}")
+    data = WorkloadData(reference, device, session_seed, config, with_inputs=False)
+    exp = Expected(reference, data)
+    for w, seed, stressed, path in data.expected_files(out_dir):
+        exp.outputs[(w, seed, stressed)] = [t.to(device) for t in torch.load(path, weights_only=True)]
+        path.unlink()
+    return exp
+
+
+class Refused(Exception):
+    """The child's answer ends the judgement with a failed check."""
+
+    def __init__(self, check: str, reason: str):
+        super().__init__(f"{check}: {reason}")
+        self.check, self.reason = check, reason
+
+
+class Session:
+    """One child, driven over its socket."""
+
+    def __init__(self, sock: socket.socket, device: str, lock: Callable[[], Any] | None):
+        self.sock, self.device = sock, device
+        self.lock = lock  # the GPU held shared while the judge compares on it
+        self.seconds: dict[str, float] = {}
+
+    def ask(self, header: dict[str, Any], max_payload: int = 0) -> tuple[dict[str, Any], bytearray | None]:
+        wire.send(self.sock, header)
+        reply, payload = wire.recv(self.sock, max_payload)
+        if reply.get("ok") is not True:
+            raise Refused("runs", f"{header.get('op')} {header.get('w', '')}: {str(reply.get('error'))[:400]}")
+        return reply, payload
+
+    def compare(self, meta: Any, payload: bytearray | None, expected: list[torch.Tensor], atol: float,
+                rtol: float) -> tuple[str | None, list[Any]]:
+        got = wire.unpack_tensors(meta, payload, self.device)
+        if self.lock is not None:
+            with self.lock():
+                return compare_outputs(tuple(got), tuple(expected), atol, rtol), got
+        return compare_outputs(tuple(got), tuple(expected), atol, rtol), got
+
+
+def _max_payload(expected: list[torch.Tensor]) -> int:
+    return 2 * sum(t.numel() * t.element_size() for t in expected) + (1 << 20)
+
+
+@dataclass
+class TimeBound:
+    """What the judge's clock says of one workload's timed calls."""
+
+    claimed_s: float  # median of the reported event times
+    floor_s: float  # mean of (clock - overhead): every piece of work between request and answer
+    typical_s: float  # median of (clock - overhead)
+    slack_s: float
+
+    @property
+    def verdict(self) -> str | None:
+        if self.claimed_s < self.floor_s - self.slack_s:
+            return (f"reported {self.claimed_s * 1e6:.2f} us per call, but the judge's clock allows no less than "
+                    f"{self.floor_s * 1e6:.2f} us (slack {self.slack_s * 1e6:.2f} us): work was done outside the timed "
+                    "events, or the times were forged")
+        if self.claimed_s > self.typical_s + self.slack_s:
+            return (f"reported {self.claimed_s * 1e6:.2f} us per call, but the judge's clock saw a typical call take "
+                    f"{self.typical_s * 1e6:.2f} us (slack {self.slack_s * 1e6:.2f} us): the timed calls did less work "
+                    "than reported (answers cached or precomputed)")
+        return None
+
+    def to_dict(self) -> dict[str, float]:
+        return {"claimed_s": self.claimed_s, "floor_s": self.floor_s, "typical_s": self.typical_s,
+                "slack_s": self.slack_s}
+
+
+def time_bound(claimed: list[float], clock: list[float], overhead_s: float, device: str) -> TimeBound:
+    trusted = [c - overhead_s for c in clock]
+    a, r = SLACK["cuda" if device.startswith("cuda") else "cpu"]
+    med = statistics.median(claimed)
+    typical = statistics.median(trusted)
+    return TimeBound(med, statistics.fmean(trusted), typical, max(a, r * max(med, typical)))
+
+
+def _timed_batch(s: Session, w: Workload, n: int, key: int, remeasure: bool) -> tuple[list[dict[str, Any]], list[float]]:
+    """`n` timed calls of one workload: each answer and the judge's clock around it."""
+    s.ask({"op": "time_setup", "w": w.name, "key": key, "remeasure": remeasure})
+    answers, clock = [], []
+    for i in range(n):
+        t0 = time.perf_counter()
+        reply, _ = s.ask({"op": "go", "i": i})
+        clock.append(time.perf_counter() - t0)
+        answers.append(reply)
+    return answers, clock
+
+
+def _floats(answers: list[dict[str, Any]], key: str) -> list[float]:
+    vals = [a.get(key) for a in answers]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and v >= 0 for v in vals):
+        raise Refused("dynamic:time_bound", f"a timed call's answer has no valid {key!r}")
+    return [float(v) for v in vals]  # type: ignore[arg-type]
+
+
+def calibrate(s: Session, exp: Expected, config: BenchConfig) -> dict[str, Any]:
+    """The clock's overhead per timed call, per workload, against a trusted child answering with a no-op."""
+    out: dict[str, Any] = {}
+    n = max(config.iters, config.input_sets)
+    s.ask({"op": "timing_begin"})
+    try:
+        for w in exp.data.workloads:
+            answers, clock = _timed_batch(s, w, n, random.SystemRandom().randrange(2**62), False)
+            claimed = _floats(answers, "t")
+            # The no-op's own event time is near zero; what it reports is in the overhead too.
+            trusted = [c - t for c, t in zip(clock, claimed, strict=True)]
+            s.ask({"op": "keep", "w": w.name, "keep": []})
+            out[w.name] = {"overhead_s": statistics.fmean(trusted), "overhead_median_s": statistics.median(trusted),
+                           "overhead_spread": spread_of(trusted)}
+    finally:
+        s.ask({"op": "timing_end"})
+    return out
+
+
+def judge_candidate(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, Any],
+                    workdir: str) -> dict[str, Any]:
+    """Drive a candidate's child through the checks and the timing; the result the worker reports."""
+    checks: list[tuple[str, bool, str]] = []
+    result: dict[str, Any] = {"workloads": {}, "checks": checks, "bounds": {}}
+    try:
+        _judge(s, exp, config, prepared, workdir, result)
+    except Refused as e:
+        checks.append((e.check, False, e.reason))
+    except wire.WireError as e:
+        checks.append(("dynamic:evidence", False, f"the candidate's process broke the protocol: {e}"))
+    except OSError as e:
+        checks.append(("runs", False, f"the candidate's process stopped answering: {e}"))
+    try:
+        wire.send(s.sock, {"op": "bye"})
+    except OSError:
+        pass
+    result["seconds"] = s.seconds
+    return result
+
+
+def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, Any], workdir: str,
+           result: dict[str, Any]) -> None:
+    checks: list[tuple[str, bool, str]] = result["checks"]
+    spec = exp.reference.SPEC
+    data = exp.data
+    rng = random.SystemRandom()
+    hello, _ = wire.recv(s.sock)
+    if hello.get("ok") is not True:
+        raise Refused("runs", str(hello.get("error", "the candidate did not start"))[:600])
+    t0 = time.perf_counter()
+
+    # Correctness, decided here: visible workloads first, then hidden (a failure on hidden shapes alone is
+    # told apart), fresh inputs per call in an order drawn here; the stress round; a second, shorter round
+    # (a warm-up detector or state kept between calls shows).
+    visible = [(w, sd, False) for w in data.workloads if not w.hidden for sd in data.seeds[w.name]]
+    hidden = [(w, sd, False) for w in data.workloads if w.hidden for sd in data.seeds[w.name]]
+    order = rng.sample(visible, len(visible)) + rng.sample(hidden, len(hidden))
+    stress = [(w, data.stress_seeds[w.name], True) for w in sorted(data.workloads, key=lambda w: w.hidden)
+              if w.name in data.stress_seeds]
+    rounds = [("fresh", order), ("stress", stress), ("repeat", rng.sample(order, min(len(order), 4)))]
+    samples: dict[str, list[torch.Tensor]] = {}
+    for kind, calls in rounds:
+        for w, seed, stressed in calls:
+            expected = exp.of(w.name, seed, stressed)
+            poison = sum(e.numel() * e.element_size() for e in expected)
+            reply, payload = s.ask({"op": "check", "w": w.name, "seed": seed, "stress": stressed,
+                                    "poison_bytes": poison}, _max_payload(expected))
+            reason, got = s.compare(reply.get("tensors"), payload, expected, spec.atol, spec.rtol)
+            if reason is not None:
+                where = f"{'hidden' if w.hidden else 'visible'} workload {w.name} (seed {seed})"
+                if kind == "repeat":
+                    raise Refused("dynamic:warmup_invariance", f"{where}, on a repeated call: {reason}")
+                if kind == "stress":
+                    check = classify_mismatch(reason, False)
+                    check = check if check == "dynamic:output_type" else "dynamic:precision"
+                    raise Refused(check, f"{where}: wrong on {_stress_words(exp, w, seed)}: {reason}")
+                raise Refused(classify_mismatch(reason, w.hidden), f"{where}: {reason}")
+            # Reported by the child: a lie here gains nothing (the outputs were right, and were compared here).
+            if reply.get("mutated") is not False:
+                raise Refused("dynamic:input_mutation", f"workload {w.name}: run modified its inputs in place")
+            if reply.get("aliased") is not False:
+                raise Refused("dynamic:no_alias", f"workload {w.name}: an output shares memory with an input")
+            if kind == "fresh" and len(samples.setdefault(w.name, [])) < 2:
+                samples[w.name].append(torch.cat([g.reshape(-1)[::SAMPLE_STRIDE].to(torch.float64) for g in got
+                                                  if isinstance(g, torch.Tensor) and g.is_floating_point()]
+                                                 or [torch.zeros(1, dtype=torch.float64, device=s.device)]))
+            del got, payload
+    for name, outs in samples.items():  # a constant answer that slipped through a loose tolerance
+        if len(outs) == 2 and outs[0].numel() > 1 and torch.equal(outs[0], outs[1]):
+            raise Refused("dynamic:fresh_inputs", f"workload {name}: two different inputs gave identical outputs")
+    for name in CORRECTNESS_CHECKS + ("dynamic:warmup_invariance", "dynamic:input_mutation", "dynamic:no_alias",
+                                      "dynamic:fresh_inputs"):
+        checks.append((name, True, ""))
+    s.seconds["checks"] = time.perf_counter() - t0
+
+    # Timing: the GPU held alone; every timed call under the judge's clock, its outputs committed by digest.
+    t0 = time.perf_counter()
+    s.ask({"op": "stage"})
+    n = max(config.iters, config.input_sets)
+    calibration = prepared.get("calibration") or {}
+    picked: dict[str, list[tuple[int, int, int]]] = {}  # workload -> (call, key, digest)
+    escaped_any: list[str] = []
+    s.ask({"op": "timing_begin"})
+    try:
+        for w in data.workloads:
+            cal = calibration.get(w.name)
+            if not isinstance(cal, dict) or not isinstance(cal.get("overhead_s"), (int, float)):
+                raise Refused("dynamic:time_bound", f"workload {w.name}: no calibration of the judge's clock "
+                              "(the reference job's); a time that cannot be bounded is not believed")
+            bound: TimeBound | None = None
+            for attempt in range(TIMING_ATTEMPTS):
+                key = rng.randrange(2**62)
+                answers, clock = _timed_batch(s, w, n, key, remeasure=attempt > 0)
+                claimed = _floats(answers, "t")
+                bound = time_bound(claimed, clock, float(cal["overhead_s"]), s.device)
+                if bound.verdict is None:
+                    break
+            assert bound is not None
+            result["bounds"][w.name] = {**bound.to_dict(), "attempts": attempt + 1,
+                                        "overhead_s": float(cal["overhead_s"])}
+            if bound.verdict is not None:
+                raise Refused("dynamic:time_bound", f"workload {w.name}: {bound.verdict}")
+            digests = [a.get("digest") for a in answers]
+            if not all(isinstance(d, int) and not isinstance(d, bool) for d in digests):
+                raise Refused("dynamic:timed_outputs", f"workload {w.name}: a timed call's answer has no digest")
+            calls = rng.sample(range(n), min(SPOT_CHECKS, n))
+            picked[w.name] = [(i, key + i, int(digests[i])) for i in calls]  # type: ignore[arg-type]
+            s.ask({"op": "keep", "w": w.name, "keep": calls})
+            escaped = _floats(answers, "escaped")
+            med = statistics.median(claimed)
+            esc = statistics.median(escaped)
+            if esc > max(20e-6, 0.25 * med):
+                escaped_any.append(f"workload {w.name}: {esc * 1e6:.1f} us of work ran outside the timed stream "
+                                   "(side stream or deferred work)")
+            result["workloads"][w.name] = {"median_s": med, "spread": spread_of(claimed), "escaped_s": esc,
+                                           "n": n, "late": int(sum(_floats(answers, "late")))}
+    finally:
+        s.ask({"op": "timing_end"})
+    s.seconds["timing"] = time.perf_counter() - t0
+    checks.append(("dynamic:time_bound", True, ""))
+
+    # The picked timed calls: their outputs as committed inside their timing windows, and right.
+    t0 = time.perf_counter()
+    for w in data.workloads:
+        sets = data.seeds[w.name][: config.input_sets]
+        for i, key, committed in picked.get(w.name, []):
+            seed = sets[i % len(sets)]
+            expected = exp.of(w.name, seed)
+            reply, payload = s.ask({"op": "fetch", "w": w.name, "i": i}, _max_payload(expected))
+            reason, got = s.compare(reply.get("tensors"), payload, expected, spec.atol, spec.rtol)
+            if wire.digest(got, key) != committed:
+                raise Refused("dynamic:timed_outputs", f"workload {w.name}: timed call {i}'s outputs changed after its "
+                              "timing window closed (their digest differs from the one committed in it)")
+            if reason is not None:
+                raise Refused("dynamic:warmup_invariance", f"workload {w.name}: what timed call {i} returned is wrong: "
+                              f"{reason}")
+    checks.append(("dynamic:timed_outputs", True, ""))
+    s.seconds["recheck"] = time.perf_counter() - t0
+
+    # Evidence only this process's child can give: every check reported, well formed.
+    reply, _ = s.ask({"op": "facts", "workdir": workdir})
+    facts = reply.get("facts")
+    reported: dict[str, tuple[bool, str]] = {}
+    if isinstance(facts, list):
+        for f in facts:
+            if isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and isinstance(f[1], bool):
+                if f[0] in reported and reported[f[0]][0] != f[1]:
+                    raise Refused(f[0], "the candidate's process reported this check both passed and failed")
+                reported[f[0]] = (f[1], str(f[2])[:500])
+    for name in EVIDENCE:
+        ok, reason = reported.get(name, (False, "not reported by the candidate's process (a check that cannot be "
+                                         "made counts as failed)"))
+        checks.append((name, ok, reason))
+    for reason in escaped_any:
+        checks.append(("dynamic:stream_join", False, reason))
+    child_seconds = reply.get("seconds")
+    if isinstance(child_seconds, dict):
+        s.seconds.update({f"child_{k}": float(v) for k, v in child_seconds.items() if isinstance(v, (int, float))})
+
+
+def _stress_words(exp: Expected, w: Workload, seed: int) -> str:
+    """How the stress round's inputs look (made here again from the seed: the judge holds no inputs)."""
+    import inspect
+
+    try:
+        names = tuple(inspect.signature(exp.reference.run).parameters)
+        inputs = stress_inputs(exp.reference.SPEC, exp.reference.make_inputs(dict(w.params), seed, "cpu"))
+        return stress_description(exp.reference.SPEC, inputs, names)
+    except Exception:  # noqa: BLE001 - a description, never a verdict
+        return f"inputs scaled by {exp.reference.SPEC.stress.scale:g}"
+
+
+# -- the process ------------------------------------------------------------------------------------
+
+
+def serve(control: socket.socket, device: str, lock_path: Path | None) -> None:
+    """Take requests from the worker; one thread per child."""
+    expected: dict[str, Expected] = {}
+    send_lock = threading.Lock()
+    gpu_lock = None
+    if lock_path is not None and device.startswith("cuda"):
+        from evo.eval.worker import GpuLock
+
+        gpu_lock = GpuLock(lock_path).checking
+
+    def report(msg: dict[str, Any]) -> None:
+        with send_lock:  # one record per report (the control socket is a SOCK_SEQPACKET pair)
+            control.send(json.dumps(msg).encode())
+
+    def work(req: dict[str, Any], child: socket.socket) -> None:
+        s = Session(child, device, gpu_lock)
+        try:
+            config = BenchConfig(**req.get("config", {}))
+            key = str(req["key"])
+            if req["kind"] == "reference":
+                hello, _ = wire.recv(child)
+                if hello.get("ok") is not True:
+                    report({"id": req["id"], "judged": {"error": str(hello.get("error"))[:2000]}})
+                    return
+                expected[key] = load_expected(Path(req["task_root"]), int(req["session_seed"]), device, config,
+                                              Path(req["expected_dir"]))
+                while len(expected) > 2:  # `evo bench` walks the suite: keep the newest tasks only
+                    expected.pop(next(iter(expected)))
+                calibration = calibrate(s, expected[key], config)
+                wire.send(child, {"op": "bye"})
+                report({"id": req["id"], "judged": {"calibration": calibration}})
+            else:
+                exp = expected.get(key)
+                if exp is None:
+                    report({"id": req["id"], "judged": {"error": "the judge holds no expected outputs for this task "
+                                                        "(its reference job did not run here)"}})
+                    return
+                report({"id": req["id"], "judged": judge_candidate(s, exp, config, req.get("prepared", {}),
+                                                                   str(req.get("workdir", "")))})
+        except Exception as e:  # noqa: BLE001 - a broken judgement fails its job, never the judge
+            report({"id": req["id"], "judged": {"error": f"{type(e).__name__}: {e}",
+                                                "traceback": traceback.format_exc()[-3000:]}})
+        finally:
+            child.close()
+
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(control, 1 << 16, 1)
+        except OSError:
+            return
+        if not msg:
+            return
+        req = json.loads(msg)
+        if not fds:
+            continue
+        child = socket.socket(fileno=fds[0])
+        threading.Thread(target=work, args=(req, child), daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evo.eval.judge", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--control", type=int, required=True, help="file descriptor of the worker's socket")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--lock", type=Path, default=None, help="the GPU's lock file (see worker.GpuLock)")
+    args = parser.parse_args(argv)
+    _nondumpable()
+    torch.set_num_threads(min(4, os.cpu_count() or 1))
+    if args.device.startswith("cuda"):
+        torch.cuda.set_device(args.device)
+    serve(socket.socket(fileno=args.control), args.device, args.lock)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

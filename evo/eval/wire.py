@@ -1,0 +1,142 @@
+"""The messages between a candidate's process and the judge: framing, tensors as data, output digests.
+
+A message is a 4-byte length, a JSON header of that length, and, when the header says `nbytes`, that many
+raw bytes. Tensors travel as raw bytes with a description (dtype, shape) beside them; the judge rebuilds
+them with `unpack_tensors`, which refuses anything it did not ask for: an unknown dtype, a size that does
+not add up, more bytes than allowed. Nothing here unpickles, evaluates or imports what it receives.
+
+`digest` is a keyed checksum of a tensor's bytes, exact integer arithmetic that gives the same number on
+the CPU and on a GPU. The candidate's process commits to the digest of every timed call's output inside
+the call's timing window, under a key it learns only when timing starts; the judge later asks for a few of
+those outputs, chosen at random, and checks them against both the digest and the expected values. So an
+output cannot be put right after its window closed (see `evo/eval/judge.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+MAX_HEADER = 1 << 20
+DTYPES: dict[str, torch.dtype] = {str(d).removeprefix("torch."): d for d in (
+    torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
+    torch.int8, torch.uint8, torch.bool, *(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2")
+                                            if hasattr(torch, n)))}
+
+
+class WireError(Exception):
+    """A message that breaks the protocol: the candidate's answer is malformed (it fails, never passes)."""
+
+
+def send(sock: socket.socket, header: dict[str, Any], payload: Sequence[memoryview] = ()) -> None:
+    """One message: the header (with `nbytes` when there is a payload) and the payload's buffers in order."""
+    if payload:
+        header = {**header, "nbytes": sum(p.nbytes for p in payload)}
+    data = json.dumps(header).encode()
+    sock.sendall(struct.pack("!I", len(data)) + data)
+    for p in payload:
+        sock.sendall(p)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytearray:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            raise WireError(f"the other side hung up after {got} of {n} bytes")
+        got += k
+    return buf
+
+
+def recv(sock: socket.socket, max_payload: int = 0) -> tuple[dict[str, Any], bytearray | None]:
+    """The next message: its header and payload (None without one); more than `max_payload` bytes is an error."""
+    (size,) = struct.unpack("!I", bytes(_recv_exact(sock, 4)))
+    if size > MAX_HEADER:
+        raise WireError(f"a header of {size} bytes (at most {MAX_HEADER})")
+    try:
+        header = json.loads(bytes(_recv_exact(sock, size)))
+    except ValueError as e:
+        raise WireError(f"a header that is not JSON: {e}") from e
+    if not isinstance(header, dict):
+        raise WireError("a header that is not a JSON object")
+    nbytes = header.get("nbytes", 0)
+    if not isinstance(nbytes, int) or nbytes < 0 or nbytes > max_payload:
+        raise WireError(f"a payload of {nbytes!r} bytes where at most {max_payload} were expected")
+    return header, (_recv_exact(sock, nbytes) if nbytes else None)
+
+
+def pack_tensors(tensors: Sequence[Any]) -> tuple[list[dict[str, Any]], list[memoryview]]:
+    """Each output as its description and its bytes (contiguous, on the CPU). Non-tensors are described only,
+    so that the judge can say what was returned instead."""
+    meta: list[dict[str, Any]] = []
+    views: list[memoryview] = []
+    for t in tensors:
+        if type(t) is not torch.Tensor:  # subclasses too: the judge reports the type, never trusts it
+            meta.append({"type": type(t).__name__})
+            continue
+        host = t.detach().to("cpu").contiguous()
+        raw = host.reshape(-1).view(torch.uint8) if host.numel() else torch.empty(0, dtype=torch.uint8)
+        meta.append({"type": "Tensor", "dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
+                     "device": t.device.type})
+        views.append(memoryview(raw.numpy()).cast("B"))
+    return meta, views
+
+
+def unpack_tensors(meta: Any, payload: bytearray | None, device: str) -> list[Any]:
+    """The tensors a message describes, rebuilt on `device`; a description of something else comes back as a
+    string naming its type (what `compare_outputs` then reports). Raises WireError on malformed input."""
+    if not isinstance(meta, list):
+        raise WireError("the outputs' description is not a list")
+    buf = memoryview(payload if payload is not None else bytearray())
+    out: list[Any] = []
+    at = 0
+    for m in meta:
+        if not isinstance(m, dict) or m.get("type") != "Tensor":
+            out.append(str(m.get("type") if isinstance(m, dict) else m))
+            continue
+        dtype = DTYPES.get(str(m.get("dtype")))
+        shape = m.get("shape")
+        if dtype is None or not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+            raise WireError(f"an output described as {m!r}")
+        n = 1
+        for s in shape:
+            n *= s
+        size = n * torch.empty(0, dtype=dtype).element_size()
+        if at + size > len(buf):
+            raise WireError("the outputs' bytes are fewer than their description")
+        flat = torch.frombuffer(buf[at:at + size], dtype=torch.uint8) if size else torch.empty(0, dtype=torch.uint8)
+        at += size
+        t = flat.view(dtype).reshape(shape) if size else torch.empty(shape, dtype=dtype)
+        out.append(t.to(device) if device != "cpu" else t.clone())
+    if at != len(buf):
+        raise WireError(f"{len(buf) - at} bytes beyond the outputs' description")
+    return out
+
+
+DIGEST_PRIME = 2**31 - 1
+
+
+def digest(tensors: Sequence[Any], key: int) -> int:
+    """A keyed checksum of the outputs' bytes: sum of (word + 2^15) * k_i mod p over 16-bit words (bytes where
+    the count is odd), k_i = (i * a + b) mod p from the key. Exact in int64 on any device: every product is
+    under 2^47 and the sum of at most 2^31 terms under 2^62."""
+    a = key % (DIGEST_PRIME - 1) + 1
+    b = (key // DIGEST_PRIME) % DIGEST_PRIME
+    total = 0
+    for t in tensors:
+        if type(t) is not torch.Tensor or not t.numel():
+            continue
+        raw = t.detach().contiguous().reshape(-1).view(torch.uint8)
+        words = (raw.view(torch.int16).to(torch.int64) + 32768) if raw.numel() % 2 == 0 else raw.to(torch.int64)
+        i = torch.arange(words.numel(), device=words.device, dtype=torch.int64)
+        k = (i * a + b) % DIGEST_PRIME
+        total = (total + int(((words * k) % DIGEST_PRIME).sum())) % (1 << 62)
+        b = (b + 1) % DIGEST_PRIME  # the next output under another key: swapping two outputs changes the sum
+    return total
