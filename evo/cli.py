@@ -361,11 +361,11 @@ def tasks() -> None:
     """List the tasks evo knows, with their objective and best published values."""
     from evo.task import list_tasks, load_task
 
-    table = Table("task", "objective", "metric", "best known")
+    table = Table("task", "family", "objective", "metric", "best known")
     for name in list_tasks():
         t = load_task(name)
         best = ", ".join(f"{k} {v:g}" for k, v in t.config.best_known.items())
-        table.add_row(name, t.config.objective, t.config.metric, best)
+        table.add_row(name, t.config.family or "-", t.config.objective, t.config.metric, best)
     out.print(table)
 
 
