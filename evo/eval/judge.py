@@ -204,11 +204,13 @@ def judge_candidate(s: Session, exp: Expected, config: BenchConfig, prepared: di
                     workdir: str) -> dict[str, Any]:
     """Drive a candidate's child through the checks and the timing; the result the worker reports."""
     checks: list[tuple[str, bool, str]] = []
-    result: dict[str, Any] = {"workloads": {}, "checks": checks, "bounds": {}}
+    result: dict[str, Any] = {"workloads": {}, "checks": checks, "bounds": {}, "guards": {}}
     try:
         _judge(s, exp, config, prepared, workdir, result)
     except Refused as e:
         checks.append((e.check, False, e.reason))
+    except wire.HungUp as e:
+        checks.append(("runs", False, f"the candidate's process stopped answering: {e}"))
     except wire.WireError as e:
         checks.append(("dynamic:evidence", False, f"the candidate's process broke the protocol: {e}"))
     except OSError as e:
@@ -227,6 +229,8 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
     spec = exp.reference.SPEC
     data = exp.data
     rng = random.SystemRandom()
+    first, _ = wire.recv(s.sock)  # sent before the candidate was imported: the harness's own words
+    result["guards"] = first.get("guards") if isinstance(first.get("guards"), dict) else {}
     hello, _ = wire.recv(s.sock)
     if hello.get("ok") is not True:
         raise Refused("runs", str(hello.get("error", "the candidate did not start"))[:600])

@@ -33,6 +33,10 @@ class WireError(Exception):
     """A message that breaks the protocol: the candidate's answer is malformed (it fails, never passes)."""
 
 
+class HungUp(WireError):
+    """The other side closed its socket (it exited, crashed, or was killed)."""
+
+
 def send(sock: socket.socket, header: dict[str, Any], payload: Sequence[memoryview] = ()) -> None:
     """One message: the header (with `nbytes` when there is a payload) and the payload's buffers in order."""
     if payload:
@@ -50,7 +54,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytearray:
     while got < n:
         k = sock.recv_into(view[got:], n - got)
         if k == 0:
-            raise WireError(f"the other side hung up after {got} of {n} bytes")
+            raise HungUp(f"the other side hung up after {got} of {n} bytes")
         got += k
     return buf
 

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 import triton  # noqa: F401
 
-from evo.eval import fs_guard, wire
+from evo.eval import fs_guard, net_guard, wire
 from evo.eval.bench import Runner
 from evo.eval.integrity import Snapshot
 from evo.eval.kernel_spec import as_tuple
@@ -177,7 +177,7 @@ def _copy_compiled_helpers(shared: Path, private_cache: Path) -> None:
             continue  # a helper missing from the copy is compiled again, nothing worse
 
 
-def _child_setup(job: dict[str, Any], device: str, private: Path) -> fs_guard.GuardStatus | None:
+def _child_setup(job: dict[str, Any], device: str, private: Path) -> dict[str, Any] | None:
     """Session, limits, log, CUDA; for a candidate job also the filesystem guard (its status is returned).
 
     A candidate may write only beneath its workdir and `private` (its TMPDIR, HOME and the Triton, inductor
@@ -209,10 +209,17 @@ def _child_setup(job: dict[str, Any], device: str, private: Path) -> fs_guard.Gu
         # Start CUDA's own helper threads now, so that the candidate's thread count is taken after them.
         torch.ones(1, device=device).add_(1)
         torch.cuda.synchronize()
-    return fs_guard.restrict_writes([workdir, private]) if candidate else None
+    if not candidate:
+        return None
+    # Both guards before the candidate is imported, reported to the judge from here (the candidate has not
+    # run yet, so the report is the harness's own): writes confined, and no network at all.
+    writes = fs_guard.restrict_writes([workdir, private])
+    network = net_guard.isolate_network()
+    return {"fs": writes.to_dict(), "net": network.to_dict()}
 
 
-def _run_child(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLock, sock: socket.socket) -> dict[str, Any]:
+def _run_child(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLock, sock: socket.socket,
+               guards: dict[str, Any] | None) -> dict[str, Any]:
     """The child's part: the reference job (trusted) or the candidate's runner, both driven by the judge.
 
     Nothing the candidate's child writes in its answer is believed: its checks and times reach the engine
@@ -229,6 +236,7 @@ def _run_child(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLo
                    prepared["latency_s"]).serve()
         return {**facts, "prepared": prepared}
     candidate = Path(job["candidate"])
+    wire.send(sock, {"ok": True, "guards": guards})
     # Import and warm up on the CPU shapes before the lock: compilation overlaps other children's timing.
     warm_start = time.perf_counter()
     before = Snapshot.take(candidate.parent, device)
@@ -367,13 +375,11 @@ def _child_main(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuL
         started = time.perf_counter()
         guard = _child_setup(job, device, _private_dir(result_path))
         setup_s = time.perf_counter() - started
-        answer = {"status": "ok", **_run_child(job, device, data, lock, sock)}
+        answer = {"status": "ok", **_run_child(job, device, data, lock, sock, guard)}
         answer.setdefault("seconds", {})["setup"] = setup_s
     except BaseException as e:  # noqa: BLE001 - everything a child hits becomes its answer
         answer = {"status": "error", "error": f"{type(e).__name__}: {str(e)[:1000]}",
                   "traceback": traceback.format_exc()[-3000:]}
-    if guard is not None:
-        answer["fs_guard"] = guard.to_dict()
     data_out = json.dumps(answer).encode()
     while data_out:
         data_out = data_out[os.write(out, data_out):]
@@ -495,7 +501,12 @@ def _compose(job: dict[str, Any], payload: dict[str, Any], judged: dict[str, Any
     result = {k: judged[k] for k in ("workloads", "checks", "bounds") if k in judged}
     result["seconds"] = {**{f"judge_{k}": v for k, v in judged.get("seconds", {}).items()},
                          **{k: v for k, v in (payload.get("seconds") or {}).items() if isinstance(v, (int, float))}}
-    _note_guard(result, payload.get("fs_guard"))
+    guards = judged.get("guards") if isinstance(judged.get("guards"), dict) else {}
+    _note_guard(result, guards.get("fs"))
+    net = guards.get("net")
+    active = isinstance(net, dict) and net.get("active") is True
+    result["checks"].append(("dynamic:net_guard", active, str(net.get("summary", "")) if isinstance(net, dict) else
+                             "the candidate's process did not report its network isolation before it ran"))
     return {"status": "ok", **facts, "result": result}
 
 

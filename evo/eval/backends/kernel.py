@@ -27,9 +27,9 @@ from typing import IO, Any
 from evo.errors import EvoError
 from evo.eval.backends.base import EvalResult
 from evo.eval.integrity import CORRECTNESS_CHECKS
+from evo.eval.peaks import peaks_for, sol_score, speed_of_light_s
 from evo.eval.reference_data import workloads_for
 from evo.eval.timing import BenchConfig
-from evo.eval.peaks import peaks_for, sol_score, speed_of_light_s
 from evo.program import MAIN_FILE, Program, source_files
 from evo.task import Task
 
@@ -213,6 +213,7 @@ class KernelEvaluator:
             report["workloads"].append(row)
         report["checks"] = checks
         report["seconds"] = result.get("seconds", {})
+        report["bounds"] = result.get("bounds", {})  # what the judge's clock allowed, per workload
         failures = [f"{n}: {r}" for n, p, r in checks if not p]
         report["error"] = failures[0] if failures else None
         report["passed"] = not failures
