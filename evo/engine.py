@@ -30,11 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from evo.audit import screen
 from evo.config import RunConfig
 from evo.embed import make_embedder
 from evo.errors import EvoError, OperatorError
 from evo.eval.backends.base import EvalResult, Evaluator
+from evo.eval.families import family_of
+from evo.eval.pipeline import Pipeline
 from evo.llm.client import LLMUnavailable
 from evo.llm.engine import ChatLLM, make_llm
 from evo.operators import OPERATORS, Operator, ProposalRequest, build_operators
@@ -86,15 +87,9 @@ class Engine:
         self.store = store
         self.task = task
         self.config = config
-        if evaluator is None and task.is_kernel_task:
-            from evo.eval.backends.kernel import KernelEvaluator
-
-            evaluator = KernelEvaluator(task, config.workers, self.run_dir / "scratch")
-        elif evaluator is None:
-            from evo.eval.backends.local import LocalEvaluator
-
-            evaluator = LocalEvaluator(task, config.workers, self.run_dir / "scratch")
-        self.evaluator = evaluator
+        # Every candidate goes through the pipeline (screen, backend, score, full audit): the only way to a score.
+        self.evaluator: Evaluator = evaluator if isinstance(evaluator, Pipeline) else \
+            Pipeline(task, evaluator, workers=config.workers, scratch=self.run_dir / "scratch")
         self.embedder = make_embedder(config.embedder)
         self.llm_client: ChatLLM | None = None
         registry: dict[str, Callable[[], Operator]] = dict(OPERATORS)
@@ -127,10 +122,6 @@ class Engine:
         self.rng = np.random.default_rng([config.seed, store.count_events()])
         self._cache: OrderedDict[str, Program] = OrderedDict()
         self._task_prompt = task.prompt()
-        # The auditor's static screen guards the GPU harness, where candidates run beside trusted code, so
-        # kernel candidates are screened here, before a worker sees them. A CPU task's candidate is audited
-        # in its sandboxed child before it runs (evo/eval/child.py): the ~2 ms stay off this loop.
-        self._screened = task.is_kernel_task
         self._stopping = False
         self._stop_reason = ""
         self._reserved = 0  # finished + queued + being evaluated
@@ -261,12 +252,6 @@ class Engine:
                 ast.parse(child.text)
             except SyntaxError as e:
                 self._reject(child, "parse_error", f"line {e.lineno}: {e.msg}", call)
-                return False
-        if self._screened:
-            verdict = screen(child.source, self.task)
-            if not verdict.passed:
-                child.verdict = verdict.to_json()
-                self._reject(child, "audit", verdict.text()[:2000], call)
                 return False
         vector = made.vector if made is not None and made.vector is not None else self.embedder.embed([child.text])[0]
         seen = self.novelty.assess(vector)
@@ -481,7 +466,7 @@ class Engine:
         """
         wanted = self.config.retime_on_resume
         if wanted is None:
-            wanted = self.task.is_kernel_task
+            wanted = family_of(self.task).timed
         if not wanted or self.stats.done_at_start == 0 or self.stats.done >= self.config.budget:
             return
         retimed: set[str] = set()

@@ -71,6 +71,6 @@ def test_logits_of_the_wrong_shape_are_a_failure_not_a_crash() -> None:
     assert reason is not None and "shape" in reason
 
 
-def test_the_check_is_registered_for_the_lm_family_only() -> None:
+def test_the_check_is_registered_for_the_training_family_only() -> None:
     check = DYNAMIC_CHECKS[CHECK]
-    assert check.applies_to("lm") and not check.applies_to("kernels") and not check.applies_to("math")
+    assert check.applies_to("training") and not check.applies_to("kernels") and not check.applies_to("math")

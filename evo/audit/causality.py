@@ -12,7 +12,7 @@ tolerance of `rtol` times their largest magnitude, which allows for a kernel tha
 differently when the inputs differ, but not for a leak.
 
 The LM-training family's harness calls `causality_probe(model, vocab_size, seq_len)` and reports the result
-as `dynamic:causality` (registered for the family `lm`; at `publish` a result is required).
+as `dynamic:causality` (registered for the family `training`; at `publish` a result is required).
 """
 
 from __future__ import annotations

@@ -83,9 +83,9 @@ class Subject:
 
     @property
     def family(self) -> str | None:
-        """The task family (`kernels`, `math`, ...) or None without a task."""
-        name = getattr(self.task, "name", None)
-        return name.split("/", 1)[0] if isinstance(name, str) and "/" in name else None
+        """The task's family as its task.toml names it (`kernels`, `math`, `training`), or None without a task."""
+        family = getattr(getattr(self.task, "config", None), "family", None)
+        return family if isinstance(family, str) else None
 
 
 class CheckFn(Protocol):

@@ -97,12 +97,25 @@ for _name, _stops, _measures in (
     ("timer_integrity", "patched timers, driver functions or comparison functions",
      "id() snapshots of timing and comparison functions before and after"),
     ("output_type", "lazy or fake outputs", "type(output) is torch.Tensor, dtype, device, strides"),
-    ("stream_join", "work left on another stream", "all streams joined; GPU activity span measured (CUPTI)"),
+    ("stream_join", "work left on another stream", "all streams joined after each timed call; the gap after its "
+     "end event beyond the host's latency; the judge's clock around the call (time_bound) counts it either way"),
     ("global_flags", "changed global settings (TF32, cudnn, default dtype)",
      "snapshot of torch's global flags before and after"),
     ("no_alias", "returning a view of an input as the output", "storage ranges of outputs against inputs"),
     ("possible_time", "any timing trick the other checks missed",
      "a time under 0.9 x the speed of light is impossible: rejected, never admitted"),
+    ("time_bound", "forged times: patched events or timers in the candidate's own process, work moved out of "
+     "the timed events, answers cached or precomputed", "the judge's own clock around every timed call, less "
+     "the overhead calibrated against a no-op in a trusted child: the reported median may not sit below the mean "
+     "nor above the median of what the clock allows, by more than a slack (evo/eval/judge.py)"),
+    ("timed_outputs", "a cheap wrong kernel timed, its outputs put right before they are checked",
+     "a digest of every timed call's outputs under a key drawn by the judge, committed inside the call's timing "
+     "window; outputs of timed calls picked afterwards at random are fetched, digested and compared"),
+    ("net_guard", "reaching the network (the user's model server, notebooks, a cluster's control plane)",
+     "the candidate's process runs with no socket but AF_UNIX (seccomp on every thread) in an empty network "
+     "namespace where the OS allows, applied before the candidate is imported (evo/eval/net_guard.py)"),
+    ("fs_guard", "writing outside the candidate's folders (a .pth, a poisoned cache, state for later runs)",
+     "Landlock: writes only beneath the work dir and a private folder (evo/eval/fs_guard.py)"),
 ):
     register_dynamic(_name, _stops, _measures)
 register_dynamic("causality", "a language model that sees later tokens (a missing or shifted causal mask, a "

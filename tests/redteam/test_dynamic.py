@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from evo.audit import Verdict
 from evo.eval import fs_guard
 from evo.eval.backends.kernel import KernelEvaluator, report_to_result
 from evo.eval.bench import BenchConfig
 from evo.eval.integrity import CORRECTNESS_CHECKS
+from evo.eval.pipeline import Pipeline, verdict_of
 from evo.program import MAIN_FILE
 from evo.task import load_task
 
@@ -52,6 +54,15 @@ def evaluator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelEvalua
     ev.close()
 
 
+def _full_audit(ev: KernelEvaluator, source: str, report: dict) -> Verdict:
+    """The pipeline's decision on a report the harness made with the screen bypassed."""
+    result = report_to_result(report, 0.0)
+    result.checks = [tuple(c) for c in report["checks"]]
+    verdict = verdict_of(Pipeline(ev.task, ev).decide(source, result))
+    assert verdict is not None
+    return verdict
+
+
 def _evaluate(ev: KernelEvaluator, path: Path, tmp_path: Path) -> dict:
     shutil.copy(path, tmp_path / MAIN_FILE)
     return ev.evaluate_path_sync(tmp_path)
@@ -63,7 +74,7 @@ def test_honest_seed_passes_every_dynamic_check(evaluator: KernelEvaluator, tmp_
     names = {n for n, _, _ in report["checks"]}
     assert {"dynamic:stale_memory", "dynamic:input_mutation", "dynamic:timer_integrity", "dynamic:files_left",
             "dynamic:thread_count", "dynamic:global_flags", "dynamic:fresh_inputs"} <= names
-    verdict = evaluator.full_audit((REPO / "kernels" / "rmsnorm_fwd.py").read_text(), report)
+    verdict = _full_audit(evaluator, (REPO / "kernels" / "rmsnorm_fwd.py").read_text(), report)
     assert verdict.passed, verdict.text()
 
 
@@ -84,7 +95,7 @@ def test_hack_is_rejected_by_the_harness(evaluator: KernelEvaluator, tmp_path: P
         assert failed[0] in CORRECTNESS_CHECKS + ("dynamic:warmup_invariance",), report["checks"]
     result = report_to_result(report, 0.0)
     assert not result.ok and result.failure in ("audit", "invalid")
-    verdict = evaluator.full_audit(source, report)
+    verdict = _full_audit(evaluator, source, report)
     # The gate names the harness's own "runs" check `dynamic:runs`.
     assert not verdict.passed and any(name in (failed[0], f"dynamic:{failed[0]}") for name, _ in verdict.reasons)
 

@@ -119,8 +119,9 @@ class KernelEvaluator:
     def __init__(self, task: Task, workers: int, scratch: Path, devices: list[str] | None = None,
                  config: BenchConfig | None = None, parallel_per_device: int = 4, session_seed: int | None = None,
                  pool: WorkerPool | None = None):
-        if not hasattr(task.reference, "SPEC"):
-            raise EvoError(f"task {task.name} is not a kernel task (its reference.py defines no SPEC)")
+        if task.config.family != "kernels":
+            raise EvoError(f"task {task.name} is of the {task.config.family!r} family, not `kernels`: its candidates "
+                           "do not run on the GPU harness")
         self.task = task
         self.workers = workers
         self.scratch = Path(scratch)
@@ -221,6 +222,8 @@ class KernelEvaluator:
         return report
 
     async def evaluate(self, program: Program) -> EvalResult:
+        """Run one program on the harness: its scored report and the judge's checks, no verdict (the pipeline
+        audits, `evo/eval/pipeline.py`)."""
         start = time.perf_counter()
         workdir = Path(tempfile.mkdtemp(prefix=f"{program.id[:12]}-", dir=self.session))
         try:
@@ -234,19 +237,9 @@ class KernelEvaluator:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         result = report_to_result(report, time.perf_counter() - start)
-        if report.get("status") == "ok":
-            verdict = self.full_audit(program.source, report)
-            result.verdict = verdict.to_json()
-            if result.ok and not verdict.passed:  # a static finding the screen let through (or a task check)
-                result = EvalResult(False, metrics=result.metrics, failure="audit", error=verdict.text()[:2000],
-                                    wall_s=result.wall_s, verdict=result.verdict)
+        result.checks = [(str(n), bool(p), str(r or "")) for n, p, r in report.get("checks", [])]
+        result.report = report
         return result
-
-    def full_audit(self, source: Any, report: dict[str, Any]) -> Any:
-        """The gate at level `full`: static checks again plus what the harness measured."""
-        from evo.audit import Level, audit
-
-        return audit(source, Level.FULL, self.task, {"dynamic": report.get("checks", [])})
 
     def close(self) -> None:
         if self._own_pool:

@@ -1,7 +1,8 @@
 """The `kernels` family: Triton kernels scored against the speed of light (SOL score) on the GPU harness.
 
-The harness (`evo/eval/backends/kernel.py`, `evo/eval/worker.py`) runs each candidate beside the task's
-reference, measures its dynamic checks and times it; its engine side turns the times into the SOL score
+The harness (`evo/eval/backends/kernel.py`, `evo/eval/worker.py`, `evo/eval/judge.py`) runs each candidate
+in a child that only makes the calls the judge asks for; the judge, a process that never imports a
+candidate, compares the outputs and bounds the times; the engine side turns the times into the SOL score
 (trusted arithmetic), so the answer arrives scored and the family has nothing to add to it."""
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ class KernelsFamily(Family):
     timed = True
 
     def backend(self, task: Task, workers: int, scratch: Path, **options: Any) -> Evaluator:
-        """`HarnessBackend` (a `KernelEvaluator`); `options`: devices, config, parallel_per_device, pool, ..."""
-        from evo.eval.families._harness import HarnessBackend  # imports torch: only where kernels run
+        """A `KernelEvaluator`; `options`: devices, config, parallel_per_device, pool, ..."""
+        from evo.eval.backends.kernel import KernelEvaluator  # imports torch: only where kernels run
 
-        return HarnessBackend(task, workers, scratch, **options)
+        return KernelEvaluator(task, workers, scratch, **options)
 
     def score(self, task: Task, result: EvalResult) -> EvalResult:
         if not result.checks and result.report:
