@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evo.eval.worker import GpuLock
+from evo.eval.gpu_lock import GpuLock
 
 HOLD_S = 0.6
 

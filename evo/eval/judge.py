@@ -386,7 +386,7 @@ def serve(control: socket.socket, device: str, lock_path: Path | None) -> None:
     send_lock = threading.Lock()
     gpu_lock = None
     if lock_path is not None and device.startswith("cuda"):
-        from evo.eval.worker import GpuLock
+        from evo.eval.gpu_lock import GpuLock
 
         gpu_lock = GpuLock(lock_path).checking
 
@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evo.eval.judge", description=__doc__.split("\n\n")[0])
     parser.add_argument("--control", type=int, required=True, help="file descriptor of the worker's socket")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--lock", type=Path, default=None, help="the GPU's lock file (see worker.GpuLock)")
+    parser.add_argument("--lock", type=Path, default=None, help="the GPU's lock file (see evo.eval.gpu_lock)")
     args = parser.parse_args(argv)
     _nondumpable()
     torch.set_num_threads(min(4, os.cpu_count() or 1))

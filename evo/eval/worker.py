@@ -12,22 +12,20 @@ checking children for its correctness checks, and alone for its timing, one time
 is its own session (process group) with file-size and core limits and a resident-memory watch; a
 crash, hang or memory blow-up kills that child only.
 
-Trust: the reference job runs trusted code only and writes expected outputs to files; the candidate
-job runs the candidate next to the harness, which is why the auditor's static screen runs first and
-the harness checks its own functions for tampering (see `evo/eval/bench.py`). A candidate child is also
-Landlocked (`evo/eval/fs_guard.py`) before the candidate is imported: it may write only beneath its
-workdir and a private folder of the session (its TMPDIR, HOME, Triton/inductor/CUDA caches), so it cannot
-drop a `.pth` into site-packages, poison a cache the next child or the reference job would load, or
-leave state for a later evaluation; the report carries the guard's status as `dynamic:fs_guard`.
+Trust: the zygote never imports a candidate and holds no expected output. Beside it runs the judge
+(`evo/eval/judge.py`), started from a fresh interpreter: for every child the zygote forks it hands the judge
+one end of a socket pair, and the judge drives the child (`evo/eval/worker_child.py`, `evo/eval/bench.py`):
+it holds the expected outputs, compares every output the child sends, and bounds every reported time with its
+own clock. The worker's answer for a job is the judge's report, once the child has exited; nothing the
+candidate's child writes decides a check or a time. Children are Landlocked and without the network
+(`fs_guard`, `net_guard`) before the candidate is imported. See docs/auditor.md, "What runs where".
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -35,8 +33,6 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +40,11 @@ from typing import Any
 import torch
 import triton  # noqa: F401
 
-from evo.eval import fs_guard, net_guard, wire
-from evo.eval.bench import Runner
-from evo.eval.integrity import Snapshot
-from evo.eval.kernel_spec import as_tuple
-from evo.eval.peaks import peaks_for
-from evo.eval.reference_data import WorkloadData, prepare_reference
-from evo.eval.timing import BenchConfig, sync
+from evo.eval import fs_guard
+from evo.eval.gpu_lock import GpuLock
+from evo.eval.reference_data import WorkloadData
+from evo.eval.timing import BenchConfig
+from evo.eval.worker_child import child_main, private_dir
 from evo.task import load_module
 
 MEMORY_POLL_S = 0.5
@@ -75,317 +69,6 @@ def _private_bytes(pid: int) -> int:
     return total
 
 
-def _flock(path: Path, mode: int) -> int:
-    fd = os.open(path, os.O_RDONLY)  # flock needs no write access (a guarded child has none here)
-    try:
-        fcntl.flock(fd, mode)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _unlock(fd: int) -> None:
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
-
-
-class GpuLock:
-    """Who may use a GPU when, across every evo process on the machine: flocks, released by the kernel if
-    a holder dies.
-
-    Timing is exclusive: nothing else runs on the GPU meanwhile. Checking (the correctness rounds, where a
-    candidate's kernels meet the real shapes and compile for them) is shared by up to `slots` children at
-    once, but never overlaps a timing: the GPU time a candidate holds alone is its timing only (measured
-    on the H100: checks were 70-85% of the time a child held the old single lock). A timer waiting blocks
-    new checkers (it takes the gate first), so a stream of checkers cannot starve it. `slots` bounds
-    the GPU memory that checking children hold at once.
-    """
-
-    def __init__(self, path: Path, slots: int = 4):
-        self.path = path
-        self.gate = path.with_name(path.name + ".gate")
-        self.slots = [path.with_name(f"{path.name}.slot{i}") for i in range(max(1, slots))]
-        for p in (path, self.gate, *self.slots):  # here: a guarded child may not create them
-            os.close(os.open(p, os.O_RDWR | os.O_CREAT, 0o600))
-
-    @contextmanager
-    def timing(self) -> Iterator[None]:
-        """Hold the GPU alone."""
-        with self._through_gate(fcntl.LOCK_EX):
-            yield
-
-    @contextmanager
-    def checking(self) -> Iterator[None]:
-        """Share the GPU with other checkers, never with a timer."""
-        slot = self._take_slot()
-        try:
-            with self._through_gate(fcntl.LOCK_SH):
-                yield
-        finally:
-            _unlock(slot)
-
-    @contextmanager
-    def _through_gate(self, mode: int) -> Iterator[None]:
-        """Take the GPU in `mode`, passing the gate on the way in: whoever waits at the gate for the GPU
-        (a timer, while checkers hold it) keeps everyone who comes later out."""
-        gate = _flock(self.gate, fcntl.LOCK_EX)
-        try:
-            held = _flock(self.path, mode)
-        finally:
-            _unlock(gate)
-        try:
-            yield
-        finally:
-            _unlock(held)
-
-    def _take_slot(self) -> int:
-        for path in self.slots:
-            try:
-                return _flock(path, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue
-        return _flock(self.slots[os.getpid() % len(self.slots)], fcntl.LOCK_EX)
-
-
-def _device_facts(device: str) -> dict[str, Any]:
-    if device.startswith("cuda"):
-        name = torch.cuda.get_device_name(device)
-        return {"device_name": name, "l2_bytes": peaks_for(name).l2_bytes}
-    return {"device_name": "cpu", "l2_bytes": 0}
-
-
-def _trusted_triton_cache() -> Path:
-    """The Triton cache of this worker's trusted jobs (the reference job's; candidates write elsewhere)."""
-    return Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
-
-
-def _copy_compiled_helpers(shared: Path, private_cache: Path) -> None:
-    """Copy the shared cache's compiled C helpers (Triton's driver utilities and launchers, `.so` files) into
-    a candidate's private cache, so that it does not rebuild them with gcc (~1 s a child, measured as 55 -> 49
-    candidates per GPU-minute). Copies, never links: a write through a hard link would reach the shared file.
-    Only trusted jobs write the shared cache; kernels of other candidates are not in it."""
-    try:
-        entries = list(shared.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        try:
-            if entry.is_dir() and any(f.suffix == ".so" for f in entry.iterdir()):
-                shutil.copytree(entry, private_cache / entry.name, dirs_exist_ok=True)
-        except OSError:
-            continue  # a helper missing from the copy is compiled again, nothing worse
-
-
-def _child_setup(job: dict[str, Any], device: str, private: Path) -> dict[str, Any] | None:
-    """Session, limits, log, CUDA; for a candidate job also the filesystem guard (its status is returned).
-
-    A candidate may write only beneath its workdir and `private` (its TMPDIR, HOME and the Triton, inductor
-    and CUDA caches, all moved there before CUDA starts) and to device files; the reference job (trusted)
-    keeps full access. The guard comes after CUDA's start, so that whatever the driver writes while it
-    starts is not refused (and before Landlock ABI 8 its helper threads stay unguarded: see fs_guard.py).
-    """
-    os.setsid()
-    candidate = job["kind"] == "candidate"
-    if candidate:  # a cache shared between candidates would let one plant compiled code for the next
-        shared = _trusted_triton_cache()
-        fs_guard.use_private_env(private)
-        _copy_compiled_helpers(shared, private / "triton-cache")
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if job["kind"] == "candidate":  # the reference job (trusted) writes expected outputs of GBs
-        fsize = int(job.get("max_file_mb", 256)) * 2**20
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-    workdir = Path(job["workdir"])
-    os.chdir(workdir)
-    log = os.open(workdir / "child.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    os.nice(CHILD_NICENESS)  # see _at_normal_priority
-    if device.startswith("cuda"):
-        torch.cuda.set_device(device)
-        gpu_fraction = float(job.get("gpu_memory_fraction", 0.9))
-        torch.cuda.set_per_process_memory_fraction(gpu_fraction)
-        # Start CUDA's own helper threads now, so that the candidate's thread count is taken after them.
-        torch.ones(1, device=device).add_(1)
-        torch.cuda.synchronize()
-    if not candidate:
-        return None
-    # Both guards before the candidate is imported, reported to the judge from here (the candidate has not
-    # run yet, so the report is the harness's own): writes confined, and no network at all.
-    writes = fs_guard.restrict_writes([workdir, private])
-    network = net_guard.isolate_network()
-    return {"fs": writes.to_dict(), "net": network.to_dict()}
-
-
-def _run_child(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLock, sock: socket.socket,
-               guards: dict[str, Any] | None) -> dict[str, Any]:
-    """The child's part: the reference job (trusted) or the candidate's runner, both driven by the judge.
-
-    Nothing the candidate's child writes in its answer is believed: its checks and times reach the engine
-    through the judge (`evo/eval/judge.py`), which the worker's answer quotes."""
-    config = BenchConfig(**job.get("config", {}))
-    reference = data.reference  # imported once in the zygote (trusted code), inherited by the fork
-    facts = _device_facts(device)
-    if job["kind"] == "reference":
-        with lock.timing(), _at_normal_priority():
-            prepared = prepare_reference(reference, data, Path(job["expected_dir"]), device, config,
-                                         facts["l2_bytes"])
-            wire.send(sock, {"ok": True})  # the files are written: the judge reads them, then calibrates
-            Runner(sock, _noop_for(reference, data, device), data, device, config, facts["l2_bytes"],
-                   prepared["latency_s"]).serve()
-        return {**facts, "prepared": prepared}
-    candidate = Path(job["candidate"])
-    wire.send(sock, {"ok": True, "guards": guards})
-    # Import and warm up on the CPU shapes before the lock: compilation overlaps other children's timing.
-    warm_start = time.perf_counter()
-    before = Snapshot.take(candidate.parent, device)
-    try:
-        sys.path.insert(0, str(candidate.parent))
-        module = load_module(candidate, "candidate")
-        run = getattr(module, "run", None)
-        if not callable(run):
-            raise TypeError("the candidate defines no callable `run(*inputs)`")
-        for params in reference.SPEC.small:
-            inputs = reference.make_inputs(dict(params), 0, device)
-            with torch.no_grad():
-                run(*inputs)
-        sync(device)
-        _compile_for_real_shapes(module, data, device)
-    except Exception as e:  # noqa: BLE001 - the candidate's failure, told to the judge
-        wire.send(sock, {"ok": False, "error": f"on a small shape: {type(e).__name__}: {str(e)[:500]}"})
-        return {**facts, "warm_error": True}
-    warm_s = time.perf_counter() - warm_start
-    wire.send(sock, {"ok": True})
-    phases = _Phases(lock)
-    Runner(sock, run, data, device, config, facts["l2_bytes"], float(job.get("prepared", {}).get("latency_s", 0.0)),
-           phases, before).serve()
-    return {**facts, "seconds": {"warm": warm_s, **phases.seconds}}
-
-
-def _noop_for(reference: Any, data: WorkloadData, device: str) -> Callable[..., tuple[Any, ...]]:
-    """A `run` that returns outputs of the right shapes without computing: the judge's clock calibration."""
-    by_shape: dict[tuple[tuple[int, ...], ...], tuple[Any, ...]] = {}
-    for w in data.workloads:
-        inputs = data.inputs_of(w, data.seeds[w.name][0], device)
-        with torch.no_grad():
-            by_shape[_shapes(inputs)] = as_tuple(reference.run(*inputs))
-
-    def noop(*inputs: Any) -> tuple[Any, ...]:
-        return by_shape[_shapes(inputs)]
-
-    return noop
-
-
-def _shapes(inputs: Any) -> tuple[tuple[int, ...], ...]:
-    return tuple(tuple(x.shape) for x in inputs if isinstance(x, torch.Tensor))
-
-
-def _compile_for_real_shapes(module: Any, data: WorkloadData, device: str) -> None:
-    """Call the candidate once per workload while a CUDA graph is being captured, on uninitialised inputs of
-    the real shapes, and throw the graph away: kernels that specialise on sizes (a row's block, say) compile
-    now, on the host, without holding the GPU, and nothing runs on the GPU, where it would disturb another
-    child's timing. Best effort: what cannot be captured (a host sync, an autotuner) compiles in the checks."""
-    if not device.startswith("cuda"):
-        return
-    for w in data.workloads:
-        seed = data.seeds[w.name][0]
-        shaped = [torch.empty_strided(x.size(), x.stride(), dtype=x.dtype, device=device)
-                  if isinstance(x, torch.Tensor) else x for x in data.inputs[(w.name, seed)]]
-        graph = torch.cuda.CUDAGraph()
-        stream = torch.cuda.current_stream()
-        try:
-            with torch.no_grad(), torch.cuda.graph(graph, capture_error_mode="relaxed"):
-                module.run(*shaped)
-        except Exception:  # noqa: BLE001, S110 - not capturable: it compiles during its checks instead
-            pass
-        finally:
-            torch.cuda.set_stream(stream)  # a failed capture leaves its own stream current
-        del graph, shaped
-    torch.cuda.synchronize()
-
-
-CHILD_NICENESS = 10
-
-
-@contextmanager
-def _at_normal_priority() -> Iterator[None]:
-    """While a child holds the GPU alone it runs at normal priority: children that compile or check
-    meanwhile run niced, so the timing child's host thread wakes on time."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, 0)
-    except OSError:  # lowering niceness needs privilege; without it every child stays equal
-        pass
-    try:
-        yield
-    finally:
-        os.setpriority(os.PRIO_PROCESS, 0, CHILD_NICENESS)
-
-
-class _Phases:
-    """The lock modes of a candidate's phases, for `bench.evaluate_candidate`, with the seconds waited and held."""
-
-    def __init__(self, lock: GpuLock):
-        self.lock = lock
-        self.seconds: dict[str, float] = {}
-
-    def _add(self, key: str, value: float) -> None:
-        self.seconds[key] = self.seconds.get(key, 0.0) + value
-
-    @contextmanager
-    def _phase(self, name: str, hold: Callable[[], AbstractContextManager[None]]) -> Iterator[None]:
-        asked = time.perf_counter()
-        with hold(), _at_normal_priority() if name == "timing" else nullcontext():
-            got = time.perf_counter()
-            self._add(f"wait_{name}", got - asked)
-            try:
-                yield
-            finally:
-                self._add(f"held_{name}", time.perf_counter() - got)
-
-    def checking(self) -> AbstractContextManager[None]:
-        return self._phase("checks", self.lock.checking)
-
-    def timing(self) -> AbstractContextManager[None]:
-        return self._phase("timing", self.lock.timing)
-
-
-def _child_main(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLock, result_path: Path,
-                sock: socket.socket, close_fds: list[int]) -> None:
-    # The zygote's other descriptors are not the child's: the judge's control socket (through which a
-    # candidate could send the judge requests of its own) and the engine's job pipes (0 and 1).
-    for fd in close_fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)  # (the log takes it in _child_setup)
-    if null > 1:
-        os.close(null)
-    # Opened before the guard, which refuses writes to the session folder: the answer goes through this fd
-    # (the zygote reads it once we have exited, and takes a cut-short one for no answer).
-    try:
-        out = os.open(result_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    except OSError:
-        os._exit(70)  # never return into the zygote's loop; the zygote reports the exit code
-    guard = None
-    try:
-        started = time.perf_counter()
-        guard = _child_setup(job, device, _private_dir(result_path))
-        setup_s = time.perf_counter() - started
-        answer = {"status": "ok", **_run_child(job, device, data, lock, sock, guard)}
-        answer.setdefault("seconds", {})["setup"] = setup_s
-    except BaseException as e:  # noqa: BLE001 - everything a child hits becomes its answer
-        answer = {"status": "error", "error": f"{type(e).__name__}: {str(e)[:1000]}",
-                  "traceback": traceback.format_exc()[-3000:]}
-    data_out = json.dumps(answer).encode()
-    while data_out:
-        data_out = data_out[os.write(out, data_out):]
-    os._exit(0)
-
-
 def _note_guard(result: dict[str, Any], guard: Any) -> None:
     """The guard's status as `dynamic:fs_guard` among the judge's checks: a note that passes (also when Landlock
     is unavailable: the reason says so), or a failure when a refused write broke the run. The status comes from
@@ -399,15 +82,10 @@ def _note_guard(result: dict[str, Any], guard: Any) -> None:
                    f"{refused[0]}" if refused else str(guard.get("summary", ""))))
 
 
-def _private_dir(result_path: Path) -> Path:
-    """A candidate child's own TMPDIR, HOME and caches (removed by the zygote when the child is gone)."""
-    return result_path.with_name(result_path.stem + ".private")
-
-
 def _forget(result_path: Path) -> None:
     """Remove what a finished child leaves in the session: its answer file and its private folder."""
     result_path.unlink(missing_ok=True)
-    shutil.rmtree(_private_dir(result_path), ignore_errors=True)
+    shutil.rmtree(private_dir(result_path), ignore_errors=True)
 
 
 def _read_answer(result_path: Path) -> dict[str, Any] | None:
@@ -578,7 +256,7 @@ def serve(device: str, session: Path, parallel: int) -> None:
                 theirs.close()
                 pid = os.fork()
                 if pid == 0:
-                    _child_main(job, device, data, lock, result_path, mine, [judge.control.fileno()])
+                    child_main(job, device, data, lock, result_path, mine, [judge.control.fileno()])
                 mine.close()
                 running[pid] = (job, time.monotonic(), result_path)
             reports = judge.reports()

@@ -1,0 +1,88 @@
+"""Who may use a GPU when, across every evo process on the machine: file locks the kernel releases if a holder dies.
+
+A worker's children take it shared for their correctness checks and alone for their timing; the judge takes
+it shared while it compares outputs on the GPU. See `GpuLock`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _flock(path: Path, mode: int) -> int:
+    fd = os.open(path, os.O_RDONLY)  # flock needs no write access (a guarded child has none here)
+    try:
+        fcntl.flock(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _unlock(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+class GpuLock:
+    """Who may use a GPU when, across every evo process on the machine: flocks, released by the kernel if
+    a holder dies.
+
+    Timing is exclusive: nothing else runs on the GPU meanwhile. Checking (the correctness rounds, where a
+    candidate's kernels meet the real shapes and compile for them) is shared by up to `slots` children at
+    once, but never overlaps a timing: the GPU time a candidate holds alone is its timing only (measured
+    on the H100: checks were 70-85% of the time a child held the old single lock). A timer waiting blocks
+    new checkers (it takes the gate first), so a stream of checkers cannot starve it. `slots` bounds
+    the GPU memory that checking children hold at once.
+    """
+
+    def __init__(self, path: Path, slots: int = 4):
+        self.path = path
+        self.gate = path.with_name(path.name + ".gate")
+        self.slots = [path.with_name(f"{path.name}.slot{i}") for i in range(max(1, slots))]
+        for p in (path, self.gate, *self.slots):  # here: a guarded child may not create them
+            os.close(os.open(p, os.O_RDWR | os.O_CREAT, 0o600))
+
+    @contextmanager
+    def timing(self) -> Iterator[None]:
+        """Hold the GPU alone."""
+        with self._through_gate(fcntl.LOCK_EX):
+            yield
+
+    @contextmanager
+    def checking(self) -> Iterator[None]:
+        """Share the GPU with other checkers, never with a timer."""
+        slot = self._take_slot()
+        try:
+            with self._through_gate(fcntl.LOCK_SH):
+                yield
+        finally:
+            _unlock(slot)
+
+    @contextmanager
+    def _through_gate(self, mode: int) -> Iterator[None]:
+        """Take the GPU in `mode`, passing the gate on the way in: whoever waits at the gate for the GPU
+        (a timer, while checkers hold it) keeps everyone who comes later out."""
+        gate = _flock(self.gate, fcntl.LOCK_EX)
+        try:
+            held = _flock(self.path, mode)
+        finally:
+            _unlock(gate)
+        try:
+            yield
+        finally:
+            _unlock(held)
+
+    def _take_slot(self) -> int:
+        for path in self.slots:
+            try:
+                return _flock(path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+        return _flock(self.slots[os.getpid() % len(self.slots)], fcntl.LOCK_EX)
+
+
