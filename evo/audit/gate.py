@@ -225,25 +225,37 @@ def _dynamic_results(subject: Subject) -> dict[str, list[tuple[bool, str]]]:
 
 
 def audit(source: Source, level: Level | str = Level.SCREEN, task: Any = None,
-          context: Mapping[str, Any] | None = None) -> Verdict:
+          context: Mapping[str, Any] | None = None, screened: Verdict | None = None) -> Verdict:
     """Run every check of `level` on a candidate and return the verdict with its reasons.
 
     `source` is one file or `{path: text}`; `task` a `Task`, a task name or None (only the generic checks);
     `context` the harness's measurements (needed from level `full` on: see the module docstring).
+    `screened`: the passed screen verdict of this very source, made by the caller (the pipeline) for this
+    task; the screen-level static checks are then not run again (their results stand), which halves the
+    cost of a full audit.
     """
     start = time.perf_counter()
     level = Level.parse(level)
     task = _load_task(task)
     policy = task_policy(task)
     files = source_files(source)
-    subject = _TaskSubject(files, level, policy.allow, analyse(files), task, context or {}, task_family(task))
+    again = set(screened.checks) if screened is not None and screened.passed and screened.level is Level.SCREEN \
+        and level is not Level.SCREEN else set()
+    # The parse and walk (most of a screen's cost) only where a static check still has to read them.
+    subject = _TaskSubject(files, level, policy.allow, None, task, context or {}, task_family(task))
     reasons: list[tuple[str, str]] = []
     ran: list[str] = []
     allowed: list[str] = sorted(policy.allow)
-    broken = subject.analysis.syntax_error is not None
+    broken = False
     for check in [*static_checks(), *policy.checks]:
         if not level.includes(check.level) or check.name in policy.allow:
             continue
+        if check.name in again and check.level is Level.SCREEN:
+            ran.append(check.name)  # passed in the screen of this source
+            continue
+        if subject.analysis is None:
+            subject.analysis = analyse(files)
+            broken = subject.analysis.syntax_error is not None
         if broken and check.name != "syntax":
             continue  # nothing else can be read from a file that does not parse
         ran.append(check.name)

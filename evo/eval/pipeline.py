@@ -98,10 +98,11 @@ class Pipeline:
             result = EvalResult(False, failure="invalid", error=str(e))
         else:
             result = await self.backend.evaluate(job.program)
-        return await loop.run_in_executor(self._trusted, self.decide, program.source, result)
+        return await loop.run_in_executor(self._trusted, self.decide, program.source, result, screened)
 
-    def decide(self, source: Source, result: EvalResult) -> EvalResult:
-        """The family's score and the final audit of a backend's result (on the trusted side)."""
+    def decide(self, source: Source, result: EvalResult, screened: Verdict | None = None) -> EvalResult:
+        """The family's score and the final audit of a backend's result (on the trusted side). `screened`: the
+        passed screen verdict this pipeline made of `source`, whose static checks then stand."""
         result = self.family.score(self.task, result)
         if result.ok and result.score is None:  # a backend that answered without a score nobody gave
             result = EvalResult(False, metrics=result.metrics, failure="invalid", wall_s=result.wall_s,
@@ -109,7 +110,7 @@ class Pipeline:
                                 checks=result.checks, report=result.report)
         result.outputs = None  # scored: the raw outputs go no further
         checks = result.checks or _checks_of_verdict(result.verdict)
-        verdict = audit(source, self.level, self.task, {"dynamic": checks})
+        verdict = audit(source, self.level, self.task, {"dynamic": checks}, screened=screened)
         if result.ok and not verdict.passed:
             return EvalResult(False, metrics=result.metrics, failure="audit", error=verdict.text()[:ERROR_CHARS],
                               wall_s=result.wall_s, verdict=verdict.to_json(), checks=checks, report=result.report)
