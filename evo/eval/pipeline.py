@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ class Pipeline:
     """
 
     def __init__(self, task: Task, backend: Evaluator | None = None, *, level: Level | str = Level.FULL,
-                 workers: int = 1, scratch: Path | None = None, **backend_options: Any):
+                 workers: int = 1, scratch: Path | None = None, audit_processes: int = 0, **backend_options: Any):
         self.task = task
         self.family = family_of(task)
         self.level = Level.parse(level)
@@ -70,6 +71,12 @@ class Pipeline:
         # The audits and the scoring run here, beside the event loop: off it, and not queued behind the
         # backend's long jobs in the loop's default executor.
         self._trusted = ThreadPoolExecutor(max_workers=2, thread_name_prefix="evo-audit")
+        # A long run screens in processes of its own (fresh interpreters that never run candidate code), and
+        # ahead of time (`screen_ahead`, as children are queued): the screen's ~1.5 ms of Python per candidate
+        # then neither holds the engine's loop nor adds to an evaluation's latency.
+        self._screeners = ProcessPoolExecutor(audit_processes, mp_context=multiprocessing.get_context("spawn")) \
+            if audit_processes > 0 else None
+        self._ahead: dict[str, Future[str]] = {}
 
     def __repr__(self) -> str:
         return f"Pipeline({self.task.name!r}, {type(self.backend).__name__}, level={self.level.value})"
@@ -84,11 +91,22 @@ class Pipeline:
         """The static screen of one candidate (a few milliseconds)."""
         return audit(program.source, Level.SCREEN, self.task)
 
+    def screen_ahead(self, program: Program) -> None:
+        """Start the screen of a candidate that will be evaluated soon (with screening processes only)."""
+        if self._screeners is not None and program.id not in self._ahead:
+            self._ahead[program.id] = self._screeners.submit(_screen_elsewhere, str(self.task.root), program.source)
+
     async def evaluate(self, program: Program) -> EvalResult:
         """The candidate's result with its verdict: screened, run by the backend, scored, audited."""
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
-        screened = await loop.run_in_executor(self._trusted, self.screen, program)
+        if self._screeners is not None:
+            ahead = self._ahead.pop(program.id, None)
+            if ahead is None:
+                ahead = self._screeners.submit(_screen_elsewhere, str(self.task.root), program.source)
+            screened = Verdict.from_dict(json.loads(await asyncio.wrap_future(ahead)))
+        else:
+            screened = await loop.run_in_executor(self._trusted, self.screen, program)
         if not screened.passed:
             return EvalResult(False, failure="audit", error=screened.text()[:ERROR_CHARS],
                               wall_s=time.perf_counter() - start, verdict=screened.to_json())
@@ -124,6 +142,8 @@ class Pipeline:
 
     def close(self) -> None:
         self._trusted.shutdown(wait=True)
+        if self._screeners is not None:
+            self._screeners.shutdown(wait=True, cancel_futures=True)
         try:
             self.backend.close()
         finally:
@@ -145,6 +165,17 @@ def evaluate_source(task: Task | str, source: Source, *, backend: Evaluator | No
             pipeline.close()
         else:
             pipeline._trusted.shutdown(wait=True)
+
+
+_SCREEN_TASKS: dict[str, Task] = {}
+
+
+def _screen_elsewhere(task_root: str, source: Source) -> str:
+    """The screen in a screening process (`audit_processes`): the verdict as JSON."""
+    task = _SCREEN_TASKS.get(task_root)
+    if task is None:
+        task = _SCREEN_TASKS[task_root] = load_task(task_root)
+    return audit(source, Level.SCREEN, task).to_json()
 
 
 def verdict_of(result: EvalResult) -> Verdict | None:
