@@ -41,11 +41,13 @@ import torch
 import triton  # noqa: F401
 
 from evo.eval import fs_guard
+from evo.eval.families.base import task_hash
 from evo.eval.gpu_lock import GpuLock
 from evo.eval.reference_data import WorkloadData
 from evo.eval.timing import BenchConfig
 from evo.eval.worker_child import child_main, private_dir
-from evo.task import load_module
+from evo.program import MAIN_FILE
+from evo.task import load_module, load_task
 
 MEMORY_POLL_S = 0.5
 
@@ -161,7 +163,49 @@ class Judge:
 
 
 def _task_key(job: dict[str, Any]) -> str:
-    return f"{job['task_root']}#{int(job['session_seed'])}"
+    return f"{job['task']}#{job['task_hash']}#{int(job['session_seed'])}"
+
+
+class JobError(Exception):
+    """A job this worker cannot take (an unknown task, a task folder that differs from the engine's, bad files)."""
+
+
+_TASKS: dict[str, tuple[Path, str]] = {}
+
+
+def _resolve(job: dict[str, Any], session: Path) -> dict[str, Any]:
+    """The job with this machine's paths: the task found by name here (its folder's hash must be the engine's),
+    a fresh work folder holding the candidate's files, the reference's folder for expected outputs."""
+    name = str(job.get("task", ""))
+    if name not in _TASKS:
+        try:
+            task = load_task(name)
+        except Exception as e:  # noqa: BLE001 - named in the answer
+            raise JobError(f"this worker cannot find task {name!r}: {e}") from e
+        _TASKS[name] = (task.root, task_hash(task))
+    root, digest = _TASKS[name]
+    if digest != job.get("task_hash"):
+        raise JobError(f"task {name!r} differs here from the engine's (folder hash {digest} here, "
+                       f"{job.get('task_hash')} there): copy the task's folder to this machine again")
+    workdir = session / f"job-{job['id']}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    local = {**job, "task_root": str(root), "workdir": str(workdir)}
+    if job["kind"] == "reference":
+        local["expected_dir"] = str(session / f"expected-{job['id']}")
+        Path(local["expected_dir"]).mkdir(parents=True, exist_ok=True)
+        return local
+    files = job.get("files")
+    if not isinstance(files, dict) or MAIN_FILE not in files:
+        raise JobError(f"a candidate job carries its files, {MAIN_FILE} among them")
+    for rel, text in files.items():
+        path = (workdir / str(rel)).resolve()
+        if not path.is_relative_to(workdir.resolve()) or not isinstance(text, str):
+            raise JobError(f"file path {rel!r} leaves the candidate's folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    local["candidate"] = str(workdir / MAIN_FILE)
+    return local
 
 
 def _compose(job: dict[str, Any], payload: dict[str, Any], judged: dict[str, Any]) -> dict[str, Any]:
@@ -206,6 +250,9 @@ def serve(device: str, session: Path, parallel: int) -> None:
     def answer(job: dict[str, Any], payload: dict[str, Any]) -> None:
         out.write(json.dumps({"id": job["id"], **payload}) + "\n")
         out.flush()
+        for folder in (job.get("workdir"), job.get("expected_dir")):  # this worker's own folders for the job
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
 
     datas: dict[tuple[str, int], WorkloadData] = {}
 
@@ -235,8 +282,13 @@ def serve(device: str, session: Path, parallel: int) -> None:
                     pass
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
-                    if line.strip():
-                        queue.append(json.loads(line))
+                    if not line.strip():
+                        continue
+                    job = json.loads(line)
+                    try:
+                        queue.append(_resolve(job, session))
+                    except JobError as e:
+                        answer(job, {"status": "error", "error": str(e), "wall_s": 0.0})
             while queue and len(running) < parallel:
                 job = queue.pop(0)
                 result_path = session / f"result-{job['id']}.json"

@@ -26,12 +26,13 @@ from typing import IO, Any
 
 from evo.errors import EvoError
 from evo.eval.backends.base import EvalResult
+from evo.eval.families.base import task_hash
 from evo.eval.integrity import CORRECTNESS_CHECKS
 from evo.eval.peaks import peaks_for, sol_score, speed_of_light_s
 from evo.eval.reference_data import workloads_for
 from evo.eval.timing import BenchConfig
 from evo.program import MAIN_FILE, Program, source_files
-from evo.task import Task
+from evo.task import TASKS_ENV, Task
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 IMPOSSIBLE_FRACTION = 0.9  # a time under 0.9 T_SOL is a measurement the candidate fooled
@@ -51,10 +52,13 @@ def visible_devices() -> list[str]:
 class Worker:
     """A zygote process for one device, with futures for the jobs sent to it."""
 
-    def __init__(self, device: str, session: Path, parallel: int):
+    def __init__(self, device: str, session: Path, parallel: int, task_roots: list[Path] | None = None):
         self.device = device
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "CUDA_VISIBLE_DEVICES",
-                                                           "LD_LIBRARY_PATH", "TRITON_CACHE_DIR", "CUDA_HOME", "EVO_LOCK_DIR")}
+                                                           "LD_LIBRARY_PATH", "TRITON_CACHE_DIR", "CUDA_HOME", "EVO_LOCK_DIR",
+                                                           TASKS_ENV)}
+        if task_roots:  # where this machine keeps tasks the worker must find by name
+            env[TASKS_ENV] = os.pathsep.join([*map(str, task_roots), *filter(None, [env.get(TASKS_ENV)])])
         env.update(PYTHONPATH=str(_REPO_ROOT), PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1",
                    TORCH_NCCL_ENABLE_MONITORING="0", NCCL_NVLS_ENABLE="0")
         if device == "cpu":
@@ -127,7 +131,7 @@ class KernelEvaluator:
         self.scratch = Path(scratch)
         self.scratch.mkdir(parents=True, exist_ok=True)
         self._own_pool = pool is None
-        self.pool = pool or WorkerPool(self.scratch, devices, parallel_per_device)
+        self.pool = pool or WorkerPool(self.scratch, devices, parallel_per_device, [task.root.parent.parent])
         self.session = Path(tempfile.mkdtemp(prefix="task-", dir=self.pool.session))
         self.config = config or BenchConfig()
         self.session_seed = session_seed if session_seed is not None else random.SystemRandom().randrange(2**31)
@@ -138,21 +142,20 @@ class KernelEvaluator:
         self._lock = threading.Lock()
 
     def _job(self, **kw: Any) -> dict[str, Any]:
+        """A job is a message: the task's name and the hash of its folder (the worker resolves the task on its
+        own machine and refuses a folder that differs), seeds, limits and, for a candidate, its files' contents.
+        No path of this machine: any worker, on any node, can run it."""
         cfg = self.task.config
-        return {"id": f"j{next(self._ids)}", "task_root": str(self.task.root), "timeout_s": cfg.timeout_s,
-                "session_seed": self.session_seed,
-                "memory_mb": cfg.memory_mb, "config": asdict(self.config), **kw}
+        return {"id": f"j{next(self._ids)}", "task": self.task.name, "task_hash": task_hash(self.task),
+                "timeout_s": cfg.timeout_s, "session_seed": self.session_seed, "memory_mb": cfg.memory_mb,
+                "config": asdict(self.config), **kw}
 
     def _prepare(self, worker: Worker) -> dict[str, Any]:
         """The reference job of this task on this worker's device (once per session)."""
         with self._lock:
             fut = self._prepared.get(worker.device)
             if fut is None:
-                expected = self.session / f"expected-{worker.device.replace(':', '-')}"
-                expected.mkdir(exist_ok=True)
-                workdir = Path(tempfile.mkdtemp(prefix="reference-", dir=self.session))
-                fut = worker.submit(self._job(kind="reference", expected_dir=str(expected), workdir=str(workdir),
-                                              timeout_s=1800))
+                fut = worker.submit(self._job(kind="reference", timeout_s=1800))
                 self._prepared[worker.device] = fut
         answer = fut.result()
         if answer.get("status") != "ok":
@@ -163,25 +166,22 @@ class KernelEvaluator:
     def _pick(self) -> Worker:
         return min(self._workers, key=lambda w: w.load)
 
-    def evaluate_path_sync(self, candidate_dir: Path) -> dict[str, Any]:
-        """Run one candidate folder (holding `candidate.py`) and return the worker's answer plus scores."""
+    def evaluate_files_sync(self, files: dict[str, str]) -> dict[str, Any]:
+        """Run one candidate (its files: `candidate.py` and any helpers) and return the worker's answer plus scores."""
         worker = self._pick()
         ref_answer = self._prepare(worker)
         prepared = ref_answer["prepared"]
-        expected = self.session / f"expected-{worker.device.replace(':', '-')}"
-        answer = worker.submit(self._job(kind="candidate", candidate=str(candidate_dir / MAIN_FILE),
-                                         workdir=str(candidate_dir), expected_dir=str(expected),
-                                         prepared=prepared)).result()
+        answer = worker.submit(self._job(kind="candidate", files=files, prepared=prepared)).result()
         return self.score(answer, prepared, ref_answer.get("device_name", "cpu"))
 
+    def evaluate_path_sync(self, candidate_dir: Path) -> dict[str, Any]:
+        """`evaluate_files_sync` of the `.py` files of a folder (holding `candidate.py`)."""
+        return self.evaluate_files_sync({p.relative_to(candidate_dir).as_posix(): p.read_text()
+                                         for p in sorted(Path(candidate_dir).rglob("*.py")) if p.is_file()})
+
     def evaluate_source_sync(self, source: str) -> dict[str, Any]:
-        """`evaluate_path_sync` of one source text, in a fresh folder that is removed afterwards."""
-        workdir = Path(tempfile.mkdtemp(prefix="cand-", dir=self.session))
-        try:
-            (workdir / MAIN_FILE).write_text(source)
-            return self.evaluate_path_sync(workdir)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        """`evaluate_files_sync` of one source text."""
+        return self.evaluate_files_sync({MAIN_FILE: source})
 
     def score(self, answer: dict[str, Any], prepared: dict[str, Any], device_name: str) -> dict[str, Any]:
         """Per-workload T_SOL, baseline and SOL score from the worker's times (trusted arithmetic)."""
@@ -225,17 +225,8 @@ class KernelEvaluator:
         """Run one program on the harness: its scored report and the judge's checks, no verdict (the pipeline
         audits, `evo/eval/pipeline.py`)."""
         start = time.perf_counter()
-        workdir = Path(tempfile.mkdtemp(prefix=f"{program.id[:12]}-", dir=self.session))
-        try:
-            for rel, text in source_files(program.source).items():
-                path = (workdir / rel).resolve()
-                if not path.is_relative_to(workdir.resolve()):
-                    return EvalResult(False, failure="invalid", error=f"file path {rel!r} leaves the program directory")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
-            report = await asyncio.get_running_loop().run_in_executor(None, self.evaluate_path_sync, workdir)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        report = await asyncio.get_running_loop().run_in_executor(None, self.evaluate_files_sync,
+                                                                  source_files(program.source))
         result = report_to_result(report, time.perf_counter() - start)
         result.checks = [(str(n), bool(p), str(r or "")) for n, p, r in report.get("checks", [])]
         result.report = report
@@ -250,11 +241,12 @@ class KernelEvaluator:
 class WorkerPool:
     """One zygote worker per device, shareable by the evaluators of several tasks (`evo bench`)."""
 
-    def __init__(self, scratch: Path, devices: list[str] | None = None, parallel_per_device: int = 4):
+    def __init__(self, scratch: Path, devices: list[str] | None = None, parallel_per_device: int = 4,
+                 task_roots: list[Path] | None = None):
         Path(scratch).mkdir(parents=True, exist_ok=True)
         self.session = Path(tempfile.mkdtemp(prefix="session-", dir=scratch))
         self.devices = devices or visible_devices()
-        self.workers = [Worker(d, self.session, parallel_per_device) for d in self.devices]
+        self.workers = [Worker(d, self.session, parallel_per_device, task_roots) for d in self.devices]
 
     def close(self) -> None:
         for w in self.workers:

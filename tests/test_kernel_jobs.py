@@ -1,0 +1,67 @@
+"""A kernel job is a message: contents, the task's name and its folder's hash; no path of the engine's machine.
+
+The worker resolves the task by name on its own machine and refuses a folder whose hash differs from the
+engine's, so a worker on another node never scores against another version of the task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from evo.eval.backends.kernel import KernelEvaluator
+from evo.eval.bench import BenchConfig
+from evo.eval.families.base import task_hash
+from evo.program import MAIN_FILE
+from evo.task import load_task
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def evaluator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelEvaluator]:
+    ev = KernelEvaluator(load_task("kernels/rmsnorm_fwd"), 1, tmp_path_factory.mktemp("jobs"), devices=["cpu"],
+                         config=BenchConfig(iters=2, warmup=1, compile_baseline=False), parallel_per_device=1)
+    yield ev
+    ev.close()
+
+
+def _paths_in(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in _paths_in(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in _paths_in(v)]
+    return [value] if isinstance(value, str) and value.startswith("/") and os.path.exists(value) else []
+
+
+def test_a_job_carries_contents_a_name_and_a_hash_but_no_path(evaluator: KernelEvaluator) -> None:
+    source = (REPO / "kernels" / "rmsnorm_fwd.py").read_text()
+    job = evaluator._job(kind="candidate", files={MAIN_FILE: source}, prepared={})
+    assert job["task"] == "kernels/rmsnorm_fwd" and job["task_hash"] == task_hash(evaluator.task)
+    assert job["files"][MAIN_FILE] == source
+    assert not _paths_in(json.loads(json.dumps(job))), job
+
+
+def test_the_worker_refuses_a_task_folder_that_differs(evaluator: KernelEvaluator) -> None:
+    worker = evaluator._workers[0]
+    answer = worker.submit(evaluator._job(kind="reference", task_hash="0" * 32)).result(timeout=120)
+    assert answer["status"] == "error" and "differs here from the engine's" in answer["error"], answer
+
+
+def test_the_worker_refuses_a_task_it_cannot_find(evaluator: KernelEvaluator) -> None:
+    worker = evaluator._workers[0]
+    answer = worker.submit({**evaluator._job(kind="reference"), "task": "kernels/no_such_task"}).result(timeout=120)
+    assert answer["status"] == "error" and "cannot find task 'kernels/no_such_task'" in answer["error"], answer
+
+
+def test_a_candidate_with_a_helper_file_runs_from_its_contents(evaluator: KernelEvaluator) -> None:
+    seed = (REPO / "kernels" / "rmsnorm_fwd.py").read_text()
+    files = {"helper.py": seed, MAIN_FILE: "from helper import run  # noqa: F401\n"}
+    report = evaluator.evaluate_files_sync(files)
+    assert report["status"] == "ok" and report["passed"], report.get("error")
+    escaping = evaluator.evaluate_files_sync({MAIN_FILE: seed, "../outside.py": "x = 1\n"})
+    assert escaping["status"] == "error" and "leaves the candidate's folder" in escaping["error"]
