@@ -178,7 +178,7 @@ class Runner:
         out = as_tuple(s.out)
         self._outs[i] = out
         wire.send(self.sock, {"ok": True, "t": s.time_s, "escaped": s.escaped_s, "late": s.late,
-                              "digest": wire.digest(out, self._key + i)})
+                              "digest": wire.digest(out, self._key)})
 
     def _op_keep(self, h: dict[str, Any]) -> None:
         for i in h.get("keep", []):

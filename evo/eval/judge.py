@@ -311,7 +311,7 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
             if not all(isinstance(d, int) and not isinstance(d, bool) for d in digests):
                 raise Refused("dynamic:timed_outputs", f"workload {w.name}: a timed call's answer has no digest")
             calls = rng.sample(range(n), min(SPOT_CHECKS, n))
-            picked[w.name] = [(i, key + i, int(digests[i])) for i in calls]  # type: ignore[arg-type]
+            picked[w.name] = [(i, key, int(digests[i])) for i in calls]  # type: ignore[arg-type]
             s.ask({"op": "keep", "w": w.name, "keep": calls})
             escaped = _floats(answers, "escaped")
             med = statistics.median(claimed)

@@ -1,0 +1,73 @@
+"""The judge's wire: tensors travel as bytes with a description it checks; digests are exact and keyed."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+
+from evo.eval import wire
+
+
+def _roundtrip(tensors: list[object]) -> list[object]:
+    a, b = socket.socketpair()
+    with a, b:
+        meta, views = wire.pack_tensors(tensors)
+        wire.send(a, {"tensors": meta}, views)
+        header, payload = wire.recv(b, 1 << 24)
+        return wire.unpack_tensors(header["tensors"], payload, "cpu")
+
+
+def test_tensors_of_every_dtype_come_back_equal() -> None:
+    xs = [torch.randn(3, 5).to(torch.bfloat16), torch.randn(7).double(), torch.arange(6, dtype=torch.int8).reshape(2, 3),
+          torch.randn(4, 4).t(), torch.empty(0, 3)]
+    back = _roundtrip(xs)
+    assert all(torch.equal(x, y) and x.dtype == y.dtype and x.shape == y.shape for x, y in zip(xs, back, strict=True))
+
+
+def test_a_non_tensor_comes_back_as_its_type_name() -> None:
+    class Lazy(torch.Tensor):
+        pass
+
+    assert _roundtrip([3.0, torch.zeros(2).as_subclass(Lazy)]) == ["float", "Lazy"]
+
+
+@pytest.mark.parametrize("meta, nbytes", [
+    ([{"type": "Tensor", "dtype": "complex64", "shape": [2]}], 16),     # a dtype the judge does not take
+    ([{"type": "Tensor", "dtype": "float32", "shape": [4]}], 8),        # fewer bytes than described
+    ([{"type": "Tensor", "dtype": "float32", "shape": [1]}], 8),        # more bytes than described
+    ([{"type": "Tensor", "dtype": "float32", "shape": [-1]}], 4),       # a negative size
+    ({"not": "a list"}, 0),
+])
+def test_a_malformed_description_is_refused(meta: object, nbytes: int) -> None:
+    with pytest.raises(wire.WireError):
+        wire.unpack_tensors(meta, bytearray(nbytes), "cpu")
+
+
+def test_more_bytes_than_allowed_are_refused_before_they_are_read() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        wire.send(a, {"x": 1}, [memoryview(bytes(100))])
+        with pytest.raises(wire.WireError, match="at most 10"):
+            wire.recv(b, 10)
+
+
+def test_a_hang_up_is_told_apart() -> None:
+    a, b = socket.socketpair()
+    a.close()
+    with b, pytest.raises(wire.HungUp):
+        wire.recv(b)
+
+
+def test_the_digest_is_keyed_and_sees_every_byte() -> None:
+    x = torch.randn(257, 129).to(torch.bfloat16)
+    d = wire.digest([x], 42)
+    assert wire.digest([x.clone()], 42) == d
+    assert wire.digest([x], 43) != d
+    for idx in [(0, 0), (128, 64), (256, 128)]:
+        y = x.clone()
+        y[idx] = -y[idx] if y[idx] != 0 else 1.0
+        assert wire.digest([y], 42) != d
+    odd = torch.arange(7, dtype=torch.uint8)
+    assert wire.digest([odd, x], 42) != wire.digest([x, odd], 42)  # each position under its own key
