@@ -23,10 +23,13 @@ carries the verdict (`EvalResult.verdict`, JSON); a candidate that fails the scr
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import multiprocessing
+import re
 import tempfile
 import time
+from collections import OrderedDict
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,7 +38,7 @@ from evo.audit import Level, Verdict, audit
 from evo.errors import EvoError
 from evo.eval.backends.base import EvalResult, Evaluator
 from evo.eval.families import InvalidJob, family_of
-from evo.program import Program, Source
+from evo.program import Program, Source, source_files
 from evo.task import Task, load_task
 
 ERROR_CHARS = 2000  # how much of a verdict's text a failed result keeps as its error
@@ -77,6 +80,7 @@ class Pipeline:
         self._screeners = ProcessPoolExecutor(audit_processes, mp_context=multiprocessing.get_context("spawn")) \
             if audit_processes > 0 else None
         self._ahead: dict[str, Future[str]] = {}
+        self._screens: OrderedDict[str, Verdict] = OrderedDict()  # by `source_shape`: see `_known_screen`
 
     def __repr__(self) -> str:
         return f"Pipeline({self.task.name!r}, {type(self.backend).__name__}, level={self.level.value})"
@@ -91,22 +95,41 @@ class Pipeline:
         """The static screen of one candidate (a few milliseconds)."""
         return audit(program.source, Level.SCREEN, self.task)
 
+    def _known_screen(self, program: Program) -> tuple[str, Verdict | None]:
+        """The screen's verdict of a candidate that differs from one screened before in numbers only (a child of
+        the `constants` or `params` operators, most of a run's children): no rule of the screen reads a number's
+        value, so the verdict stands. Strings, names and structure all count."""
+        shape = source_shape(program.source)
+        verdict = self._screens.get(shape)
+        if verdict is not None:
+            self._screens.move_to_end(shape)
+        return shape, verdict
+
+    def _remember(self, shape: str, verdict: Verdict) -> Verdict:
+        self._screens[shape] = verdict
+        while len(self._screens) > SCREEN_CACHE:
+            self._screens.popitem(last=False)
+        return verdict
+
     def screen_ahead(self, program: Program) -> None:
         """Start the screen of a candidate that will be evaluated soon (with screening processes only)."""
-        if self._screeners is not None and program.id not in self._ahead:
+        if self._screeners is not None and program.id not in self._ahead and self._known_screen(program)[1] is None:
             self._ahead[program.id] = self._screeners.submit(_screen_elsewhere, str(self.task.root), program.source)
 
     async def evaluate(self, program: Program) -> EvalResult:
         """The candidate's result with its verdict: screened, run by the backend, scored, audited."""
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
-        if self._screeners is not None:
-            ahead = self._ahead.pop(program.id, None)
+        shape, screened = self._known_screen(program)
+        ahead = self._ahead.pop(program.id, None)
+        if screened is not None:
+            pass
+        elif self._screeners is not None:
             if ahead is None:
                 ahead = self._screeners.submit(_screen_elsewhere, str(self.task.root), program.source)
-            screened = Verdict.from_dict(json.loads(await asyncio.wrap_future(ahead)))
+            screened = self._remember(shape, Verdict.from_dict(json.loads(await asyncio.wrap_future(ahead))))
         else:
-            screened = await loop.run_in_executor(self._trusted, self.screen, program)
+            screened = self._remember(shape, await loop.run_in_executor(self._trusted, self.screen, program))
         if not screened.passed:
             return EvalResult(False, failure="audit", error=screened.text()[:ERROR_CHARS],
                               wall_s=time.perf_counter() - start, verdict=screened.to_json())
@@ -168,6 +191,19 @@ def evaluate_source(task: Task | str, source: Source, *, backend: Evaluator | No
 
 
 _SCREEN_TASKS: dict[str, Task] = {}
+SCREEN_CACHE = 8192  # screen verdicts kept per pipeline, by source shape
+# A number literal, not part of a name (x1) or of another literal: decimal, float, exponent, hex/octal/binary, complex.
+_NUMBER = re.compile(r"(?<![\w.])(?:0[xXoObB][0-9a-fA-F_]+|\d[\d_]*(?:\.[\d_]*)?(?:[eE][-+]?\d+)?|\.\d[\d_]*"
+                     r"(?:[eE][-+]?\d+)?)[jJ]?(?!\w)")
+
+
+def source_shape(source: Source) -> str:
+    """A hash of the program's files with every number literal written as 0: equal for programs that differ in
+    numbers only."""
+    h = hashlib.sha256()
+    for rel, text in sorted(source_files(source).items()):
+        h.update(rel.encode() + b"\0" + _NUMBER.sub("0", text).encode() + b"\0")
+    return h.hexdigest()
 
 
 def _screen_elsewhere(task_root: str, source: Source) -> str:
