@@ -20,7 +20,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import gc
-import os
 import signal
 import time
 from collections import Counter, OrderedDict
@@ -90,8 +89,7 @@ class Engine:
         self.config = config
         # Every candidate goes through the pipeline (screen, backend, score, full audit): the only way to a score.
         self.evaluator: Evaluator = evaluator if isinstance(evaluator, Pipeline) else \
-            Pipeline(task, evaluator, workers=config.workers, scratch=self.run_dir / "scratch",
-                     audit_processes=1 if (os.cpu_count() or 1) > 1 else 0)
+            Pipeline(task, evaluator, workers=config.workers, scratch=self.run_dir / "scratch")
         self.embedder = make_embedder(config.embedder)
         self.llm_client: ChatLLM | None = None
         registry: dict[str, Callable[[], Operator]] = dict(OPERATORS)
@@ -269,8 +267,6 @@ class Engine:
                                commit=False)  # committed with the next finished evaluation
         self.novelty.add(child.id, vector)
         self._cache[child.id] = child
-        if isinstance(self.evaluator, Pipeline):
-            self.evaluator.screen_ahead(child)  # while it waits for a worker
         return True
 
     def _learn_call(self, operator: str, meta: dict[str, Any]) -> None:

@@ -25,12 +25,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import multiprocessing
 import re
 import tempfile
 import time
 from collections import OrderedDict
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,7 @@ class Pipeline:
     """
 
     def __init__(self, task: Task, backend: Evaluator | None = None, *, level: Level | str = Level.FULL,
-                 workers: int = 1, scratch: Path | None = None, audit_processes: int = 0, **backend_options: Any):
+                 workers: int = 1, scratch: Path | None = None, **backend_options: Any):
         self.task = task
         self.family = family_of(task)
         self.level = Level.parse(level)
@@ -74,12 +73,6 @@ class Pipeline:
         # The audits and the scoring run here, beside the event loop: off it, and not queued behind the
         # backend's long jobs in the loop's default executor.
         self._trusted = ThreadPoolExecutor(max_workers=2, thread_name_prefix="evo-audit")
-        # A long run screens in processes of its own (fresh interpreters that never run candidate code), and
-        # ahead of time (`screen_ahead`, as children are queued): the screen's ~1.5 ms of Python per candidate
-        # then neither holds the engine's loop nor adds to an evaluation's latency.
-        self._screeners = ProcessPoolExecutor(audit_processes, mp_context=multiprocessing.get_context("spawn")) \
-            if audit_processes > 0 else None
-        self._ahead: dict[str, Future[str]] = {}
         self._screens: OrderedDict[str, Verdict] = OrderedDict()  # by `source_shape`: see `_known_screen`
 
     def __repr__(self) -> str:
@@ -111,24 +104,12 @@ class Pipeline:
             self._screens.popitem(last=False)
         return verdict
 
-    def screen_ahead(self, program: Program) -> None:
-        """Start the screen of a candidate that will be evaluated soon (with screening processes only)."""
-        if self._screeners is not None and program.id not in self._ahead and self._known_screen(program)[1] is None:
-            self._ahead[program.id] = self._screeners.submit(_screen_elsewhere, str(self.task.root), program.source)
-
     async def evaluate(self, program: Program) -> EvalResult:
         """The candidate's result with its verdict: screened, run by the backend, scored, audited."""
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         shape, screened = self._known_screen(program)
-        ahead = self._ahead.pop(program.id, None)
-        if screened is not None:
-            pass
-        elif self._screeners is not None:
-            if ahead is None:
-                ahead = self._screeners.submit(_screen_elsewhere, str(self.task.root), program.source)
-            screened = self._remember(shape, Verdict.from_dict(json.loads(await asyncio.wrap_future(ahead))))
-        else:
+        if screened is None:
             screened = self._remember(shape, await loop.run_in_executor(self._trusted, self.screen, program))
         if not screened.passed:
             return EvalResult(False, failure="audit", error=screened.text()[:ERROR_CHARS],
@@ -139,6 +120,10 @@ class Pipeline:
             result = EvalResult(False, failure="invalid", error=str(e))
         else:
             result = await self.backend.evaluate(job.program)
+        if result.outputs is None:
+            # Nothing left to score and the static checks passed in the screen: what remains is folding the
+            # harness's checks in (tens of microseconds), cheaper here than a hop to a thread and back.
+            return self.decide(program.source, result, screened)
         return await loop.run_in_executor(self._trusted, self.decide, program.source, result, screened)
 
     def decide(self, source: Source, result: EvalResult, screened: Verdict | None = None) -> EvalResult:
@@ -165,8 +150,6 @@ class Pipeline:
 
     def close(self) -> None:
         self._trusted.shutdown(wait=True)
-        if self._screeners is not None:
-            self._screeners.shutdown(wait=True, cancel_futures=True)
         try:
             self.backend.close()
         finally:
@@ -190,7 +173,6 @@ def evaluate_source(task: Task | str, source: Source, *, backend: Evaluator | No
             pipeline._trusted.shutdown(wait=True)
 
 
-_SCREEN_TASKS: dict[str, Task] = {}
 SCREEN_CACHE = 8192  # screen verdicts kept per pipeline, by source shape
 # A number literal, not part of a name (x1) or of another literal: decimal, float, exponent, hex/octal/binary, complex.
 _NUMBER = re.compile(r"(?<![\w.])(?:0[xXoObB][0-9a-fA-F_]+|\d[\d_]*(?:\.[\d_]*)?(?:[eE][-+]?\d+)?|\.\d[\d_]*"
@@ -204,14 +186,6 @@ def source_shape(source: Source) -> str:
     for rel, text in sorted(source_files(source).items()):
         h.update(rel.encode() + b"\0" + _NUMBER.sub("0", text).encode() + b"\0")
     return h.hexdigest()
-
-
-def _screen_elsewhere(task_root: str, source: Source) -> str:
-    """The screen in a screening process (`audit_processes`): the verdict as JSON."""
-    task = _SCREEN_TASKS.get(task_root)
-    if task is None:
-        task = _SCREEN_TASKS[task_root] = load_task(task_root)
-    return audit(source, Level.SCREEN, task).to_json()
 
 
 def verdict_of(result: EvalResult) -> Verdict | None:
