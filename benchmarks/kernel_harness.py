@@ -27,7 +27,9 @@ sys.path.insert(0, str(REPO))
 
 from evo.eval.backends.kernel import KernelEvaluator, WorkerPool  # noqa: E402
 from evo.eval.bench import BenchConfig  # noqa: E402
+from evo.eval.pipeline import Pipeline  # noqa: E402
 from evo.eval.suite import kernel_task_names, seed_path  # noqa: E402
+from evo.program import Program  # noqa: E402
 from evo.task import load_task  # noqa: E402
 
 
@@ -85,13 +87,17 @@ def main() -> None:
         for name in kernel_task_names(args.tasks.split(",")) if args.per_task > 0 else []:
             task = load_task(name)
             ev = KernelEvaluator(task, 1, scratch, config=config, pool=pool)
+            pipeline = Pipeline(task, ev)  # every candidate the way a run takes it: screen, harness, full audit
             t0 = time.perf_counter()
             ev._prepare(ev._pick())  # the reference job, once per task and session
             prep = time.perf_counter() - t0
             texts = variants(seed_path(name).read_text(), args.per_task)
             t0 = time.perf_counter()
             with ThreadPoolExecutor(max_workers=args.parallel * len(pool.devices)) as ex:
-                reports = list(ex.map(ev.evaluate_source_sync, texts))
+                results = list(ex.map(pipeline.evaluate_sync, [Program(source=t) for t in texts]))
+            reports = [r.report or {"passed": False, "error": r.error} for r in results]
+            for r, result in zip(reports, results, strict=True):
+                r["passed"] = result.ok  # the pipeline's verdict, not the harness's alone
             wall = time.perf_counter() - t0
             ok = sum(1 for r in reports if r.get("passed"))
             errors = sorted({str(r.get("error"))[:120] for r in reports if not r.get("passed")})
@@ -101,7 +107,7 @@ def main() -> None:
                          "bound_rows": [r.get("bounds") for r in reports]})
             total_n += len(texts)
             total_s += wall
-            ev.close()
+            pipeline.close()
             print(f"{name}: {len(texts)} candidates in {wall:.1f} s ({rows[-1]['per_gpu_minute']:.0f}/GPU-min), "
                   f"{ok} passed, reference job {prep:.1f} s", flush=True)
         out["throughput"] = {"rows": rows, "per_gpu_minute": total_n / total_s * 60 / len(pool.devices) if total_s else 0}

@@ -95,7 +95,10 @@ class Pipeline:
         shape = source_shape(program.source)
         verdict = self._screens.get(shape)
         if verdict is not None:
-            self._screens.move_to_end(shape)
+            try:
+                self._screens.move_to_end(shape)
+            except KeyError:  # dropped meanwhile by another thread's evaluation (`evaluate_sync` from threads)
+                pass
         return shape, verdict
 
     def _remember(self, shape: str, verdict: Verdict) -> Verdict:
