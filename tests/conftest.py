@@ -23,3 +23,17 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         yield base_url, model_dir
     finally:
         stop_server(process)
+
+
+@pytest.fixture(scope="module")
+def rmsnorm_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The kernel harness for `kernels/rmsnorm_fwd` on CPU (Triton's interpreter, short timing), one per module."""
+    from evo.eval.backends.kernel import KernelEvaluator
+    from evo.eval.bench import BenchConfig
+    from evo.task import load_task
+
+    ev = KernelEvaluator(load_task("kernels/rmsnorm_fwd"), 1, tmp_path_factory.mktemp("rmsnorm-harness"),
+                         devices=["cpu"], config=BenchConfig(iters=2, warmup=1, compile_baseline=False),
+                         parallel_per_device=1)
+    yield ev
+    ev.close()

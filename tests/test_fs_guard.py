@@ -324,16 +324,8 @@ def test_math_candidate_writing_a_pth_fails_and_an_honest_one_passes(
 
 
 @pytest.fixture(scope="module")
-def kernel_evaluator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from evo.eval.backends.kernel import KernelEvaluator
-    from evo.eval.bench import BenchConfig
-    from evo.task import load_task
-
-    ev = KernelEvaluator(load_task("kernels/rmsnorm_fwd"), 1, tmp_path_factory.mktemp("fsguard-kernel"),
-                         devices=["cpu"], config=BenchConfig(iters=2, warmup=1, compile_baseline=False),
-                         parallel_per_device=1)
-    yield ev
-    ev.close()
+def kernel_evaluator(rmsnorm_harness: object) -> object:
+    return rmsnorm_harness
 
 
 SEED = (REPO / "kernels" / "rmsnorm_fwd.py").read_text()

@@ -8,26 +8,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from evo.eval.backends.kernel import KernelEvaluator
-from evo.eval.bench import BenchConfig
 from evo.eval.families.base import task_hash
 from evo.program import MAIN_FILE
-from evo.task import load_task
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def evaluator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelEvaluator]:
-    ev = KernelEvaluator(load_task("kernels/rmsnorm_fwd"), 1, tmp_path_factory.mktemp("jobs"), devices=["cpu"],
-                         config=BenchConfig(iters=2, warmup=1, compile_baseline=False), parallel_per_device=1)
-    yield ev
-    ev.close()
+def evaluator(rmsnorm_harness: KernelEvaluator) -> KernelEvaluator:
+    return rmsnorm_harness
 
 
 def _paths_in(value: object) -> list[str]:

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,9 @@ import pytest
 from evo.audit import Verdict
 from evo.eval import fs_guard
 from evo.eval.backends.kernel import KernelEvaluator, report_to_result
-from evo.eval.bench import BenchConfig
 from evo.eval.integrity import CORRECTNESS_CHECKS
 from evo.eval.pipeline import Pipeline, verdict_of
 from evo.program import MAIN_FILE
-from evo.task import load_task
 
 HACKS = Path(__file__).parent / "hacks"
 REPO = Path(__file__).resolve().parents[2]
@@ -47,11 +44,8 @@ CAUGHT_ON_CPU = {
 
 
 @pytest.fixture(scope="module")
-def evaluator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelEvaluator]:
-    ev = KernelEvaluator(load_task("kernels/rmsnorm_fwd"), 1, tmp_path_factory.mktemp("kernel"), devices=["cpu"],
-                         config=BenchConfig(iters=2, warmup=1, compile_baseline=False), parallel_per_device=1)
-    yield ev
-    ev.close()
+def evaluator(rmsnorm_harness: KernelEvaluator) -> KernelEvaluator:
+    return rmsnorm_harness
 
 
 def _full_audit(ev: KernelEvaluator, source: str, report: dict) -> Verdict:

@@ -19,10 +19,8 @@ from pathlib import Path
 import pytest
 
 from evo.eval.backends.kernel import KernelEvaluator, report_to_result
-from evo.eval.bench import BenchConfig
 from evo.eval.integrity import CORRECTNESS_CHECKS
 from evo.program import MAIN_FILE
-from evo.task import load_task
 
 TAMPER = Path(__file__).parent / "tamper"
 ALL = sorted(TAMPER.glob("*.py"))
@@ -36,11 +34,8 @@ def expected_check(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def evaluator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelEvaluator]:
-    ev = KernelEvaluator(load_task("kernels/rmsnorm_fwd"), 1, tmp_path_factory.mktemp("tamper"), devices=["cpu"],
-                         config=BenchConfig(iters=2, warmup=1, compile_baseline=False), parallel_per_device=1)
-    yield ev
-    ev.close()
+def evaluator(rmsnorm_harness: KernelEvaluator) -> KernelEvaluator:
+    return rmsnorm_harness
 
 
 def _evaluate(ev: KernelEvaluator, source: str, tmp_path: Path) -> dict:
