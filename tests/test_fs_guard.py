@@ -375,3 +375,21 @@ def test_kernel_candidate_writing_a_pth_is_refused_and_flagged(kernel_evaluator,
     # The next child is not affected: the seed still passes.
     (tmp_path / "candidate.py").write_text(SEED)
     assert kernel_evaluator.evaluate_path_sync(tmp_path)["passed"]
+
+
+@needs_landlock
+def test_a_kernel_child_may_move_files_between_its_own_folders(kernel_evaluator, tmp_path: Path) -> None:
+    """Triton moves each compiled kernel from a temporary folder into its cache: a rename across folders, which
+    any stacked Landlock ruleset that does not grant it refuses with EXDEV (seen on the H100)."""
+    source = SEED + textwrap.dedent("""
+        import os as _os
+        import tempfile as _tempfile
+        _d = _tempfile.mkdtemp()
+        _os.makedirs(_os.path.join(_d, "a"))
+        _os.makedirs(_os.path.join(_d, "b"))
+        open(_os.path.join(_d, "a", "x"), "w").close()
+        _os.replace(_os.path.join(_d, "a", "x"), _os.path.join(_d, "b", "x"))
+    """)
+    (tmp_path / "candidate.py").write_text(source)
+    report = kernel_evaluator.evaluate_path_sync(tmp_path)
+    assert report["status"] == "ok" and report["passed"], report.get("error")

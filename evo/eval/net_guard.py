@@ -138,8 +138,13 @@ class NetCheck:
         return asdict(self)
 
 
-def isolate_network(allow_unix: bool = True, close_inherited: bool = True) -> NetGuardStatus:
+def isolate_network(allow_unix: bool = True, close_inherited: bool = True, landlock_tcp: bool = True) -> NetGuardStatus:
     """Take the network from this process and everything it starts, for good; see the module doc.
+
+    `landlock_tcp=False` leaves out the Landlock layer: any Landlock ruleset denies linking or renaming a file
+    into another directory (LANDLOCK_ACCESS_FS_REFER is denied unless a rule grants it), so a process whose
+    filesystem guard allows such renames in its own folders (Triton moves each compiled kernel from a temporary
+    folder into its cache) must not stack one; seccomp and the namespace hold without it.
 
     Call it after fork and CUDA's start, before the candidate is imported. Never raises for what the
     kernel lacks: the status says what holds.
@@ -170,7 +175,7 @@ def isolate_network(allow_unix: bool = True, close_inherited: bool = True) -> Ne
             unavailable.append(f"seccomp: {error}")
         else:
             layers.append("seccomp")
-        error = _landlock_net(libc)
+        error = _landlock_net(libc) if landlock_tcp else "left out by the caller (it would deny renames across folders)"
         if error:
             unavailable.append(f"landlock: {error}")
         else:

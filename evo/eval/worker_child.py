@@ -103,7 +103,9 @@ def _child_setup(job: dict[str, Any], device: str, private: Path) -> dict[str, A
     # Both guards before the candidate is imported, reported to the judge from here (the candidate has not
     # run yet, so the report is the harness's own): writes confined, and no network at all.
     writes = fs_guard.restrict_writes([workdir, private])
-    network = net_guard.isolate_network()
+    # No Landlock TCP layer: a second Landlock ruleset would refuse the renames Triton's cache makes in the
+    # private folder (seen on the H100: EXDEV); seccomp and the empty namespace stop the network without it.
+    network = net_guard.isolate_network(landlock_tcp=False)
     return {"fs": writes.to_dict(), "net": network.to_dict()}
 
 
