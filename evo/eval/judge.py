@@ -446,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock", type=Path, default=None, help="the GPU's lock file (see evo.eval.gpu_lock)")
     args = parser.parse_args(argv)
     _nondumpable()
+    # One thread per child: a thread that times a call must not wait 5 ms (the default) for another's GIL.
+    sys.setswitchinterval(0.0005)
     torch.set_num_threads(min(4, os.cpu_count() or 1))
     if args.device.startswith("cuda"):
         torch.cuda.set_device(args.device)
