@@ -1,4 +1,4 @@
-"""The rules of the house (docs: /work/shared/ARCHITECTURE.md, "Rules of the house"), checked on the tree.
+"""The rules of the house (docs: ../shared/ARCHITECTURE.md beside the checkout, "Rules of the house"), checked on the tree.
 
 Each rule is a scan of evo/ (by `ast`, never by grepping text, so that a string naming `sqlite3` in the
 auditor's deny-lists is not an import) or a fresh interpreter importing a module. Every scanner is also
