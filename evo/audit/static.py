@@ -136,8 +136,11 @@ def _path_class(node: ast.AST | None) -> str:
 
 def _open_mode(call: ast.Call, q: str) -> str | None:
     if q == "os.open":
+        # A read only where the flags name O_RDONLY and nothing else: numeric flags (os.open(p, 577) writes) count
+        # as a write whatever their value, so that no verdict turns on a number (the pipeline's screen cache).
         flags = ast.unparse(call.args[1]) if len(call.args) > 1 else ""
-        return "w" if re.search(r"O_(WRONLY|RDWR|CREAT|APPEND|TRUNC)", flags) else "r"
+        names = set(re.findall(r"O_[A-Z_]+", flags))
+        return "r" if names <= {"O_RDONLY", "O_CLOEXEC"} and names and not re.search(r"\d", flags) else "w"
     mode_node = next((k.value for k in call.keywords if k.arg == "mode"), None)
     if mode_node is None and len(call.args) > 1:
         mode_node = call.args[1]

@@ -177,17 +177,24 @@ def evaluate_source(task: Task | str, source: Source, *, backend: Evaluator | No
 
 
 SCREEN_CACHE = 8192  # screen verdicts kept per pipeline, by source shape
-# A number literal, not part of a name (x1) or of another literal: decimal, float, exponent, hex/octal/binary, complex.
-_NUMBER = re.compile(r"(?<![\w.])(?:0[xXoObB][0-9a-fA-F_]+|\d[\d_]*(?:\.[\d_]*)?(?:[eE][-+]?\d+)?|\.\d[\d_]*"
-                     r"(?:[eE][-+]?\d+)?)[jJ]?(?!\w)")
+# Strings and comments (kept as they are: a digit inside a string is text the screen may read), then a number
+# literal that is not part of a name (x1): decimal, float, exponent, hex/octal/binary, complex.
+_LEXEMES = re.compile(r"""(?P<kept>#[^\n]*|[rRbBuUfF]{0,2}(?:'''(?:\\.|[^\\])*?'''|\"\"\"(?:\\.|[^\\])*?\"\"\"|"""
+                      r"""'(?:\\.|[^'\\\n])*'|"(?:\\.|[^"\\\n])*"))"""
+                      r"|(?<![\w.])(?:0[xXoObB][0-9a-fA-F_]+|\d[\d_]*(?:\.[\d_]*)?(?:[eE][-+]?\d+)?|\.\d[\d_]*"
+                      r"(?:[eE][-+]?\d+)?)[jJ]?(?!\w)")
+
+
+def _zero_numbers(text: str) -> str:
+    return _LEXEMES.sub(lambda m: m.group("kept") or "0", text)
 
 
 def source_shape(source: Source) -> str:
-    """A hash of the program's files with every number literal written as 0: equal for programs that differ in
-    numbers only."""
+    """A hash of the program's files with every number literal written as 0 (strings and comments as they are):
+    equal for programs that differ in numbers only."""
     h = hashlib.sha256()
     for rel, text in sorted(source_files(source).items()):
-        h.update(rel.encode() + b"\0" + _NUMBER.sub("0", text).encode() + b"\0")
+        h.update(rel.encode() + b"\0" + _zero_numbers(text).encode() + b"\0")
     return h.hexdigest()
 
 
