@@ -99,6 +99,7 @@ class NetGuardStatus:
     closed: tuple[str, ...]  # inherited sockets of the network replaced by /dev/null: "fd 7 (AF_INET)"
     unavailable: tuple[str, ...]  # layers that could not be applied, with the kernel's reason
     reason: str  # why the guard is not active; "" when it is
+    unix: bool = True  # new AF_UNIX sockets allowed (False: refused too, socketpair excepted)
 
     @property
     def summary(self) -> str:
@@ -111,7 +112,8 @@ class NetGuardStatus:
             if self.threads > 1:
                 text += f" ({self.threads - 1} earlier thread(s) stay in the host's, held by seccomp)"
             parts.append(text)
-        seccomp = "seccomp: no sockets but AF_UNIX, no setns, pidfd_getfd or io_uring"
+        seccomp = ("seccomp: no sockets but AF_UNIX" if self.unix else "seccomp: no new sockets (socketpair excepted)") + \
+            ", no setns, pidfd_getfd or io_uring"
         parts.append(seccomp + (f" ({self.threads_left} earlier thread(s) not covered)" if self.threads_left
                                 else ", on every thread"))
         if "landlock" in self.layers:
@@ -191,7 +193,7 @@ def isolate_network(allow_unix: bool = True, close_inherited: bool = True, landl
             reason += "; Landlock alone stops TCP only"
     return NetGuardStatus(active=active, mechanism="+".join(layers) or "none", layers=tuple(layers),
                           threads=threads, threads_left=threads_left if active else threads,
-                          closed=tuple(closed), unavailable=tuple(unavailable), reason=reason)
+                          closed=tuple(closed), unavailable=tuple(unavailable), reason=reason, unix=allow_unix)
 
 
 def check(port: int | None = None, host: str = "127.0.0.1", timeout: float = 2.0) -> NetCheck:

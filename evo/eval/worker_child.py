@@ -105,7 +105,9 @@ def _child_setup(job: dict[str, Any], device: str, private: Path) -> dict[str, A
     writes = fs_guard.restrict_writes([workdir, private])
     # No Landlock TCP layer: a second Landlock ruleset would refuse the renames Triton's cache makes in the
     # private folder (seen on the H100: EXDEV); seccomp and the empty namespace stop the network without it.
-    network = net_guard.isolate_network(landlock_tcp=False)
+    # No new unix sockets either: one bound to a path (a Ray raylet's, a server's under /tmp) is reachable by
+    # anyone its file permissions allow; the socket to the judge was made before, by the zygote.
+    network = net_guard.isolate_network(allow_unix=False, landlock_tcp=False)
     return {"fs": writes.to_dict(), "net": network.to_dict()}
 
 

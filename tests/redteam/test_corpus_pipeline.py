@@ -23,7 +23,7 @@ from evo.task import load_task
 
 REPO = Path(__file__).resolve().parents[2]
 HACKS = sorted((REPO / "tests" / "redteam" / "hacks").glob("*.py")) + \
-    sorted(p for p in (REPO / "tests" / "redteam" / "tamper").glob("*.py") if p.stem != "loopback_socket")
+    sorted(p for p in (REPO / "tests" / "redteam" / "tamper").glob("*.py") if p.stem not in ("loopback_socket", "unix_socket_path"))
 HONEST = sorted((REPO / "tests" / "honest" / "variants").glob("*.py")) + [REPO / "kernels" / "rmsnorm_fwd.py"]
 TASK = "kernels/rmsnorm_fwd"
 # Caught on the H100 only (benchmarks/redteam_gpu.py): the 1% of rows it skips are none at the CPU shapes.

@@ -47,7 +47,8 @@ def test_corpus_is_large_enough() -> None:
     assert len(ALL) >= 10
 
 
-@pytest.mark.parametrize("path", [p for p in ALL if p.stem != "loopback_socket"], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in ALL if p.stem not in ("loopback_socket", "unix_socket_path")],
+                         ids=lambda p: p.stem)
 def test_tampering_is_rejected_by_the_trusted_side(evaluator: KernelEvaluator, tmp_path: Path, path: Path) -> None:
     expect = expected_check(path)
     report = _evaluate(evaluator, path.read_text(), tmp_path)
@@ -124,3 +125,41 @@ def test_the_screen_is_not_needed_for_these_verdicts() -> None:
 
     caught = [p.stem for p in ALL if not audit(p.read_text(), Level.SCREEN, "kernels/rmsnorm_fwd").passed]
     assert len(caught) >= len(ALL) // 2, caught
+
+
+@pytest.fixture
+def unix_server(tmp_path: Path) -> Iterator[tuple[str, list[bytes], threading.Event]]:
+    path = str(tmp_path / "server.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen()
+    received: list[bytes] = []
+    arrived = threading.Event()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                received.append(conn.recv(1024))
+            arrived.set()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield path, received, arrived
+    server.close()
+
+
+def test_a_candidate_reaches_no_unix_socket_path(evaluator: KernelEvaluator, tmp_path: Path,
+                                                unix_server: tuple[str, list[bytes], threading.Event]) -> None:
+    path, received, arrived = unix_server
+    source = (TAMPER / "unix_socket_path.py").read_text().replace('SOCKET_PATH = ""', f"SOCKET_PATH = {path!r}")
+    report = _evaluate(evaluator, source, tmp_path)
+    assert not report["passed"]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:  # the server is up: only the probe arrives
+        probe.connect(path)
+        probe.sendall(b"probe")
+    assert arrived.wait(10)
+    assert received == [b"probe"], received
