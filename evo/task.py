@@ -167,11 +167,6 @@ class Task:
         """The family named in `task.toml` ("" when it names none; `evo.eval.families.family_of` says more)."""
         return self.config.family
 
-    @property
-    def is_kernel_task(self) -> bool:
-        """Deprecated: ask `evo.eval.families.family_of(task)`. True when `task.toml` says `family = "kernels"`."""
-        return self.config.family == "kernels"
-
     def seed_paths(self) -> list[Path]:
         """`seed.py`, `seeds/*.py`, and for a task of the `kernels` family its Triton seed `kernels/<name>.py`
         of the repo."""

@@ -211,7 +211,7 @@ def test_a_kernel_that_passes_the_screen_but_fails_a_dynamic_check_fails(kernel_
     assert verdict is not None and not verdict.passed and "dynamic:input_mutation" in verdict.failed
 
 
-def test_a_kernel_evaluator_that_still_audits_is_tolerated(kernel_pipeline: Pipeline, tmp_path: Path) -> None:
+def test_a_kernel_evaluator_passed_as_the_backend_is_audited_by_the_pipeline(kernel_pipeline: Pipeline, tmp_path: Path) -> None:
     from evo.eval.backends.kernel import KernelEvaluator
 
     harness = kernel_pipeline.backend

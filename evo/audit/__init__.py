@@ -18,9 +18,8 @@ from evo.audit.gate import (
            catalogue,
            register_dynamic,
            screen,
-           task_family,
            task_policy,
 )
 
 __all__ = ["DYNAMIC_CHECKS", "Check", "CheckResult", "DynamicCheck", "Level", "Subject", "Verdict", "audit",
-           "catalogue", "register_dynamic", "screen", "task_family", "task_policy"]
+           "catalogue", "register_dynamic", "screen", "task_policy"]

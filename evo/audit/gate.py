@@ -143,22 +143,6 @@ def known_names(extra: Iterable[Check] = ()) -> set[str]:
     return names
 
 
-def task_family(task: Any) -> str | None:
-    """The family the task's `task.toml` names (None without a task, or where it names none)."""
-    return getattr(getattr(task, "config", None), "family", None) or None
-
-
-@dataclass
-class _TaskSubject(Subject):
-    """A `Subject` whose family is the one `task.toml` names (`Subject.family` guesses it from the name)."""
-
-    family_name: str | None = None
-
-    @property
-    def family(self) -> str | None:  # type: ignore[override]
-        return self.family_name
-
-
 def task_policy(task: Any) -> TaskPolicy:
     """The task's allowances and checks, from its config's `[audit]` table and its `reference.py` (cached)."""
     root = getattr(task, "root", None)
@@ -242,7 +226,7 @@ def audit(source: Source, level: Level | str = Level.SCREEN, task: Any = None,
     again = set(screened.checks) if screened is not None and screened.passed and screened.level is Level.SCREEN \
         and level is not Level.SCREEN else set()
     # The parse and walk (most of a screen's cost) only where a static check still has to read them.
-    subject = _TaskSubject(files, level, policy.allow, None, task, context or {}, task_family(task))
+    subject = Subject(files, level, policy.allow, None, task, context or {})
     reasons: list[tuple[str, str]] = []
     ran: list[str] = []
     allowed: list[str] = sorted(policy.allow)

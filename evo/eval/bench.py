@@ -17,6 +17,7 @@ holds, and bounds the reported times with its own clock. The runner answers one 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
@@ -28,13 +29,13 @@ import torch
 from evo.eval import wire
 from evo.eval.integrity import (
     Snapshot,
-    _aliases,
-    _clone,
-    _harness_identity,
-    _native_threads,
-    _poison_free_memory,
-    _precision_flags,
-    _scrub,
+    aliases,
+    clone,
+    harness_identity,
+    native_threads,
+    poison_free_memory,
+    precision_flags,
+    scrub,
 )
 from evo.eval.kernel_spec import as_tuple
 from evo.eval.reference_data import WorkloadData, seeds_per_workload, workloads_for
@@ -114,18 +115,18 @@ class Runner:
         with self.phases.checking():
             inputs = self.data.stress_inputs_of(w, self.device) if h.get("stress") else \
                 self.data.inputs_of(w, int(h["seed"]), self.device)
-            before = _clone(inputs)
-            _poison_free_memory(self.device, int(h.get("poison_bytes", 0)))
+            before = clone(inputs)
+            poison_free_memory(self.device, int(h.get("poison_bytes", 0)))
             with torch.no_grad():
                 got = as_tuple(self.run(*inputs))
             sync(self.device)
             mutated = not all(torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
                               for a, b in zip(inputs, before, strict=True))
-            aliased = _aliases(got, inputs)
+            aliased = aliases(got, inputs)
             meta, views = wire.pack_tensors(got)  # (on the CPU these are views of the outputs themselves)
             wire.send(self.sock, {"ok": True, "mutated": mutated, "aliased": aliased, "tensors": meta}, views)
             del views
-            _scrub(list(got))
+            scrub(list(got))
             del got, inputs, before
 
     # -- timing -----------------------------------------------------------------------------------
@@ -200,17 +201,15 @@ class Runner:
         snap = self.before
         facts: list[tuple[str, bool, str]] = []
         if snap is not None:
-            changed = [k for k, v in _harness_identity().items() if snap.identity.get(k) != v]
+            changed = [k for k, v in harness_identity().items() if snap.identity.get(k) != v]
             facts.append(("dynamic:timer_integrity", not changed,
                           f"the candidate replaced functions the harness trusts: {', '.join(changed)}" if changed else ""))
-            flags = [k for k, v in _precision_flags().items() if snap.flags.get(k) != v]
+            flags = [k for k, v in precision_flags().items() if snap.flags.get(k) != v]
             facts.append(("dynamic:global_flags", not flags,
                           f"the candidate changed global precision settings: {', '.join(flags)}" if flags else ""))
-            import threading
-
-            grew = threading.active_count() > snap.py_threads or _native_threads() > snap.os_threads
+            grew = threading.active_count() > snap.py_threads or native_threads() > snap.os_threads
             facts.append(("dynamic:thread_count", not grew,
-                          f"threads grew from {snap.os_threads} to {_native_threads()} (Python: {snap.py_threads} to "
+                          f"threads grew from {snap.os_threads} to {native_threads()} (Python: {snap.py_threads} to "
                           f"{threading.active_count()}): work must finish inside run()" if grew else ""))
             stream_ok = snap.stream is None or torch.cuda.current_stream() == snap.stream
             facts.append(("dynamic:stream_join", stream_ok,

@@ -23,7 +23,7 @@ import torch
 from evo.eval.kernel_spec import compare_outputs
 
 
-def _harness_identity() -> dict[str, int]:
+def harness_identity() -> dict[str, int]:
     """Identities of the functions the harness trusts; a candidate that patches one is caught."""
     objs = {
         "torch.cuda.Event": torch.cuda.Event,
@@ -42,7 +42,7 @@ def _harness_identity() -> dict[str, int]:
     return {k: id(v) for k, v in objs.items()}
 
 
-def _precision_flags() -> dict[str, Any]:
+def precision_flags() -> dict[str, Any]:
     return {
         "matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
@@ -52,29 +52,29 @@ def _precision_flags() -> dict[str, Any]:
     }
 
 
-def _native_threads() -> int:
+def native_threads() -> int:
     try:
         return len(os.listdir("/proc/self/task"))
     except OSError:
         return threading.active_count()
 
 
-def _storage_span(t: torch.Tensor) -> tuple[int, int]:
+def storage_span(t: torch.Tensor) -> tuple[int, int]:
     start = t.untyped_storage().data_ptr()
     return start, start + t.untyped_storage().nbytes()
 
 
-def _aliases(outputs: Sequence[Any], inputs: Sequence[Any]) -> bool:
-    spans = [_storage_span(x) for x in inputs if isinstance(x, torch.Tensor) and x.numel()]
+def aliases(outputs: Sequence[Any], inputs: Sequence[Any]) -> bool:
+    spans = [storage_span(x) for x in inputs if isinstance(x, torch.Tensor) and x.numel()]
     for o in outputs:
         if isinstance(o, torch.Tensor) and o.numel():
-            a, b = _storage_span(o)
+            a, b = storage_span(o)
             if any(a < d and c < b for c, d in spans):
                 return True
     return False
 
 
-def _poison_free_memory(device: str, nbytes: int) -> None:
+def poison_free_memory(device: str, nbytes: int) -> None:
     """Fill memory the allocator will hand out next with NaN, so an output never written reads as NaN."""
     if nbytes <= 0:
         return
@@ -85,7 +85,7 @@ def _poison_free_memory(device: str, nbytes: int) -> None:
     del junk
 
 
-def _scrub(tensors: Sequence[Any]) -> None:
+def scrub(tensors: Sequence[Any]) -> None:
     """Overwrite tensors about to be freed (answers, outputs) with all-ones bytes: a block the allocator
     hands out later never holds a real answer."""
     for t in tensors:
@@ -100,7 +100,7 @@ def _scrub(tensors: Sequence[Any]) -> None:
             pass
 
 
-def _clone(inputs: Sequence[Any]) -> list[Any]:
+def clone(inputs: Sequence[Any]) -> list[Any]:
     return [x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]
 
 
@@ -117,8 +117,8 @@ class Snapshot:
 
     @classmethod
     def take(cls, workdir: Path, device: str) -> Snapshot:
-        return cls({p.name for p in workdir.iterdir()}, _harness_identity(), _precision_flags(),
-                   threading.active_count(), _native_threads(),
+        return cls({p.name for p in workdir.iterdir()}, harness_identity(), precision_flags(),
+                   threading.active_count(), native_threads(),
                    torch.cuda.current_stream() if device.startswith("cuda") else None)
 
 

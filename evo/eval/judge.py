@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import inspect
 import json
 import os
 import random
@@ -37,6 +38,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -118,10 +120,8 @@ class Session:
     def compare(self, meta: Any, payload: bytearray | None, expected: list[torch.Tensor], atol: float,
                 rtol: float) -> tuple[str | None, list[Any]]:
         got = wire.unpack_tensors(meta, payload, self.device)
-        if self.lock is not None:
-            with self.lock():
-                return compare_outputs(tuple(got), tuple(expected), atol, rtol), got
-        return compare_outputs(tuple(got), tuple(expected), atol, rtol), got
+        with self.lock() if self.lock is not None else nullcontext():
+            return compare_outputs(tuple(got), tuple(expected), atol, rtol), got
 
 
 def _max_payload(expected: list[torch.Tensor]) -> int:
@@ -367,8 +367,6 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
 
 def _stress_words(exp: Expected, w: Workload, seed: int) -> str:
     """How the stress round's inputs look (made here again from the seed: the judge holds no inputs)."""
-    import inspect
-
     try:
         names = tuple(inspect.signature(exp.reference.run).parameters)
         inputs = stress_inputs(exp.reference.SPEC, exp.reference.make_inputs(dict(w.params), seed, "cpu"))

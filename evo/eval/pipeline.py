@@ -138,7 +138,7 @@ class Pipeline:
                                 error=f"the {self.family.name} family could not score the backend's answer",
                                 checks=result.checks, report=result.report)
         result.outputs = None  # scored: the raw outputs go no further
-        checks = result.checks or _checks_of_verdict(result.verdict)
+        checks = result.checks
         verdict = audit(source, self.level, self.task, {"dynamic": checks}, screened=screened)
         if result.ok and not verdict.passed:
             return EvalResult(False, metrics=result.metrics, failure="audit", error=verdict.text()[:ERROR_CHARS],
@@ -151,8 +151,11 @@ class Pipeline:
         """`evaluate` for a caller without an event loop (`evo eval`, `evo bench`, `evo publish`, tests)."""
         return asyncio.run(self.evaluate(program))
 
-    def close(self) -> None:
+    def close(self, backend: bool = True) -> None:
+        """Stop the audit threads, and close the backend too unless `backend` is False (a caller's own)."""
         self._trusted.shutdown(wait=True)
+        if not backend:
+            return
         try:
             self.backend.close()
         finally:
@@ -170,10 +173,7 @@ def evaluate_source(task: Task | str, source: Source, *, backend: Evaluator | No
     try:
         return pipeline.evaluate_sync(Program(source=source))
     finally:
-        if backend is None:
-            pipeline.close()
-        else:
-            pipeline._trusted.shutdown(wait=True)
+        pipeline.close(backend=backend is None)
 
 
 SCREEN_CACHE = 8192  # screen verdicts kept per pipeline, by source shape
@@ -201,13 +201,3 @@ def source_shape(source: Source) -> str:
 def verdict_of(result: EvalResult) -> Verdict | None:
     """The verdict stored on a result, as a `Verdict` (None where there is none)."""
     return Verdict.from_dict(json.loads(result.verdict)) if result.verdict else None
-
-
-def _checks_of_verdict(verdict: str | None) -> list[tuple[str, bool, str]]:
-    """The dynamic checks of a verdict a backend set itself (a `KernelEvaluator` still audits): each one that
-    ran, with its reason where it failed. An empty list where there is none."""
-    if not verdict:
-        return []
-    old = Verdict.from_dict(json.loads(verdict))
-    reasons = dict(old.reasons)
-    return [(c, c not in reasons, reasons.get(c, "")) for c in old.checks if c.startswith("dynamic:")]

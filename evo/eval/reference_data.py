@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from evo.eval.kernel_spec import Workload, as_tuple
+from evo.eval.kernel_spec import Workload, as_tuple, stress_inputs
 from evo.eval.timing import BenchConfig, L2Flusher, host_latency_s, time_call
 
 
@@ -76,8 +76,6 @@ class WorkloadData:
         return tuple(_to(x, device) for x in self.inputs[(w.name, seed)])
 
     def stress_inputs_of(self, w: Workload, device: str) -> tuple[Any, ...]:
-        from evo.eval.kernel_spec import stress_inputs
-
         return stress_inputs(self.reference.SPEC, self.inputs_of(w, self.stress_seeds[w.name], device))
 
     def expected_files(self, out_dir: Path) -> list[tuple[str, int, bool, Path]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from evo.eval.backends.base import EvalResult, Evaluator
+from evo.eval.backends.base import Evaluator
 from evo.eval.families.base import Family, Fidelity
 from evo.task import Task
 
@@ -31,8 +31,3 @@ class KernelsFamily(Family):
         from evo.eval.backends.kernel import KernelEvaluator  # imports torch: only where kernels run
 
         return KernelEvaluator(task, workers, scratch, **options)
-
-    def score(self, task: Task, result: EvalResult) -> EvalResult:
-        if not result.checks and result.report:
-            result.checks = [(str(n), bool(p), str(r or "")) for n, p, r in result.report.get("checks", [])]
-        return super().score(task, result)
