@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from evo.eval.backends.kernel import KernelEvaluator
+from evo.eval.bench import BenchConfig
 from evo.eval.families.base import task_hash
 from evo.program import MAIN_FILE
+from evo.task import load_task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,3 +61,24 @@ def test_a_candidate_with_a_helper_file_runs_from_its_contents(evaluator: Kernel
     assert report["status"] == "ok" and report["passed"], report.get("error")
     escaping = evaluator.evaluate_files_sync({MAIN_FILE: seed, "../outside.py": "x = 1\n"})
     assert escaping["status"] == "error" and "leaves the candidate's folder" in escaping["error"]
+
+
+def test_the_worker_reads_a_task_folder_again_once_it_changed(tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "tasks"
+    shutil.copytree(REPO / "tasks" / "kernels" / "rmsnorm_fwd", root / "kernels" / "rmsnorm_copy")
+    task = load_task(str(root / "kernels" / "rmsnorm_copy"))
+    ev = KernelEvaluator(task, 1, tmp_path / "scratch", devices=["cpu"],
+                         config=BenchConfig(iters=2, warmup=1, compile_baseline=False), parallel_per_device=1)
+    try:
+        worker = ev._workers[0]
+        first = worker.submit(ev._job(kind="reference")).result(timeout=300)
+        assert first["status"] == "ok", first.get("error")
+        with open(task.root / "reference.py", "a") as f:
+            f.write("\n# edited while the worker runs\n")
+        edited = task_hash(task, fresh=True)
+        again = worker.submit({**ev._job(kind="reference"), "task_hash": edited}).result(timeout=300)
+        assert again["status"] == "ok", again.get("error")
+    finally:
+        ev.close()

@@ -177,12 +177,12 @@ def _resolve(job: dict[str, Any], session: Path) -> dict[str, Any]:
     """The job with this machine's paths: the task found by name here (its folder's hash must be the engine's),
     a fresh work folder holding the candidate's files, the reference's folder for expected outputs."""
     name = str(job.get("task", ""))
-    if name not in _TASKS:
+    if name not in _TASKS or _TASKS[name][1] != job.get("task_hash"):  # new, or its folder changed since
         try:
             task = load_task(name)
         except Exception as e:  # noqa: BLE001 - named in the answer
             raise JobError(f"this worker cannot find task {name!r}: {e}") from e
-        _TASKS[name] = (task.root, task_hash(task))
+        _TASKS[name] = (task.root, task_hash(task, fresh=True))
     root, digest = _TASKS[name]
     if digest != job.get("task_hash"):
         raise JobError(f"task {name!r} differs here from the engine's (folder hash {digest} here, "

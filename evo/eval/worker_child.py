@@ -67,7 +67,8 @@ def _copy_compiled_helpers(shared: Path, private_cache: Path) -> None:
 
 
 def _child_setup(job: dict[str, Any], device: str, private: Path) -> dict[str, Any] | None:
-    """Session, limits, log, CUDA; for a candidate job also the filesystem guard (its status is returned).
+    """Session, limits, log, CUDA; for a candidate job also the filesystem and network guards (their statuses
+    are returned, for the judge).
 
     A candidate may write only beneath its workdir and `private` (its TMPDIR, HOME and the Triton, inductor
     and CUDA caches, all moved there before CUDA starts) and to device files; the reference job (trusted)

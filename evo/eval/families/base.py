@@ -49,10 +49,10 @@ class Job:
 _HASHES: dict[str, str] = {}
 
 
-def task_hash(task: Task) -> str:
-    """A hash of every file in the task's folder (computed once per process and folder)."""
+def task_hash(task: Task, fresh: bool = False) -> str:
+    """A hash of every file in the task's folder (computed once per process and folder; `fresh`: read again)."""
     key = str(task.root)
-    if key not in _HASHES:
+    if fresh or key not in _HASHES:
         h = hashlib.sha256()
         for path in sorted(p for p in Path(task.root).rglob("*") if p.is_file()):
             rel = path.relative_to(task.root)
