@@ -15,24 +15,13 @@ import pytest
 
 from evo.audit import Level, audit
 from evo.eval.backends.kernel import KernelEvaluator
-from evo.program import MAIN_FILE
 
 GAPS = Path(__file__).parent / "gaps"
 
 
-@pytest.fixture(scope="module")
-def evaluator(rmsnorm_harness: KernelEvaluator) -> KernelEvaluator:
-    return rmsnorm_harness
-
-
-def _evaluate(ev: KernelEvaluator, source: str, tmp_path: Path) -> dict:
-    (tmp_path / MAIN_FILE).write_text(source)
-    return ev.evaluate_path_sync(tmp_path)
-
-
 @pytest.mark.parametrize("name", ["forged_evidence", "cache_and_pad"])
-def test_the_gap_passes_the_judge_today(evaluator: KernelEvaluator, tmp_path: Path, name: str) -> None:
-    report = _evaluate(evaluator, (GAPS / f"{name}.py").read_text(), tmp_path)
+def test_the_gap_passes_the_judge_today(rmsnorm_harness: KernelEvaluator, name: str) -> None:
+    report = rmsnorm_harness.evaluate_source_sync((GAPS / f"{name}.py").read_text())
     assert report["status"] == "ok" and report["passed"], report.get("error")
 
 

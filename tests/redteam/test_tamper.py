@@ -20,7 +20,6 @@ import pytest
 
 from evo.eval.backends.kernel import KernelEvaluator, report_to_result
 from evo.eval.integrity import CORRECTNESS_CHECKS
-from evo.program import MAIN_FILE
 
 TAMPER = Path(__file__).parent / "tamper"
 ALL = sorted(TAMPER.glob("*.py"))
@@ -38,20 +37,15 @@ def evaluator(rmsnorm_harness: KernelEvaluator) -> KernelEvaluator:
     return rmsnorm_harness
 
 
-def _evaluate(ev: KernelEvaluator, source: str, tmp_path: Path) -> dict:
-    (tmp_path / MAIN_FILE).write_text(source)
-    return ev.evaluate_path_sync(tmp_path)
-
-
 def test_corpus_is_large_enough() -> None:
     assert len(ALL) >= 10
 
 
 @pytest.mark.parametrize("path", [p for p in ALL if p.stem not in ("loopback_socket", "unix_socket_path")],
                          ids=lambda p: p.stem)
-def test_tampering_is_rejected_by_the_trusted_side(evaluator: KernelEvaluator, tmp_path: Path, path: Path) -> None:
+def test_tampering_is_rejected_by_the_trusted_side(evaluator: KernelEvaluator, path: Path) -> None:
     expect = expected_check(path)
-    report = _evaluate(evaluator, path.read_text(), tmp_path)
+    report = evaluator.evaluate_source_sync(path.read_text())
     assert report["status"] == "ok", report
     failed = [n for n, ok, _ in report["checks"] if not ok]
     assert failed, f"{path.stem} passed the harness: {report['checks']}"
@@ -63,9 +57,9 @@ def test_tampering_is_rejected_by_the_trusted_side(evaluator: KernelEvaluator, t
     assert not report_to_result(report, 0.0).ok and report["score"] == 0.0
 
 
-def test_honest_seed_passes_with_its_times_inside_the_clock_bound(evaluator: KernelEvaluator, tmp_path: Path) -> None:
+def test_honest_seed_passes_with_its_times_inside_the_clock_bound(evaluator: KernelEvaluator) -> None:
     source = (Path(__file__).resolve().parents[2] / "kernels" / "rmsnorm_fwd.py").read_text()
-    report = _evaluate(evaluator, source, tmp_path)
+    report = evaluator.evaluate_source_sync(source)
     assert report["passed"], report["checks"]
     names = {n for n, ok, _ in report["checks"] if ok}
     assert {"dynamic:time_bound", "dynamic:timed_outputs", "dynamic:thread_count", "dynamic:net_guard"} <= names
@@ -75,47 +69,59 @@ def test_honest_seed_passes_with_its_times_inside_the_clock_bound(evaluator: Ker
         assert b["floor_s"] - b["slack_s"] <= b["claimed_s"] <= b["typical_s"] + b["slack_s"]
 
 
-@pytest.fixture
-def loopback_server() -> Iterator[tuple[int, list[bytes], threading.Event]]:
-    server = socket.create_server(("127.0.0.1", 0))
-    received: list[bytes] = []
-    arrived = threading.Event()
-    stop = threading.Event()
+class Listener:
+    """A server that records what reaches it: on the loopback (TCP) or at a socket file (unix)."""
 
-    def serve() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
+    def __init__(self, server: socket.socket):
+        self.server, self.received, self.arrived = server, [], threading.Event()
+        server.listen()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
             try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
+                conn, _ = self.server.accept()
             except OSError:
                 return
             with conn:
-                received.append(conn.recv(1024) or b"<connected>")
-            arrived.set()
+                self.received.append(conn.recv(1024) or b"<connected>")
+            self.arrived.set()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], received, arrived
-    stop.set()
-    thread.join()
+    def only_the_probe_arrives(self, probe: socket.socket) -> None:
+        """The server is up and reachable from here: the probe arrives, and nothing came before it."""
+        with probe:
+            probe.connect(self.server.getsockname())
+            probe.sendall(b"probe")
+        assert self.arrived.wait(10)
+        assert self.received == [b"probe"], self.received
+
+
+@pytest.fixture
+def loopback_server() -> Iterator[Listener]:
+    listener = Listener(socket.create_server(("127.0.0.1", 0)))
+    yield listener
+    listener.server.close()
+
+
+@pytest.fixture
+def unix_server(tmp_path: Path) -> Iterator[Listener]:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(tmp_path / "server.sock"))
+    listener = Listener(server)
+    yield listener
     server.close()
 
 
-def test_a_candidate_reaches_nothing_on_the_loopback(evaluator: KernelEvaluator, tmp_path: Path,
-                                                     loopback_server: tuple[int, list[bytes], threading.Event]) -> None:
-    port, received, arrived = loopback_server
+def test_a_candidate_reaches_nothing_on_the_loopback(evaluator: KernelEvaluator,
+                                                     loopback_server: Listener) -> None:
+    port = loopback_server.server.getsockname()[1]
     source = (TAMPER / "loopback_socket.py").read_text().replace("PORT = 0", f"PORT = {port}")
-    report = _evaluate(evaluator, source, tmp_path)
+    report = evaluator.evaluate_source_sync(source)
     checks = {n: (ok, r) for n, ok, r in report["checks"]}
     status = checks.get("dynamic:net_guard")
     assert status is not None and status[0], f"the network guard is not active here: {status}"
-    # The server is still up and reachable from here: nothing came from the candidate.
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as probe:
-        probe.sendall(b"probe")
-    assert arrived.wait(10)
-    assert received == [b"probe"], received
+    loopback_server.only_the_probe_arrives(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
     assert not report["passed"]
 
 
@@ -127,39 +133,10 @@ def test_the_screen_is_not_needed_for_these_verdicts() -> None:
     assert len(caught) >= len(ALL) // 2, caught
 
 
-@pytest.fixture
-def unix_server(tmp_path: Path) -> Iterator[tuple[str, list[bytes], threading.Event]]:
-    path = str(tmp_path / "server.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen()
-    received: list[bytes] = []
-    arrived = threading.Event()
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                received.append(conn.recv(1024))
-            arrived.set()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield path, received, arrived
-    server.close()
-
-
-def test_a_candidate_reaches_no_unix_socket_path(evaluator: KernelEvaluator, tmp_path: Path,
-                                                unix_server: tuple[str, list[bytes], threading.Event]) -> None:
-    path, received, arrived = unix_server
+def test_a_candidate_reaches_no_unix_socket_path(evaluator: KernelEvaluator,
+                                                unix_server: Listener) -> None:
+    path = unix_server.server.getsockname()
     source = (TAMPER / "unix_socket_path.py").read_text().replace('SOCKET_PATH = ""', f"SOCKET_PATH = {path!r}")
-    report = _evaluate(evaluator, source, tmp_path)
+    report = evaluator.evaluate_source_sync(source)
     assert not report["passed"]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:  # the server is up: only the probe arrives
-        probe.connect(path)
-        probe.sendall(b"probe")
-    assert arrived.wait(10)
-    assert received == [b"probe"], received
+    unix_server.only_the_probe_arrives(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
