@@ -1,0 +1,133 @@
+"""`evo eval` and `evo bench`: one program, or the kernel suite, through the evaluation pipeline."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from evo.cli.app import cli, console, out
+from evo.errors import EvoError
+
+
+@cli.command(name="eval")
+@click.argument("task")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the result (with the auditor's verdict) as JSON.")
+def eval_(task: str, file: Path, as_json: bool) -> None:
+    """Evaluate one program FILE on TASK and print its score and the auditor's verdict.
+
+    The program goes the way every candidate goes (the evaluation pipeline): the static screen, then the
+    task family's backend (the CPU sandbox; the GPU harness for kernels), the score, and the full audit.
+    """
+    from evo.eval.pipeline import evaluate_source, verdict_of
+    from evo.task import load_task
+
+    t = load_task(task)
+    try:
+        source = Path(file).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise EvoError(f"cannot read {file}: {getattr(e, 'strerror', None) or e}") from e
+    with tempfile.TemporaryDirectory(prefix="evo-eval-") as scratch:
+        result = evaluate_source(t, source, scratch=Path(scratch))
+    verdict = verdict_of(result)
+    value = result.metrics.get(t.config.metric)
+    if as_json:
+        data = {"task": t.name, "family": t.config.family, "ok": result.ok, "metric": t.config.metric,
+                "value": value, "metrics": result.metrics, "failure": result.failure, "error": result.error,
+                "seconds": round(result.wall_s, 3), "verdict": verdict.to_dict() if verdict else None}
+        if result.report is not None:
+            data["report"] = result.report
+        out.print_json(json.dumps(data, default=str))
+    else:
+        if result.report and result.report.get("workloads"):
+            _workload_table(t.name, result.report)
+        if result.ok:
+            out.print(f"{t.name}: {t.config.metric} = {value:.10g}  ({result.wall_s:.2f} s)", highlight=False)
+            for k, v in result.metrics.items():
+                out.print(f"  {k}: {v:.6g}", highlight=False)
+        elif result.failure == "audit":  # the verdict below says why
+            out.print(f"{t.name}: FAILED (audit)", highlight=False)
+        else:
+            out.print(f"{t.name}: FAILED ({result.failure}): {result.error}", highlight=False, markup=False)
+        _print_verdict(verdict)
+    if not result.ok:
+        sys.exit(1)
+
+
+def _print_verdict(verdict: Any) -> None:
+    """The auditor's verdict: pass or fail, and each failing check with its reason."""
+    if verdict is None:
+        return
+    if verdict.passed:
+        out.print(f"verdict ({verdict.level}): pass, {len(verdict.checks)} checks", highlight=False)
+        return
+    out.print(f"verdict ({verdict.level}): FAIL ({', '.join(verdict.failed)})", highlight=False, markup=False)
+    for name, reason in verdict.reasons:
+        out.print(f"  - {name}: {reason}", highlight=False, markup=False)
+
+
+def _workload_table(name: str, report: dict[str, Any]) -> None:
+    """A kernel's per-workload correctness, times, T_SOL, baselines and scores."""
+    def us(v: float | None) -> str:
+        return f"{v * 1e6:.2f}" if v else "-"
+
+    table = Table("workload", "hidden", "time µs", "spread", "eager µs", "compile µs", "T_SOL µs", "score",
+                  title=f"{name} on {report.get('device')} (peaks: {report.get('peaks')})")
+    for w in report["workloads"]:
+        table.add_row(w["workload"], "yes" if w["hidden"] else "", us(w["time_s"]),
+                      f"{w['spread']:.1%}" if w["spread"] is not None else "-", us(w["eager_s"]),
+                      us(w["compile_s"]), us(w["t_sol_s"]), f"{w['score']:.3f}")
+    out.print(table)
+
+
+@cli.command()
+@click.argument("family", type=click.Choice(["kernels"]))
+@click.option("--tasks", "task_list", help="Comma-separated task names (default: every kernel task).")
+@click.option("--best-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder of best-found candidates, one NAME.py per task, scored beside the seeds.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the table and details as JSON here.")
+@click.option("--iters", default=30, show_default=True, help="Timed iterations per workload.")
+@click.option("--no-compile", is_flag=True, help="Skip the torch.compile baseline (eager only: faster, weaker).")
+def bench(family: str, task_list: str | None, best_dir: Path | None, json_out: Path | None, iters: int,
+          no_compile: bool) -> None:
+    """Score the kernel suite: eager, torch.compile, the seeds (and best found) against the speed of light.
+
+    Every candidate goes through the evaluation pipeline (screened before it runs, audited in full after):
+    a refused one scores 0 with the verdict as its note. Each task's reference is timed in the same session
+    as its candidates. Without a GPU, Triton's
+    interpreter checks correctness on the tasks' small shapes and the times mean nothing.
+    """
+    from evo.eval.bench import BenchConfig
+    from evo.eval.suite import bench_suite, kernel_task_names
+
+    names = kernel_task_names(task_list.split(",") if task_list else None)
+    config = BenchConfig(iters=iters, compile_baseline=not no_compile)
+    table = Table("task", "category", "eager", "compile", "seed", "best", "seed µs", "T_SOL µs", "note")
+
+    rows_so_far: list[dict[str, Any]] = []
+
+    def progress(name: str, row: dict[str, Any]) -> None:
+        rows_so_far.append(row)
+        if json_out:  # a long suite run that is cut short keeps what it measured
+            Path(json_out).write_text(json.dumps({"rows": rows_so_far, "partial": True}, indent=1, default=str))
+        console.print(f"{name}: seed {row['seed']:.3f}" + (f" ({row['seed_error']})" if row["seed_error"] else ""),
+                      highlight=False, markup=False)
+        table.add_row(name.split("/", 1)[1], row["category"], f"{row['eager']:.3f}", f"{row['compile']:.3f}",
+                      f"{row['seed']:.3f}", "-" if row["best"] is None else f"{row['best']:.3f}",
+                      f"{row['seed_us']:.1f}", f"{row['t_sol_us']:.1f}", (row["seed_error"] or "")[:60])
+
+    with tempfile.TemporaryDirectory(prefix="evo-bench-") as scratch:
+        result = bench_suite(names, Path(scratch), config, best_dir, progress=progress)
+    out.print(table)
+    means = result["mean_scores"]
+    out.print("mean SOL score: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items() if v is not None),
+              highlight=False)
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=1, default=str))
+        console.print(f"wrote {json_out}")

@@ -1,0 +1,65 @@
+"""`evo show`, `evo export`, `evo publish`: what a run found."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from evo.cli.app import cli, out
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--top", default=5, show_default=True, help="How many best programs to list.")
+@click.option("--source", "show_source", is_flag=True, help="Print the best program's source.")
+def show(run_dir: Path, top: int, show_source: bool) -> None:
+    """Best programs and the archive of the run in RUN_DIR."""
+    from evo.report.summary import run_summary
+
+    summary = run_summary(run_dir, top=top)
+    out.print(summary.header, highlight=False)
+    out.print(summary.best_table)
+    out.print(summary.archive_table)
+    if show_source and summary.best_source is not None:
+        out.print(summary.best_source, markup=False, highlight=False)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True)
+@click.option("--out", "out_path", type=click.Path(path_type=Path), help="Output file (default RUN_DIR/programs.<fmt>).")
+def export(run_dir: Path, fmt: str, out_path: Path | None) -> None:
+    """Write every program of the run (source, lineage, scores, state) to JSONL or Parquet."""
+    from evo.store.export import export_programs
+
+    path = out_path or Path(run_dir) / f"programs.{fmt}"
+    n = export_programs(run_dir, path, fmt)
+    out.print(f"wrote {n} programs to {path}", highlight=False)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--top", default=5, show_default=True, help="How many of the run's best programs to consider.")
+@click.option("--archive", "archive_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("archive"),
+              show_default=True, help="Folder to publish into (ARCHIVE/<family>/<task>/).")
+def publish(run_dir: Path, top: int, archive_dir: Path) -> None:
+    """Publish a run's best programs to the archive, each only with a `publish` verdict of pass.
+
+    Each program is evaluated afresh through the pipeline at the publish level: the static checks with the
+    stricter ones added (a kernel must launch a Triton kernel), and a fresh result for every dynamic check
+    of the task's family. Each published program is written with a JSON record of its provenance (task,
+    run, lineage, verdict).
+    """
+    from evo.publish import publish_run
+
+    results = publish_run(run_dir, top, archive_dir)
+    table = Table("id", "score", "verdict", "written to / why not")
+    for r in results:
+        why = str(r.path) if r.path else r.why_not[:150]
+        table.add_row(r.program_id[:12], "-" if r.score is None else f"{r.score:.6g}", r.verdict.status, why)
+    out.print(table)
+    if results and not any(r.path for r in results):
+        sys.exit(1)

@@ -1,0 +1,117 @@
+"""`evo run` and `evo resume`: a search, with its live progress table."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.live import Live
+from rich.table import Table
+
+from evo.cli.app import cli, console, out, show_logs
+
+
+def _status_table(stats: Any, metric: str, orient: Any) -> Table:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    best = "-" if stats.best_score is None else f"{orient(stats.best_score):.6g}"
+    seed = "-" if stats.seed_score is None else f"{orient(stats.seed_score):.6g}"
+    table.add_row("evaluations", f"{stats.done} / {stats.budget}")
+    table.add_row(f"best {metric}", f"{best}   (seed {seed})")
+    table.add_row("archive coverage", f"{stats.coverage:.1%}")
+    table.add_row("QD-score", f"{stats.qd_score:.4g}")
+    table.add_row("evaluations / min", f"{stats.evals_per_minute:.1f}")
+    fails = ", ".join(f"{k} {v}" for k, v in stats.failures.most_common()) or "none"
+    table.add_row("failures", fails)
+    return table
+
+
+def _check_llm_and_embedder(config: Any) -> None:
+    """Fail before a run directory is made: a bad --llm (or vllm/GPUs missing), an embeddings server down."""
+    from evo.embed import ServerEmbedder
+    from evo.llm.engine import check_llm_spec
+
+    if config.llm:
+        check_llm_spec(config.llm, config.llm_serve_args)
+    if config.embedder.startswith("server:"):
+        ServerEmbedder.from_spec(config.embedder, retries=1).dim  # noqa: B018  # asks the server once
+
+
+def _run_engine(engine: Any, quiet: bool) -> None:
+    task = engine.task
+    metric = task.config.metric
+
+    def orient(score: float) -> float:
+        return task.orient(score)  # orient is its own inverse
+
+    if quiet or not console.is_terminal:
+        last = [0.0]
+
+        def tick(stats: Any) -> None:
+            if time.monotonic() - last[0] >= 5 or stats.done >= stats.budget:
+                last[0] = time.monotonic()
+                best = "-" if stats.best_score is None else f"{orient(stats.best_score):.6g}"
+                console.print(f"[{stats.done}/{stats.budget}] best {metric} {best}, coverage {stats.coverage:.1%}, "
+                              f"{stats.evals_per_minute:.0f} evals/min", highlight=False)
+
+        stats = engine.run(on_tick=None if quiet else tick)
+    else:
+        with Live(_status_table(engine.stats, metric, orient), console=console, refresh_per_second=4) as live:
+            stats = engine.run(on_tick=lambda s: live.update(_status_table(s, metric, orient)))
+    out.print(_status_table(stats, metric, orient))
+    reason = "budget spent" if stats.done >= stats.budget else "stopped early: `evo resume` continues it"
+    out.print(f"run directory: {engine.run_dir}  ({reason})", highlight=False)
+
+
+@cli.command()
+@click.argument("task")
+@click.option("--run-dir", required=True, type=click.Path(path_type=Path), help="Directory for the run (evo.db).")
+@click.option("--budget", type=int, help="Finished evaluations in all, seeds included (default 200).")
+@click.option("--workers", type=int, help="Evaluations at once (default 2).")
+@click.option("--time-limit", type=float, help="Stop this invocation after this many seconds.")
+@click.option("--seed", type=int, help="Random seed of the run (default 0).")
+@click.option("--islands", type=int, help="Number of islands (default 2).")
+@click.option("--cells", type=click.Choice(["grid", "embedding"]), help="Grid over task descriptors, or "
+              "CVT cells over code embeddings (PCA fitted on the seeds).")
+@click.option("--embedder", help="Code embedding for novelty: ngram (default), minilm, or server:URL[#model] "
+              "(a server's /v1/embeddings, e.g. server:http://127.0.0.1:8001#BAAI/bge-small-en-v1.5).")
+@click.option("--llm", help="Model for the LLM operators: OpenAI-compatible server(s) URL[#model][@weight],... "
+              "(e.g. http://127.0.0.1:8000 of `vllm serve`; several form a weighted ensemble and the bandit "
+              "learns which model to ask); vllm:PATH (evo starts `vllm serve PATH` for the run and stops it at "
+              "its end; more arguments: llm_serve_args in --config); or in process: transformers:PATH (CPU), "
+              "vllm-offline:PATH (vLLM's offline engine).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with run options.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def run(task: str, run_dir: Path, config_file: Path | None, quiet: bool, **options: Any) -> None:
+    """Start a search on TASK (see `evo tasks`), writing everything to RUN_DIR/evo.db."""
+    from evo.config import RunConfig
+    from evo.engine import Engine
+
+    base = RunConfig.from_toml(config_file).to_dict() if config_file else {}
+    mapping = {"time_limit": "time_limit_s"}
+    given = {mapping.get(k, k): v for k, v in options.items() if v is not None}
+    config = RunConfig.from_dict({**base, **given, "task": task})
+    show_logs()
+    _check_llm_and_embedder(config)
+    engine = Engine.create(run_dir, config)
+    console.print(f"evo run: {engine.task.name}, budget {config.budget}, {config.workers} workers, "
+                  f"{config.islands} islands, cells {config.cells}", highlight=False)
+    _run_engine(engine, quiet)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--budget", type=int, help="New total budget (finished evaluations).")
+@click.option("--workers", type=int, help="Evaluations at once.")
+@click.option("--time-limit", type=float, help="Stop this invocation after this many seconds.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def resume(run_dir: Path, budget: int | None, workers: int | None, time_limit: float | None, quiet: bool) -> None:
+    """Continue the run in RUN_DIR after a stop, a crash or kill -9; nothing is lost or counted twice."""
+    from evo.engine import Engine
+
+    show_logs()
+    engine = Engine.open(run_dir, {"budget": budget, "workers": workers, "time_limit_s": time_limit})
+    console.print(f"evo resume: {engine.task.name}, {engine.stats.done}/{engine.config.budget} evaluations done",
+                  highlight=False)
+    _run_engine(engine, quiet)
