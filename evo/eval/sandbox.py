@@ -121,13 +121,22 @@ class SandboxResult:
 
 
 def run_sandboxed(
-    argv: Sequence[str], workdir: Path, limits: Limits, env: Mapping[str, str] | None = None
+    argv: Sequence[str],
+    workdir: Path,
+    limits: Limits,
+    env: Mapping[str, str] | None = None,
+    readable: Sequence[Path] = (),
 ) -> SandboxResult:
     """Run argv inside workdir under limits; never raises for anything the candidate does.
 
+    `readable`: folders the candidate must read at their own paths although they may lie where the sandbox
+    hides everything (/tmp, the engine's home), e.g. the task's folder holding its `reference.py`. Each is
+    shown read-only, and nothing beside it. As root, one that the sandbox uid could not read (a 0700 folder
+    under pytest's tmp_path) is shown as a read-only copy at its own path.
+
     As root, workdir and what it holds are first chowned to a fresh sandbox uid (the candidate's).
     """
-    return _run(argv, workdir, limits, env)[0]
+    return _run(argv, workdir, limits, env, readable)[0]
 
 
 @functools.cache
@@ -144,7 +153,7 @@ def isolation_report() -> dict[str, bool]:
 
 
 def _run(
-    argv: Sequence[str], workdir: Path, limits: Limits, env: Mapping[str, str] | None
+    argv: Sequence[str], workdir: Path, limits: Limits, env: Mapping[str, str] | None, readable: Sequence[Path] = ()
 ) -> tuple[SandboxResult, set[str]]:
     """run_sandboxed, also returning the isolation features the helper reported."""
     if not argv:
@@ -156,9 +165,11 @@ def _run(
     child_env = _child_env(workdir, env)
     exe = _resolve_executable(argv[0], workdir, child_env["PATH"])
     uid = _allocate_uid() if os.geteuid() == 0 else None
+    staging: str | None = None
     try:
         if uid is not None:
             _give_to(workdir, uid)
+        exposed, staging = _exposed_folders(readable, workdir, uid is not None)
         # Unnamed files in workdir (O_TMPFILE): the candidate cannot swap them for symlinks, and
         # RLIMIT_FSIZE bounds them, so a candidate printing 1 GB costs only itself.
         with tempfile.TemporaryFile(dir=workdir) as out, tempfile.TemporaryFile(dir=workdir) as err:
@@ -177,6 +188,7 @@ def _run(
                     (resource.RLIMIT_CORE, 0),
                 ],
                 "keep": _exposed_paths(exe, child_env),
+                "expose": exposed,
                 "hide": _engine_home(),
                 "tmp_mb": max(64, 4 * limits.max_file_mb),
                 "shm_mb": limits.memory_mb,
@@ -185,6 +197,8 @@ def _run(
     finally:
         if uid is not None:
             _release_uid(uid)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _supervise(cfg: dict, limits: Limits, out, err) -> tuple[SandboxResult, set[str]]:
@@ -369,6 +383,55 @@ def _exposed_paths(exe: str, env: Mapping[str, str]) -> list[str]:
         paths += env.get(var, "").split(os.pathsep)
     found = {p for p in paths if p and os.path.isabs(p) and os.path.exists(p)}
     return sorted(found | {os.path.realpath(p) for p in found})
+
+
+def _exposed_folders(readable: Sequence[Path], workdir: Path, dropped_uid: bool) -> tuple[list[tuple[str, str]], str | None]:
+    """(path the candidate sees, folder bound there) for each readable folder, and the staging folder to remove.
+
+    A bind mount keeps the owner and mode of what it shows, so a folder the sandbox uid may not read (0700, as
+    pytest and `mkdtemp` make them) is copied first, world-readable, next to workdir (never inside it: the
+    candidate could write there); the copy is bound read-only at the original path."""
+    pairs: list[tuple[str, str]] = []
+    staging: str | None = None
+    for folder in readable:
+        target = os.path.realpath(folder)
+        if not os.path.isdir(target):
+            raise FileNotFoundError(f"readable folder {folder} does not exist")
+        source = target
+        if dropped_uid and not _world_readable(target):
+            if staging is None:
+                staging = tempfile.mkdtemp(prefix="exposed-", dir=workdir.parent)
+                os.chmod(staging, 0o755)
+            source = os.path.join(staging, str(len(pairs)))
+            shutil.copytree(target, source, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+            _open_to_all(source)
+        pairs.append((target, source))
+    return pairs, staging
+
+
+def _world_readable(folder: str) -> bool:
+    """Whether others may list and read everything in folder (what a dropped uid needs)."""
+    for root, dirs, files in os.walk(folder):
+        if os.stat(root).st_mode & 0o005 != 0o005:
+            return False
+        for name in files:
+            try:
+                if os.stat(os.path.join(root, name)).st_mode & 0o004 == 0:
+                    return False
+            except OSError:  # a dangling link: nothing to read anyway
+                continue
+    return True
+
+
+def _open_to_all(folder: str) -> None:
+    """Make a staged copy readable (not writable) by the sandbox uid: directories 0755, files 0644 (or 0755)."""
+    for root, _dirs, files in os.walk(folder):
+        os.chmod(root, 0o755)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o755 if os.stat(path).st_mode & 0o100 else 0o644)
 
 
 def _engine_home() -> list[str]:

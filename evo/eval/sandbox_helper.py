@@ -354,6 +354,9 @@ def _h_mounts(libc, cfg: dict, in_pidns: bool) -> list[str]:
         return []  # our mounts would leak to the host: make none
     workdir = cfg["workdir"]
     keep = {p: False for p in cfg["keep"]}
+    # Folders shown read-only at their own path, from a source that may differ (a world-readable copy).
+    sources = {target: source for target, source in cfg.get("expose", [])}
+    keep.update({target: False for target in sources})
     keep[workdir] = True  # path -> writable
     tmp_opts = f"size={cfg['tmp_mb']}m,mode=1777"
     covers = {p: tmp_opts for p in ("/tmp", "/var/tmp") if os.path.isdir(p)}
@@ -370,7 +373,8 @@ def _h_mounts(libc, cfg: dict, in_pidns: bool) -> list[str]:
     handles = {}
     for path in keep:
         try:
-            handles[path] = (os.open(path, os.O_PATH | os.O_CLOEXEC), os.path.isdir(path))
+            source = sources.get(path, path)
+            handles[path] = (os.open(source, os.O_PATH | os.O_CLOEXEC), os.path.isdir(source))
         except OSError:
             pass
 
@@ -396,10 +400,11 @@ def _h_mounts(libc, cfg: dict, in_pidns: bool) -> list[str]:
     for path in sorted(handles, key=_h_depth):
         writable = keep[path]
         hidden = any(_h_under(path, c) for c in covered)
+        swapped = sources.get(path, path) != path  # a copy stands in for it: bind even where it is visible
         if writable:
             if not (hidden or readonly):
                 continue
-        elif not hidden or any(_h_under(path, b) for b in bound):
+        elif not (hidden or swapped) or (not swapped and any(_h_under(path, b) for b in bound)):
             continue
         fd, is_dir = handles[path]
         try:
@@ -412,6 +417,8 @@ def _h_mounts(libc, cfg: dict, in_pidns: bool) -> list[str]:
         bound.append(path)
         if writable and readonly:
             _h_setattr(libc, path, 0, _MOUNT_ATTR_RDONLY, False)
+        elif path in sources:  # a copy in the scratch folder, which is writable on the host: read-only here
+            _h_setattr(libc, path, _MOUNT_ATTR_RDONLY, 0, True)
     for fd, _ in handles.values():
         os.close(fd)
     return features
