@@ -54,6 +54,9 @@ class RunConfig:
     proposal_processes: int = 0
     # Re-time the elites when a run resumes (another session, maybe another GPU): None = kernel tasks only.
     retime_on_resume: bool | None = None
+    # Where candidates run: "local" (this machine) or "ray" (a Ray cluster: evo/eval/backends/ray.py).
+    backend: str = "local"
+    ray_address: str | None = None  # "auto", "ray://HOST:PORT", ...; None: $RAY_ADDRESS, else a local Ray
 
     def __post_init__(self) -> None:
         checks = [
@@ -68,6 +71,7 @@ class RunConfig:
             (self.proposal_processes in (0, 1), "proposal_processes must be 0 (operators in the engine's loop) or 1"),
             (self.operator_selection in ("auto", "weights", "bandit"),
              f"operator_selection must be 'auto', 'weights' or 'bandit', not {self.operator_selection!r}"),
+            (self.backend in ("local", "ray"), f"backend must be 'local' or 'ray', not {self.backend!r}"),
             (isinstance(self.llm_serve_args, list) and all(isinstance(a, str) for a in self.llm_serve_args),
              'llm_serve_args must be a list of strings, e.g. ["--max-model-len", "16384"]'),
         ]

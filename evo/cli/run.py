@@ -81,6 +81,10 @@ def _run_engine(engine: Any, quiet: bool) -> None:
               "learns which model to ask); vllm:PATH (evo starts `vllm serve PATH` for the run and stops it at "
               "its end; more arguments: llm_serve_args in --config); or in process: transformers:PATH (CPU), "
               "vllm-offline:PATH (vLLM's offline engine).")
+@click.option("--backend", type=click.Choice(["local", "ray"]), help="Where candidates run: this machine "
+              "(local, the default) or a Ray cluster (ray; needs `pip install 'evo[cluster]'`).")
+@click.option("--ray-address", help="The Ray cluster for --backend ray: auto, ray://HOST:10001, ... "
+              "(default: $RAY_ADDRESS, else a Ray started for this run).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with run options.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def run(task: str, run_dir: Path, config_file: Path | None, quiet: bool, **options: Any) -> None:
