@@ -95,34 +95,29 @@ class EvalOutcome:
 
 
 def _parse_config(path: Path) -> TaskConfig:
+    """`task.toml` read and checked against its schema (`evo/task_schema.py`): one-line errors naming the key."""
     try:
         raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise EvoError(f"cannot read {path}: {e}") from e
-    family = raw.get("family", "")
-    if not isinstance(family, str):
-        raise EvoError(f"{path}: key `family` must be a string such as \"math\", not {family!r}")
-    audit = raw.get("audit", {})
-    allow = audit.get("allow", []) if isinstance(audit, dict) else None
-    if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
-        raise EvoError(f"{path}: the [audit] table must look like `[audit]` then `allow = [\"check_name\", ...]`")
-    ev = raw.get("evaluation", {})
-    descs = tuple(
-        DescriptorSpec(d["name"], float(d["low"]), float(d["high"]), int(d.get("bins", 10)))
-        for d in raw.get("descriptors", [])
-    )
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise EvoError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from e
+    # Imported here: the sandboxed child imports this module for `load_module` only, and pydantic costs
+    # ~0.1 s to import, once per candidate.
+    from evo.task_schema import check_task_file
+
+    f = check_task_file(raw, path)
+    ev = f.evaluation
     return TaskConfig(
-        family=family,
-        objective=raw.get("objective", "maximize"),
-        metric=raw.get("metric", "score"),
-        timeout_s=float(ev.get("timeout_s", 30.0)),
-        memory_mb=int(ev.get("memory_mb", 2048)),
-        max_output_mb=int(ev.get("max_output_mb", 16)),
-        min_improvement=float(ev.get("min_improvement", 0.0)),
-        descriptors=descs,
-        description=raw.get("description", ""),
-        best_known={k: float(v) for k, v in raw.get("best_known", {}).items()},
-        audit=dict(audit),
+        family=f.family,
+        objective=f.objective,
+        metric=f.metric,
+        timeout_s=ev.timeout_s,
+        memory_mb=ev.memory_mb,
+        max_output_mb=ev.max_output_mb,
+        min_improvement=ev.min_improvement,
+        descriptors=tuple(DescriptorSpec(d.name, d.low, d.high, d.bins) for d in f.descriptors),
+        description=f.description,
+        best_known=dict(f.best_known),
+        audit=f.audit.model_dump(),
         path=path,
     )
 
@@ -220,17 +215,36 @@ class Task:
         return EvalOutcome(True, self.orient(value), metrics, tuple(descriptors), None)
 
 
-def list_tasks() -> list[str]:
-    """Names (`family/name`) of every task found under the task roots."""
-    names: set[str] = set()
+def _task_folders() -> dict[str, Path]:
+    """Every task folder under the task roots by name: `group/name` for `<root>/<group>/<name>/task.toml` (the
+    repo's layout), `name` for `<root>/<name>/task.toml` (what `evo task new NAME --dir <root>` writes). The
+    first root that holds a name wins, as in `load_task`."""
+    found: dict[str, Path] = {}
     for root in tasks_roots():
-        for toml in root.glob("*/*/task.toml"):
-            names.add(f"{toml.parent.parent.name}/{toml.parent.name}")
-    return sorted(names)
+        for toml in sorted(root.glob("*/*/task.toml")) + sorted(root.glob("*/task.toml")):
+            name = toml.parent.relative_to(root).as_posix()
+            found.setdefault(name, toml.parent)
+    return found
+
+
+def list_tasks() -> list[str]:
+    """Names of every task found under the task roots (`family/name`, or `name` for a task at a root's top)."""
+    return sorted(_task_folders())
+
+
+def scan_tasks() -> list[tuple[str, Task | EvoError]]:
+    """Every task under the task roots, loaded; a broken one comes with its error instead, the others intact."""
+    out: list[tuple[str, Task | EvoError]] = []
+    for name, folder in sorted(_task_folders().items()):
+        try:
+            out.append((name, Task(name, folder.resolve())))
+        except EvoError as e:
+            out.append((name, e))
+    return out
 
 
 def load_task(name: str) -> Task:
-    """Load `family/name` from the task roots, or a task folder given by path."""
+    """Load `family/name` (or `name`) from the task roots, or a task folder given by path."""
     direct = Path(name)
     if (direct / "task.toml").is_file():
         root = direct.resolve()
@@ -238,5 +252,9 @@ def load_task(name: str) -> Task:
     for root in tasks_roots():
         if (root / name / "task.toml").is_file():
             return Task(name, (root / name).resolve())
+    if direct.is_dir():
+        raise EvoError(f"{direct} is a folder without a task.toml: give a task folder (`evo task new NAME` "
+                       "writes one) or a task name from `evo tasks`")
     known = ", ".join(list_tasks()) or "none found"
-    raise EvoError(f"unknown task {name!r}. Known tasks: {known}. (`evo tasks` lists them.)")
+    raise EvoError(f"unknown task {name!r}. Known tasks: {known}. (`evo tasks` lists them; a task folder of "
+                   f"your own is given by its path, or found by name through ${TASKS_ENV}.)")
