@@ -68,8 +68,8 @@ WHY: dict[str, str] = {
                    "candidates run. Leave os.environ alone.",
     "dynamic_code": "Code built from strings or bytes at run time (eval, exec, compile, unpickling, code "
                     "objects) cannot be audited. Write the code out.",
-    "sleep_and_clock": "A candidate has no use for the clock: sleeps and clock reads are how warm-up detectors, "
-                       "busy-waits and delayed writes are built. Remove them.",
+    "sleep_and_clock": "A kernel has no use for the clock: the harness times it, and sleeps and clock reads are "
+                       "how warm-up detectors, busy-waits and delayed writes are built. Remove them.",
     "signals": "Handlers that run later (signals, atexit, audit hooks, finalizers, __del__) do work outside "
                "run() and outside the timer. Do all the work inside run().",
     "file_writes": "A file outlives the evaluation and can carry answers from one evaluation to the next (or "

@@ -40,6 +40,7 @@ from evo.audit.rules import (
     WHY,
     WRITE_CALLS,
 )
+from evo.audit.wording import why
 from evo.program import MAIN_FILE
 
 
@@ -324,11 +325,13 @@ def findings(subject: Subject) -> dict[str, list[Finding]]:
     return out
 
 
-def reason_for(check: str, found: list[Finding], limit: int = 4) -> str:
+def reason_for(check: str, found: list[Finding], limit: int = 4, family: str | None = None) -> str:
+    """What was found and where (the first `limit` findings), then why it is refused in the words of the
+    task's `family` (`evo.audit.wording`), with how the task may allow it where that family reasonably can."""
     found = sorted(found, key=lambda f: (f.file != MAIN_FILE, f.file, f.line))
     parts = [f"{_where(f.file, f.line)} {f.what}" for f in found[:limit]]
     more = f" (and {len(found) - limit} more)" if len(found) > limit else ""
-    return "; ".join(parts) + more + ". " + WHY.get(check, "")
+    return "; ".join(parts) + more + ". " + why(check, family, (f.capability for f in found))
 
 
 def _static_check(name: str) -> Callable[[Subject], CheckResult]:
@@ -336,7 +339,7 @@ def _static_check(name: str) -> Callable[[Subject], CheckResult]:
         if subject.analysis is None:
             return CheckResult.ok()
         found = [f for f in findings(subject).get(name, []) if f.capability not in subject.allow]
-        return CheckResult.fail(reason_for(name, found)) if found else CheckResult.ok()
+        return CheckResult.fail(reason_for(name, found, family=subject.family)) if found else CheckResult.ok()
     fn.__name__ = name
     return fn
 
