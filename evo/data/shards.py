@@ -2,13 +2,17 @@
 
 A shard uses the modded-nanogpt `.bin` layout, so users with their own data can point a task at it:
 a header of 256 little-endian int32 (magic 20240520, version 1, number of tokens, then zeros), then the
-tokens as little-endian uint16. A data folder holds shards and `manifest.json`:
+tokens as little-endian uint16. Version 2 is evo's own variant for vocabularies of at most 256 (the byte
+tokenizer): the same header with header[3] = 1, then one uint8 per token, so that a byte corpus is half
+the size a GPU job must carry. `read_shard` reads both. A data folder holds shards and `manifest.json`:
 
     {"version": 1,
      "tokenizer": {"kind": "bytes" | "bpe", "vocab_size": 256, "file": "tokenizer.json" | null},
      "token_bytes_file": "token_bytes.npy" | null,   # bytes of each token id (int32), for bits per byte
      "splits": {"train": [{"file": "train_000.bin", "tokens": N, "bytes": B, "sha256": "..."}],
-                "val": [...], "test": [...]}}
+                "val": [...], "test": [...]},
+     "recipe": {...} | null, "recipe_hash": "..." | null,    # how `evo data prepare` built it (re-run: no-op)
+     "tokenizer_sha256": "..." | null, "documents": {"train": n, ...} | null}
 
 Bits per byte are counted from the raw bytes of each target token (`token_byte_lengths`), never from
 decoded text: a byte tokenizer has 1 byte per token, a BPE its tokens' own lengths.
@@ -27,40 +31,60 @@ from evo.errors import EvoError
 
 MAGIC = 20240520
 VERSION = 1
+VERSION_U8 = 2  # evo's variant: uint8 tokens, for vocabularies of at most 256
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
 
 
-def write_shard(path: Path, tokens: np.ndarray) -> str:
-    """Write `tokens` (ids < 65536) as a shard at `path`; returns the file's sha256."""
+def encode_shard(tokens: np.ndarray, itemsize: int = 2) -> bytes:
+    """The bytes of a shard holding `tokens` (uint16, or uint8 with `itemsize=1`), header included."""
     tokens = np.asarray(tokens)
-    if tokens.size and (tokens.min() < 0 or tokens.max() >= 1 << 16):
-        raise EvoError(f"{path}: token ids must be in [0, 65536) for a uint16 shard")
+    if itemsize not in (1, 2):
+        raise EvoError(f"a shard stores 1 or 2 bytes per token, not {itemsize}")
+    limit = 1 << (8 * itemsize)
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= limit):
+        raise EvoError(f"token ids must be in [0, {limit}) for a {'uint8' if itemsize == 1 else 'uint16'} shard")
     header = np.zeros(HEADER_INTS, dtype="<i4")
-    header[:3] = (MAGIC, VERSION, tokens.size)
-    body = header.tobytes() + tokens.astype("<u2").tobytes()
+    header[:3] = (MAGIC, VERSION if itemsize == 2 else VERSION_U8, tokens.size)
+    if itemsize == 1:
+        header[3] = 1
+    return header.tobytes() + tokens.astype("<u2" if itemsize == 2 else "u1").tobytes()
+
+
+def write_bytes_atomic(path: Path, body: bytes) -> None:
+    """Write `body` at `path` through a temporary name: a killed run never leaves half a file under it."""
     tmp = Path(path).with_suffix(Path(path).suffix + ".tmp")
     tmp.write_bytes(body)
-    tmp.replace(path)  # a shard half written by a killed run never carries the final name
+    tmp.replace(path)
+
+
+def write_shard(path: Path, tokens: np.ndarray, itemsize: int = 2) -> str:
+    """Write `tokens` as a shard at `path` (uint16, or uint8 with `itemsize=1`); returns the file's sha256."""
+    try:
+        body = encode_shard(tokens, itemsize)
+    except EvoError as e:
+        raise EvoError(f"{path}: {e}") from e
+    write_bytes_atomic(path, body)
     return hashlib.sha256(body).hexdigest()
 
 
 def read_shard(path: Path) -> np.ndarray:
-    """The tokens of a shard (uint16, memory-mapped), after checking its header against its size."""
+    """The tokens of a shard (memory-mapped: uint16 for version 1, uint8 for version 2), header checked."""
     path = Path(path)
     try:
         header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
     except OSError as e:
         raise EvoError(f"cannot read shard {path}: {e.strerror}") from e
-    if header.size < 3 or header[0] != MAGIC or header[1] != VERSION:
-        raise EvoError(f"{path} is not a token shard (magic {MAGIC}, version {VERSION} expected)")
+    if header.size < 3 or header[0] != MAGIC or header[1] not in (VERSION, VERSION_U8):
+        raise EvoError(f"{path} is not a token shard (magic {MAGIC}, version {VERSION} or {VERSION_U8} expected)")
     n = int(header[2])
-    expected = HEADER_BYTES + 2 * n
+    itemsize = 2 if header[1] == VERSION else 1
+    expected = HEADER_BYTES + itemsize * n
     if path.stat().st_size != expected:
         raise EvoError(f"{path}: header says {n} tokens ({expected} bytes), file has {path.stat().st_size}")
-    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(n,))
+    return np.memmap(path, dtype="<u2" if itemsize == 2 else "u1", mode="r", offset=HEADER_BYTES, shape=(n,))
 
 
 def file_sha256(path: Path) -> str:
@@ -92,6 +116,11 @@ class Manifest:
     tokenizer_file: str | None = None
     token_bytes_file: str | None = None
     splits: dict[str, list[ShardInfo]] = field(default_factory=dict)
+    # Written by `evo data prepare`; None for a manifest a user wrote by hand for their own shards.
+    recipe: dict[str, object] | None = None
+    recipe_hash: str | None = None
+    tokenizer_sha256: str | None = None
+    documents: dict[str, int] | None = None
 
     def shard_paths(self, split: str) -> list[Path]:
         """The files of `split`, in order."""
@@ -100,8 +129,8 @@ class Manifest:
         return [self.root / s.file for s in self.splits[split]]
 
     def tokens(self, split: str) -> np.ndarray:
-        """All tokens of `split` as one uint16 array (read into memory)."""
-        parts = [np.asarray(read_shard(p)) for p in self.shard_paths(split)]
+        """All tokens of `split` as one uint16 array (read into memory; uint8 shards are widened)."""
+        parts = [np.asarray(read_shard(p), dtype=np.uint16) for p in self.shard_paths(split)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
 
     def token_byte_lengths(self) -> np.ndarray:
@@ -125,10 +154,13 @@ class Manifest:
         return bad
 
     def to_dict(self) -> dict[str, object]:
+        """The manifest as JSON-ready data (the layout in this module's docstring)."""
         return {"version": VERSION,
                 "tokenizer": {"kind": self.tokenizer_kind, "vocab_size": self.vocab_size, "file": self.tokenizer_file},
                 "token_bytes_file": self.token_bytes_file,
-                "splits": {k: [vars(s) for s in v] for k, v in self.splits.items()}}
+                "splits": {k: [vars(s) for s in v] for k, v in self.splits.items()},
+                "recipe": self.recipe, "recipe_hash": self.recipe_hash,
+                "tokenizer_sha256": self.tokenizer_sha256, "documents": self.documents}
 
     def write(self) -> Path:
         """Write `manifest.json` atomically; returns its path."""
@@ -153,6 +185,8 @@ def load_manifest(root: Path) -> Manifest:
         tok = raw["tokenizer"]
         splits = {k: [ShardInfo(**s) for s in v] for k, v in raw["splits"].items()}
         return Manifest(root=root, tokenizer_kind=str(tok["kind"]), vocab_size=int(tok["vocab_size"]),
-                        tokenizer_file=tok.get("file"), token_bytes_file=raw.get("token_bytes_file"), splits=splits)
+                        tokenizer_file=tok.get("file"), token_bytes_file=raw.get("token_bytes_file"), splits=splits,
+                        recipe=raw.get("recipe"), recipe_hash=raw.get("recipe_hash"),
+                        tokenizer_sha256=raw.get("tokenizer_sha256"), documents=raw.get("documents"))
     except (KeyError, TypeError, ValueError) as e:
         raise EvoError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from e
