@@ -87,6 +87,10 @@ class Engine:
         self.store = store
         self.task = task
         self.config = config
+        if evaluator is None and config.backend == "ray":  # a Ray cluster's actors (evo/eval/backends/ray.py)
+            from evo.eval.backends.ray import RayEvaluator
+
+            evaluator = RayEvaluator(task, config.workers, self.run_dir / "scratch", address=config.ray_address)
         # Every candidate goes through the pipeline (screen, backend, score, full audit): the only way to a score.
         self.evaluator: Evaluator = evaluator if isinstance(evaluator, Pipeline) else \
             Pipeline(task, evaluator, workers=config.workers, scratch=self.run_dir / "scratch")
