@@ -46,8 +46,12 @@ def evaluate_in_sandbox(task: Task, program: Program, scratch: Path, screen: boo
         cfg = task.config
         limits = Limits(timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, max_file_mb=cfg.max_output_mb)
         argv = [sys.executable, "-P", "-m", "evo.eval.child", str(task.root)]
-        # The task's folder may lie where the sandbox hides everything (/tmp, a home): show it, read-only.
-        result = run_sandboxed(argv, workdir, limits, env={"PYTHONPATH": str(_REPO_ROOT)}, readable=[task.root])
+        # The task's folder may lie where the sandbox hides everything (/tmp, a home): show it, read-only; and
+        # its family's folder when that holds modules the reference imports (tasks/math/circle_packing.py).
+        root = Path(task.root)
+        shared = any(p.suffix == ".py" and p.is_file() for p in root.parent.iterdir())
+        readable = [root.parent] if shared else [root]
+        result = run_sandboxed(argv, workdir, limits, env={"PYTHONPATH": str(_REPO_ROOT)}, readable=readable)
         wall = time.perf_counter() - start
         if result.status != "ok":
             tail = result.stderr_tail.strip().splitlines()
