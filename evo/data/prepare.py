@@ -37,7 +37,7 @@ from evo.data.shards import (
     load_manifest,
     write_bytes_atomic,
 )
-from evo.data.sources import Document, Source, pypi_cache, resolve_sources, tree_fingerprint
+from evo.data.sources import Document, Source, pypi_cache, resolve_sources, text_documents, tree_fingerprint
 from evo.data.tokenizer import BPETokenizer, ByteTokenizer, Tok, byte_lengths, check_kind
 from evo.errors import EvoError
 
@@ -187,7 +187,7 @@ def _write_split(out: Path, split: str, docs: list[Document], tok: Tok, lengths:
 
 
 def build(out: Path, recipe: dict[str, object], documents: Callable[[Progress], Iterator[Document]],
-          kind: str, size: str, show_progress: bool = True) -> BuildResult:
+          kind: str, size: str, show_progress: bool = True, small_train_bytes: int = SMALL_TRAIN_BYTES) -> BuildResult:
     """Build (or check, or repair) the data folder `out` for `recipe`; see the module docstring."""
     check_kind(kind)
     if size not in SIZES:
@@ -213,7 +213,7 @@ def build(out: Path, recipe: dict[str, object], documents: Callable[[Progress], 
         if size == "small":  # a hash-ordered prefix: a uniform sample of whole documents; val and test whole
             kept, n = [], 0
             for d in splits["train"]:
-                if n >= SMALL_TRAIN_BYTES:
+                if n >= small_train_bytes:
                     break
                 kept.append(d)
                 n += len(d.text)
@@ -278,31 +278,20 @@ def locate(names: list[str], root: Path = Path("/"), cache: Path | None = None) 
 
 
 def prepare(out: Path, names: list[str], kind: str = "bytes", size: str = "full", root: Path = Path("/"),
-            cache: Path | None = None, show_progress: bool = True) -> BuildResult:
+            cache: Path | None = None, show_progress: bool = True,
+            small_train_bytes: int = SMALL_TRAIN_BYTES) -> BuildResult:
     """Build the corpus of the named offline sources (those installed) into `out`."""
     found = locate(names, root, cache)
     recipe: dict[str, object] = {
         "prepare_version": PREPARE_VERSION, "tokenizer": kind, "size": size,
         "split": [VAL_FRACTION, TEST_FRACTION], "shard_tokens": SHARD_TOKENS,
-        "small_train_bytes": SMALL_TRAIN_BYTES if size == "small" else None,
+        "small_train_bytes": small_train_bytes if size == "small" else None,
         "sources": {s.name: s.fingerprint(p) for s, p in found}}
-    return build(out, recipe, _read_all(found), kind, size, show_progress)
+    return build(out, recipe, _read_all(found), kind, size, show_progress, small_train_bytes)
 
 
-def text_documents(folder: Path) -> Iterator[Document]:
-    """Each text file under `folder` (recursively; hidden ones and binaries skipped; `.gz` read) as a document."""
-    from evo.data.sources import read_text_file
-
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder)
-        if p.is_file() and not any(part.startswith(".") for part in rel.parts):
-            text = read_text_file(p)
-            if text is not None:
-                yield Document("text", rel.as_posix(), rel.as_posix(), text)
-
-
-def from_text(folder: Path, out: Path, kind: str = "bytes", size: str = "full",
-              show_progress: bool = True) -> BuildResult:
+def from_text(folder: Path, out: Path, kind: str = "bytes", size: str = "full", show_progress: bool = True,
+              small_train_bytes: int = SMALL_TRAIN_BYTES) -> BuildResult:
     """Build a data folder from a folder of the user's text files, one document per file."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -314,7 +303,7 @@ def from_text(folder: Path, out: Path, kind: str = "bytes", size: str = "full",
     recipe: dict[str, object] = {
         "prepare_version": PREPARE_VERSION, "tokenizer": kind, "size": size,
         "split": [VAL_FRACTION, TEST_FRACTION], "shard_tokens": SHARD_TOKENS,
-        "small_train_bytes": SMALL_TRAIN_BYTES if size == "small" else None,
+        "small_train_bytes": small_train_bytes if size == "small" else None,
         "sources": {f"text:{folder.resolve()}": tree_fingerprint(folder)}}
 
     def documents(progress: Progress) -> Iterator[Document]:
@@ -326,4 +315,4 @@ def from_text(folder: Path, out: Path, kind: str = "bytes", size: str = "full",
             yield d
         progress.update(task, total=n)
 
-    return build(out, recipe, documents, kind, size, show_progress)
+    return build(out, recipe, documents, kind, size, show_progress, small_train_bytes)

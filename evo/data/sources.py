@@ -98,6 +98,16 @@ def _tree_documents(source: str, root: Path, pattern: str, strip: str = "") -> I
             yield Document(source, rel, rel, text)
 
 
+def text_documents(folder: Path) -> Iterator[Document]:
+    """Each text file under `folder` (recursively; hidden ones and binaries skipped; `.gz` read) as a document."""
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if p.is_file() and not any(part.startswith(".") for part in rel.parts):
+            text = read_text_file(p)
+            if text is not None:
+                yield Document("text", rel.as_posix(), rel.as_posix(), text)
+
+
 # ----------------------------------------------------------------------------- Debian packages
 
 
