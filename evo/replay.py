@@ -18,16 +18,19 @@ from evo.task import Task
 def new_population(task: Task, config: RunConfig, cell_space: EmbeddingCellSpace | None) -> Population:
     """An empty population with the run's cells: the task's descriptor grid, or frozen CVT cells."""
     margin = task.config.min_improvement
+    # The config's qd_offset is in the task's own units (what a person knows a bound in); the cells
+    # compare it with oriented scores. None: the worst score seen (see `Cells.qd_score`).
+    offset = None if config.qd_offset is None else task.orient(config.qd_offset)
     if cell_space is not None:
         centroids = cell_space.centroids
 
         def make_cells() -> Cells:
-            return CVTCells(centroids, qd_offset=config.qd_offset, min_improvement=margin)
+            return CVTCells(centroids, qd_offset=offset, min_improvement=margin)
     else:
         specs = task.config.descriptors
 
         def make_cells() -> Cells:
-            return GridCells(specs, qd_offset=config.qd_offset, min_improvement=margin)
+            return GridCells(specs, qd_offset=offset, min_improvement=margin)
 
     sampling = SamplingConfig(exploit_ratio=config.exploit_ratio, explore_ratio=config.explore_ratio,
                               n_inspirations=config.n_inspirations)

@@ -224,7 +224,8 @@ def test_server_embedder_over_a_real_model_matches_it_in_process(embedding_serve
     texts = [PROGRAMS[1], change_one_literal(PROGRAMS[1]), PROGRAMS[2]]
     v = e.embed(texts)
     assert v.shape == (3, 384) and v.dtype == np.float32
-    np.testing.assert_allclose(v, local.embed(texts), atol=1e-5)
+    # the server embeds each text whole (MiniLMEmbedder cuts long ones into windows): compare with the model
+    np.testing.assert_allclose(v, model.encode(texts, normalize_embeddings=True), atol=1e-5)
     assert cosine(v[0], v[1]) > 0.95 > cosine(v[0], v[2])
     assert e.model == "all-MiniLM-L6-v2" and make_embedder(e.name).name == e.name
 

@@ -30,6 +30,7 @@ __all__ = [
     "NgramEmbedder",
     "ServerEmbedder",
     "check_embedder_spec",
+    "duplicate_threshold",
     "make_embedder",
     "normalise_code",
 ]
@@ -43,10 +44,14 @@ class Embedder(Protocol):
 
     `embed` returns float32 of shape `(len(texts), dim)` whose rows are L2-normalised (a zero
     row only for an empty text). `name` is what `make_embedder` takes to build it again.
+    `duplicate_threshold` is the cosine at or above which this embedder's vectors mean "the same
+    program": each embedder declares its own, because the spread of one-literal changes differs
+    (n-grams near 0.999, MiniLM up to 0.9999992); a run config's `duplicate_threshold` overrides it.
     """
 
     name: str
     dim: int
+    duplicate_threshold: float
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -57,6 +62,11 @@ def check_embedder_spec(name: str) -> None:
         parse_server_spec(name)
     elif name not in ("ngram", "minilm"):
         raise EvoError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)}")
+
+
+def duplicate_threshold(embedder: Embedder, configured: float | None) -> float:
+    """The near-duplicate cosine of a run: the configured one, or (None) the embedder's own default."""
+    return embedder.duplicate_threshold if configured is None else float(configured)
 
 
 def make_embedder(name: str = "ngram") -> Embedder:

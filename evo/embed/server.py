@@ -64,7 +64,14 @@ class ServerEmbedder:
     `url` is the server's base URL (with or without `/v1`); `model` the name to ask for (None:
     the first of `/v1/models`). `timeout_s` bounds one request; `retries` more attempts follow a
     transient failure, after `backoff_s`, doubling. The HTTP connection is kept between calls.
+
+    `duplicate_threshold`: the model is not known in advance and a server may compute in bf16,
+    whose noise between batches (around 1e-5 in cosine) would let an identical text through a
+    stricter threshold; 0.99999 still lets one-literal changes through for MiniLM-like models.
+    Set `duplicate_threshold` in the run config for a model that needs another.
     """
+
+    duplicate_threshold = 0.99999
 
     def __init__(self, url: str, model: str | None = None, *, batch_size: int = 32, timeout_s: float = 60.0,
                  retries: int = 4, backoff_s: float = 1.0):

@@ -54,14 +54,17 @@ class Admission(NamedTuple):
 class Cells:
     """One elite per cell over a pyribs archive. Subclasses map descriptors to a cell."""
 
-    def __init__(self, archive: GridArchive | CVTArchive, qd_offset: float, min_improvement: float = 0.0):
+    def __init__(self, archive: GridArchive | CVTArchive, qd_offset: float | None,
+                 min_improvement: float = 0.0):
         if min_improvement < 0:
             raise ValueError(f"min_improvement is a fraction >= 0, got {min_improvement}")
         self.min_improvement = float(min_improvement)  # relative: noisy scores must beat it to replace an elite
         self._archive = archive
         self._pending: list[tuple[int, float, Sequence[float], Sequence[float]]] = []  # not yet in ribs
         self.num_cells = int(archive.cells)
-        self.qd_offset = float(qd_offset)
+        # None: the QD-score is offset by the worst score offered so far (see `qd_score`).
+        self.qd_offset = None if qd_offset is None else float(qd_offset)
+        self.worst = math.inf  # lowest score ever offered to `add`, admitted or not
         self._cell_pid: list[str | None] = [None] * self.num_cells
         self._cell_score: list[float] = [-math.inf] * self.num_cells
         self._cell_seq: list[int] = [-1] * self.num_cells  # admission number of each cell's elite
@@ -91,6 +94,7 @@ class Cells:
         score = _check_score(program_id, score)
         cell, measures = self._locate(descriptors)
         verdict = self._judge(cell, score)
+        self.worst = min(self.worst, score)
         if not verdict.admitted:
             return verdict
         seq = self._seq
@@ -210,9 +214,30 @@ class Cells:
         return len(self._filled) / self.num_cells
 
     @property
+    def effective_qd_offset(self) -> float:
+        """The offset `qd_score` uses: `qd_offset` when given, else the worst score offered so far
+        (0 before any)."""
+        if self.qd_offset is not None:
+            return self.qd_offset
+        return self.worst if math.isfinite(self.worst) else 0.0
+
+    @property
     def qd_score(self) -> float:
-        """Sum over elites of (score - qd_offset)."""
-        return self._score_sum - len(self._filled) * self.qd_offset
+        """Sum over elites of (score - offset), the offset being `effective_qd_offset`.
+
+        A fixed offset of 0 is meaningless for a minimised task (scores are negated values, so every
+        elite would subtract) or any task whose scores can be negative: pyribs asks for an offset
+        below every score. Without a declared bound (`qd_offset=None`) the worst score seen is that
+        offset: every elite counts >= 0, and the QD-score never falls during a run (a new elite adds,
+        an improvement adds, a worse newcomer lowers the offset, which adds to every elite). Compare
+        runs by it only where they share a declared `qd_offset`.
+        """
+        return self.qd_score_at(self.effective_qd_offset)
+
+    def qd_score_at(self, offset: float) -> float:
+        """Sum over elites of (score - offset): the QD-score with a given offset (a population uses
+        one offset for all its islands)."""
+        return self._score_sum - len(self._filled) * offset
 
     def table(self) -> list[dict[str, Any]]:
         """One row per filled cell, by cell index: cell, program_id, score, descriptors (as given)."""
@@ -251,7 +276,8 @@ class GridCells(Cells):
     No specs means a single cell (a task without descriptors): plain elitism.
     """
 
-    def __init__(self, specs: Sequence[DescriptorSpec], qd_offset: float = 0.0, min_improvement: float = 0.0):
+    def __init__(self, specs: Sequence[DescriptorSpec], qd_offset: float | None = 0.0,
+                 min_improvement: float = 0.0):
         self.specs = tuple(specs)
         for s in self.specs:
             if not s.high > s.low or s.bins < 1:
@@ -261,7 +287,7 @@ class GridCells(Cells):
             solution_dim=1,
             dims=[b for b, _, _ in axes],
             ranges=[(lo, hi) for _, lo, hi in axes],
-            qd_score_offset=qd_offset,
+            qd_score_offset=qd_offset or 0.0,  # ribs needs a number; ours is `qd_score`
             extra_fields={"descriptors": ((len(self.specs),), np.float64)},
         )
         super().__init__(archive, qd_offset, min_improvement)
@@ -269,7 +295,7 @@ class GridCells(Cells):
         self._eps = float(archive.epsilon)
 
     @classmethod
-    def single(cls, qd_offset: float = 0.0) -> GridCells:
+    def single(cls, qd_offset: float | None = 0.0) -> GridCells:
         """One cell: for tasks that declare no descriptors."""
         return cls([], qd_offset)
 
@@ -298,7 +324,7 @@ class CVTCells(Cells):
     the nearest centroid. Build the centroids with `EmbeddingCellSpace` or ribs' `k_means_centroids`.
     """
 
-    def __init__(self, centroids: np.ndarray, qd_offset: float = 0.0, min_improvement: float = 0.0):
+    def __init__(self, centroids: np.ndarray, qd_offset: float | None = 0.0, min_improvement: float = 0.0):
         centroids = np.asarray(centroids, dtype=np.float64)
         if centroids.ndim != 2 or len(centroids) < 1:
             raise ValueError(f"CVTCells needs centroids of shape (cells, dims), got {centroids.shape}")
@@ -308,7 +334,7 @@ class CVTCells(Cells):
             solution_dim=1,
             centroids=centroids,
             ranges=list(zip(lo.tolist(), np.maximum(hi, lo + 1e-9).tolist(), strict=True)),
-            qd_score_offset=qd_offset,
+            qd_score_offset=qd_offset or 0.0,  # ribs needs a number; ours is `qd_score`
             nearest_neighbors="brute_force" if small else "scipy_kd_tree",
             extra_fields={"descriptors": ((centroids.shape[1],), np.float64)},
         )

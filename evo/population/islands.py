@@ -12,6 +12,7 @@ of `admit` calls: the engine rebuilds it on resume by replaying them in store or
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -141,9 +142,21 @@ class Population:
         return sum(c.coverage for c in self.islands) / len(self.islands)
 
     @property
+    def qd_offset(self) -> float:
+        """The QD-score's offset, one for all islands: the cells' declared `qd_offset`, or (None) the
+        worst score offered to any island so far (see `Cells.qd_score`)."""
+        declared = self.islands[0].qd_offset
+        if declared is not None:
+            return declared
+        worst = min(c.worst for c in self.islands)
+        return worst if math.isfinite(worst) else 0.0
+
+    @property
     def qd_score(self) -> float:
-        """Sum of the islands' QD scores (a migrated elite counts on every island that holds it)."""
-        return sum(c.qd_score for c in self.islands)
+        """Sum of the islands' QD scores at `qd_offset` (a migrated elite counts on every island that
+        holds it)."""
+        offset = self.qd_offset
+        return sum(c.qd_score_at(offset) for c in self.islands)
 
     def elite_ids(self) -> list[str]:
         """Every program that is an elite on some island, in the order it became one."""
