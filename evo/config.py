@@ -31,12 +31,13 @@ class RunConfig:
     embedding_cells: int = 64
     embedding_dims: int = 2
     embedder: str = "ngram"  # "ngram" (light default) | "minilm" | "server:URL[#model]" (/v1/embeddings)
-    duplicate_threshold: float = 0.9999  # cosine; n-gram vectors of a one-literal change sit near 0.999
+    # cosine at or above which a proposal is a near-duplicate; None: the embedder's own default
+    duplicate_threshold: float | None = None
     novelty_k: int = 10
     exploit_ratio: float = 0.7
     explore_ratio: float = 0.2
     n_inspirations: int = 3
-    qd_offset: float = 0.0
+    qd_offset: float | None = None
     max_consecutive_rejections: int = 2000
     operators: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     # The model of the llm_* operators: servers "URL[#model][@weight],...", "vllm:PATH" (evo runs
@@ -65,7 +66,8 @@ class RunConfig:
             (self.islands >= 1, "islands must be >= 1"),
             (self.migration_interval >= 1, "migration_interval must be >= 1"),
             (self.cells in ("grid", "embedding"), f"cells must be 'grid' or 'embedding', not {self.cells!r}"),
-            (0.0 < self.duplicate_threshold <= 1.0, "duplicate_threshold must be in (0, 1]"),
+            (self.duplicate_threshold is None or 0.0 < self.duplicate_threshold <= 1.0,
+             "duplicate_threshold must be in (0, 1]"),
             (self.time_limit_s is None or self.time_limit_s > 0, "time_limit_s must be > 0"),
             (self.embedding_cells >= 2, "embedding_cells must be >= 2"),
             (self.proposal_processes in (0, 1), "proposal_processes must be 0 (operators in the engine's loop) or 1"),

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from evo.config import RunConfig
-from evo.embed import make_embedder
+from evo.embed import duplicate_threshold, make_embedder
 from evo.errors import EvoError, OperatorError
 from evo.eval.backends.base import EvalResult, Evaluator
 from evo.eval.families import family_of
@@ -117,7 +117,7 @@ class Engine:
             self.bandit = OperatorBandit([op.name for op, _ in self.operators], list(weights))
             self.bandit.replay(*store.operator_totals())
         self.novelty = NoveltyArchive(self.embedder.dim, k=config.novelty_k,
-                                      duplicate_threshold=config.duplicate_threshold)
+                                      duplicate_threshold=duplicate_threshold(self.embedder, config.duplicate_threshold))
         self.cell_space: EmbeddingCellSpace | None = None
         if config.cells == "embedding":
             self.cell_space = EmbeddingCellSpace.from_dict(store.get_meta("cell_space"))
