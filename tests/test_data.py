@@ -198,6 +198,15 @@ def test_bpe_byte_lengths_sum_to_the_raw_bytes(tmp_path: Path) -> None:
         assert ids.max() < m.vocab_size and (ids == 0).sum() == m.documents[split]
     assert total == sum(map(len, raw.values()))
     assert m.tokens("train").size < 0.6 * sum(s.bytes for s in m.splits["train"])  # it does merge
+    # A damaged shard is rebuilt with the saved tokenizer (not a new one): only that shard is rewritten.
+    stamp = (m.root / "tokenizer.json").stat().st_mtime_ns
+    (m.root / "val_000.bin").write_bytes((m.root / "val_000.bin").read_bytes()[:-2])
+    (m.root / "token_bytes.npy").write_bytes(b"damaged")
+    assert m.verify() == ["val_000.bin", "token_bytes.npy"]
+    fixed = from_text(src, tmp_path / "out", kind="bpe4096", show_progress=False)
+    assert fixed.status == "repaired" and fixed.written == ["val_000.bin"]
+    assert (m.root / "tokenizer.json").stat().st_mtime_ns == stamp and fixed.manifest.verify() == []
+    assert (fixed.manifest.token_byte_lengths() == lengths).all()
 
 
 def test_rerun_is_a_noop_and_a_corrupt_shard_is_found_and_rebuilt(trees: tuple[Path, Path], tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ their name, a fixed shuffle that mixes the sources.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import time
@@ -223,15 +224,17 @@ def build(out: Path, recipe: dict[str, object], documents: Callable[[Progress], 
         infos = {s: _write_split(out, s, splits[s], tok, lengths, progress, written) for s in SPLITS}
     tokenizer_file, tokenizer_sha = None, None
     if isinstance(tok, BPETokenizer):
-        tok.save(out / TOKENIZER_FILE)
-        tokenizer_file, tokenizer_sha = TOKENIZER_FILE, file_sha256(out / TOKENIZER_FILE)
-    tmp = out / (TOKEN_BYTES_FILE + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, lengths)
-    tmp.replace(out / TOKEN_BYTES_FILE)
+        saved = out / TOKENIZER_FILE
+        if not tok.reused:
+            tok.save(saved)
+        tokenizer_file, tokenizer_sha = TOKENIZER_FILE, file_sha256(saved)
+    buf = io.BytesIO()
+    np.save(buf, lengths)
+    write_bytes_atomic(out / TOKEN_BYTES_FILE, buf.getvalue())
     manifest = Manifest(root=out, tokenizer_kind=tok.kind, vocab_size=tok.vocab_size,
                         tokenizer_file=tokenizer_file, token_bytes_file=TOKEN_BYTES_FILE, splits=infos,
                         recipe=recipe, recipe_hash=rhash, tokenizer_sha256=tokenizer_sha,
+                        token_bytes_sha256=hashlib.sha256(buf.getvalue()).hexdigest(),
                         documents={s: len(splits[s]) for s in SPLITS})
     manifest.write()
     if old is not None:  # shards of an earlier recipe that this one no longer names

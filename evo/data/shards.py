@@ -12,7 +12,8 @@ the size a GPU job must carry. `read_shard` reads both. A data folder holds shar
      "splits": {"train": [{"file": "train_000.bin", "tokens": N, "bytes": B, "sha256": "..."}],
                 "val": [...], "test": [...]},
      "recipe": {...} | null, "recipe_hash": "..." | null,    # how `evo data prepare` built it (re-run: no-op)
-     "tokenizer_sha256": "..." | null, "documents": {"train": n, ...} | null}
+     "tokenizer_sha256": "..." | null, "token_bytes_sha256": "..." | null,
+     "documents": {"train": n, ...} | null}
 
 Bits per byte are counted from the raw bytes of each target token (`token_byte_lengths`), never from
 decoded text: a byte tokenizer has 1 byte per token, a BPE its tokens' own lengths.
@@ -120,6 +121,7 @@ class Manifest:
     recipe: dict[str, object] | None = None
     recipe_hash: str | None = None
     tokenizer_sha256: str | None = None
+    token_bytes_sha256: str | None = None
     documents: dict[str, int] | None = None
 
     def shard_paths(self, split: str) -> list[Path]:
@@ -144,13 +146,20 @@ class Manifest:
         return lengths
 
     def verify(self) -> list[str]:
-        """Shards whose file is missing or whose sha256 differs from the manifest's (empty: all good)."""
+        """Files whose copy is missing or whose sha256 differs from the manifest's (empty: all good).
+
+        Every shard, and the tokenizer and token byte lengths when the manifest records their hashes.
+        """
+        files = [(s.file, s.sha256) for infos in self.splits.values() for s in infos]
+        for name, sha in ((self.tokenizer_file, self.tokenizer_sha256),
+                          (self.token_bytes_file, self.token_bytes_sha256)):
+            if name is not None and sha is not None:
+                files.append((name, sha))
         bad = []
-        for infos in self.splits.values():
-            for s in infos:
-                p = self.root / s.file
-                if not p.is_file() or file_sha256(p) != s.sha256:
-                    bad.append(s.file)
+        for name, sha in files:
+            p = self.root / name
+            if not p.is_file() or file_sha256(p) != sha:
+                bad.append(name)
         return bad
 
     def to_dict(self) -> dict[str, object]:
@@ -160,7 +169,8 @@ class Manifest:
                 "token_bytes_file": self.token_bytes_file,
                 "splits": {k: [vars(s) for s in v] for k, v in self.splits.items()},
                 "recipe": self.recipe, "recipe_hash": self.recipe_hash,
-                "tokenizer_sha256": self.tokenizer_sha256, "documents": self.documents}
+                "tokenizer_sha256": self.tokenizer_sha256, "token_bytes_sha256": self.token_bytes_sha256,
+                "documents": self.documents}
 
     def write(self) -> Path:
         """Write `manifest.json` atomically; returns its path."""
@@ -187,6 +197,7 @@ def load_manifest(root: Path) -> Manifest:
         return Manifest(root=root, tokenizer_kind=str(tok["kind"]), vocab_size=int(tok["vocab_size"]),
                         tokenizer_file=tok.get("file"), token_bytes_file=raw.get("token_bytes_file"), splits=splits,
                         recipe=raw.get("recipe"), recipe_hash=raw.get("recipe_hash"),
-                        tokenizer_sha256=raw.get("tokenizer_sha256"), documents=raw.get("documents"))
+                        tokenizer_sha256=raw.get("tokenizer_sha256"), token_bytes_sha256=raw.get("token_bytes_sha256"),
+                        documents=raw.get("documents"))
     except (KeyError, TypeError, ValueError) as e:
         raise EvoError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from e

@@ -63,8 +63,9 @@ class BPETokenizer:
     kind = "bpe"
     itemsize = 2
 
-    def __init__(self, tokenizer: Tokenizer):
+    def __init__(self, tokenizer: Tokenizer, reused: bool = False):
         self.tokenizer = tokenizer
+        self.reused = reused  # loaded from the data folder's own tokenizer.json: already saved there
         self.vocab_size = tokenizer.get_vocab_size()
         if tokenizer.token_to_id(_SEPARATOR_TEXT) != SEPARATOR:
             raise EvoError("the BPE tokenizer has no document separator at id 0; rebuild it with `evo data prepare`")
@@ -89,7 +90,7 @@ class BPETokenizer:
         from tokenizers import Tokenizer
 
         try:
-            return cls(Tokenizer.from_file(str(path)))
+            return cls(Tokenizer.from_file(str(path)), reused=True)
         except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception for a bad file
             raise EvoError(f"cannot load the BPE tokenizer {path}: {e}; rebuild it with `evo data prepare`") from e
 
