@@ -72,6 +72,9 @@ class TaskFile(_Table):
     best_known: dict[str, float] = Field(default_factory=dict,
                                          description="a table `[best_known]` of numbers, e.g. `alphaevolve = 2.635`")
     audit: Audit = Field(default_factory=Audit, description='a table `[audit]` holding `allow = ["..."]`')
+    # The training family's harness settings, checked by that family (evo/eval/training/spec.py).
+    training: dict[str, object] = Field(default_factory=dict,
+                                        description="a table `[training]` of the training harness's settings")
 
     @model_validator(mode="after")
     def _unique_descriptors(self) -> TaskFile:

@@ -120,7 +120,25 @@ for _name, _stops, _measures in (
     register_dynamic(_name, _stops, _measures)
 register_dynamic("causality", "a language model that sees later tokens (a missing or shifted causal mask, a "
                  "sequence-wide norm or sum)", "logits up to a random cut compared before and after the tokens "
-                 "after the cut are replaced (`evo/audit/causality.py`)", families=("training",))
+                 "after the cut are replaced, in the scoring forward process, on spliced validation windows of the "
+                 "scoring shape (`evo/audit/causality.py`, `evo/eval/training/scorer.py`)", families=("training",))
+# The training family's harness (evo/eval/training/, docs/training.md); each measured on the trusted side.
+for _name, _stops, _measures in (
+    ("data_split", "training on (or reading) the validation or test shards",
+     "a Landlock read guard made before the candidate is imported, probed by opening every held-out shard, "
+     "reported before any candidate code runs (training and forward processes)"),
+    ("budget", "training past the budget: a patched clock, a thread or a child process that goes on working",
+     "the harness's own clock from the process's start to the weights' arrival; then /proc, read from outside: "
+     "no other process of the sandbox alive and no thread of it busy once the model is taken"),
+    ("no_carried_state", "state carried between runs (a checkpoint or cache left for the next run)",
+     "a fresh process and work dir per seed; writes only beneath it (Landlock); nothing new beside it afterwards"),
+    ("harness_loss", "a loss computed by the candidate (a forward that returns a loss, or crafted values)",
+     "the forward's output must be logits [B, T, V], finite; the cross-entropy is computed by the trusted scorer"),
+    ("model_unchanged", "learning from the validation text while it is scored, state carried between batches",
+     "the state after scoring equals the returned weights; sampled windows scored again, shuffled, in a fresh "
+     "forward process must give the same logits"),
+):
+    register_dynamic(_name, _stops, _measures, families=("training",))
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,22 @@
-"""The `training` family: fixed-budget language-model training, scored by time-to-target.
+"""The `training` family: language-model training recipes, scored on validation bits per byte.
 
-A placeholder until its harness exists: it names its fidelities and, through the gate's registry, its
-dynamic checks (`dynamic:causality`, `evo/audit/causality.py`), so that the auditor asks for them, at level
-`publish` above all, of any task whose `task.toml` says `family = "training"`."""
+A candidate is one `train.py` (the program's main file) that defines `build_model(info)` and
+`train(data, budget)`; the harness (`evo/eval/training/`) trains it in a sandboxed process against a clock of
+its own, takes the weights as data, and a trusted scorer computes validation bpb from the logits of a
+sandboxed forward process (see `docs/training.md`). The answer arrives scored, with the family's dynamic
+checks (registered in the gate, `evo/audit/gate.py`): causality, data_split, budget, no_carried_state,
+harness_loss, model_unchanged.
+
+The settings (budget, data folder, device, the CPU smoke configuration) are resolved on the machine that
+runs the job, from the task's `[training]` table and the environment (`evo/eval/training/spec.py`): the
+job carries contents, never a path of the engine's machine.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from evo.errors import EvoError
 from evo.eval.backends.base import Evaluator
 from evo.eval.families.base import Family, Fidelity
 from evo.task import Task
@@ -17,14 +24,17 @@ from evo.task import Task
 
 class TrainingFamily(Family):
     name = "training"
-    runs_on = "the training harness on a GPU (not built yet)"
+    runs_on = "the training harness: a sandboxed training process, then a trusted scorer (one GPU, or the CPU)"
     fidelities = (
         Fidelity("short", "a short run: a tenth of the training budget", {"budget_fraction": 0.1}),
-        Fidelity("full", "the full training budget, then the time to the target loss", {"budget_fraction": 1.0}),
+        Fidelity("full", "the full training budget, then validation bpb", {"budget_fraction": 1.0}),
     )
     timed = True
 
     def backend(self, task: Task, workers: int, scratch: Path, **options: Any) -> Evaluator:
-        raise EvoError(f"task {task.name}: the training family has no harness yet, so it has no default backend. "
-                       f"Give the pipeline a backend of your own (Pipeline(task, backend)); its results must "
-                       f"report the family's dynamic checks: {', '.join(self.dynamic_checks) or 'none'}")
+        """A `TrainingEvaluator`; `options` override the task's `[training]` settings (budget_s, data, device, ...)."""
+        from evo.eval.training.harness import TrainingEvaluator  # imports torch: only where training runs
+        from evo.eval.training.spec import resolve_spec
+
+        spec = resolve_spec(task.root, **options)
+        return TrainingEvaluator(spec, workers, scratch, tuple(d.name for d in task.config.descriptors))
