@@ -277,6 +277,12 @@ def test_user_shards_get_a_manifest(tmp_path: Path) -> None:
     val = again.tokens("val")
     assert again.splits["val"][0].bytes == int(lengths[val].sum())
     assert (again.token_byte_lengths() == lengths).all() and again.verify() == [] and m.vocab_size == 1000
+    (tmp_path / "texts").mkdir()
+    for i in range(5):
+        (tmp_path / "texts" / f"{i}.txt").write_text(f"text {i}")
+    with pytest.raises(EvoError, match="did not write .your own shards.*choose another --out"):
+        from_text(tmp_path / "texts", tmp_path, show_progress=False)
+    assert load_manifest(tmp_path).verify() == []  # nothing of the user's was touched
     with pytest.raises(EvoError, match="beyond the vocabulary of 500"):
         np.save(tmp_path / "short.npy", lengths[:500])
         manifest_for_shards(tmp_path, "*train*.bin", "*val*.bin", None, 500, tmp_path / "short.npy")

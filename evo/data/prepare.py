@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ SHARD_TOKENS = 1 << 24
 SIZES = ("small", "full")
 TOKENIZER_FILE = "tokenizer.json"
 TOKEN_BYTES_FILE = "token_bytes.npy"
+_SHARD_NAME = re.compile(r"(train|val|test)_\d{3}\.bin")  # the only files a rebuild may delete
 
 
 @dataclass
@@ -197,12 +199,15 @@ def build(out: Path, recipe: dict[str, object], documents: Callable[[Progress], 
     out = Path(out)
     rhash = recipe_hash(recipe)
     old = _old_manifest(out)
+    if old is not None and old.recipe_hash is None:  # `evo data from-shards` or a hand-written manifest
+        raise EvoError(f"{out} holds a manifest that `evo data prepare` did not write (your own shards?); "
+                       f"choose another --out so that nothing of yours is overwritten")
     status = "built"
     if old is not None and old.recipe_hash == rhash:
         bad = old.verify()
         if not bad:
             return BuildResult("up to date", old, seconds=time.perf_counter() - start)
-        log.warning("%d shard(s) do not match the manifest (%s): rebuilding them", len(bad), ", ".join(bad))
+        log.warning("%d file(s) do not match the manifest (%s): rebuilding them", len(bad), ", ".join(bad))
         status = "repaired"
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -240,7 +245,7 @@ def build(out: Path, recipe: dict[str, object], documents: Callable[[Progress], 
     if old is not None:  # shards of an earlier recipe that this one no longer names
         keep = {s.file for v in infos.values() for s in v}
         for s in (s for v in old.splits.values() for s in v):
-            if s.file not in keep and "/" not in s.file:
+            if s.file not in keep and _SHARD_NAME.fullmatch(s.file):
                 (out / s.file).unlink(missing_ok=True)
         if old.tokenizer_file and tokenizer_file is None:
             (out / old.tokenizer_file).unlink(missing_ok=True)
