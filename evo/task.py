@@ -1,4 +1,4 @@
-"""The `Task` interface and the loader for `tasks/<family>/<name>/`.
+"""The `Task` interface and the loader for `tasks/<family>/<name>/`, `$EVO_TASKS_PATH` and task folders by path.
 
 A task folder holds:
 
@@ -12,6 +12,10 @@ A task folder holds:
   where `metrics` holds the task's metric and every descriptor named in `task.toml`.
 - `seed.py` (or `seeds/*.py`): the naive starting program(s).
 - `prompt.md`: what an LLM operator is told about the task.
+
+`task.toml` is checked against its schema (`evo/task_schema.py`); `evo task new` writes a working folder
+(`evo/task_skeleton.py`). A folder outside the repository works as well as one inside: the sandbox shows the
+task's folder to its candidates (`run_sandboxed(readable=...)`).
 """
 
 from __future__ import annotations

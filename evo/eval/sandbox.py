@@ -25,7 +25,8 @@ Protected, when ``isolation_report()`` says the mechanism is active:
   private tmpfs on /tmp, /var/tmp and /dev/shm; the engine's $HOME is hidden behind an empty
   tmpfs; directories the dropped uid could not search (e.g. a 0700 /root holding the
   interpreter) are replaced by a tmpfs that shows only the interpreter, the venv, the repo and
-  the PYTHONPATH/PATH entries, read-only;
+  the PYTHONPATH/PATH entries, read-only; a folder the caller names `readable` (the task's folder,
+  which may lie under /tmp or a home) is shown read-only at its own path, and nothing beside it;
 - the file system again, by Landlock (``evo/eval/fs_guard.py``, applied in C before execve, inherited
   by everything the candidate starts): writes only beneath ``workdir``, the private tmpfs mounts and
   to a few device files (/dev/null, ..., GPU nodes), whatever the mount view or the uid would allow;
@@ -132,7 +133,8 @@ def run_sandboxed(
     `readable`: folders the candidate must read at their own paths although they may lie where the sandbox
     hides everything (/tmp, the engine's home), e.g. the task's folder holding its `reference.py`. Each is
     shown read-only, and nothing beside it. As root, one that the sandbox uid could not read (a 0700 folder
-    under pytest's tmp_path) is shown as a read-only copy at its own path.
+    under pytest's tmp_path) is shown as a read-only copy at its own path. Without a mount namespace the
+    folder is read where it lies, as far as the candidate's uid may.
 
     As root, workdir and what it holds are first chowned to a fresh sandbox uid (the candidate's).
     """
@@ -412,7 +414,7 @@ def _exposed_folders(readable: Sequence[Path], workdir: Path, dropped_uid: bool)
 
 def _world_readable(folder: str) -> bool:
     """Whether others may list and read everything in folder (what a dropped uid needs)."""
-    for root, dirs, files in os.walk(folder):
+    for root, _dirs, files in os.walk(folder):
         if os.stat(root).st_mode & 0o005 != 0o005:
             return False
         for name in files:
