@@ -16,7 +16,7 @@ import httpx2
 
 from evo.errors import EvoError
 
-__all__ = ["SPEC_EXAMPLE", "Endpoint", "model_groups", "parse_endpoints"]
+__all__ = ["SPEC_EXAMPLE", "Endpoint", "model_groups", "parse_endpoints", "probe_endpoints"]
 
 SPEC_EXAMPLE = "http://127.0.0.1:8000@2,http://gpu-b:8000#Qwen/Qwen2.5-Coder-7B-Instruct@1"
 
@@ -103,6 +103,47 @@ def parse_endpoints(spec: str) -> list[Endpoint]:
             raise bad(part, f"{url!r} has an invalid port") from None
         endpoints.append(Endpoint(url=url, model=model or None, weight=weight))
     return endpoints
+
+
+def probe_endpoints(endpoints: Sequence[Endpoint], timeout_s: float = 3.0) -> list[str]:
+    """What is wrong with the servers, asked once each (`GET /v1/models`): one sentence per
+    problem (down, refusing, not serving the model named), empty when all is well.
+
+    For a warning before a run starts: a server may well come up later, so none of this stops a
+    run (the LLM operators wait for their server while the other operators go on).
+    """
+    later = "the run starts anyway, and its LLM operators wait for it while the other operators go on"
+    wanted: dict[str, list[str]] = {}
+    for endpoint in endpoints:
+        models = wanted.setdefault(endpoint.root, [])
+        if endpoint.model is not None and endpoint.model not in models:
+            models.append(endpoint.model)
+    problems = []
+    with httpx2.Client(timeout=timeout_s, trust_env=False) as http:
+        for root, models in wanted.items():
+            try:
+                response = http.get(f"{root}/v1/models")
+            except httpx2.TransportError as exc:
+                problems.append(f"the LLM server {root} does not answer ({type(exc).__name__}: {exc or 'no detail'}); "
+                                f"{later}")
+                continue
+            if response.status_code >= 400:
+                problems.append(f"the LLM server {root} answers GET /v1/models with HTTP {response.status_code} "
+                                f"({server_message(response)}); {later}")
+                continue
+            try:
+                data = response.json().get("data", [])
+                served = [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
+            except (ValueError, AttributeError):
+                problems.append(f"the LLM server {root} answers GET /v1/models with something that is not an "
+                                f"OpenAI model list: is it an OpenAI-compatible server? {later}")
+                continue
+            for model in models:
+                if served and model not in served:
+                    problems.append(f"the LLM server {root} does not serve the model {model!r} (it lists "
+                                    f"{', '.join(served)}): mend the '#model' part of --llm, or the calls will "
+                                    "be refused")
+    return problems
 
 
 def server_message(response: httpx2.Response) -> str:

@@ -31,6 +31,7 @@ import numpy as np
 
 from evo.errors import EvoError
 from evo.llm.client import Completion, LLMClient, LoopLock, parse_endpoints
+from evo.llm.endpoints import probe_endpoints
 
 if TYPE_CHECKING:
     from evo.llm.serve import ManagedLLM
@@ -361,12 +362,17 @@ def _split_spec(spec: str) -> tuple[str, str]:
     raise EvoError(f"Unknown LLM spec {spec!r}. Expected one of: {SPEC_EXAMPLES}.")
 
 
-def check_llm_spec(spec: str, serve_args: Sequence[str] = ()) -> None:
+def check_llm_spec(spec: str, serve_args: Sequence[str] = (), probe: bool = False) -> list[str]:
     """Check a `--llm` spec without starting anything: its syntax, and for `vllm:` and
-    `vllm-offline:` that vllm is installed and enough GPUs are visible. EvoError if not."""
+    `vllm-offline:` that vllm is installed and enough GPUs are visible. EvoError if not.
+
+    With `probe`, the servers of an `http` spec are asked once each whether they answer and serve
+    the model named; what is wrong comes back as warnings (`probe_endpoints`), never an error.
+    """
     kind, rest = _split_spec(spec)
     if kind == "http":
-        parse_endpoints(rest)
+        endpoints = parse_endpoints(rest)
+        return probe_endpoints(endpoints) if probe else []
     elif kind == "vllm":
         from evo.llm.serve import tensor_parallel_of, vllm_command
 
@@ -375,6 +381,7 @@ def check_llm_spec(spec: str, serve_args: Sequence[str] = ()) -> None:
         from evo.llm.serve import check_vllm_and_gpus
 
         check_vllm_and_gpus(1, f"--llm vllm-offline:{rest}")
+    return []
 
 
 def make_llm(

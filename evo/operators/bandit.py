@@ -36,10 +36,15 @@ class OperatorBandit:
         self.reward = prior_calls * 0.1 * w / w.max()  # prior success rate <= 0.1 per call
         self.exploration = exploration
 
-    def choose(self, rng: np.random.Generator) -> int:
-        """Index of the operator with the highest upper confidence bound (ties broken at random)."""
+    def choose(self, rng: np.random.Generator, allowed: np.ndarray | None = None) -> int:
+        """Index of the operator with the highest upper confidence bound (ties broken at random),
+        among those `allowed` (a boolean mask with at least one True) when given."""
         total = self.cost.sum()
         ucb = self.reward / self.cost + self.exploration * np.sqrt(math.log(total) / self.cost)
+        if allowed is not None:
+            if not allowed.any():
+                raise ValueError("OperatorBandit.choose needs at least one allowed operator")
+            ucb = np.where(allowed, ucb, -np.inf)
         best = np.flatnonzero(ucb >= ucb.max() - 1e-12)
         return int(best[rng.integers(len(best))]) if len(best) > 1 else int(best[0])
 

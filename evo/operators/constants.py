@@ -17,6 +17,7 @@ from __future__ import annotations
 import keyword
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
@@ -25,7 +26,7 @@ import numpy as np
 
 from evo.errors import OperatorError
 from evo.operators.base import Proposal, ProposalRequest
-from evo.program import MAIN_FILE, Source, source_text
+from evo.program import MAIN_FILE, Program, Source, source_text
 
 # --- the lexer -------------------------------------------------------------------------------
 
@@ -320,6 +321,11 @@ class ConstantMutation:
             up = True  # a zero may only go negative where a minus can stand in front of it
         new = old + step if up else old - step
         return _format_int(abs(new), text[lit.digits : lit.end]), new
+
+    def applicable(self, parents: Sequence[Program]) -> bool:
+        """Whether the parent has a literal this operator may change (the scan is cached per text)."""
+        found = scan(source_text(parents[0].source))
+        return bool(np.count_nonzero(self._kind_weights[found.kinds]))
 
     async def propose(self, request: ProposalRequest) -> list[Proposal]:
         (text,) = parent_texts(request, self.arity, self.name)

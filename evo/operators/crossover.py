@@ -15,12 +15,14 @@ so that the child does not die of a `NameError`. Comments above a definition sta
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from evo.errors import OperatorError
 from evo.operators.base import Proposal, ProposalRequest
 from evo.operators.constants import parent_texts, with_main_text
+from evo.program import Program
 
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
@@ -172,6 +174,11 @@ def _differ(m0: _Module, m1: _Module, name: str) -> bool:
     return _kind(a.node) == _kind(b.node) and m0.code_key(name) != m1.code_key(name)
 
 
+def _swappable(m0: _Module, m1: _Module) -> list[str]:
+    """The definitions both parents have, alike in kind but different as code, in parent 0's order."""
+    return [name for name in m0.defs if name in m1.defs and _differ(m0, m1, name)]
+
+
 class FunctionCrossover:
     """Swap top-level definitions of the same name from parent 1 into parent 0."""
 
@@ -187,14 +194,21 @@ class FunctionCrossover:
     def __repr__(self) -> str:
         return f"FunctionCrossover(swap_prob={self.swap_prob!r})"
 
+    def applicable(self, parents: Sequence[Program]) -> bool:
+        """Whether the parents define a function or class of one name differently (a parent with
+        itself never does). The analysis is cached per text, so the call that follows reuses it."""
+        text0, text1 = parents[0].text, parents[1].text
+        if text0 == text1:
+            return False
+        try:
+            return bool(_swappable(_analyse(text0), _analyse(text1)))
+        except OperatorError:
+            return True  # a parent that does not parse: the call reports it
+
     async def propose(self, request: ProposalRequest) -> list[Proposal]:
         text0, text1 = parent_texts(request, self.arity, self.name)
         m0, m1 = _analyse(text0), _analyse(text1)
-        candidates = [
-            name
-            for name in m0.defs  # parent 0's order: deterministic
-            if name in m1.defs and _differ(m0, m1, name)
-        ]
+        candidates = _swappable(m0, m1)
         if not candidates:
             shared = [n for n in m0.defs if n in m1.defs]
             why = "all of them are identical" if shared else "they define none under the same name"

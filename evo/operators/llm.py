@@ -11,7 +11,7 @@ resumed run replays the bandit). With one model the names stay `llm_diff`, `llm_
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from evo.errors import OperatorError
 from evo.llm.client import LLMClient, PreferredModel, model_groups
@@ -19,6 +19,7 @@ from evo.llm.edits import apply_reply
 from evo.llm.engine import ChatLLM
 from evo.llm.prompts import build_messages
 from evo.operators.base import Operator, Proposal, ProposalRequest
+from evo.program import Program
 
 MODES = ("diff", "rewrite", "crossover")
 
@@ -39,9 +40,14 @@ class LLMOperator:
         self.model = model
         self.name = f"llm_{mode}" + (f"@{model}" if model else "")
         self.arity = 2 if mode == "crossover" else 1
+        self.calls_model = True  # the engine keeps a proposal stream free of model calls
         self.n = n
         self.max_tokens = max_tokens
         self.temperature = temperature
+
+    def applicable(self, parents: Sequence[Program]) -> bool:
+        """A crossover needs two different parents; a diff or a rewrite takes any parent."""
+        return self.arity == 1 or parents[0].text != parents[1].text
 
     async def propose(self, request: ProposalRequest) -> list[Proposal]:
         parents = request.parents[: self.arity]

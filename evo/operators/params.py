@@ -38,6 +38,7 @@ from deap import tools
 from evo.errors import OperatorError
 from evo.operators.base import Proposal, ProposalRequest
 from evo.operators.constants import lex, parent_texts, with_main_text
+from evo.program import Program, source_text
 
 Kind = Literal["int", "float", "choice"]
 
@@ -186,6 +187,14 @@ def parse_parameters(text: str) -> list[Parameter]:
     return list(_parse_cached(text))
 
 
+def _declares(parent: Program) -> bool:
+    """Whether `parent`'s main file declares a parameter, or tries to (a malformed declaration)."""
+    try:
+        return bool(_parse_cached(source_text(parent.source)))
+    except OperatorError:
+        return True
+
+
 def _format_param_float(x: float, lo: float, hi: float) -> str:
     """`x` to a ten-thousandth of its range, trailing zeros dropped (`0.0142`, not `0.0141683`)."""
     decimals = max(1, math.ceil(-math.log10((hi - lo) * 1e-4)))
@@ -315,6 +324,10 @@ class ParamMutation:
                 values[i] = rnd.choice([c for c in p.domain if _differs(p, c)])
         return values
 
+    def applicable(self, parents: Sequence[Program]) -> bool:
+        """Whether the parent declares a parameter (a malformed declaration counts: the call names it)."""
+        return _declares(parents[0])
+
     async def propose(self, request: ProposalRequest) -> list[Proposal]:
         (text,) = parent_texts(request, self.arity, self.name)
         params = _parse_cached(text)
@@ -359,6 +372,12 @@ class ParamCrossover:
 
     def __repr__(self) -> str:
         return f"ParamCrossover(indpb={self.indpb!r})"
+
+    def applicable(self, parents: Sequence[Program]) -> bool:
+        """Whether the two parents differ and both declare parameters (no parse of the shared ones:
+        a call between parents that share none is answered by an `OperatorError`)."""
+        text0, text1 = (source_text(p.source) for p in parents)
+        return text0 != text1 and _declares(parents[0]) and _declares(parents[1])
 
     async def propose(self, request: ProposalRequest) -> list[Proposal]:
         text0, text1 = parent_texts(request, self.arity, self.name)
