@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -19,11 +20,15 @@ from evo.errors import EvoError
 @click.argument("task")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the result (with the auditor's verdict) as JSON.")
-def eval_(task: str, file: Path, as_json: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show everything the program printed that evo kept (the last 256 KiB), not only its tail.")
+def eval_(task: str, file: Path, as_json: bool, verbose: bool) -> None:
     """Evaluate one program FILE on TASK and print its score and the auditor's verdict.
 
     The program goes the way every candidate goes (the evaluation pipeline): the static screen, then the
     task family's backend (the CPU sandbox; the GPU harness for kernels), the score, and the full audit.
+    What the program printed is shown after the result: its last lines and its traceback, with FILE's own
+    name and line numbers (`--verbose`: all of it).
     """
     from evo.eval.pipeline import evaluate_source, verdict_of
     from evo.task import load_task
@@ -37,10 +42,13 @@ def eval_(task: str, file: Path, as_json: bool) -> None:
         result = evaluate_source(t, source, scratch=Path(scratch))
     verdict = verdict_of(result)
     value = result.metrics.get(t.config.metric)
+    printed = _as_users(printed_by(result), str(file))
+    error = _as_users(result.error or "", str(file)) or result.error
     if as_json:
         data = {"task": t.name, "family": t.config.family, "ok": result.ok, "metric": t.config.metric,
-                "value": value, "metrics": result.metrics, "failure": result.failure, "error": result.error,
-                "seconds": round(result.wall_s, 3), "verdict": verdict.to_dict() if verdict else None}
+                "value": value, "metrics": result.metrics, "failure": result.failure, "error": error,
+                "output": printed, "seconds": round(result.wall_s, 3),
+                "verdict": verdict.to_dict() if verdict else None}
         if result.report is not None:
             data["report"] = result.report
         out.print_json(json.dumps(data, default=str))
@@ -54,10 +62,75 @@ def eval_(task: str, file: Path, as_json: bool) -> None:
         elif result.failure == "audit":  # the verdict below says why
             out.print(f"{t.name}: FAILED (audit)", highlight=False)
         else:
-            out.print(f"{t.name}: FAILED ({result.failure}): {result.error}", highlight=False, markup=False)
+            out.print(f"{t.name}: FAILED ({result.failure}): {error}", highlight=False, markup=False)
+        _print_output(printed, verbose)
         _print_verdict(verdict)
     if not result.ok:
         sys.exit(1)
+
+
+TAIL_LINES = 20  # lines of output shown without --verbose (the traceback is shown besides)
+TRACEBACK_LINES = 40  # lines of a traceback shown without --verbose (a deep recursion is long)
+_CANDIDATE_PATH = re.compile(r'(?:[^\s"\'(]*/)?\bcandidate\.py\b')
+_TRACEBACK = "Traceback (most recent call last):"
+_EVO_DIR = str(Path(__file__).resolve().parents[1]) + "/"
+
+
+def printed_by(result: Any) -> str:
+    """What the candidate printed, as far as its backend kept it: the sandbox's output log (math), the kernel
+    child's log tail and the harness's traceback (kernels); "" when it printed nothing."""
+    if result.output:
+        return str(result.output)
+    report = result.report or {}
+    return "".join(str(report.get(k) or "") for k in ("log_tail", "traceback"))
+
+
+def _as_users(text: str, name: str) -> str:
+    """`text` with the candidate's file, wherever the backend ran it (`candidate.py`, a job folder's path),
+    written as the file the user gave, so that tracebacks and messages point into the user's own file."""
+    return _CANDIDATE_PATH.sub(lambda _: name, text) if text else text
+
+
+def _without_evo_frames(traceback: str) -> str:
+    """A traceback without the frames of evo's own code (the child that imports the candidate) and of the
+    interpreter's startup: what is left is the task's code calling the candidate and the candidate's lines."""
+    kept: list[str] = []
+    skipping = False
+    for line in traceback.splitlines():
+        if line.startswith('  File "'):
+            skipping = line[len('  File "'):].startswith((_EVO_DIR, "<frozen "))
+        elif not line.startswith("    "):
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def _print_output(printed: str, verbose: bool) -> None:
+    """The program's output after its result: its last lines and its traceback, or with `verbose` all of it.
+    Written as it is (no markup), so that what a program prints cannot style or fake evo's own lines."""
+    if not printed.strip():
+        return
+    if verbose:
+        click.echo("--- what the program printed ---")
+        click.echo(printed.rstrip("\n"))
+        click.echo("--- end of output ---")
+        return
+    before, mark, after = printed.rpartition(_TRACEBACK)
+    text, traceback = (before, mark + after) if mark else (printed, "")
+    lines = text.rstrip("\n").splitlines()
+    if lines:
+        shown = lines[-TAIL_LINES:]
+        more = f"; the last {len(shown)} of {len(lines)} lines, --verbose for all" if len(shown) < len(lines) else ""
+        click.echo(f"--- what the program printed{more} ---")
+        click.echo("\n".join(shown))
+    if traceback:
+        tb = _without_evo_frames(traceback).rstrip("\n").splitlines()
+        if len(tb) > TRACEBACK_LINES:
+            tb = [tb[0], f"  [... {len(tb) - TRACEBACK_LINES} lines; --verbose for all]", *tb[-TRACEBACK_LINES + 1:]]
+        click.echo("--- its traceback ---")
+        click.echo("\n".join(tb))
+    click.echo("--- end of output ---")
 
 
 def _print_verdict(verdict: Any) -> None:

@@ -132,17 +132,20 @@ class Pipeline:
     def decide(self, source: Source, result: EvalResult, screened: Verdict | None = None) -> EvalResult:
         """The family's score and the final audit of a backend's result (on the trusted side). `screened`: the
         passed screen verdict this pipeline made of `source`, whose static checks then stand."""
+        printed = result.output  # what the candidate printed goes with the result, whatever the score says
         result = self.family.score(self.task, result)
+        result.output = printed
         if result.ok and result.score is None:  # a backend that answered without a score nobody gave
             result = EvalResult(False, metrics=result.metrics, failure="invalid", wall_s=result.wall_s,
                                 error=f"the {self.family.name} family could not score the backend's answer",
-                                checks=result.checks, report=result.report)
+                                checks=result.checks, report=result.report, output=printed)
         result.outputs = None  # scored: the raw outputs go no further
         checks = result.checks
         verdict = audit(source, self.level, self.task, {"dynamic": checks}, screened=screened)
         if result.ok and not verdict.passed:
             return EvalResult(False, metrics=result.metrics, failure="audit", error=verdict.text()[:ERROR_CHARS],
-                              wall_s=result.wall_s, verdict=verdict.to_json(), checks=checks, report=result.report)
+                              wall_s=result.wall_s, verdict=verdict.to_json(), checks=checks, report=result.report,
+                              output=printed)
         result.checks = checks
         result.verdict = verdict.to_json()
         return result

@@ -20,7 +20,8 @@ class EvalResult:
     `checks` are the harness's dynamic checks, `(name, passed, reason)`, for the full audit. `outputs` are
     a candidate's raw outputs, read back on the trusted side and not yet scored (the family scores them,
     then drops them). `report` is the harness's scored report for people (per-workload rows of a kernel).
-    `verdict` is the auditor's verdict (JSON), set by the pipeline on every result.
+    `verdict` is the auditor's verdict (JSON), set by the pipeline on every result. `output` is a bounded tail
+    of what the candidate printed (stdout and stderr), for people to read: shown, never believed.
     """
 
     ok: bool
@@ -34,6 +35,7 @@ class EvalResult:
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
     outputs: dict[str, Any] | None = field(default=None, repr=False)
     report: dict[str, Any] | None = field(default=None, repr=False)
+    output: str | None = field(default=None, repr=False)
 
 
 class Evaluator(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -15,12 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from evo.eval.backends.base import EvalResult
-from evo.eval.child import FS_GUARD, OUTPUTS
+from evo.eval.child import FS_GUARD, OUTPUT_LOG, OUTPUTS
 from evo.eval.sandbox import Limits, run_sandboxed
 from evo.program import Program, source_files
 from evo.task import Task
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
+OUTPUT_KEEP = 256 * 1024  # bytes of what a candidate printed that a result keeps (the last ones)
 
 
 def evaluate_in_sandbox(task: Task, program: Program, scratch: Path, screen: bool = True,
@@ -53,22 +55,69 @@ def evaluate_in_sandbox(task: Task, program: Program, scratch: Path, screen: boo
         readable = [root.parent] if shared else [root]
         result = run_sandboxed(argv, workdir, limits, env={"PYTHONPATH": str(_REPO_ROOT)}, readable=readable)
         wall = time.perf_counter() - start
+        printed = candidate_output(workdir, result.stdout_tail, result.stderr_tail)
         if result.status != "ok":
             tail = result.stderr_tail.strip().splitlines()
             detail = tail[-1] if tail else ""
-            error = result.reason + (f": {detail}" if detail and result.status == "error" else "")
+            error = result.reason + (f": {detail}" if detail and result.status == "error" and detail not in
+                                     result.reason else "")
             checks = [(FS_GUARD, False, detail[len(FS_GUARD) + 1:].strip())] if detail.startswith(FS_GUARD) else []
-            return EvalResult(False, failure=result.status, error=error[:2000], wall_s=wall, checks=checks)
+            return EvalResult(False, failure=result.status, error=error[:2000], wall_s=wall, checks=checks,
+                              output=printed)
         try:
             with np.load(workdir / OUTPUTS, allow_pickle=False) as npz:
                 outputs = {k: npz[k] for k in npz.files}
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-            return EvalResult(False, failure="invalid", error=f"unreadable outputs: {e}", wall_s=wall)
+            return EvalResult(False, failure="invalid", error=f"unreadable outputs: {e}", wall_s=wall, output=printed)
         if not score:
-            return EvalResult(True, wall_s=wall, outputs=outputs)
-        return score_outputs(task, outputs, wall)
+            return EvalResult(True, wall_s=wall, outputs=outputs, output=printed)
+        scored = score_outputs(task, outputs, wall)
+        scored.output = printed
+        return scored
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def candidate_output(workdir: Path, stdout_tail: str = "", stderr_tail: str = "", keep: int = OUTPUT_KEEP) -> str:
+    """The last `keep` bytes of what the candidate printed (the child's `output.log`, stdout and stderr in
+    order), with the working directory's path taken out of it (`candidate.py`, not a temporary path).
+
+    The log lies in the candidate's folder and is the candidate's to write: it is opened without following
+    links and read only if it is a plain file, from its end, so that a candidate that printed gigabytes (or
+    left a FIFO, or a link to a file of ours) costs this process `keep` bytes. It is shown to people, never
+    believed. Without a log (the candidate wrote to the file descriptors directly, or died first) the
+    sandbox's tails of stdout and stderr stand in."""
+    text = ""
+    try:
+        fd = os.open(workdir / OUTPUT_LOG, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISREG(info.st_mode):
+                size = info.st_size
+                data = os.pread(fd, min(size, keep), max(0, size - keep))
+                text = data.decode("utf-8", errors="replace")
+                if size > keep:
+                    text = (f"[... the first {size - keep} bytes of the candidate's output are not kept; "
+                            f"these are the last {keep}]\n") + text.partition("\n")[2]
+        except OSError:
+            text = ""
+        finally:
+            os.close(fd)
+    if not text.strip():
+        text = stdout_tail + ("\n" if stdout_tail and not stdout_tail.endswith("\n") else "") + stderr_tail
+    else:
+        # The log stops where it hit the file-size limit (or the candidate wrote to fd 2 itself): the end of
+        # stderr, where a traceback is, must not go missing then.
+        end = stderr_tail.strip()[-200:]
+        if end and end not in text:
+            text += ("" if text.endswith("\n") else "\n") + "[the end of stderr, which the log above missed:]\n" \
+                + stderr_tail
+    for prefix in {str(workdir), str(workdir.resolve())}:
+        text = text.replace(prefix + os.sep, "")
+    return text
 
 
 def score_outputs(task: Task, outputs: dict[str, np.ndarray], wall_s: float = 0.0) -> EvalResult:

@@ -1,0 +1,144 @@
+"""`evo eval` shows what the candidate printed: the last lines of its output and its traceback with the line
+numbers of the user's own file (the name the user gave, not a temporary path), all of it with `--verbose`,
+and never more than a bounded tail, however much the candidate prints. Real candidates in the real sandbox;
+`evo eval` as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from evo.eval.backends.local import OUTPUT_KEEP, candidate_output
+from evo.eval.child import OUTPUT_LOG
+from evo.eval.pipeline import evaluate_source
+from evo.task import load_task
+
+TASK = "math/circle_packing_26"
+
+# Prints 30 numbered lines (to stdout, and one to stderr), then raises on line 10 from a helper on line 13.
+CRASHES = '''import sys
+import numpy as np
+
+
+def helper(n):
+    for i in range(n):
+        print(f"step {i}: still packing")
+    print("a warning on stderr", file=sys.stderr)
+    big = n * 2
+    raise ValueError(f"the packing went wrong at {big}")
+
+
+def construct_packing():
+    helper(30)
+    return np.zeros((26, 2)), np.zeros(26)
+'''
+
+# About 50 MB on stdout, more than the sandbox's file-size limit (16 MB for this task).
+FLOODS = '''import sys
+import numpy as np
+
+
+def construct_packing():
+    line = "y" * 99 + "\\n"
+    for _ in range(500_000):
+        sys.stdout.write(line)
+    return np.zeros((26, 2)), np.zeros(26)
+'''
+
+SUCCEEDS = '''import numpy as np
+
+
+def construct_packing():
+    print("placing 26 circles on a grid")
+    xs, ys = np.meshgrid(np.arange(6) / 6 + 1 / 12, np.arange(5) / 5 + 0.1)
+    centers = np.stack([xs.ravel(), ys.ravel()], axis=1)[:26]
+    return centers, np.full(26, 0.05)
+'''
+
+
+def _evo_eval(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "evo", "eval", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def test_the_output_and_the_traceback_point_into_the_users_file(tmp_path: Path) -> None:
+    (tmp_path / "packing.py").write_text(CRASHES)
+    done = _evo_eval(TASK, "packing.py", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    text = done.stdout
+    assert "FAILED (error)" in text and "ValueError: the packing went wrong at 60" in text
+    assert "step 29: still packing" in text and "a warning on stderr" in text
+    assert "step 0: still packing" not in text  # only the tail without --verbose
+    assert "--verbose for all" in text
+    # The traceback names the user's file and its lines: the raise on line 10, the call on line 14.
+    assert 'File "packing.py", line 10, in helper' in text
+    assert 'File "packing.py", line 14, in construct_packing' in text
+    assert "candidate.py" not in text and "evo/eval/child.py" not in text
+
+
+def test_verbose_shows_the_whole_output(tmp_path: Path) -> None:
+    (tmp_path / "packing.py").write_text(CRASHES)
+    done = _evo_eval(TASK, "packing.py", "--verbose", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    for i in range(30):
+        assert f"step {i}: still packing\n" in done.stdout
+    assert 'File "packing.py", line 10, in helper' in done.stdout
+
+
+def test_json_carries_the_output(tmp_path: Path) -> None:
+    (tmp_path / "packing.py").write_text(CRASHES)
+    done = _evo_eval(TASK, str(tmp_path / "packing.py"), "--json", cwd=tmp_path)
+    data = json.loads(done.stdout)
+    assert data["ok"] is False and "step 0: still packing" in data["output"]
+    assert f'File "{tmp_path / "packing.py"}", line 10' in data["output"]
+
+
+def test_a_passing_program_shows_what_it_printed(tmp_path: Path) -> None:
+    (tmp_path / "packing.py").write_text(SUCCEEDS)
+    done = _evo_eval(TASK, "packing.py", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sum_radii = 1.3" in done.stdout and "placing 26 circles on a grid" in done.stdout
+
+
+def test_a_flood_of_output_keeps_a_bounded_tail(tmp_path: Path) -> None:
+    result = evaluate_source(load_task(TASK), FLOODS, scratch=tmp_path)
+    assert not result.ok and result.failure == "output_limit", result
+    assert result.output is not None
+    assert len(result.output.encode()) <= OUTPUT_KEEP + 4096  # the kept tail, a note and stderr's end
+    assert "are not kept" in result.output and "y" * 99 in result.output
+    assert "File too large" in result.output  # the traceback of the print that hit the limit is kept
+    (tmp_path / "flood.py").write_text(FLOODS)
+    done = _evo_eval(TASK, "flood.py", "--verbose", cwd=tmp_path)
+    assert done.returncode == 1
+    assert len(done.stdout) < OUTPUT_KEEP + 16_384
+    assert 'File "flood.py", line 8, in construct_packing' in done.stdout
+
+
+def test_the_log_is_read_without_following_a_link_or_blocking_on_a_fifo(tmp_path: Path) -> None:
+    """The log lies in the candidate's folder: a link there to a file of ours shows nothing of that file,
+    a FIFO does not hang the trusted side; the sandbox's tails stand in."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the engine's secret\n")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    os.symlink(secret, linked / OUTPUT_LOG)
+    text = candidate_output(linked, "stdout tail\n", "stderr tail\n")
+    assert "secret" not in text and "stdout tail" in text and "stderr tail" in text
+
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / OUTPUT_LOG)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(candidate_output(fifo, "", "from stderr\n")), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert got == ["from stderr\n"]
+
+
+def test_the_working_directory_is_taken_out_of_the_output(tmp_path: Path) -> None:
+    (tmp_path / OUTPUT_LOG).write_text(f'  File "{tmp_path}/candidate.py", line 3, in f\n')
+    assert candidate_output(tmp_path) == '  File "candidate.py", line 3, in f\n'
