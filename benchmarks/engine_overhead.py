@@ -185,7 +185,6 @@ def run_phase(name: str, make: Callable[[], Engine]) -> dict[str, Any]:
     seconds, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     engine.close()
     evaluated = stats.done - stats.done_at_start
-    rejections = ("parse_error", "near_duplicate", "operator_error")
     return {
         "phase": name,
         "setup_s": round(setup_s, 3),  # Engine.create / Engine.open (replay of the store)
@@ -193,7 +192,7 @@ def run_phase(name: str, make: Callable[[], Engine]) -> dict[str, Any]:
         "programs_at_start": programs_at_start,  # rejected proposals included
         "candidates_evaluated": evaluated,
         "proposals": stats.proposals,
-        "rejections": {k: v for k, v in stats.failures.items() if k in rejections},
+        "rejections": {**stats.rejections, "operator_error": sum(stats.operator_errors.values())},
         "failed_evaluations": stats.failures.get("invalid", 0),
         "seconds": round(seconds, 3),
         "cpu_s": round(cpu_s, 3),

@@ -20,11 +20,11 @@ from __future__ import annotations
 import ast
 import asyncio
 import gc
+import logging
 import signal
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from evo.llm.client import LLMUnavailable
 from evo.llm.engine import ChatLLM, make_llm
 from evo.operators import OPERATORS, Operator, ProposalRequest, build_operators
 from evo.operators.bandit import OperatorBandit
+from evo.operators.choice import OperatorChoice
 from evo.operators.llm import llm_operators
 from evo.population import EmbeddingCellSpace
 from evo.population.novelty import NoveltyArchive
@@ -47,6 +48,7 @@ from evo.program import Program, Status
 from evo.proposer import Child, Outcome, ProposalProcess, ProposalProcessDied
 from evo.replay import new_population, rebuild_population, replay_embeddings, replay_evaluations
 from evo.run_dir import create_run, open_run
+from evo.stats import RunStats
 from evo.store import Store
 from evo.task import Task
 
@@ -55,28 +57,7 @@ __all__ = ["Engine", "RunStats", "new_population", "rebuild_population", "replay
 
 _CACHE_SIZE = 20000
 _LLM_PAUSE_S = 5.0
-
-
-@dataclass
-class RunStats:
-    """Live figures of a run, for the progress display and the final summary."""
-
-    budget: int
-    done: int = 0
-    started: float = field(default_factory=time.monotonic)
-    done_at_start: int = 0
-    proposals: int = 0
-    failures: Counter = field(default_factory=Counter)  # failed evaluations and rejections by reason
-    seed_score: float | None = None
-    best_score: float | None = None
-    best_id: str | None = None
-    coverage: float = 0.0
-    qd_score: float = 0.0
-
-    @property
-    def evals_per_minute(self) -> float:
-        elapsed = time.monotonic() - self.started
-        return 60.0 * (self.done - self.done_at_start) / elapsed if elapsed > 0 else 0.0
+log = logging.getLogger(__name__)
 
 
 class Engine:
@@ -107,15 +88,15 @@ class Engine:
         elif any(name.startswith("llm_") for name in config.operators):
             raise EvoError("the llm_* operators need a model server: give --llm URL (see `evo run --help`)")
         self.operators: list[tuple[Operator, float]] = build_operators(op_weights, registry)
-        weights = np.array([w for _, w in self.operators], dtype=float)
-        self._op_probs = weights / weights.sum()
         selection = config.operator_selection
         if selection == "auto":
             selection = "bandit" if config.llm else "weights"
         self.bandit: OperatorBandit | None = None
         if selection == "bandit":
-            self.bandit = OperatorBandit([op.name for op, _ in self.operators], list(weights))
+            self.bandit = OperatorBandit([op.name for op, _ in self.operators], [w for _, w in self.operators])
             self.bandit.replay(*store.operator_totals())
+        # Model calls hold at most the configured streams; `_producer` adds one for the other operators.
+        self.choice = OperatorChoice(self.operators, self.bandit, config.proposal_concurrency or 2 * config.workers)
         self.novelty = NoveltyArchive(self.embedder.dim, k=config.novelty_k,
                                       duplicate_threshold=duplicate_threshold(self.embedder, config.duplicate_threshold))
         self.cell_space: EmbeddingCellSpace | None = None
@@ -153,7 +134,7 @@ class Engine:
         replay_embeddings(self.store, self.novelty, self.embedder.dim)
         self.stats.done = replay_evaluations(self.store, self.population)
         self.stats.done_at_start = self.stats.done
-        self.stats.failures.update(self.store.failure_counts())
+        self.stats.count_stored(self.store)
         self._refresh_stats()
         seeds = [p for p in self.store.best_programs(limit=1_000) if p.operator == "seed"]
         if seeds:
@@ -178,17 +159,36 @@ class Engine:
 
     # -- proposing ----------------------------------------------------------------------
     async def propose(self) -> list[Program]:
-        """One operator call: sample parents, make children, screen them, store them."""
-        if self.bandit is not None:
-            op_index = self.bandit.choose(self.rng)
-        else:
-            op_index = int(self.rng.choice(len(self.operators), p=self._op_probs))
-        op = self.operators[op_index][0]
+        """One operator call: sample parents, make children, screen them, store them.
+
+        The operator is chosen among those free to run (`OperatorChoice`), then again among those
+        that apply to the parents sampled. Raises `LLMUnavailable` when the model server is away.
+        """
+        index = self.choice.first(self.rng)
         island = int(self.rng.integers(self.config.islands))
-        parent_ids, inspiration_ids = self.population.sample(island, self.rng, n_parents=op.arity)
+        parent_ids, inspiration_ids = self.population.sample(island, self.rng, n_parents=self.choice.operators[index].arity)
         if not parent_ids:
             return []
         parents = [self.program(pid) for pid in parent_ids]
+        settled = self.choice.settle(index, parents, self.rng)
+        if settled is None:
+            self.stats.rejections["no_operator_applies"] += 1
+            return []
+        op = self.choice.operators[settled]
+        with self.choice.calling(settled):
+            try:
+                return await self._call(op, parents[: op.arity], inspiration_ids, island)
+            except LLMUnavailable as e:
+                # The server is down or restarting: never fail candidates for it. The pause keeps the
+                # model slot, so that the other streams go on with the other operators meanwhile.
+                self.stats.llm_unavailable += 1
+                self.store.log("llm_unavailable", {"reason_kind": "llm_unavailable", "reason": str(e)[:2000]})
+                await asyncio.sleep(_LLM_PAUSE_S)
+                raise
+
+    async def _call(self, op: Operator, parents: list[Program], inspiration_ids: list[str],
+                    island: int) -> list[Program]:
+        parent_ids = [p.id for p in parents]
         request = ProposalRequest(parents=parents, inspirations=[self.program(i) for i in inspiration_ids],
                                   rng=self.rng, task_prompt=self._task_prompt,
                                   feedback=[p.error for p in parents if p.error])
@@ -283,7 +283,10 @@ class Engine:
         return tuple(float(x) for x in self.cell_space.project(vector[None, :])[0])
 
     def _reject(self, child: Program | None, kind: str, reason: str, call: dict[str, Any]) -> None:
-        self.stats.failures[kind] += 1
+        if kind == "operator_error":
+            self.stats.operator_errors[str(call["operator"])] += 1
+        else:
+            self.stats.rejections[kind] += 1
         data = {"reason_kind": kind, "reason": reason}
         if child is None:
             self.store.log("operator_failed", {**call, **data})
@@ -343,6 +346,12 @@ class Engine:
         # proposal process makes children while this loop screens and stores the last ones.
         default = 2 * self.config.workers if self.llm_client else (2 if self._proposer else 1)
         n = self.config.proposal_concurrency or default
+        if self.choice.model.any() and self.choice.others:
+            n += 1  # a stream that model calls never hold: the other operators go on while a model is away
+        elif self.choice.model.any():
+            log.warning("every operator of this run calls the LLM: while its server is away or loading, no "
+                        "child is made and the workers wait. Give another operator a weight to go on meanwhile "
+                        "(e.g. operators = {llm_diff = 1.0, constants = 0.3} in --config).")
         await asyncio.gather(*(self._propose_loop(queue) for _ in range(n)))
 
     async def _propose_loop(self, queue: asyncio.Queue[Program | None]) -> None:
@@ -363,17 +372,13 @@ class Engine:
                 continue
             try:
                 children = await self.propose()
-            except LLMUnavailable as e:
-                # The server is down or restarting: pause proposals, never fail candidates for it.
-                self.stats.failures["llm_unavailable"] += 1
-                self.store.log("llm_unavailable", {"reason_kind": "llm_unavailable", "reason": str(e)[:2000]})
-                await asyncio.sleep(_LLM_PAUSE_S)
-                continue
+            except LLMUnavailable:
+                continue  # counted, logged and paused by `propose`
             if not children:
                 rejections += 1
                 if rejections >= self.config.max_consecutive_rejections:
-                    raise EvoError(f"{rejections} proposals in a row were rejected "
-                                   f"({dict(self.stats.failures)}): the operators cannot make new programs "
+                    raise EvoError(f"{rejections} proposals in a row were rejected ({dict(self.stats.rejections)}; "
+                                   f"operator errors {dict(self.stats.operator_errors)}): the operators cannot make new programs "
                                    "from this population; try other operators or a lower duplicate_threshold")
                 if rejections % 50 == 0:
                     await asyncio.sleep(0)

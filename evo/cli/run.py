@@ -22,18 +22,33 @@ def _status_table(stats: Any, metric: str, orient: Any) -> Table:
     table.add_row("archive coverage", f"{stats.coverage:.1%}")
     table.add_row("QD-score", f"{stats.qd_score:.4g}")
     table.add_row("evaluations / min", f"{stats.evals_per_minute:.1f}")
-    fails = ", ".join(f"{k} {v}" for k, v in stats.failures.most_common()) or "none"
-    table.add_row("failures", fails)
+    # Three different things: the candidate ran and failed; it was turned away unevaluated; the
+    # operator made no child (a setting to look at, not a bad candidate).
+    table.add_row("failed evaluations", _counts(stats.failures))
+    table.add_row("rejected children", _counts(stats.rejections))
+    table.add_row("operator errors", _counts(stats.operator_errors))
+    if stats.llm_unavailable:
+        table.add_row("LLM server away", f"{stats.llm_unavailable} calls (the other operators went on)")
     return table
 
 
+def _counts(counter: Any) -> str:
+    total = sum(counter.values())
+    return f"{total} ({', '.join(f'{k} {v}' for k, v in counter.most_common())})" if total else "none"
+
+
 def _check_llm_and_embedder(config: Any) -> None:
-    """Fail before a run directory is made: a bad --llm (or vllm/GPUs missing), an embeddings server down."""
+    """Fail before a run directory is made: a bad --llm (or vllm/GPUs missing), an embeddings server down.
+
+    An LLM server that does not answer is only a warning: servers start late, and the run's other
+    operators go on meanwhile.
+    """
     from evo.embed import ServerEmbedder
     from evo.llm.engine import check_llm_spec
 
     if config.llm:
-        check_llm_spec(config.llm, config.llm_serve_args)
+        for warning in check_llm_spec(config.llm, config.llm_serve_args, probe=True):
+            console.print(f"warning: {warning}", highlight=False, markup=False)
     if config.embedder.startswith("server:"):
         ServerEmbedder.from_spec(config.embedder, retries=1).dim  # noqa: B018  # asks the server once
 
@@ -53,7 +68,8 @@ def _run_engine(engine: Any, quiet: bool) -> None:
                 last[0] = time.monotonic()
                 best = "-" if stats.best_score is None else f"{orient(stats.best_score):.6g}"
                 console.print(f"[{stats.done}/{stats.budget}] best {metric} {best}, coverage {stats.coverage:.1%}, "
-                              f"{stats.evals_per_minute:.0f} evals/min", highlight=False)
+                              f"{stats.evals_per_minute:.0f} evals/min, {sum(stats.failures.values())} failed, "
+                              f"{sum(stats.operator_errors.values())} operator errors", highlight=False)
 
         stats = engine.run(on_tick=None if quiet else tick)
     else:
