@@ -26,11 +26,16 @@ from evo.task import load_task
 
 @dataclass
 class Published:
+    """One program offered for publishing. `value` is its task metric (`metric`) as the run measured it,
+    in the task's own units; `score` the run's internal, oriented score (negated for a minimised task)."""
+
     program_id: str
     score: float | None
     path: Path | None  # None: refused
     verdict: Verdict
     error: str | None = None  # why the fresh evaluation failed, where it did
+    metric: str = "value"
+    value: float | None = None
 
     @property
     def why_not(self) -> str:
@@ -40,13 +45,14 @@ class Published:
         return self.error or ""
 
 
-def _lineage(store: Store, program: Program, depth: int = 50) -> list[dict[str, Any]]:
+def _lineage(store: Store, program: Program, metric: str, depth: int = 50) -> list[dict[str, Any]]:
     chain, current = [], program
     for _ in range(depth):
         if not current.parents:
             break
         parent = store.get_program(current.parents[0])
-        chain.append({"id": parent.id, "operator": parent.operator, "score": parent.score})
+        chain.append({"id": parent.id, "operator": parent.operator, "value": parent.metrics.get(metric),
+                      "score": parent.score})
         current = parent
     return chain
 
@@ -73,9 +79,11 @@ def _publish_one(store: Store, task: Any, program: Program, pipeline: Pipeline, 
     result = pipeline.evaluate_sync(Program(source=program.source, id=program.id))
     verdict = verdict_of(result)
     assert verdict is not None  # the pipeline sets one on every result
+    metric = task.config.metric
+    value = program.metrics.get(metric)
     if not (result.ok and verdict.passed):
         return Published(program.id, program.score, None, verdict, None if result.ok else
-                         f"the fresh evaluation failed ({result.failure}): {result.error}")
+                         f"the fresh evaluation failed ({result.failure}): {result.error}", metric, value)
     folder = archive / task.name
     folder.mkdir(parents=True, exist_ok=True)
     files = source_files(program.source)
@@ -87,11 +95,15 @@ def _publish_one(store: Store, task: Any, program: Program, pipeline: Pipeline, 
         for rel, text in files.items():
             (path / rel).parent.mkdir(parents=True, exist_ok=True)
             (path / rel).write_text(text)
+    # `value` is the task's own number (lower is better for a minimised task); `score` the run's internal,
+    # oriented one (higher is better, the negated value there), kept for ranking across tasks.
     record = {
-        "task": task.name, "program_id": program.id, "score": program.score, "metrics": program.metrics,
+        "task": task.name, "program_id": program.id, "metric": metric, "objective": task.config.objective,
+        "value": value, "score": program.score, "metrics": program.metrics,
         "publish_metrics": result.metrics, "operator": program.operator, "parents": list(program.parents),
-        "lineage": _lineage(store, program), "run_dir": str(run_dir.resolve()), "run_config": store.get_meta("config"),
+        "lineage": _lineage(store, program, metric), "run_dir": str(run_dir.resolve()),
+        "run_config": store.get_meta("config"),
         "verdict": verdict.to_dict(), "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (folder / f"{program.id[:16]}.json").write_text(json.dumps(record, indent=1, default=str))
-    return Published(program.id, program.score, path, verdict)
+    return Published(program.id, program.score, path, verdict, None, metric, value)

@@ -23,6 +23,7 @@ def show(run_dir: Path, top: int, show_source: bool) -> None:
     out.print(summary.header, highlight=False)
     out.print(summary.best_table)
     out.print(summary.archive_table)
+    out.print(summary.qd_note, highlight=False)
     if show_source and summary.best_source is not None:
         out.print(summary.best_source, markup=False, highlight=False)
 
@@ -32,8 +33,10 @@ def show(run_dir: Path, top: int, show_source: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True)
 @click.option("--out", "out_path", type=click.Path(path_type=Path), help="Output file (default RUN_DIR/programs.<fmt>).")
 def export(run_dir: Path, fmt: str, out_path: Path | None) -> None:
-    """Write every program of the run (source, lineage, scores, state) to JSONL or Parquet."""
-    from evo.store.export import export_programs
+    """Write every program of the run to JSONL or Parquet, one typed column each: the task's own value and
+    one column per metric and descriptor, source, lineage, evaluation order and times, cell, admission,
+    verdict and reasons, operator, model and tokens (evo/report/programs.py lists them)."""
+    from evo.report.programs import export_programs
 
     path = out_path or Path(run_dir) / f"programs.{fmt}"
     n = export_programs(run_dir, path, fmt)
@@ -56,10 +59,11 @@ def publish(run_dir: Path, top: int, archive_dir: Path) -> None:
     from evo.publish import publish_run
 
     results = publish_run(run_dir, top, archive_dir)
-    table = Table("id", "score", "verdict", "written to / why not")
-    for r in results:
+    metric = results[0].metric if results else "value"
+    table = Table("id", metric, "verdict", "written to / why not")
+    for r in results:  # the task's own value (not the internal score, negated for a minimised task)
         why = str(r.path) if r.path else r.why_not[:150]
-        table.add_row(r.program_id[:12], "-" if r.score is None else f"{r.score:.6g}", r.verdict.status, why)
+        table.add_row(r.program_id[:12], "-" if r.value is None else f"{r.value:.10g}", r.verdict.status, why)
     out.print(table)
     if results and not any(r.path for r in results):
         sys.exit(1)

@@ -1,4 +1,10 @@
-"""What `evo show` prints: the run's state, its best programs and its archive."""
+"""What `evo show` prints: the run's state, its best programs and its archive.
+
+Every number is in the task's own units: the metric as the task reports it (for a minimised task the
+lowest is best), never the engine's oriented score (which negates it there). The QD-score is the sum
+over elites of how much better each is than the offset (see `Cells.qd_score`), shown with that offset
+in the task's units.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from evo.task import load_task
 
 @dataclass
 class RunSummary:
+    """What `evo show` prints, and the numbers behind it (`best_value` and `qd_offset` in the task's units)."""
+
     header: str
     best_table: Table
     archive_table: Table
@@ -21,6 +29,9 @@ class RunSummary:
     evaluations: int
     best_value: float | None
     coverage: float
+    qd_score: float = 0.0
+    qd_offset: float = 0.0
+    qd_note: str = ""  # one line under the archive table: what the QD-score is measured from
 
 
 def run_summary(run_dir: Path, top: int = 5) -> RunSummary:
@@ -40,7 +51,8 @@ def run_summary(run_dir: Path, top: int = 5) -> RunSummary:
         population = rebuild_population(store, task, config)
         best = store.best_programs(limit=top)
         metric = task.config.metric
-        header = (f"run {run_dir}: task {task.name}, {done}/{config.budget} evaluations, "
+        header = (f"run {run_dir}: task {task.name} ({task.config.objective} {metric}), "
+                  f"{done}/{config.budget} evaluations, "
                   f"{counts.get('proposed', 0)} proposals accepted, {counts.get('rejected', 0)} rejected, "
                   f"{counts.get('operator_failed', 0)} operator failures")
         best_table = Table(title="best programs", title_justify="left")
@@ -50,15 +62,20 @@ def run_summary(run_dir: Path, top: int = 5) -> RunSummary:
             value = p.metrics.get(metric)
             best_table.add_row(str(i), p.id[:12], "-" if value is None else f"{value:.10g}", p.operator,
                                str(p.island), ",".join(x[:8] for x in p.parents))
+        offset = population.qd_offset  # oriented, like the scores it is subtracted from
+        shown_offset = task.orient(offset)  # orient is its own inverse: back to the task's units
+        how = ("qd_offset of the run config" if config.qd_offset is not None else
+               "the worst value seen; set qd_offset in the run config for a fixed bound")
+        note = f"QD-score: the sum over elites of how much each beats {metric} = {shown_offset:.10g} ({how})"
         archive = Table(title=f"archive ({config.cells} cells)", title_justify="left")
         for col in ("island", "elites", "coverage", "QD-score", f"best {metric}"):
             archive.add_column(col)
         for i, cells in enumerate(population.islands):
             b = cells.best()
-            archive.add_row(str(i), str(cells.num_elites), f"{cells.coverage:.1%}", f"{cells.qd_score:.4g}",
-                            "-" if b is None else f"{task.orient(b[1]):.10g}")
+            archive.add_row(str(i), str(cells.num_elites), f"{cells.coverage:.1%}",
+                            f"{cells.qd_score_at(offset):.4g}", "-" if b is None else f"{task.orient(b[1]):.10g}")
         best_value = best[0].metrics.get(metric) if best else None
         return RunSummary(header, best_table, archive, best[0].text if best else None, done, best_value,
-                          population.coverage)
+                          population.coverage, population.qd_score, shown_offset, note)
     finally:
         store.close()
