@@ -71,6 +71,7 @@ def test_the_output_and_the_traceback_point_into_the_users_file(tmp_path: Path) 
     assert done.returncode == 1, done.stderr
     text = done.stdout
     assert "FAILED (error)" in text and "ValueError: the packing went wrong at 60" in text
+    assert "verdict (full): nothing found (the program failed before it was scored)" in text
     assert "step 29: still packing" in text and "a warning on stderr" in text
     assert "step 0: still packing" not in text  # only the tail without --verbose
     assert "--verbose for all" in text
@@ -142,3 +143,20 @@ def test_the_log_is_read_without_following_a_link_or_blocking_on_a_fifo(tmp_path
 def test_the_working_directory_is_taken_out_of_the_output(tmp_path: Path) -> None:
     (tmp_path / OUTPUT_LOG).write_text(f'  File "{tmp_path}/candidate.py", line 3, in f\n')
     assert candidate_output(tmp_path) == '  File "candidate.py", line 3, in f\n'
+
+
+def test_a_kernel_candidates_traceback_points_into_the_users_file(tmp_path: Path) -> None:
+    """Kernels run through the GPU harness (here Triton's interpreter on the CPU): where the harness hands back
+    a traceback (a candidate that exits its process), it names the user's file and line, not the job folder."""
+    seed = (Path(__file__).resolve().parents[1] / "kernels" / "rmsnorm_fwd.py").read_text()
+    head = "def run(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:\n"
+    assert head in seed
+    source = seed.replace(head, head + "    raise SystemExit('the kernel gave up')\n")
+    line = source.splitlines().index("    raise SystemExit('the kernel gave up')") + 1
+    (tmp_path / "my_kernel.py").write_text(source)
+    done = _evo_eval("kernels/rmsnorm_fwd", "my_kernel.py", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "SystemExit: the kernel gave up" in done.stdout
+    assert f'File "my_kernel.py", line {line}, in run' in done.stdout
+    assert "job-" not in done.stdout and "candidate.py" not in done.stdout
+    assert "verdict (full): pass" not in done.stdout

@@ -64,7 +64,7 @@ def eval_(task: str, file: Path, as_json: bool, verbose: bool) -> None:
         else:
             out.print(f"{t.name}: FAILED ({result.failure}): {error}", highlight=False, markup=False)
         _print_output(printed, verbose)
-        _print_verdict(verdict)
+        _print_verdict(verdict, result.ok)
     if not result.ok:
         sys.exit(1)
 
@@ -133,12 +133,14 @@ def _print_output(printed: str, verbose: bool) -> None:
     click.echo("--- end of output ---")
 
 
-def _print_verdict(verdict: Any) -> None:
-    """The auditor's verdict: pass or fail, and each failing check with its reason."""
+def _print_verdict(verdict: Any, ok: bool = True) -> None:
+    """The auditor's verdict: pass or fail, and each failing check with its reason. A program that failed
+    on its own (an exception, a timeout) with nothing found by the audit is not told it passed."""
     if verdict is None:
         return
     if verdict.passed:
-        out.print(f"verdict ({verdict.level}): pass, {len(verdict.checks)} checks", highlight=False)
+        said = "pass" if ok else "nothing found (the program failed before it was scored)"
+        out.print(f"verdict ({verdict.level}): {said}, {len(verdict.checks)} checks", highlight=False)
         return
     out.print(f"verdict ({verdict.level}): FAIL ({', '.join(verdict.failed)})", highlight=False, markup=False)
     for name, reason in verdict.reasons:

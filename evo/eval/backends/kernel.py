@@ -190,9 +190,10 @@ class KernelEvaluator:
         report: dict[str, Any] = {"status": answer.get("status"), "device": device_name, "peaks": peaks.name,
                                   "error": answer.get("error"), "workloads": [], "checks": [], "score": 0.0}
         result = answer.get("result")
+        report["log_tail"] = answer.get("log_tail", "")  # what the candidate printed: shown, never believed
         if answer.get("status") != "ok" or result is None:
             report["error"] = answer.get("error") or "the worker gave no result"
-            report["log_tail"] = answer.get("log_tail", "")
+            report["traceback"] = answer.get("traceback", "")
             return report
         checks = [tuple(c) for c in result.get("checks", [])]
         scores = []
