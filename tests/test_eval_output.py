@@ -160,3 +160,11 @@ def test_a_kernel_candidates_traceback_points_into_the_users_file(tmp_path: Path
     assert f'File "my_kernel.py", line {line}, in run' in done.stdout
     assert "job-" not in done.stdout and "candidate.py" not in done.stdout
     assert "verdict (full): pass" not in done.stdout
+
+
+def test_what_was_printed_before_the_deadline_survives_the_kill(tmp_path: Path) -> None:
+    """The log is written line by line: a candidate killed at its deadline leaves what it printed until then."""
+    hangs = "def construct_packing():\n    print('about to search forever')\n    while True:\n        pass\n"
+    result = evaluate_source(load_task(TASK), hangs, scratch=tmp_path)
+    assert result.failure == "timeout", result
+    assert "about to search forever" in (result.output or "")
