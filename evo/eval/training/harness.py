@@ -35,7 +35,7 @@ from evo.data.shards import load_manifest
 from evo.eval import wire
 from evo.eval.backends.base import EvalResult
 from evo.eval.fs_guard import looks_refused
-from evo.eval.training.launch import ChildFailed, remove, start_child
+from evo.eval.training.launch import DATA_SPLIT, ChildFailed, held_out, remove, start_child
 from evo.eval.training.link import quiet
 from evo.eval.training.spec import TrainingSpec
 from evo.program import Program, source_files
@@ -104,7 +104,10 @@ def train_one(spec: TrainingSpec, files: dict[str, str], folder: Path) -> TrainO
             reason = link.why_gone("before it returned a model")
             if link.result is not None and link.result.status == "timeout":
                 out.checks.append((BUDGET, False, reason))
-            if looks_refused(reason):
+            tail = link.result.stderr_tail if link.result is not None else ""
+            if any(Path(p).name in tail for p in held_out(spec.data)) and looks_refused(tail):
+                out.checks.append((DATA_SPLIT, False, f"it tried to open a held-out shard and was refused: {reason}"))
+            elif looks_refused(reason):
                 out.checks.append((CARRIED, False, f"a write outside its work dir was refused: {reason}"))
             hung = isinstance(e, (wire.HungUp, OSError))
             return _failed(out, reason if hung else f"malformed weights from the training process: {e}", "crashed")
@@ -219,6 +222,10 @@ def evaluate(spec: TrainingSpec, files: dict[str, str], scratch: Path, descripto
             return EvalResult(False, metrics=metrics, failure=scored.failure, error=scored.error,
                               wall_s=time.perf_counter() - start, checks=checks)
         metrics.update(val_bpb=float(scored.val_bpb), val_loss=float(scored.val_loss))
+        refused = [f"{name}: {reason}" for name, passed, reason in checks if not passed]
+        if refused:  # scored, but a check failed: no score leaves the harness (the full audit says the same)
+            return EvalResult(False, metrics=metrics, failure="audit", error="; ".join(refused)[:2000],
+                              wall_s=time.perf_counter() - start, checks=checks)
         desc = tuple(metrics.get(name, 0.0) for name in descriptors)
         return EvalResult(True, -float(scored.val_bpb), metrics, desc, wall_s=time.perf_counter() - start,
                           checks=checks)

@@ -172,9 +172,11 @@ def thread_ticks(pid: int) -> dict[int, int]:
     return out
 
 
-def quiet(pid: int, window_s: float = 0.5, busy_share: float = 0.2) -> str | None:
+def quiet(pid: int, window_s: float = 1.0, busy_share: float = 0.05) -> str | None:
     """None when, over `window_s`, no other process of the sandbox lives and no thread of `pid` uses more than
-    `busy_share` of a core; otherwise what was found. Measured here, from /proc: the child cannot edit it."""
+    `busy_share` of a core; otherwise what was found. Measured here, from /proc: the child cannot edit it.
+    The share is low because a busy thread on a loaded machine gets only its part of a core, and a process
+    whose model was taken has nothing left to do: it waits on its socket."""
     others = sandbox_processes(pid)
     if others:
         return f"{len(others)} other process(es) of the training sandbox still running (pids {others[:5]})"
