@@ -79,7 +79,7 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     while _evaluations(db) < 8 and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 0, proc.stderr.read().decode() if proc.stderr else ""
+    assert proc.wait(timeout=60) == 130, proc.stderr.read().decode() if proc.stderr else ""  # 128 + SIGINT
     stopped_at = _check_consistent(db)
     assert 8 <= stopped_at < 30
     with sqlite3.connect(db) as con:

@@ -78,6 +78,9 @@ def _run_engine(engine: Any, quiet: bool) -> None:
     out.print(_status_table(stats, metric, orient))
     reason = "budget spent" if stats.done >= stats.budget else "stopped early: `evo resume` continues it"
     out.print(f"run directory: {engine.run_dir}  ({reason})", highlight=False)
+    if engine.signal is not None and stats.done < stats.budget:
+        # Stopped by Ctrl-C or SIGTERM: 128 + the signal's number, as shells and schedulers expect.
+        raise click.exceptions.Exit(128 + engine.signal)
 
 
 @cli.command()
@@ -105,13 +108,12 @@ def _run_engine(engine: Any, quiet: bool) -> None:
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def run(task: str, run_dir: Path, config_file: Path | None, quiet: bool, **options: Any) -> None:
     """Start a search on TASK (see `evo tasks`), writing everything to RUN_DIR/evo.db."""
-    from evo.config import RunConfig
+    from evo.config import RunConfig, read_options
     from evo.engine import Engine
 
-    base = RunConfig.from_toml(config_file).to_dict() if config_file else {}
-    mapping = {"time_limit": "time_limit_s"}
-    given = {mapping.get(k, k): v for k, v in options.items() if v is not None}
-    config = RunConfig.from_dict({**base, **given, "task": task})
+    base = read_options(config_file) if config_file else {}
+    given = _flags(options)
+    config = RunConfig.from_dict({**base, **given, "task": task}, source="evo run")
     show_logs()
     _check_llm_and_embedder(config)
     engine = Engine.create(run_dir, config)
@@ -122,16 +124,36 @@ def run(task: str, run_dir: Path, config_file: Path | None, quiet: bool, **optio
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--budget", type=int, help="New total budget (finished evaluations).")
+@click.option("--budget", type=int, help="New total budget (finished evaluations), not below those done.")
 @click.option("--workers", type=int, help="Evaluations at once.")
 @click.option("--time-limit", type=float, help="Stop this invocation after this many seconds.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="TOML file of run options to change: operators and weights, llm endpoints, "
+              "duplicate_threshold, workers, budget, time limit... (not the task, cells, islands, seed, embedder).")
 @click.option("--quiet", is_flag=True, help="No progress display.")
-def resume(run_dir: Path, budget: int | None, workers: int | None, time_limit: float | None, quiet: bool) -> None:
+def resume(run_dir: Path, config_file: Path | None, quiet: bool, **options: Any) -> None:
     """Continue the run in RUN_DIR after a stop, a crash or kill -9; nothing is lost or counted twice."""
+    from evo.config import read_options
     from evo.engine import Engine
 
+    overrides = {**(read_options(config_file) if config_file else {}), **_flags(options)}
     show_logs()
-    engine = Engine.open(run_dir, {"budget": budget, "workers": workers, "time_limit_s": time_limit})
+    if overrides.get("llm"):
+        _check_llm_and_embedder(_llm_only(overrides))
+    engine = Engine.open(run_dir, overrides)
     console.print(f"evo resume: {engine.task.name}, {engine.stats.done}/{engine.config.budget} evaluations done",
                   highlight=False)
     _run_engine(engine, quiet)
+
+
+def _flags(options: dict[str, Any]) -> dict[str, Any]:
+    """The command-line options given, under their config names."""
+    mapping = {"time_limit": "time_limit_s"}
+    return {mapping.get(k, k): v for k, v in options.items() if v is not None}
+
+
+def _llm_only(overrides: dict[str, Any]) -> Any:
+    from evo.config import RunConfig
+
+    return RunConfig.from_dict({k: overrides[k] for k in ("llm", "llm_serve_args", "operators") if k in overrides},
+                               source="evo resume")
