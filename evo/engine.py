@@ -34,7 +34,6 @@ from evo.config import RunConfig
 from evo.embed import duplicate_threshold, make_embedder
 from evo.errors import EvoError, OperatorError
 from evo.eval.backends.base import EvalResult, Evaluator
-from evo.eval.families import family_of
 from evo.eval.pipeline import Pipeline
 from evo.llm.client import LLMUnavailable
 from evo.llm.engine import ChatLLM, make_llm
@@ -47,7 +46,8 @@ from evo.population.novelty import NoveltyArchive
 from evo.program import Program, Status
 from evo.proposer import Child, Outcome, ProposalProcess, ProposalProcessDied
 from evo.replay import new_population, rebuild_population, replay_embeddings, replay_evaluations
-from evo.run_dir import create_run, open_run
+from evo.retiming import retime_elites
+from evo.run_dir import OpenedRun, RunLock, create_run, open_run
 from evo.stats import RunStats
 from evo.store import Store
 from evo.task import Task
@@ -109,6 +109,8 @@ class Engine:
         self._task_prompt = task.prompt()
         self._stopping = False
         self._stop_reason = ""
+        self.signal: int | None = None  # the signal (SIGINT, SIGTERM) that stopped this invocation, if any
+        self._lock: RunLock | None = None  # the run directory's lock, set by `create`/`open`
         self._reserved = 0  # finished + queued + being evaluated
         self._admitted: asyncio.Event | None = None  # created inside the event loop
         # The non-LLM operators and the embedder run in a proposal process when the config asks
@@ -120,14 +122,28 @@ class Engine:
     # -- construction -------------------------------------------------------------------
     @classmethod
     def create(cls, run_dir: Path, config: RunConfig, evaluator: Evaluator | None = None) -> Engine:
-        """Start a new run in `run_dir`: store the config and the task's seeds (evo/run_dir.py)."""
-        return cls(run_dir, *create_run(run_dir, config), evaluator)
+        """Start a new run in `run_dir`: store the config and the task's seeds (evo/run_dir.py).
+
+        The engine holds the run directory's lock until `close` (or its process ends).
+        """
+        return cls._build(run_dir, create_run(run_dir, config), evaluator, fresh=True)
 
     @classmethod
     def open(cls, run_dir: Path, overrides: dict[str, Any] | None = None,
              evaluator: Evaluator | None = None) -> Engine:
-        """Reopen a run to continue it; `overrides` may change budget, workers, time limit."""
-        return cls(run_dir, *open_run(run_dir, overrides), evaluator)
+        """Reopen a run to continue it; `overrides` may change what `run_dir.RESUMABLE` names."""
+        return cls._build(run_dir, open_run(run_dir, overrides), evaluator, fresh=False)
+
+    @classmethod
+    def _build(cls, run_dir: Path, opened: OpenedRun, evaluator: Evaluator | None, fresh: bool) -> Engine:
+        try:
+            engine = cls(run_dir, opened.store, opened.task, opened.config, evaluator)
+        except BaseException:
+            # A new run that cannot start leaves nothing behind; a reopened one is left as it was.
+            opened.discard() if fresh else opened.release()
+            raise
+        engine._lock = opened.lock
+        return engine
 
     def _rebuild(self) -> None:
         """Replay the store into the novelty index and the population."""
@@ -362,7 +378,8 @@ class Engine:
             if self.population.num_elites == 0:
                 if self._reserved == self.stats.done and queue.empty():
                     raise EvoError("no valid program to mutate: every seed failed its evaluation. "
-                                   f"Failures so far: {dict(self.stats.failures)}. Check with `evo eval`.")
+                                   f"Failures so far: {dict(self.stats.failures)}. Check a seed with `evo eval`; "
+                                   f"once fixed, `evo resume {self.run_dir}` evaluates the seeds again.")
                 assert self._admitted is not None
                 self._admitted.clear()
                 try:
@@ -421,7 +438,7 @@ class Engine:
         producer: asyncio.Task[None] | None = None
         try:
             await self._start_proposer()
-            await self._retime_elites(deadline)
+            await retime_elites(self, deadline)
             queue: asyncio.Queue[Program | None] = asyncio.Queue(maxsize=self.config.workers)
             workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.config.workers)]
             producer = asyncio.create_task(self._producer(queue))
@@ -463,51 +480,6 @@ class Engine:
             on_tick(self.stats)
         return self.stats
 
-    async def _retime_elites(self, deadline: float | None = None, rounds: int = 3) -> None:
-        """On resume, measure every elite again and rebuild the population from the new scores.
-
-        Timings depend on the GPU, its clocks and the session's baseline: an elite timed in an earlier
-        session (or on another device) would otherwise keep a score that today's candidates cannot be
-        compared with. Each re-measurement replaces the stored score (a `retimed` event keeps the old
-        one) and is not an evaluation: the budget is untouched. Rebuilding can raise a program that was
-        not an elite before; those are re-timed in a further round (at most `rounds`). The run's time
-        limit and stop requests apply: elites not yet started then keep their old score.
-        """
-        wanted = self.config.retime_on_resume
-        if wanted is None:
-            wanted = family_of(self.task).timed
-        if not wanted or self.stats.done_at_start == 0 or self.stats.done >= self.config.budget:
-            return
-        retimed: set[str] = set()
-        limit = asyncio.Semaphore(self.config.workers)
-
-        async def retime(program_id: str) -> None:
-            async with limit:
-                if self._stopping or (deadline is not None and time.monotonic() > deadline):
-                    return
-                program = self.program(program_id)
-                old = program.score
-                result = await self.evaluator.evaluate(program)
-            program.status = Status.EVALUATED if result.ok else Status.FAILED
-            program.score = result.score if result.ok else None
-            program.metrics = result.metrics
-            program.error = result.error
-            if result.verdict is not None:
-                program.verdict = result.verdict
-            self.store.record_retiming(program, {"old_score": old, "score": program.score, "ok": result.ok,
-                                                 "reason": result.error})
-            retimed.add(program_id)
-
-        for _ in range(rounds):
-            todo = [pid for pid in self.population.elite_ids() if pid not in retimed]
-            if not todo or self._stopping or (deadline is not None and time.monotonic() > deadline):
-                break
-            self.store.log("retiming", {"elites": len(todo)})
-            await asyncio.gather(*(retime(pid) for pid in todo))
-            self.population = new_population(self.task, self.config, self.cell_space)
-            replay_evaluations(self.store, self.population)
-            self._refresh_stats()
-
     async def _start_proposer(self) -> None:
         if self.config.proposal_processes < 1 or not self._offloaded or self._proposer is not None:
             return
@@ -538,7 +510,7 @@ class Engine:
         async def main() -> RunStats:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self._on_signal)
+                loop.add_signal_handler(sig, self._on_signal, sig)
             try:
                 return await self.run_async(on_tick)
             finally:
@@ -547,19 +519,27 @@ class Engine:
 
         try:
             stats = asyncio.run(main())
-        except KeyboardInterrupt:
+        except BaseException:
             # Abandoned evaluations die at their own deadline inside the sandbox; their
             # programs stay `proposed` and are evaluated again on resume.
             self.store.close()
+            self._release_lock()
             raise
         self.close()
         return stats
 
-    def _on_signal(self) -> None:
+    def _on_signal(self, sig: int) -> None:
         if self._stopping:
             raise KeyboardInterrupt  # second signal: abandon running evaluations; resume redoes them
+        self.signal = sig
         self.request_stop("interrupted")
 
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
     def close(self) -> None:
+        """Close the evaluator and the store, then let other processes open the run directory."""
         self.evaluator.close()
         self.store.close()
+        self._release_lock()
