@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -156,6 +155,7 @@ class RayEvaluator:
         self._cond: asyncio.Condition | None = None
         self._cond_loop: asyncio.AbstractEventLoop | None = None
         self._replacements: set[asyncio.Task[None]] = set()
+        self._starting: dict[str, Any] = {}  # replacement actors not yet up (waiting for resources, maybe)
         self._start(count, ready_timeout_s)
 
     # -- building the pool ----------------------------------------------------------------
@@ -306,6 +306,7 @@ class RayEvaluator:
         self.lost += 1
         log.warning("Ray actor %s on %s was lost: %s; starting another", member.name, member.info.get("node_ip"),
                     _first_line(error))
+        self._spawning += 1  # now, not when the task first runs: a job waiting for a slot must see it coming
         task = asyncio.get_running_loop().create_task(self._replace())
         self._replacements.add(task)
         task.add_done_callback(self._replacements.discard)
@@ -320,16 +321,18 @@ class RayEvaluator:
         a node with the resources it asks for: the run goes on with fewer slots meanwhile)."""
         ray = self._ray
         cond = self._condition()
-        self._spawning += 1
         try:
             for delay in (0.0, 1.0, 5.0, 30.0):
                 await asyncio.sleep(delay)
                 name, handle = self._spawn()
+                self._starting[name] = handle  # killed by `close` if it never comes up
                 try:
                     info = await handle.ready.remote()
                 except ray.exceptions.RayError as e:
                     log.warning("a replacement Ray actor failed to start: %s", _first_line(e))
                     continue
+                finally:
+                    self._starting.pop(name, None)
                 self._admit(name, handle, info)
                 return
         finally:
@@ -354,8 +357,9 @@ class RayEvaluator:
                 self._ray.get([m.handle.close.remote() for m in self._members], timeout=60)
             except Exception:  # noqa: BLE001 - dead actors stop their workers by dying
                 pass
-        self._kill_all(m.handle for m in self._members)
+        self._kill_all([*(m.handle for m in self._members), *self._starting.values()])
         self._members.clear()
+        self._starting.clear()
         if self._started_ray:
             self._ray.shutdown()
 

@@ -1,0 +1,241 @@
+"""The Ray backend on a real local Ray cluster (`ray.cluster_utils.Cluster`: a head of 2 CPUs, nodes added
+per test). No mocks of Ray: actors start, run candidates in the sandbox, die when killed."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray backend's tests need Ray: pip install -e '.[dev]'")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from evo.config import RunConfig  # noqa: E402
+from evo.engine import Engine  # noqa: E402
+from evo.errors import EvoError  # noqa: E402
+from evo.eval.backends.ray import INFRASTRUCTURE, RayEvaluator, cluster_status  # noqa: E402
+from evo.eval.families.base import task_hash  # noqa: E402
+from evo.eval.pipeline import Pipeline  # noqa: E402
+from evo.program import Program  # noqa: E402
+from evo.store import Store  # noqa: E402
+from evo.task import load_task  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+TASK = "math/circle_packing_26"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """One Ray cluster for the module: a head with 2 CPUs (actors of 1 CPU each)."""
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    ray.init(address=c.address, namespace="evo-tests", log_to_driver=False)
+    try:
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+def _seed(task_name: str = TASK) -> str:
+    return (load_task(task_name).root / "seed.py").read_text()
+
+
+def _slow_seed(seconds: float) -> str:
+    """The seed, taking `seconds` longer: long enough to be caught in flight (the task's timeout is 10 s)."""
+    return "import time\n" + _seed() + f"\n_build = construct_packing\n" \
+        f"def construct_packing():\n    time.sleep({seconds})\n    return _build()\n"
+
+
+def _history(run_dir: Path) -> list[tuple[str, str, float | None]]:
+    """Every finished evaluation in commit order: (source, status, score)."""
+    store = Store(run_dir / "evo.db", readonly=True)
+    try:
+        return [(store.get_program(r.program_id).text, str(r.status), r.score) for r in store.iter_evaluations()]
+    finally:
+        store.close()
+
+
+def test_a_run_through_ray_keeps_the_same_archive_as_the_local_backend(cluster: Cluster, tmp_path: Path) -> None:
+    runs = {}
+    for backend in ("local", "ray"):
+        config = RunConfig(task=TASK, budget=8, workers=1, seed=5, backend=backend,
+                           operators={"params": 1.0, "constants": 1.0})
+        engine = Engine.create(tmp_path / backend, config)
+        if backend == "ray":
+            assert isinstance(engine.evaluator.backend, RayEvaluator)
+        stats = engine.run()
+        assert stats.done == 8
+        runs[backend] = _history(tmp_path / backend)
+    assert len(runs["ray"]) == 8
+    assert runs["ray"] == runs["local"], "same seed and budget: same programs, same scores, in the same order"
+    assert any(score is not None for _, _, score in runs["ray"])
+
+
+def test_an_actor_killed_mid_evaluation_loses_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    task = load_task(TASK)
+    evaluator = RayEvaluator(task, 2, tmp_path)
+    pipeline = Pipeline(task, evaluator)
+    try:
+        assert len(evaluator.actors()) == 2
+
+        async def main() -> object:
+            job = asyncio.create_task(pipeline.evaluate(Program(source=_slow_seed(3.0))))
+            while not any(m["load"] for m in evaluator.actors()):  # the driver's own count: no Ray call
+                await asyncio.sleep(0.01)
+            busy = next(m for m in evaluator._members if m.load)
+            ray.kill(busy.handle, no_restart=True)
+            return await job
+
+        result = asyncio.run(main())
+        expected = pipeline.evaluate_sync(Program(source=_seed()))
+        assert result.ok, result.error
+        assert result.score == expected.score
+        assert evaluator.lost == 1 and evaluator.requeued == 1 and evaluator.infrastructure_failures == 0
+        # the lost actor was replaced: the pool is back to two
+        assert len(evaluator.actors()) == 2
+    finally:
+        pipeline.close()
+
+
+def test_an_engine_run_with_an_actor_killed_counts_every_evaluation_once(cluster: Cluster, tmp_path: Path) -> None:
+    config = RunConfig(task=TASK, budget=12, workers=2, seed=1, backend="ray",
+                       operators={"params": 1.0, "constants": 1.0})
+    engine = Engine.create(tmp_path / "run", config)
+    evaluator = engine.evaluator.backend
+    assert isinstance(evaluator, RayEvaluator)
+    killed: list[str] = []
+
+    def tick(stats: object) -> None:  # the engine's loop calls this every 0.25 s
+        busy = [m for m in evaluator._members if m.load]
+        if not killed and busy:
+            killed.append(busy[0].name)
+            ray.kill(busy[0].handle, no_restart=True)
+
+    stats = engine.run(on_tick=tick)
+    history = _history(tmp_path / "run")
+    assert killed and evaluator.lost >= 1
+    assert stats.done == 12 and len(history) == 12, "the budget ends at exactly N"
+    store = Store(tmp_path / "run" / "evo.db", readonly=True)
+    try:
+        ids = [r.program_id for r in store.iter_evaluations()]
+        assert len(set(ids)) == len(ids), "nothing counted twice"
+        assert INFRASTRUCTURE not in store.failure_counts()  # the job lost went to another actor
+    finally:
+        store.close()
+
+
+def test_a_job_lost_twice_is_an_infrastructure_failure(cluster: Cluster, tmp_path: Path) -> None:
+    task = load_task(TASK)
+    evaluator = RayEvaluator(task, 1, tmp_path)
+    try:
+        async def main() -> object:
+            job = asyncio.create_task(evaluator.evaluate(Program(source=_slow_seed(5.0))))
+            for _ in range(2):  # kill whichever actor holds the job, twice
+                while not evaluator._members or not evaluator._members[0].load:
+                    await asyncio.sleep(0.01)
+                ray.kill(evaluator._members[0].handle, no_restart=True)
+                while evaluator._members and evaluator._members[0].load:
+                    await asyncio.sleep(0.01)
+            return await job
+
+        result = asyncio.run(main())
+        assert not result.ok and result.failure == INFRASTRUCTURE
+        assert "not by the candidate" in (result.error or "")
+        assert evaluator.infrastructure_failures == 1
+    finally:
+        evaluator.close()
+
+
+def test_a_node_removed_mid_run_costs_only_time(cluster: Cluster, tmp_path: Path) -> None:
+    node = cluster.add_node(num_cpus=1, resources={"spare": 1})
+    cluster.wait_for_nodes()
+    task = load_task(TASK)
+    evaluator = RayEvaluator(task, 3, tmp_path)  # 3 CPU actors over the head (2) and the new node (1)
+    try:
+        on_node = [m for m in evaluator._members if m.info["node_id"] == node.node_id]
+        assert len(on_node) == 1
+
+        async def main() -> list[object]:
+            jobs = [asyncio.create_task(evaluator.evaluate(Program(source=_slow_seed(2.0)))) for _ in range(3)]
+            while not on_node[0].load:
+                await asyncio.sleep(0.01)
+            cluster.remove_node(node, allow_graceful=False)
+            return list(await asyncio.gather(*jobs))
+
+        results = asyncio.run(main())
+        assert all(r.ok for r in results), [r.error for r in results]
+        assert evaluator.lost == 1 and evaluator.requeued == 1
+    finally:
+        evaluator.close()
+
+
+def test_a_task_folder_that_differs_on_the_node_is_refused(cluster: Cluster, tmp_path: Path) -> None:
+    source = load_task(TASK).root
+    copy = tmp_path / "tasks" / "math" / "circle_packing_26"
+    shutil.copytree(source, copy)
+    shutil.copy2(source.parent / "circle_packing.py", copy.parent / "circle_packing.py")
+    task = load_task(str(copy))
+    engine_hash = task_hash(task)  # what the engine's jobs carry
+    with open(copy / "reference.py", "a") as f:  # the folder changes before it reaches the nodes
+        f.write("\n# changed\n")
+    with pytest.raises(EvoError, match="differs on node .*folder hash"):
+        RayEvaluator(task, 1, tmp_path / "scratch")
+    # a job whose hash differs from an actor's copy is refused by the actor itself, never run
+    good = RayEvaluator(load_task(TASK), 1, tmp_path / "scratch2")
+    try:
+        member = good._members[0]
+        answer = ray.get(member.handle.evaluate.remote({"program_id": "x", "files": {"candidate.py": "raise SystemExit"},
+                                                         "task": TASK, "task_hash": engine_hash}))
+        assert answer["refused"] and answer["failure"] == INFRASTRUCTURE and "differs" in answer["error"]
+        assert ray.get(member.handle.stats.remote())["done"] == 0
+    finally:
+        good.close()
+
+
+def test_a_candidate_on_a_ray_worker_cannot_reach_the_ray_head(cluster: Cluster, tmp_path: Path) -> None:
+    host, port = ray.get_runtime_context().gcs_address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5):  # the port answers outside the sandbox
+        pass
+    probe = (f"import socket\n"
+             f"def construct_packing():\n"
+             f"    try:\n"
+             f"        socket.create_connection(({host!r}, {int(port)}), timeout=5).close()\n"
+             f"    except OSError as e:\n"
+             f"        raise SystemExit(f'BLOCKED {{type(e).__name__}}: {{e}}')\n"
+             f"    raise SystemExit('CONNECTED to the Ray head')\n")
+    task = load_task(TASK)
+    evaluator = RayEvaluator(task, 1, tmp_path)
+    try:
+        result = asyncio.run(evaluator.evaluate(Program(source=probe)))
+    finally:
+        evaluator.close()
+    assert not result.ok
+    assert "BLOCKED" in (result.error or "") and "CONNECTED" not in (result.error or ""), result.error
+
+
+def test_cluster_status_counts_nodes_and_evo_actors(cluster: Cluster, tmp_path: Path) -> None:
+    evaluator = RayEvaluator(load_task(TASK), 2, tmp_path)
+    try:
+        status = cluster_status()
+        assert any(n["alive"] and n["cpus"] >= 2 for n in status["nodes"])
+        names = {a["name"] for a in status["actors"]}
+        assert {m["name"] for m in evaluator.actors()} <= names
+        assert status["slots"] >= 2 and status["in_flight"] == 0
+    finally:
+        evaluator.close()
+    assert not {m["name"] for m in evaluator.actors()}
+
+
+def test_without_ray_the_error_names_the_extra() -> None:
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from evo.eval.backends.ray import import_ray\n"
+            "from evo.errors import EvoError\n"
+            "try:\n    import_ray()\nexcept EvoError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "pip install 'evo[cluster]'" in out
