@@ -239,3 +239,19 @@ def test_without_ray_the_error_names_the_extra() -> None:
             "try:\n    import_ray()\nexcept EvoError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "pip install 'evo[cluster]'" in out
+
+
+def test_evo_run_backend_ray_and_cluster_status_from_the_command_line(cluster: Cluster, tmp_path: Path) -> None:
+    """What `ray job submit -- evo run ...` runs: the `evo` command, pointed at the cluster by $RAY_ADDRESS."""
+    import os
+
+    env = {**os.environ, "RAY_ADDRESS": cluster.address}
+    evo = [sys.executable, "-m", "evo"]
+    run = subprocess.run([*evo, "run", TASK, "--run-dir", str(tmp_path / "run"), "--budget", "4", "--workers", "1",
+                          "--backend", "ray", "--quiet"], env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(_history(tmp_path / "run")) == 4
+    status = subprocess.run([*evo, "cluster", "status", "--json"], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert status.returncode == 0, status.stderr[-3000:]
+    assert '"alive": true' in status.stdout and "evaluations/min" not in status.stdout

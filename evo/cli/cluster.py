@@ -22,7 +22,7 @@ def status(ray_address: str | None, as_json: bool) -> None:
     """Nodes, GPUs, evo's evaluation actors, jobs in flight and evaluations per minute."""
     from evo.eval.backends.ray import cluster_status
 
-    report = cluster_status(ray_address or "auto")
+    report = cluster_status(ray_address)
     if as_json:
         out.print_json(json.dumps(report))
         return

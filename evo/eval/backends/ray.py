@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -64,16 +65,18 @@ def import_ray() -> ModuleType:
     return ray
 
 
-def connect(address: str | None = None) -> ModuleType:
-    """Connect this process to a Ray cluster (`address`, else $RAY_ADDRESS, else a Ray started here), once."""
+def connect(address: str | None = None, ship_code: bool = True) -> ModuleType:
+    """Connect this process to a Ray cluster (`address`, else $RAY_ADDRESS, else a Ray started here), once.
+    `ship_code`: evo's own code travels to every node with this driver's job (nodes need only Ray and evo's
+    dependencies); a driver that runs no actors (`evo cluster status`) sends nothing."""
     ray = import_ray()
     if not ray.is_initialized():
+        env = {"py_modules": [str(_EVO_PACKAGE)], "excludes": ["__pycache__", "*.pyc"]} if ship_code else None
         try:
             # log_to_driver=False: the actors' output stays in the nodes' Ray logs instead of breaking the
             # engine's live display; what a job printed comes back in its answer.
-            # evo's own code travels to every node with the job (nodes need only Ray and evo's dependencies).
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING,
-                     runtime_env={"py_modules": [str(_EVO_PACKAGE)], "excludes": ["__pycache__", "*.pyc"]})
+                     runtime_env=env)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = address or "$RAY_ADDRESS"
             raise EvoError(f"cannot connect to the Ray cluster at {where}: {e}. Start one with `ray start --head` "
@@ -383,7 +386,7 @@ def _first_line(error: BaseException) -> str:
 
 def cluster_status(address: str | None = None) -> dict[str, Any]:
     """The cluster as `evo cluster status` shows it: nodes, GPUs, evo's actors, jobs in flight, rates."""
-    ray = connect(address)
+    ray = connect(address or os.environ.get("RAY_ADDRESS") or "auto", ship_code=False)
     nodes = []
     for node in ray.nodes():
         res = node.get("Resources", {})
