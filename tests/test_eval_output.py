@@ -168,3 +168,19 @@ def test_what_was_printed_before_the_deadline_survives_the_kill(tmp_path: Path) 
     result = evaluate_source(load_task(TASK), hangs, scratch=tmp_path)
     assert result.failure == "timeout", result
     assert "about to search forever" in (result.output or "")
+
+
+def test_a_kernel_that_raises_an_ordinary_exception_shows_its_print_and_traceback(tmp_path: Path) -> None:
+    """A `run()` that prints and raises a plain exception: the harness refuses it on `runs`, and the child's log
+    (flushed before its quick exit) brings back the print and the traceback at the user's line."""
+    seed = (Path(__file__).resolve().parents[1] / "kernels" / "rmsnorm_fwd.py").read_text()
+    head = "def run(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:\n"
+    body = "    print('tile plan: 4 x 128')\n    raise ArithmeticError('no tiles left')\n"
+    source = seed.replace(head, head + body)
+    line = source.splitlines().index("    raise ArithmeticError('no tiles left')") + 1
+    (tmp_path / "my_kernel.py").write_text(source)
+    done = _evo_eval("kernels/rmsnorm_fwd", "my_kernel.py", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "tile plan: 4 x 128" in done.stdout
+    assert "ArithmeticError: no tiles left" in done.stdout
+    assert f'File "my_kernel.py", line {line}, in run' in done.stdout

@@ -17,8 +17,10 @@ holds, and bounds the reported times with its own clock. The runner answers one 
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
@@ -101,6 +103,8 @@ class Runner:
                 try:
                     handler(header)
                 except Exception as e:  # noqa: BLE001 - the candidate's error is its answer
+                    # Into the child's log, which `evo eval` shows with the candidate's own line numbers.
+                    traceback.print_exc(file=sys.stderr)
                     wire.send(self.sock, {"ok": False, "error": f"{type(e).__name__}: {str(e)[:300]}"})
                 self.seconds[str(op)] = self.seconds.get(str(op), 0.0) + time.perf_counter() - started
         except (wire.WireError, OSError):

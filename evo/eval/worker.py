@@ -229,7 +229,8 @@ def _compose(job: dict[str, Any], payload: dict[str, Any], judged: dict[str, Any
     active = isinstance(net, dict) and net.get("active") is True
     result["checks"].append(("dynamic:net_guard", active, str(net.get("summary", "")) if isinstance(net, dict) else
                              "the candidate's process did not report its network isolation before it ran"))
-    return {"status": "ok", **facts, "result": result}
+    # What the candidate printed (its traceback included) travels with the answer: shown, never believed.
+    return {"status": "ok", **facts, "result": result, "log_tail": str(payload.get("log_tail", ""))}
 
 
 def serve(device: str, session: Path, parallel: int) -> None:

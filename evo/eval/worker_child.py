@@ -147,6 +147,7 @@ def _run_child(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLo
         sync(device)
         _compile_for_real_shapes(module, data, device)
     except Exception as e:  # noqa: BLE001 - the candidate's failure, told to the judge
+        traceback.print_exc(file=sys.stderr)  # into the child's log: `evo eval` shows it at the user's lines
         wire.send(sock, {"ok": False, "error": f"on a small shape: {type(e).__name__}: {str(e)[:500]}"})
         return {**facts, "warm_error": True}
     warm_s = time.perf_counter() - warm_start
@@ -277,6 +278,11 @@ def child_main(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLo
     data_out = json.dumps(answer).encode()
     while data_out:
         data_out = data_out[os.write(out, data_out):]
+    for stream in (sys.stdout, sys.stderr):  # os._exit skips the flush, and the log would lose the last prints
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a candidate may have replaced or closed the stream
+            pass
     os._exit(0)
 
 
