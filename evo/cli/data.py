@@ -19,10 +19,11 @@ def data() -> None:
     """Training data: corpora built offline, token shards and their manifest.
 
     \b
-    Build the offline corpus:    evo data prepare --size small
+    Build the offline corpus:    evo data prepare          (data/full-bytes)
+    For a GPU job:               evo data prepare --size small
     Use your own text files:     evo data from-text ~/texts --out data/mine
     Use your own .bin shards:    evo data from-shards ~/fineweb10B --vocab-size 50257 --token-bytes gpt2.npy
-    Check a data folder:         evo data verify data/small-bytes
+    Check a data folder:         evo data verify data/full-bytes
     """
 
 
@@ -49,8 +50,9 @@ def _summary(result: object) -> None:
 @data.command()
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Data folder to write  [default: data/SIZE-TOKENIZER]")
-@click.option("--size", type=_SIZES, default="small", show_default=True,
-              help="small: about 40 MB of training text, whole val and test (fits a GPU job); full: everything.")
+@click.option("--size", type=_SIZES, default="full", show_default=True,
+              help="full: every installed source (about 105 MB); small: about 40 MB of training text, whole val "
+                   "and test (fits what a GPU job carries).")
 @click.option("--tokenizer", type=_TOKENIZERS, default="bytes", show_default=True,
               help="bytes (vocabulary 256, uint8 shards) or a BPE trained on the training split.")
 @click.option("--sources", default=None, metavar="A,B,...",
