@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import importlib
+import inspect
 from pathlib import Path
 
 import numpy as np

@@ -93,7 +93,8 @@ class ChildLink:
         if r is None:
             return f"the child ended {when}"
         tail = [line for line in r.stderr_tail.strip().splitlines() if line.strip()]
-        return f"the child {r.reason} {when}" + (f": {tail[-1][:300]}" if tail else "")
+        last = tail[-1][:300] if tail else ""
+        return f"the child {r.reason} {when}" + (f": {last}" if last and last[:100] not in r.reason else "")
 
     def wait(self, timeout: float) -> SandboxResult | None:
         """Wait for the sandbox to finish (the child and all it started); None if it has not in time."""

@@ -3,7 +3,8 @@
 Landlock grants rights and never denies them, so "every file but these" is written as its complement: the
 right to read files (`LANDLOCK_ACCESS_FS_READ_FILE`) is granted beneath every entry of every folder on the
 way from `/` to a denied file, except the entries that lead to it, and beneath every entry of the denied
-file's own folder except the denied files. Everything that existed when the guard was made stays readable
+file's own folder except the denied files. Symbolic links among those entries get no rule (a link to a
+folder on the way would grant it whole); what they point to is granted at its own place. Everything that existed when the guard was made stays readable
 (Python, torch, the repo, the training shards, /proc, /dev); what a folder on the way gains later is not.
 
 The ruleset is stacked on the sandbox's write guard (`evo/eval/fs_guard.py`). A Landlock layer that does not
@@ -20,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import stat
 from collections.abc import Iterable
 
 from evo.eval.fs_guard import _ll_abi, _ll_err, _ll_libc, _LLPathBeneath
@@ -34,11 +36,16 @@ _TSYNC = 1 << 3  # ABI 8: every thread of the process
 def _rule(libc, ruleset: int, path: str, rights: int) -> str | None:
     """Grant `rights` beneath `path` (a file gets the file rights only); None, or why it failed."""
     try:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        # Never through a link: `pytest-current -> pytest-125` would grant the folder on the way itself. What a
+        # link points to is granted at its real place, which is some folder's entry on the way or beneath one.
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
-        return None  # gone, or a dangling link: nothing to read there
+        return None  # gone meanwhile: nothing to read there
     try:
-        if not os.path.isdir(f"/proc/self/fd/{fd}"):
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISLNK(mode):
+            return None
+        if not stat.S_ISDIR(mode):
             rights &= _READ_FILE  # REFER is a directory right
         if not rights:
             return None

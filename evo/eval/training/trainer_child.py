@@ -58,7 +58,7 @@ class TrainData:
         both = torch.from_numpy(rows)
         self.tokens_handed_out += batch_size * t
         dev = device or self.device
-        return both[:, :-1].to(dev, non_blocking=True), both[:, 1:].to(dev, non_blocking=True)
+        return both[:, :-1].contiguous().to(dev), both[:, 1:].contiguous().to(dev)
 
 
 class Budget:
