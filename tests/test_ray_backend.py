@@ -86,8 +86,7 @@ def test_an_actor_killed_mid_evaluation_loses_nothing(cluster: Cluster, tmp_path
 
         async def main() -> object:
             job = asyncio.create_task(pipeline.evaluate(Program(source=_slow_seed(3.0))))
-            while not any(m["load"] for m in evaluator.actors()):  # the driver's own count: no Ray call
-                await asyncio.sleep(0.01)
+            await evaluator.wait_until(lambda: any(m["load"] for m in evaluator.actors()))
             busy = next(m for m in evaluator._members if m.load)
             ray.kill(busy.handle, no_restart=True)
             return await job
@@ -136,12 +135,10 @@ def test_a_job_lost_twice_is_an_infrastructure_failure(cluster: Cluster, tmp_pat
     try:
         async def main() -> object:
             job = asyncio.create_task(evaluator.evaluate(Program(source=_slow_seed(5.0))))
-            for _ in range(2):  # kill whichever actor holds the job, twice
-                while not evaluator._members or not evaluator._members[0].load:
-                    await asyncio.sleep(0.01)
+            for lost in (1, 2):  # kill whichever actor holds the job, twice
+                await evaluator.wait_until(lambda: any(m.load for m in evaluator._members))
                 ray.kill(evaluator._members[0].handle, no_restart=True)
-                while evaluator._members and evaluator._members[0].load:
-                    await asyncio.sleep(0.01)
+                await evaluator.wait_until(lambda: evaluator.lost == lost)  # noqa: B023 - awaited here
             return await job
 
         result = asyncio.run(main())
@@ -163,8 +160,7 @@ def test_a_node_removed_mid_run_costs_only_time(cluster: Cluster, tmp_path: Path
 
         async def main() -> list[object]:
             jobs = [asyncio.create_task(evaluator.evaluate(Program(source=_slow_seed(2.0)))) for _ in range(3)]
-            while not on_node[0].load:
-                await asyncio.sleep(0.01)
+            await evaluator.wait_until(lambda: on_node[0].load > 0)
             cluster.remove_node(node, allow_graceful=False)
             return list(await asyncio.gather(*jobs))
 
@@ -255,3 +251,38 @@ def test_evo_run_backend_ray_and_cluster_status_from_the_command_line(cluster: C
                             timeout=120)
     assert status.returncode == 0, status.stderr[-3000:]
     assert '"alive": true' in status.stdout and "evaluations/min" not in status.stdout
+
+
+def test_a_driver_killed_with_sigkill_resumes_on_the_cluster(cluster: Cluster, tmp_path: Path) -> None:
+    import os
+    import re
+    import signal
+
+    env = {**os.environ, "RAY_ADDRESS": cluster.address}
+    evo = [sys.executable, "-m", "evo"]
+    run_dir = tmp_path / "run"
+    driver = subprocess.Popen([*evo, "run", TASK, "--run-dir", str(run_dir), "--budget", "16", "--workers", "2",
+                               "--backend", "ray"], env=env, stderr=subprocess.PIPE, text=True)
+    assert driver.stderr is not None
+    try:
+        for line in driver.stderr:  # progress lines: "[done/budget] best ..."
+            m = re.match(r"\[(\d+)/16\]", line)
+            if m and int(m.group(1)) >= 2:
+                break
+        else:
+            pytest.fail("the run ended before it made progress")
+        os.kill(driver.pid, signal.SIGKILL)
+    finally:
+        driver.wait(timeout=60)
+    assert driver.returncode == -signal.SIGKILL
+    done_before = len(_history(run_dir))
+    assert 2 <= done_before < 16
+    resumed = subprocess.run([*evo, "resume", str(run_dir), "--quiet"], env=env, capture_output=True, text=True,
+                             timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    store = Store(run_dir / "evo.db", readonly=True)
+    try:
+        ids = [r.program_id for r in store.iter_evaluations()]
+    finally:
+        store.close()
+    assert len(ids) == 16 and len(set(ids)) == 16, "exactly the budget, nothing counted twice"

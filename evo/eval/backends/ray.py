@@ -31,11 +31,13 @@ Ray is imported only here and in `ray_actor.py`; without it, an `EvoError` names
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -157,6 +159,7 @@ class RayEvaluator:
         self._spawning = 0
         self._cond: asyncio.Condition | None = None
         self._cond_loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Event | None = None
         self._replacements: set[asyncio.Task[None]] = set()
         self._starting: dict[str, Any] = {}  # replacement actors not yet up (waiting for resources, maybe)
         self._start(count, ready_timeout_s)
@@ -187,8 +190,8 @@ class RayEvaluator:
     def _spawn(self) -> tuple[str, Any]:
         self._serial += 1
         name = f"evo-{self._token}-{self._serial}"
-        handle = self._remote.options(name=name, **self._options).remote(name, self.task.name, self._files, self.slots,
-                                                        **self._actor_options)
+        options = self._remote.options(name=name, **self._options)
+        handle = options.remote(name, self.task.name, self._files, self.slots, **self._actor_options)
         return name, handle
 
     def _start(self, count: int, timeout_s: float) -> None:
@@ -221,6 +224,7 @@ class RayEvaluator:
             self._kill_all([handle])
             return False
         self._members.append(_Member(name, handle, self.slots, info=info))
+        self._touch()
         return True
 
     @property
@@ -237,7 +241,21 @@ class RayEvaluator:
         loop = asyncio.get_running_loop()
         if self._cond is None or self._cond_loop is not loop:  # `evaluate_sync` callers bring a loop each call
             self._cond, self._cond_loop = asyncio.Condition(), loop
+            self._changed = asyncio.Event()
         return self._cond
+
+    def _touch(self) -> None:
+        """The pool changed (a job went out or came back, an actor joined or was lost): wake `wait_until`."""
+        if self._changed is not None:
+            self._changed.set()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once `predicate()` holds, checked whenever the pool changes (for monitors and tests)."""
+        self._condition()
+        assert self._changed is not None
+        while not predicate():
+            self._changed.clear()
+            await self._changed.wait()
 
     async def _acquire(self, avoid: set[str]) -> _Member | None:
         """A slot of a live actor (one not in `avoid` where one is free), waiting until one frees up. None when
@@ -250,6 +268,7 @@ class RayEvaluator:
                 if preferred:
                     pick = min(preferred, key=lambda m: m.load / m.slots)
                     pick.load += 1
+                    self._touch()
                     return pick
                 if not self._members and not self._spawning:
                     return None
@@ -260,6 +279,7 @@ class RayEvaluator:
         async with cond:
             member.load -= 1
             cond.notify()
+        self._touch()
 
     async def evaluate(self, program: Program) -> EvalResult:
         """Run one program on an actor: its raw outputs or its scored report, no verdict (the pipeline audits)."""
@@ -307,6 +327,7 @@ class RayEvaluator:
         if not self._remove(member):
             return  # another job of the same actor reported it first
         self.lost += 1
+        self._touch()
         log.warning("Ray actor %s on %s was lost: %s; starting another", member.name, member.info.get("node_ip"),
                     _first_line(error))
         self._spawning += 1  # now, not when the task first runs: a job waiting for a slot must see it coming
@@ -377,6 +398,22 @@ def _result(answer: dict[str, Any]) -> EvalResult:
     if answer.get("output") is not None:  # what the candidate printed, where the local backend keeps it
         result.output = answer["output"]
     return result
+
+
+def simulated_result(source: object, seconds: float, ranges: list[tuple[float, float]]) -> EvalResult:
+    """A made-up result for a source, the same on every call: a score in [0, 1) and descriptors inside
+    `ranges` (the simulated evaluators of `benchmarks/scale.py`)."""
+    digest = hashlib.sha256(repr(source).encode()).digest()
+    fractions = [b / 256 for b in digest]
+    descriptors = tuple(lo + (hi - lo) * fractions[1 + i] for i, (lo, hi) in enumerate(ranges))
+    return EvalResult(True, score=fractions[0], descriptors=descriptors, wall_s=seconds)
+
+
+def disconnect() -> None:
+    """Leave the Ray cluster this process connected to (`connect`); a Ray started here stops."""
+    ray = import_ray()
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def _first_line(error: BaseException) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import os
 import socket
 import tempfile
@@ -26,6 +25,7 @@ from typing import Any
 import ray
 
 from evo.eval.backends.base import EvalResult
+from evo.eval.backends.ray import simulated_result
 from evo.eval.families.base import task_hash
 from evo.program import MAIN_FILE, Program
 from evo.task import TASKS_ENV, Task, load_task
@@ -219,14 +219,6 @@ class SimulatedActor:
             return _answer(simulated_result(_source(job["files"]), self.seconds, self.ranges), actor=self.name)
         finally:
             self.counters.finish()
-
-
-def simulated_result(source: object, seconds: float, ranges: list[tuple[float, float]]) -> EvalResult:
-    """A deterministic made-up result for a source: a score in [0, 1) and descriptors inside `ranges`."""
-    digest = hashlib.sha256(repr(source).encode()).digest()
-    fractions = [b / 256 for b in digest]
-    descriptors = tuple(lo + (hi - lo) * fractions[1 + i] for i, (lo, hi) in enumerate(ranges))
-    return EvalResult(True, score=fractions[0], descriptors=descriptors, wall_s=seconds)
 
 
 def _source(files: dict[str, str]) -> str | dict[str, str]:
