@@ -90,7 +90,9 @@ def test_a_bad_or_missing_family_is_a_one_line_error(tmp_path: Path, family: str
 
 
 def test_families_own_their_checks_and_fidelities() -> None:
-    assert FAMILIES["training"].dynamic_checks == ("dynamic:causality",)
+    assert FAMILIES["training"].dynamic_checks == ("dynamic:causality", "dynamic:data_split", "dynamic:budget",
+                                                  "dynamic:no_carried_state", "dynamic:harness_loss",
+                                                  "dynamic:model_unchanged")
     assert DYNAMIC_CHECKS["dynamic:causality"].applies_to("training")
     assert "dynamic:input_mutation" in FAMILIES["kernels"].dynamic_checks
     assert "dynamic:causality" not in FAMILIES["kernels"].dynamic_checks and FAMILIES["math"].dynamic_checks == ()
@@ -153,7 +155,7 @@ def test_a_write_outside_fails_and_a_guard_refusal_fails_the_audit(tmp_path: Pat
 def test_a_training_task_gets_its_familys_checks_at_publish_level(tmp_path: Path) -> None:
     task = load_task(str(FIXTURES / "tiny_lm"))  # under toy/: the family is the one its task.toml names
     honest = "def train():\n    return 2.5\n"
-    with pytest.raises(EvoError, match="training family has no harness yet.*dynamic:causality"):
+    with pytest.raises(EvoError, match="no training data.*evo data prepare"):  # the harness needs a data folder
         Pipeline(task)
     full = evaluate_source(task, honest, backend=LocalEvaluator(task, 1, tmp_path, score=False))
     assert full.ok and full.score == -2.5 and verdict_of(full).passed, full  # type: ignore[union-attr]
@@ -161,10 +163,11 @@ def test_a_training_task_gets_its_familys_checks_at_publish_level(tmp_path: Path
         result = pipeline.evaluate_sync(Program(source=honest))
     verdict = verdict_of(result)
     assert not result.ok and result.failure == "audit"
-    assert verdict is not None and verdict.level is Level.PUBLISH and verdict.failed == ["dynamic:causality"]
+    training_checks = FAMILIES["training"].dynamic_checks
+    assert verdict is not None and verdict.level is Level.PUBLISH and verdict.failed == list(training_checks)
     assert "reported no result" in dict(verdict.reasons)["dynamic:causality"]
     # Reported by the harness, it counts.
-    measured = EvalResult(True, -2.5, checks=[("dynamic:causality", True, "")])
+    measured = EvalResult(True, -2.5, checks=[(name, True, "") for name in training_checks])
     with Pipeline(task, LocalEvaluator(task, 1, tmp_path), level="publish") as pipeline:
         assert verdict_of(pipeline.decide(honest, measured)).passed  # type: ignore[union-attr]
 
