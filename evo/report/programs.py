@@ -24,7 +24,7 @@ from pathlib import Path
 
 from evo.config import RunConfig
 from evo.errors import EvoError
-from evo.population import Population
+from evo.population import EmbeddingCellSpace, Population
 from evo.program import MAIN_FILE, Status, source_files
 from evo.replay import rebuild_population
 from evo.store import Store
@@ -45,10 +45,13 @@ FIXED_TAIL = [
 ]
 
 
-def descriptor_names(task: Task, config: RunConfig) -> list[str]:
+def descriptor_names(task: Task, config: RunConfig, store: Store) -> list[str]:
     """The behaviour descriptors' names in the order programs store them."""
     if config.cells == "embedding":
-        return [f"embedding_{i}" for i in range(config.embedding_dims)]
+        raw = store.get_meta("cell_space")
+        # the fitted space may have fewer axes than asked for (few distinct seeds)
+        dims = EmbeddingCellSpace.from_dict(raw).n_dims if raw else config.embedding_dims
+        return [f"embedding_{i}" for i in range(dims)]
     return [d.name for d in task.config.descriptors]
 
 
@@ -128,7 +131,7 @@ def export_programs(run_dir: Path, path: Path, fmt: str) -> int:
         task = load_task(config.task)
         metric = task.config.metric
         metrics = [metric] + [m for m in metric_names(store) if m != metric]
-        descriptors = descriptor_names(task, config)
+        descriptors = descriptor_names(task, config, store)
         columns = (FIXED_HEAD + [Column(f"metric_{m}", "float") for m in metrics]
                    + [Column(f"descriptor_{d}", "float") for d in descriptors] + FIXED_TAIL)
         population = rebuild_population(store, task, config)
