@@ -57,5 +57,7 @@ def test_evo_run_with_the_in_process_transformers_engine(llm_server: tuple[str, 
         assert db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0] == 20
         failed = [json.loads(d) for (d,) in db.execute("SELECT data FROM events WHERE kind = 'operator_failed'")]
     llm_failed = [f for f in failed if f["operator"].startswith("llm_")]
-    assert len(llm_failed) >= 5
+    # constants keep the workers busy while the model loads and generates (it no longer holds every
+    # proposal stream), so how many LLM calls fit in the budget depends on the machine's speed.
+    assert len(llm_failed) >= 2
     assert all(f["llm"]["completion_tokens"] > 0 for f in llm_failed)
