@@ -2,7 +2,8 @@
 
 Each function takes a `Run` (or what `evo.report.metrics` made of one) and returns a matplotlib
 `Figure`; nothing is shown or saved here (`fig.savefig`, or `evo report` embeds them in HTML).
-matplotlib is used through its object API on the Agg backend, so plots work headless.
+matplotlib is used through its object API (a bare `Figure`, never pyplot): nothing needs a display,
+no figure is kept in pyplot's registry, and a notebook's own backend is left alone.
 
 Colours are the task's values; the colour map is flipped for a minimised task, so that bright is
 always better.
@@ -15,15 +16,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless: a report or a test has no display; notebooks pick their own backend
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from evo.report.load import Run  # noqa: E402
+from evo.report.load import Run
 
 
 def _cmap(run: Run) -> str:
@@ -31,7 +28,6 @@ def _cmap(run: Run) -> str:
 
 
 def _figure(width: float, height: float) -> Figure:
-    # A bare Figure (not pyplot): nothing is kept in pyplot's registry, so a long report does not leak.
     return Figure(figsize=(width, height), layout="constrained")
 
 
