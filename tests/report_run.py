@@ -1,7 +1,8 @@
 """One real run for the analysis tests (test_load, test_notebooks, test_report), made once per session.
 
-The run is `evo run` on a copy of math/circle_packing_26 whose seeds are the task's own seed and that
-seed with `import ctypes` added, which the auditor rejects: so the run has evaluations, admissions,
+The run is `evo run` on a copy of math/circle_packing_26 whose seeds are the task's own seed (with a
+comment holding HTML markup on its first line) and that seed with `import ctypes` added, which the
+auditor rejects: so the run has evaluations, admissions,
 failures and an audit rejection with its reasons. While it runs, the test process reads it with
 `evo.load` after every short wait for the process to end, and records what each read saw, so that
 test_load can check that reading a run being written is consistent.
@@ -21,6 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET = 40
 TASK_NAME = "circle_packing_26"
+MARKUP = '# report check: </pre><script>document.title = "unescaped"</script> & <b>bold</b>\n'
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,8 @@ def _task_copy(dst: Path) -> Path:
     shutil.copy(src / "circle_packing.py", dst / "circle_packing.py")
     task = dst / TASK_NAME
     shutil.copytree(src / TASK_NAME, task)
-    seed = (task / "seed.py").read_text()
+    # A comment that HTML would take for markup, carried by every descendant: the report must escape it.
+    seed = MARKUP + (task / "seed.py").read_text()
     (task / "seed.py").unlink()
     (task / "seeds").mkdir()
     (task / "seeds" / "a_seed.py").write_text(seed)
