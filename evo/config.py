@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import Field
+from pydantic_core import ErrorDetails
 
 from evo.embed import check_embedder_spec
 from evo.errors import EvoError
@@ -167,13 +168,13 @@ _EXPECTED = {
 _BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
 
 
-def _describe(err: Any) -> str:
+def _describe(err: ErrorDetails) -> str:
     """One pydantic error as 'key must be X, got Y (e.g. key = default)'."""
     loc = [str(part) for part in err["loc"]]
     key = ".".join(loc)
     kind = err["type"]
     if kind in _BOUNDS:
-        bound = next(iter(err.get("ctx", {}).values()), "?")
+        bound = next(iter((err.get("ctx") or {}).values()), "?")
         expected = f"{_BOUNDS[kind]} {bound}"
     else:
         expected = _EXPECTED.get(kind) or str(err["msg"]).removeprefix("Input should be ")

@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import shlex
+import shutil
 import socket
 import sys
 import tempfile
@@ -145,12 +146,8 @@ class OpenedRun:
             for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
                 p.unlink(missing_ok=True)
         for path in self.created:
-            if path.is_dir():
-                try:
-                    (path / LOCK_NAME).unlink(missing_ok=True)
-                    path.rmdir()  # only when empty: nothing of the user's goes
-                except OSError:
-                    pass
+            if path.is_dir():  # made by this process, under its lock: all in it is ours (the lock, scratch)
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _make_dir(run_dir: Path) -> bool:
