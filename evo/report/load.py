@@ -238,8 +238,9 @@ class Run:
         operator raised), `children` (programs it made, with their ids in `program_ids`), `seconds`,
         `model`, `prompt_tokens`, `completion_tokens`, `failure` and `reason` of a failed call.
 
-        The engine logs a call once per child it made, all with the same data; those rows are
-        merged here, so tokens are counted once per call."""
+        The engine logs a call once per child it made, all with the same data; consecutive such rows of
+        an LLM call (the only kind that makes several children) are merged here, so tokens are counted
+        once per call."""
         fields = ["$.operator", "$.island", "$.parents", "$.seconds", "$.llm.model", "$.llm.prompt_tokens",
                   "$.llm.completion_tokens", "$.reason_kind", "$.reason"]
         calls: list[list[object]] = []
@@ -248,7 +249,8 @@ class Run:
             for chunk in q.iter_event_rows(self.store, ["operator_call", "operator_failed"], fields):
                 for _seq, ts, kind, pid, *data in chunk:
                     key = (kind, *data)
-                    if kind == "operator_call" and key == last_key:
+                    # Only an LLM call makes several children; its usage (tokens, seconds) tells it apart.
+                    if kind == "operator_call" and key == last_key and data[4] is not None:
                         calls[-1][5] += 1
                         calls[-1][6].append(pid)
                         continue
@@ -368,7 +370,7 @@ class Run:
         space = EmbeddingCellSpace.from_dict(raw) if self.config.cells == "embedding" and raw else None
         population = new_population(self.task, self.config, space)
         with q.snapshot(self.store):
-            for rec, _ts in q.iter_replay(self.store, at):
+            for rec, _ts in q.iter_replay(self.store, at, times=False):
                 if rec.status == Status.EVALUATED and rec.score is not None:
                     population.admit(rec.program_id, rec.island, rec.score, rec.descriptors)
         return population

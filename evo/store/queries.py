@@ -211,15 +211,15 @@ def iter_evaluation_rows(store: Store, metrics: Sequence[str] = (), descriptors:
         yield fresh
 
 
-def iter_replay(store: Store, upto: int | None = None, chunk: int = 20_000
+def iter_replay(store: Store, upto: int | None = None, chunk: int = 20_000, times: bool = True
                 ) -> Iterator[tuple[EvaluationRecord, float]]:
     """(record, commit time) of every finished evaluation in commit order, up to evaluation number `upto`:
-    what `evo.replay` admits, bounded, with the time each was committed."""
+    what `evo.replay` admits, bounded, with the time each was committed (NaN without `times`)."""
     bound = "" if upto is None else " WHERE e.n <= ?"
     cur = store.db.execute(
         "SELECT e.n, p.id, p.island, p.status, p.score, p.descriptors FROM evaluations e"
         f" JOIN programs p ON p.id = e.program_id{bound} ORDER BY e.n", () if upto is None else (upto,))
-    times = _evaluation_times(store)
+    times = _evaluation_times(store) if times else (lambda _pid: math.nan)
     statuses = {str(s): s for s in Status}
     while rows := cur.fetchmany(chunk):
         for n, pid, island, status, score, descs in rows:
