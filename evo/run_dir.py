@@ -191,7 +191,7 @@ def create_run(run_dir: Path, config: RunConfig) -> OpenedRun:
     if plain:
         build_operators(plain)  # the LLM operators are built by the engine, with their model
     embedder = make_embedder(config.embedder)
-    vectors = embedder.embed([seed.text for seed in seeds])
+    vectors = [embedder.embed([seed.text])[0] for seed in seeds]  # one call each: a server's batch limit
     cell_space = _fit_cell_space(seeds, config) if config.cells == "embedding" else None
     # 2. The directory, locked, then the store: in one transaction, so that a process killed while
     # creating leaves a store with no config, which the next `evo run` takes over.
@@ -306,7 +306,7 @@ def _retry_seeds(store: Store, task: Task, config: RunConfig) -> None:
         return  # no room to evaluate them: the resume says the budget is spent
     seeds = task.seeds()
     embedder = make_embedder(config.embedder)
-    vectors = embedder.embed([seed.text for seed in seeds])
+    vectors = [embedder.embed([seed.text])[0] for seed in seeds]
     for i, seed in enumerate(seeds):
         seed.island = i % config.islands
         store.add_program(seed, vectors[i], events=[("proposed", {"operator": "seed", "island": seed.island})],
