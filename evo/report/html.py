@@ -92,7 +92,8 @@ def _section(title: str, build: Callable[[], str]) -> str:
 
 def build_report(run: Run, top: int = 5, embedding_sample: int = 3000) -> str:
     """The report of `run` as one HTML document."""
-    s = metrics.summary(run)
+    prog, population = metrics.replay(run)  # one replay of the store serves the whole page
+    s = metrics.summary(run, population)
     better = "higher" if s.objective == "maximize" else "lower"
     head = pd.DataFrame({
         "value": [s.task, f"{s.metric} ({s.objective}d, {better} is better)", f"{s.evaluations} / {s.budget}",
@@ -105,9 +106,8 @@ def build_report(run: Run, top: int = 5, embedding_sample: int = 3000) -> str:
              f'<p class="note">written {time.strftime("%Y-%m-%d %H:%M:%S")} from {html.escape(str(run.run_dir))}'
              " by <code>evo report</code>; values are the task's own.</p>",
              _table(head, text_cols=("value",))]
-    prog = metrics.progress(run)
     parts.append(_section("Progress", lambda: _img(plots.progress_plot(prog, run), "progress over evaluations")))
-    parts.append(_section("Archive", lambda: _img(plots.archive_heatmap(run), "archive heatmap")))
+    parts.append(_section("Archive", lambda: _img(plots.archive_heatmap(run, population=population), "archive heatmap")))
     parts.append(_section("Code embeddings", lambda: _img(
         plots.embedding_map(run, sample=embedding_sample), "map of program embeddings")))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,11 +18,20 @@ from evo.program import Status
 from evo.report.load import Run
 from evo.store import queries as q
 
+if TYPE_CHECKING:
+    from evo.population import Population
+
 
 def progress(run: Run, points: int = 2000) -> pd.DataFrame:
     """The run after each evaluation (or every k-th, so that at most about `points` rows come back):
     `n`, `time`, `elapsed_s`, `value` (of that evaluation), `best_value` (the best so far), `coverage`,
     `qd_score`, `elites`, `admissions` (cumulative) and `evals_per_min` (over the last minute)."""
+    return replay(run, points)[0]
+
+
+def replay(run: Run, points: int = 2000) -> tuple[pd.DataFrame, Population]:
+    """`progress(run)` and the population at its end, from one replay of the store (a replay of 1M
+    evaluations takes about a minute: a report makes one)."""
     from evo.population import EmbeddingCellSpace
     from evo.replay import new_population
 
@@ -51,7 +61,7 @@ def progress(run: Run, points: int = 2000) -> pd.DataFrame:
     df["elapsed_s"] = df["ts"] - start
     df["evals_per_min"] = _rate(df["n"].to_numpy(), df["ts"].to_numpy())
     df.insert(1, "time", pd.to_datetime(df.pop("ts"), unit="s", utc=True))
-    return df
+    return df, population
 
 
 def _start_time(run: Run, df: pd.DataFrame) -> float:
@@ -178,9 +188,9 @@ class Summary:
     evals_per_min: float
 
 
-def summary(run: Run) -> Summary:
-    """Headline numbers of the run as it stands."""
-    population = run.archive()
+def summary(run: Run, population: Population | None = None) -> Summary:
+    """Headline numbers of the run as it stands (`population`: its archive, if already replayed)."""
+    population = run.archive() if population is None else population
     best = population.best()
     ev = run.evaluations(reasons=False)
     seeds = ev[(ev["operator"] == "seed") & ev["ok"]]["value"]

@@ -15,12 +15,16 @@ import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from evo.report.load import Run
+
+if TYPE_CHECKING:
+    from evo.population import Population
 
 
 def _cmap(run: Run) -> str:
@@ -32,15 +36,16 @@ def _figure(width: float, height: float) -> Figure:
 
 
 # -- the archive ------------------------------------------------------------------------------------
-def archive_heatmap(run: Run, at: int | None = None) -> Figure:
+def archive_heatmap(run: Run, at: int | None = None, population: Population | None = None) -> Figure:
     """One heatmap per island of the archive after `at` evaluations (all: None), coloured by the task's
-    value; pyribs' own `grid_archive_heatmap` / `cvt_archive_heatmap` draw it."""
+    value; pyribs' own `grid_archive_heatmap` / `cvt_archive_heatmap` draw it. `population`: the
+    archive already replayed (`at` then only titles the figure)."""
     from ribs.archives import CVTArchive, GridArchive
     from ribs.visualize import cvt_archive_heatmap, grid_archive_heatmap
 
     from evo.population.grid import CVTCells, GridCells
 
-    population = run.archive(at)
+    population = run.archive(at) if population is None else population
     n = len(population.islands)
     fig = _figure(5.2 * n, 4.2)
     axes = fig.subplots(1, n, squeeze=False)[0]
