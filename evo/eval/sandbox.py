@@ -105,6 +105,9 @@ class Limits:
     max_file_mb: int = 16  # RLIMIT_FSIZE: biggest file the candidate may write (stdout/stderr included)
     max_processes: int = 64  # fork-bomb bound (processes and threads)
     network: bool = False  # False: no network where the OS allows (empty net namespace)
+    # False: the program run makes the Landlock write guard itself (`fs_guard.restrict_writes`), after CUDA has
+    # started: a ruleset made before CUDA's start makes its initialisation fail (error 304, seen on an H100).
+    write_guard: bool = True
 
 
 @dataclass
@@ -183,6 +186,7 @@ def _run(
                 "outer_uid": os.getuid(),
                 "outer_gid": os.getgid(),
                 "network": limits.network,
+                "write_guard": limits.write_guard,
                 "max_processes": limits.max_processes,
                 "rlimits": [
                     (resource.RLIMIT_DATA, limits.memory_mb * _MB),

@@ -177,6 +177,9 @@ def _h_fs_guard(cfg: dict) -> None:
     """Landlock (fs_guard.py): writes only beneath workdir and the private tmpfs mounts, whatever the mount
     view and the uid would allow; it also holds without namespaces, and survives execve. Its status line
     goes to the engine (SandboxResult.fs_guard)."""
+    if not cfg.get("write_guard", True):  # the program makes it itself, after CUDA's start (Limits.write_guard)
+        os.write(cfg["status_fd"], b"fsguard 0 filesystem isolation: left to the program run\n")
+        return
     guard = _ll_restrict([cfg["workdir"], *cfg.get("private_dirs", [])], True, True)
     os.write(cfg["status_fd"], f"fsguard {int(guard['abi'] > 0)} {_ll_summary(guard)}\n".encode())
 

@@ -1,6 +1,7 @@
 """What both sandboxed children of the training harness do before any candidate code runs.
 
-Connect to the trusted side's socket (in the work dir), make the read guard (the held-out shards cannot be
+Connect to the trusted side's socket (in the work dir), on a GPU make the write guard (the sandbox makes it
+before the program starts elsewhere, but CUDA cannot start under it), make the read guard (the held-out shards cannot be
 opened: `read_guard.py`), take the network (`evo/eval/net_guard.py`: no socket of any kind from now on; the
 one to the trusted side is open already), start CUDA first where there is a GPU (its helper threads and
 the driver's files exist before the guards), probe the denied files, and report all of it to the trusted
@@ -16,7 +17,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from evo.eval import net_guard, wire
+from evo.eval import fs_guard, net_guard, wire
 from evo.eval.training import read_guard
 from evo.eval.training.link import SOCKET_NAME
 
@@ -33,11 +34,16 @@ def setup() -> tuple[socket.socket, dict[str, Any]]:
     if device.startswith("cuda"):
         import torch
 
-        torch.cuda.set_device(device)
+        if ":" in device:  # "cuda" alone is the current device (set_device wants an index)
+            torch.cuda.set_device(device)
         torch.ones(1, device=device).add_(1)  # CUDA's threads and files before the guards
         torch.cuda.synchronize()
+    writes = None
+    if job.get("write_guard_here"):  # on a GPU the sandbox leaves it to us: after CUDA's start (Limits.write_guard)
+        status = fs_guard.restrict_writes([os.getcwd(), "/tmp", "/var/tmp", "/dev/shm"])
+        writes = status.summary if status.active else f"inactive: {status.summary}"
     reads = read_guard.deny_reads(job["denied"])
     network = net_guard.isolate_network(allow_unix=False, landlock_tcp=False)
     probe = read_guard.probe(job["denied"])
-    wire.send(sock, {"op": "guards", "read": reads, "net": network.to_dict(), "probe": probe})
+    wire.send(sock, {"op": "guards", "read": reads, "net": network.to_dict(), "probe": probe, "writes": writes})
     return sock, job

@@ -134,7 +134,7 @@ def train_one(spec: TrainingSpec, files: dict[str, str], folder: Path) -> TrainO
     finally:
         if link is not None:
             link.close()
-            fs = link.result.fs_guard if link.result is not None else ""
+            fs = link.write_guard or (link.result.fs_guard if link.result is not None else "")
             left = _leftovers(scratch, before, {workdir.name, folder.name})
             if left:
                 out.checks.append((CARRIED, False, f"files left beside the work dir: {', '.join(left[:5])}"))

@@ -54,10 +54,15 @@ def start_child(module: str, spec: TrainingSpec, job: dict[str, Any], workdir: P
     os.chmod(workdir, 0o755)
     write_files(workdir, job["files"])
     denied = held_out(spec.data)
-    (workdir / JOB_FILE).write_text(json.dumps({**job, "spec": spec.to_dict(), "denied": denied, **(extra or {})}))
-    limits = Limits(timeout_s=timeout_s, memory_mb=spec.memory_mb, max_file_mb=256, max_processes=256)
+    cuda = spec.device.startswith("cuda")
+    (workdir / JOB_FILE).write_text(json.dumps({**job, "spec": spec.to_dict(), "denied": denied,
+                                                "write_guard_here": cuda, **(extra or {})}))
+    limits = Limits(timeout_s=timeout_s, memory_mb=spec.memory_mb, max_file_mb=256, max_processes=256,
+                    write_guard=not cuda)
     argv = [sys.executable, "-P", "-m", f"evo.eval.training.{module}"]
-    link = ChildLink(argv, workdir, limits, {"PYTHONPATH": str(_REPO_ROOT)}).start()
+    # A name for the sandbox's uid, which no passwd file holds: torch asks for it (getpass) to name its caches.
+    env = {"PYTHONPATH": str(_REPO_ROOT), "USER": "evo-candidate", "LOGNAME": "evo-candidate"}
+    link = ChildLink(argv, workdir, limits, env).start()
     try:
         link.accept(min(spec.startup_s, timeout_s))
         link.sock.settimeout(spec.startup_s)
@@ -76,6 +81,7 @@ def start_child(module: str, spec: TrainingSpec, job: dict[str, Any], workdir: P
         split = (DATA_SPLIT, True, "")
     net = report.get("net", {})
     checks = [split, (NET_GUARD, bool(net.get("active")), "" if net.get("active") else str(net.get("summary", "")))]
+    link.write_guard = report.get("writes") if cuda else None
     return link, checks
 
 

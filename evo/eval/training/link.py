@@ -43,6 +43,7 @@ class ChildLink:
         self.pid: int | None = None
         self.sock: socket.socket | None = None
         self.started = 0.0
+        self.write_guard: str | None = None  # the child's own write guard's summary, where it made it (GPU)
         self._done = threading.Event()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # A path through the folder's descriptor: a run dir's path may pass the 108 bytes AF_UNIX allows.

@@ -32,6 +32,7 @@ def build_model(info):
 
 def quick_train(model, data, budget, seconds=1.0):
     """Train for `seconds`, or until half a second of the budget is left."""
+    model.to(budget.device)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     stop = budget.remaining() - seconds
     while budget.remaining() > max(stop, 0.5):
