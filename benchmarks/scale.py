@@ -9,7 +9,10 @@ Measured over the steady window, from the first evaluation after the seed to the
 - utilisation: the share of slot-time spent evaluating (sleeping) — the target is >= 95% at 1,000 slots;
 - overhead / evaluation: slot-time not spent evaluating, per evaluation (the engine's own work plus the
   backend's round trip) — the target is <= 20 ms;
-- backend round trip: the backend's own time per evaluation beyond the sleep (Ray's RPCs).
+- engine idle: slot-time during which the engine had no job out at the backend, per evaluation;
+- backend round trip: the time per evaluation beyond the sleep from the engine's side (Ray's RPCs; for the
+  local baseline, how late the engine's own loop wakes up: its lag under load);
+- engine CPU: the CPU time of the engine's process (every thread: Ray's driver threads too) per evaluation.
 
     python benchmarks/scale.py                       # 2, 10, 100, 1000 slots; 10 s evaluations; local and ray
     python benchmarks/scale.py --slots 100 --eval-s 2 --backends ray
@@ -90,9 +93,9 @@ def measure(backend_name: str, slots: int, seconds: float, rounds: int, scratch:
     budget = 1 + rounds * slots
     config = RunConfig(task=TASK, budget=budget, workers=slots, seed=0, operators=OPERATORS)
     engine = Engine.create(scratch / f"run-{backend_name}-{slots}", config, evaluator=clocked)
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     stats = engine.run()
-    wall = time.monotonic() - started
+    wall, cpu = time.monotonic() - started, time.process_time() - cpu
     assert stats.done == budget, f"the budget is {budget}, the run made {stats.done}"
     # The seed runs alone, then the first wave fills the slots as fast as children are made (a ramp paid once
     # a run): the steady window opens when the last slot first fills and closes when the last evaluation starts
@@ -111,6 +114,7 @@ def measure(backend_name: str, slots: int, seconds: float, rounds: int, scratch:
             "utilisation": round(evaluating / slot_time, 4),
             "overhead_ms_per_eval": round(1000 * (slot_time - evaluating) / n, 2),
             "engine_idle_ms_per_eval": round(1000 * (slot_time - out_at_backend) / n, 2),
+            "engine_cpu_ms_per_eval": round(1000 * cpu / budget, 2),
             "backend_round_trip_ms": round(1000 * (sum(b - a for a, b in spans) / len(spans) - seconds), 2)}
 
 
@@ -135,7 +139,8 @@ def main() -> None:
                     rows.append(row)
                     print(f"{backend:>5} {slots:>5} slots: utilisation {row['utilisation']:.1%}, overhead "
                           f"{row['overhead_ms_per_eval']:.1f} ms/eval (engine idle {row['engine_idle_ms_per_eval']:.1f}"
-                          f", backend round trip {row['backend_round_trip_ms']:.1f}), wall {row['wall_s']:.0f} s",
+                          f", backend round trip {row['backend_round_trip_ms']:.1f}), engine CPU "
+                          f"{row['engine_cpu_ms_per_eval']:.1f} ms/eval, wall {row['wall_s']:.0f} s",
                           flush=True)
         finally:
             if "ray" in args.backends:
@@ -143,11 +148,13 @@ def main() -> None:
 
                 disconnect()
     print()
-    print("| backend | slots | evaluations | utilisation | overhead ms/eval | engine idle ms/eval | backend round trip ms |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| backend | slots | evaluations | utilisation | overhead ms/eval | engine idle ms/eval "
+          "| backend round trip ms | engine CPU ms/eval |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['backend']} | {r['slots']} | {r['evaluations']} | {r['utilisation']:.1%} | "
-              f"{r['overhead_ms_per_eval']:.1f} | {r['engine_idle_ms_per_eval']:.1f} | {r['backend_round_trip_ms']:.1f} |")
+              f"{r['overhead_ms_per_eval']:.1f} | {r['engine_idle_ms_per_eval']:.1f} | {r['backend_round_trip_ms']:.1f} "
+              f"| {r['engine_cpu_ms_per_eval']:.1f} |")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "commit": commit,

@@ -177,17 +177,18 @@ def test_a_task_folder_that_differs_on_the_node_is_refused(cluster: Cluster, tmp
     shutil.copytree(source, copy)
     shutil.copy2(source.parent / "circle_packing.py", copy.parent / "circle_packing.py")
     task = load_task(str(copy))
-    engine_hash = task_hash(task)  # what the engine's jobs carry
-    with open(copy / "reference.py", "a") as f:  # the folder changes before it reaches the nodes
+    task_hash(task)  # what the engine's jobs carry, hashed before...
+    with open(copy / "reference.py", "a") as f:  # ...the folder changes, then reaches the nodes
         f.write("\n# changed\n")
     with pytest.raises(EvoError, match="differs on node .*folder hash"):
         RayEvaluator(task, 1, tmp_path / "scratch")
+    other_hash = task_hash(task, fresh=True)  # the changed folder's: not the repo's copy's
     # a job whose hash differs from an actor's copy is refused by the actor itself, never run
     good = RayEvaluator(load_task(TASK), 1, tmp_path / "scratch2")
     try:
         member = good._members[0]
         answer = ray.get(member.handle.evaluate.remote({"program_id": "x", "files": {"candidate.py": "raise SystemExit"},
-                                                         "task": TASK, "task_hash": engine_hash}))
+                                                         "task": TASK, "task_hash": other_hash}))
         assert answer["refused"] and answer["failure"] == INFRASTRUCTURE and "differs" in answer["error"]
         assert ray.get(member.handle.stats.remote())["done"] == 0
     finally:
@@ -261,12 +262,12 @@ def test_a_driver_killed_with_sigkill_resumes_on_the_cluster(cluster: Cluster, t
     env = {**os.environ, "RAY_ADDRESS": cluster.address}
     evo = [sys.executable, "-m", "evo"]
     run_dir = tmp_path / "run"
-    driver = subprocess.Popen([*evo, "run", TASK, "--run-dir", str(run_dir), "--budget", "16", "--workers", "2",
+    driver = subprocess.Popen([*evo, "run", TASK, "--run-dir", str(run_dir), "--budget", "40", "--workers", "2",
                                "--backend", "ray"], env=env, stderr=subprocess.PIPE, text=True)
     assert driver.stderr is not None
     try:
         for line in driver.stderr:  # progress lines: "[done/budget] best ..."
-            m = re.match(r"\[(\d+)/16\]", line)
+            m = re.match(r"\[(\d+)/40\]", line)
             if m and int(m.group(1)) >= 2:
                 break
         else:
@@ -276,7 +277,7 @@ def test_a_driver_killed_with_sigkill_resumes_on_the_cluster(cluster: Cluster, t
         driver.wait(timeout=60)
     assert driver.returncode == -signal.SIGKILL
     done_before = len(_history(run_dir))
-    assert 2 <= done_before < 16
+    assert 2 <= done_before < 40
     resumed = subprocess.run([*evo, "resume", str(run_dir), "--quiet"], env=env, capture_output=True, text=True,
                              timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -285,4 +286,27 @@ def test_a_driver_killed_with_sigkill_resumes_on_the_cluster(cluster: Cluster, t
         ids = [r.program_id for r in store.iter_evaluations()]
     finally:
         store.close()
-    assert len(ids) == 16 and len(set(ids)) == 16, "exactly the budget, nothing counted twice"
+    assert len(ids) == 40 and len(set(ids)) == 40, "exactly the budget, nothing counted twice"
+
+
+def test_a_gpu_actor_runs_the_harness_on_the_gpu_ray_gave_it(cluster: Cluster, tmp_path: Path) -> None:
+    """A custom resource stands in for a GPU: the actor lands on the node that has it and runs today's harness
+    there (the zygote worker and its judge; Triton's interpreter without CUDA)."""
+    from evo.eval.bench import BenchConfig
+
+    node = cluster.add_node(num_cpus=1, resources={"fake_gpu": 1})
+    cluster.wait_for_nodes()
+    task = load_task("kernels/rmsnorm_fwd")
+    evaluator = RayEvaluator(task, 1, tmp_path, gpu_resource="fake_gpu", slots_per_actor=1,
+                             actor_options={"config": BenchConfig(iters=2, warmup=1, compile_baseline=False)})
+    pipeline = Pipeline(task, evaluator)
+    try:
+        assert [m.info["node_id"] for m in evaluator._members] == [node.node_id]
+        source = (Path(__file__).resolve().parents[1] / "kernels" / "rmsnorm_fwd.py").read_text()
+        result = pipeline.evaluate_sync(Program(source=source))
+        assert result.ok, result.error
+        checks = {name: passed for name, passed, _ in result.checks}
+        assert checks.get("dynamic:net_guard") is True and checks.get("dynamic:fs_guard") is True
+    finally:
+        pipeline.close()
+        cluster.remove_node(node)
