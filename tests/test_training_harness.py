@@ -55,29 +55,35 @@ def test_the_read_guard_refuses_the_held_out_files_only(tmp_path: Path) -> None:
     assert got["readme"] == "# e"
 
 
-def _start(code: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+def _under_its_own_parent(code: str) -> tuple[subprocess.Popen, list[int]]:
+    """`code` run by a child of a parent of its own (as the sandbox's init is the training process's parent);
+    returns the parent and the pids `code` prints once it is ready (its own first)."""
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys\n"
+                               f"subprocess.run([sys.executable, '-c', {code!r}])"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return parent, [int(p) for p in parent.stdout.readline().split()]
 
 
-def test_quiet_sees_a_busy_thread_and_a_process_left_running() -> None:
-    idle = _start("import sys; print('ready', flush=True); sys.stdin.read()")
-    busy = _start("import sys, threading\n"
-                  "threading.Thread(target=lambda: [0 for _ in iter(int, 1)], daemon=True).start()\n"
-                  "print('ready', flush=True); sys.stdin.read()")
-    forked = _start("import os, sys\nif os.fork() == 0:\n    sys.stdin.close(); [0 for _ in iter(int, 1)]\n"
-                    "print('ready', flush=True); sys.stdin.read()")
+READY = "import os, sys, threading\n"
+IDLE = READY + "print(os.getpid(), flush=True); sys.stdin.read()"
+BUSY = READY + ("threading.Thread(target=lambda: [0 for _ in iter(int, 1)], daemon=True).start()\n"
+                "print(os.getpid(), flush=True); sys.stdin.read()")
+FORKS = READY + ("kid = os.fork()\nif kid == 0:\n    os.setsid(); [0 for _ in iter(int, 1)]\n"
+                 "print(os.getpid(), kid, flush=True); sys.stdin.read()")
+
+
+@pytest.mark.parametrize(("code", "found"), [(IDLE, None), (BUSY, "thread"), (FORKS, "process")],
+                         ids=["idle", "busy thread", "process left"])
+def test_quiet_sees_a_busy_thread_and_a_process_left_running(code: str, found: str | None) -> None:
+    parent, pids = _under_its_own_parent(code)
     try:
-        for p in (idle, busy, forked):
-            assert p.stdout.readline().strip() == "ready"
-        # The probes run as children of this test process: their "sandbox" is this process's other children.
-        for p in (idle, busy):
-            assert quiet(p.pid, window_s=0.5) is not None or p is idle
-        reason = quiet(busy.pid, window_s=0.5)
-        assert reason is not None and ("thread" in reason or "process" in reason)
+        reason = quiet(pids[0], window_s=0.5)
+        assert (reason is None) if found is None else (reason is not None and found in reason), reason
     finally:
-        for p in (idle, busy, forked):
-            p.kill()
-            p.wait()
+        for pid in reversed(pids):
+            os.kill(pid, 9)
+        parent.kill()
+        parent.wait()
 
 
 def test_settings_come_from_the_task_then_the_environment(corpus: Path, monkeypatch) -> None:
