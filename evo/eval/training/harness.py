@@ -131,7 +131,7 @@ def train_one(spec: TrainingSpec, files: dict[str, str], folder: Path) -> TrainO
         out.params = sum(_numel(m) for m in meta)
         out.tokens_seen = int(header.get("tokens_handed_out", 0) or 0)
         out.raw_access = bool(header.get("raw_access"))
-    finally:
+    finally:  # also after a `return _failed(out, ...)` above: the checks below join that same `out`
         if link is not None:
             link.close()
             fs = link.write_guard or (link.result.fs_guard if link.result is not None else "")
