@@ -80,6 +80,13 @@ class RunConfig:
     # Where candidates run: "local" (this machine) or "ray" (a Ray cluster: evo/eval/backends/ray.py).
     backend: Literal["local", "ray"] = "local"
     ray_address: str | None = None  # "auto", "ray://HOST:PORT", ...; None: $RAY_ADDRESS, else a local Ray
+    # More seeds beside the task's own, read when the run is created (evo/seeding/: a file, a folder, a git
+    # repository at a commit, an export, a run directory's elites, a published archive).
+    seed_from: list[str] = field(default_factory=list)
+    # A baseline that keeps a search honest (same budget, same operators): "best-of-n" makes every child
+    # from the seeds only (no archive parents); "random-parent" draws parents uniformly among all valid
+    # programs (no MAP-Elites selection). "none": the search itself.
+    ablation: Literal["none", "best-of-n", "random-parent"] = "none"
 
     def __post_init__(self) -> None:
         # Built in code (tests, benchmarks) or from a file: the same checks either way.

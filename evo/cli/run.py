@@ -104,6 +104,13 @@ def _run_engine(engine: Any, quiet: bool) -> None:
               "(local, the default) or a Ray cluster (ray; needs `pip install 'evo[cluster]'`).")
 @click.option("--ray-address", help="The Ray cluster for --backend ray: auto, ray://HOST:10001, ... "
               "(default: $RAY_ADDRESS, else a Ray started for this run).")
+@click.option("--seed-from", "seed_from", multiple=True, help="More seeds (repeatable): a file, a folder "
+              "(FOLDER:GLOB), a git repository at a commit (REPO@REV:GLOB), a JSONL/Parquet export, a run "
+              "directory (its elites) or a published archive (archive/<family>-<device>.jsonl). Each goes "
+              "through the pipeline like any candidate; near-duplicates are dropped.")
+@click.option("--ablation", type=click.Choice(["none", "best-of-n", "random-parent"]), help="A baseline on the "
+              "same budget: best-of-n (children of the seeds only, no archive parents) or random-parent "
+              "(parents uniformly at random, no MAP-Elites selection).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with run options.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def run(task: str, run_dir: Path, config_file: Path | None, quiet: bool, **options: Any) -> None:
@@ -149,7 +156,9 @@ def resume(run_dir: Path, config_file: Path | None, quiet: bool, **options: Any)
 def _flags(options: dict[str, Any]) -> dict[str, Any]:
     """The command-line options given, under their config names."""
     mapping = {"time_limit": "time_limit_s"}
-    return {mapping.get(k, k): v for k, v in options.items() if v is not None}
+    # A repeatable option not given arrives as (): not given, so a --config's list stays.
+    return {mapping.get(k, k): list(v) if isinstance(v, tuple) else v for k, v in options.items()
+            if v is not None and v != ()}
 
 
 def _llm_only(overrides: dict[str, Any]) -> Any:
