@@ -182,8 +182,11 @@ def quiet(pid: int, window_s: float = 1.0, busy_share: float = 0.05) -> str | No
     others = sandbox_processes(pid)
     if others:
         return f"{len(others)} other process(es) of the training sandbox still running (pids {others[:5]})"
+    # A quarter of a second first: OpenMP's workers may spin a moment after their last parallel region (the
+    # state_dict's copy) before they sleep; a window of time is what is measured, there is no event to await.
+    time.sleep(0.25)
     before = thread_ticks(pid)
-    time.sleep(window_s)  # a window of time is what is measured: there is no event to await
+    time.sleep(window_s)
     after = thread_ticks(pid)
     limit = busy_share * window_s * _TICKS
     busy = {tid: after[tid] - before.get(tid, 0) for tid in after if after[tid] - before.get(tid, 0) > limit}
