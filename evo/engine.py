@@ -43,6 +43,7 @@ from evo.operators.choice import OperatorChoice
 from evo.operators.llm import llm_operators
 from evo.population import EmbeddingCellSpace
 from evo.population.novelty import NoveltyArchive
+from evo.population.sampling import UniformPool
 from evo.program import Program, Status
 from evo.proposer import Child, Outcome, ProposalProcess, ProposalProcessDied
 from evo.replay import new_population, rebuild_population, replay_embeddings, replay_evaluations
@@ -117,6 +118,8 @@ class Engine:
         # for one (started by `run_async`); None: everything runs in this loop.
         self._proposer: ProposalProcess | None = None
         self._offloaded = {op.name for op, _ in self.operators if op.name in OPERATORS}
+        # The ablations' parents (config.ablation): None for the search itself (the population samples).
+        self._pool: UniformPool | None = None if config.ablation == "none" else UniformPool()
         self._rebuild()
 
     # -- construction -------------------------------------------------------------------
@@ -152,6 +155,8 @@ class Engine:
         self.stats.done_at_start = self.stats.done
         self.stats.count_stored(self.store)
         self._refresh_stats()
+        if self._pool is not None:
+            self._pool = UniformPool(self.store.valid_ids("seed" if self.config.ablation == "best-of-n" else None))
         seeds = [p for p in self.store.best_programs(limit=1_000) if p.operator == "seed"]
         if seeds:
             self.stats.seed_score = seeds[0].score
@@ -182,7 +187,7 @@ class Engine:
         """
         index = self.choice.first(self.rng)
         island = int(self.rng.integers(self.config.islands))
-        parent_ids, inspiration_ids = self.population.sample(island, self.rng, n_parents=self.choice.operators[index].arity)
+        parent_ids, inspiration_ids = self._sample(island, self.choice.operators[index].arity)
         if not parent_ids:
             return []
         parents = [self.program(pid) for pid in parent_ids]
@@ -201,6 +206,15 @@ class Engine:
                 self.store.log("llm_unavailable", {"reason_kind": "llm_unavailable", "reason": str(e)[:2000]})
                 await asyncio.sleep(_LLM_PAUSE_S)
                 raise
+
+    def _sample(self, island: int, n_parents: int) -> tuple[list[str], list[str]]:
+        """Parents and inspirations: MAP-Elites selection, or an ablation's uniform draw (no archive)."""
+        if self._pool is None:
+            return self.population.sample(island, self.rng, n_parents=n_parents)
+        parents = self._pool.sample(n_parents, self.rng)
+        if self.config.ablation == "best-of-n":
+            return parents, []  # independent children of the seeds: nothing of the archive is shown
+        return parents, self._pool.sample_distinct(self.config.n_inspirations, parents, self.rng)
 
     async def _call(self, op: Operator, parents: list[Program], inspiration_ids: list[str],
                     island: int) -> list[Program]:
@@ -344,6 +358,8 @@ class Engine:
             if admission is not None and self.bandit is not None:
                 self.bandit.record_admission(program.operator)
             self.population.admit(program.id, program.island, result.score, program.descriptors)
+            if self._pool is not None and (self.config.ablation == "random-parent" or program.operator == "seed"):
+                self._pool.add(program.id)
             if self.population.last_migrations:
                 self.store.log("migration", {"moves": self.population.last_migrations})
             if program.operator == "seed" and (self.stats.seed_score is None or result.score > self.stats.seed_score):

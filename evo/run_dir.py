@@ -29,12 +29,14 @@ from typing import Any
 import numpy as np
 
 from evo.config import RunConfig, validate_options
-from evo.embed import make_embedder
+from evo.embed import Embedder, duplicate_threshold, make_embedder
 from evo.errors import EvoError, OperatorError
 from evo.eval.families import family_of
 from evo.operators import ProposalRequest, build_operators
 from evo.population import EmbeddingCellSpace
+from evo.population.novelty import NoveltyArchive
 from evo.program import Program
+from evo.seeding import ScreenedSeeds, read_sources, screen_seeds
 from evo.store import DB_NAME, Store
 from evo.task import Task, load_task
 
@@ -61,6 +63,8 @@ _FIXED_BECAUSE = {
     "seed": "the run's random streams follow from its seed",
     "embedder": "the stored embeddings (novelty index, cells) were made by this embedder",
     "qd_offset": "the QD-scores already reported are on this offset",
+    "seed_from": "the seeds were read when the run was created; `evo seed RUN_DIR --from SOURCE` adds more",
+    "ablation": "a baseline is compared on its whole budget; start a new run for another one",
 }
 
 
@@ -192,6 +196,16 @@ def create_run(run_dir: Path, config: RunConfig) -> OpenedRun:
         build_operators(plain)  # the LLM operators are built by the engine, with their model
     embedder = make_embedder(config.embedder)
     vectors = [embedder.embed([seed.text])[0] for seed in seeds]  # one call each: a server's batch limit
+    # Seeds from --seed-from: read now (a bad source fails before anything is written), screened against
+    # the task's seeds and each other as any child is (parse, near-duplicates).
+    screened = None
+    if config.seed_from:
+        novelty = _novelty(config, embedder)
+        for seed, vector in zip(seeds, vectors, strict=True):
+            novelty.add(seed.id, vector)
+        screened = _screen(read_sources(config.seed_from, task), embedder, novelty)
+        seeds = seeds + [p for p, _ in screened.kept]
+        vectors = vectors + [v for _, v in screened.kept]
     cell_space = _fit_cell_space(seeds, config) if config.cells == "embedding" else None
     # 2. The directory, locked, then the store: in one transaction, so that a process killed while
     # creating leaves a store with no config, which the next `evo run` takes over.
@@ -221,6 +235,10 @@ def create_run(run_dir: Path, config: RunConfig) -> OpenedRun:
         seed.island = i % config.islands
         store.add_program(seed, vectors[i], events=[("proposed", {"operator": "seed", "island": seed.island})],
                           commit=False)
+        if "provenance" in seed.meta:
+            store.add_provenance(seed.id, seed.meta["provenance"])  # type: ignore[arg-type]
+    if screened is not None:
+        _store_dropped(store, screened)
     store.set_meta("task", task.name)
     store.set_meta("config", stored)
     store.set_meta("created", time.time())
@@ -251,7 +269,7 @@ def open_run(run_dir: Path, overrides: dict[str, Any] | None = None, source: str
                            f"start the run again with `evo run TASK --run-dir {run_dir}`")
         raw = {k: v for k, v in raw.items() if k != "time_limit_s"}  # older runs stored one
         given = {k: v for k, v in (overrides or {}).items() if v is not None}
-        given = validate_options(given, source)
+        given = validate_options(given, source, whole=False)  # the whole config is checked just below
         changes = _changes(RunConfig.from_dict(raw, f"{run_dir / DB_NAME}"), given)
         config = RunConfig.from_dict({**raw, **given})
         done = store.count_evaluations()
@@ -334,3 +352,63 @@ def _fit_cell_space(seeds: list[Program], config: RunConfig) -> EmbeddingCellSpa
     vectors = embedder.embed(texts)
     return EmbeddingCellSpace.fit(vectors, n_dims=config.embedding_dims, n_cells=config.embedding_cells,
                                   seed=config.seed)
+
+
+@dataclass
+class SeedReport:
+    """What `seed_run` did: the seeds queued and dropped, and the evaluations the budget has left for them."""
+
+    queued: list[Program]
+    dropped: list[Program]
+    budget_left: int
+
+
+def seed_run(run_dir: Path, sources: list[str], licence: str | None = None) -> SeedReport:
+    """Add the seeds of `sources` to a stopped run as proposed programs, with their provenance.
+
+    They are screened against every program the run holds (parse, near-duplicates: the engine's novelty
+    index rebuilt from the store); the next `evo resume` evaluates them first, through the pipeline, within
+    the run's budget. Holds the run directory's lock while it writes.
+    """
+    from evo.replay import replay_embeddings
+
+    opened = open_run(run_dir, source="evo seed")
+    try:
+        store, config = opened.store, opened.config
+        seeds = read_sources(sources, opened.task, licence)
+        embedder = make_embedder(config.embedder)
+        novelty = _novelty(config, embedder)
+        replay_embeddings(store, novelty, embedder.dim)
+        screened = _screen(seeds, embedder, novelty)
+        # Islands in turn after the run's own programs, so that the new seeds spread over them.
+        first = store.count_programs()
+        for i, (seed, vector) in enumerate(screened.kept):
+            seed.island = (first + i) % config.islands
+            store.add_program(seed, vector, events=[("proposed", {"operator": "seed", "island": seed.island})],
+                              commit=False)
+            store.add_provenance(seed.id, seed.meta["provenance"])  # type: ignore[arg-type]
+        _store_dropped(store, screened)
+        store.log("seeded", {"sources": list(sources), **screened.summary()})  # commits every row above
+        left = config.budget - store.count_evaluations() - len(store.pending_programs()) + len(screened.kept)
+        return SeedReport([p for p, _ in screened.kept], screened.dropped, max(0, left))
+    finally:
+        opened.release()
+
+
+def _novelty(config: RunConfig, embedder: Embedder) -> NoveltyArchive:
+    return NoveltyArchive(embedder.dim, k=config.novelty_k,
+                          duplicate_threshold=duplicate_threshold(embedder, config.duplicate_threshold))
+
+
+def _screen(seeds: list[Any], embedder: Embedder, novelty: NoveltyArchive) -> ScreenedSeeds:
+    programs = [s.program() for s in seeds]
+    vectors = [embedder.embed([p.text])[0] for p in programs]  # one call each: a server's batch limit
+    return screen_seeds(programs, vectors, novelty)
+
+
+def _store_dropped(store: Store, screened: ScreenedSeeds) -> None:
+    """The dropped seeds as rejected programs with their reason and provenance: what was left out, and why."""
+    for p in screened.dropped:
+        store.add_program(p, None, events=[("rejected", {"reason_kind": p.meta["reason_kind"], "reason": p.error,
+                                                         "operator": "seed"})], commit=False)
+        store.add_provenance(p.id, p.meta["provenance"])  # type: ignore[arg-type]

@@ -24,6 +24,8 @@ def show(run_dir: Path, top: int, show_source: bool) -> None:
     out.print(summary.best_table)
     out.print(summary.archive_table)
     out.print(summary.qd_note, highlight=False)
+    if summary.seeds_table is not None:
+        out.print(summary.seeds_table)
     if show_source and summary.best_source is not None:
         out.print(summary.best_source, markup=False, highlight=False)
 
@@ -65,5 +67,8 @@ def publish(run_dir: Path, top: int, archive_dir: Path) -> None:
         why = str(r.path) if r.path else r.why_not[:150]
         table.add_row(r.program_id[:12], "-" if r.value is None else f"{r.value:.10g}", r.verdict.status, why)
     out.print(table)
+    for archive_file in sorted({r.archive_file for r in results if r.archive_file is not None}):
+        out.print(f"archive rows: {archive_file}  (`evo run TASK --seed-from {archive_file}` starts from them)",
+                  highlight=False, markup=False)
     if results and not any(r.path for r in results):
         sys.exit(1)

@@ -112,3 +112,35 @@ def sample_inspirations(
         if pid is not None and pid not in exclude and pid not in chosen:
             chosen.append(pid)
     return chosen
+
+
+class UniformPool:
+    """Program ids drawn uniformly at random: the parents of the ablation baselines, with no MAP-Elites
+    selection (`random-parent`: every valid program; `best-of-n`: the valid seeds only). O(1) a draw."""
+
+    def __init__(self, ids: Collection[str] = ()):
+        self.ids: list[str] = list(ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, program_id: str) -> None:
+        """One more program to draw from."""
+        self.ids.append(program_id)
+
+    def sample(self, n: int, rng: np.random.Generator) -> list[str]:
+        """`n` ids, uniformly with replacement; [] when the pool is empty."""
+        if not self.ids or n <= 0:
+            return []
+        return [self.ids[int(i)] for i in rng.integers(len(self.ids), size=n)]
+
+    def sample_distinct(self, n: int, exclude: Collection[str], rng: np.random.Generator) -> list[str]:
+        """Up to `n` distinct ids not in `exclude`, uniformly (bounded draws, as `sample_inspirations`)."""
+        chosen: list[str] = []
+        for _ in range(8 * n):
+            if len(chosen) == n or not self.ids:
+                break
+            pid = self.ids[int(rng.integers(len(self.ids)))]
+            if pid not in exclude and pid not in chosen:
+                chosen.append(pid)
+        return chosen

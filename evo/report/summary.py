@@ -32,6 +32,7 @@ class RunSummary:
     qd_score: float = 0.0
     qd_offset: float = 0.0
     qd_note: str = ""  # one line under the archive table: what the QD-score is measured from
+    seeds_table: Table | None = None  # seeds from outside the run (evo/seeding/), with their provenance
 
 
 def run_summary(run_dir: Path, top: int = 5) -> RunSummary:
@@ -75,7 +76,28 @@ def run_summary(run_dir: Path, top: int = 5) -> RunSummary:
             archive.add_row(str(i), str(cells.num_elites), f"{cells.coverage:.1%}",
                             f"{cells.qd_score_at(offset):.4g}", "-" if b is None else f"{task.orient(b[1]):.10g}")
         best_value = best[0].metrics.get(metric) if best else None
+        if config.ablation != "none":
+            header += f"; ablation {config.ablation}"
         return RunSummary(header, best_table, archive, best[0].text if best else None, done, best_value,
-                          population.coverage, population.qd_score, shown_offset, note)
+                          population.coverage, population.qd_score, shown_offset, note,
+                          _seeds_table(store, metric))
     finally:
         store.close()
+
+
+def _seeds_table(store: Store, metric: str, limit: int = 50) -> Table | None:
+    """The seeds that came from outside the run, with where from: source, commit, path, licence."""
+    provenance = store.provenance()
+    if not provenance:
+        return None
+    table = Table(title=f"seeds from outside the run ({len(provenance)})", title_justify="left")
+    for col in ("id", "status", metric, "source", "commit", "path", "licence"):
+        table.add_column(col)
+    for pid, prov in list(provenance.items())[:limit]:
+        p = store.get_program(pid)
+        value = p.metrics.get(metric)
+        status = f"dropped: {p.meta.get('reason_kind')}" if p.status == "rejected" else str(p.status)
+        table.add_row(pid[:12], status, "-" if value is None else f"{value:.10g}", str(prov.get("source", "")),
+                      str(prov.get("commit") or "")[:12], str(prov.get("path") or prov.get("program_id") or ""),
+                      str(prov.get("licence") or "-"))
+    return table

@@ -71,6 +71,15 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT
 );
 CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
+CREATE TABLE IF NOT EXISTS provenance (
+    program_id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    commit_sha TEXT,
+    path TEXT,
+    licence TEXT,
+    data TEXT NOT NULL
+);
 """
 
 
@@ -227,6 +236,42 @@ class Store:
         assert seq is not None
         program.seq = seq
         return seq
+
+    def add_provenance(self, program_id: str, provenance: dict[str, Any]) -> None:
+        """Where a seed came from (source, kind, commit, path, licence; the rest in `data`), in the open
+        transaction: written with its program, committed with it."""
+        self._begin()
+        self.db.execute(
+            "INSERT OR REPLACE INTO provenance(program_id, source, kind, commit_sha, path, licence, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (program_id, str(provenance.get("source", "")), str(provenance.get("kind", "")),
+             provenance.get("commit"), provenance.get("path"), provenance.get("licence"),
+             json.dumps(provenance, default=str)),
+        )
+
+    def provenance(self, program_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """{program id: provenance} of the seeds that came from outside the run (all, or those asked)."""
+        q, params = "SELECT program_id, data FROM provenance", ()
+        if program_ids is not None:
+            q += f" WHERE program_id IN ({','.join('?' * len(program_ids))})"
+            params = tuple(program_ids)
+        try:
+            rows = self.db.execute(q + " ORDER BY rowid", params).fetchall()
+        except sqlite3.OperationalError as e:  # a store written before the table, opened read-only
+            if "no such table" in str(e):
+                return {}
+            raise
+        return {pid: json.loads(data) for pid, data in rows}
+
+    def valid_ids(self, operator: str | None = None) -> list[str]:
+        """Ids of every program evaluated with a valid score (of one operator, if named), in evaluation order."""
+        q = ("SELECT p.id FROM evaluations e JOIN programs p ON p.id = e.program_id"
+             " WHERE p.status = 'evaluated' AND p.score IS NOT NULL")
+        params: tuple = ()
+        if operator is not None:
+            q += " AND p.operator = ?"
+            params = (operator,)
+        return [r[0] for r in self.db.execute(q + " ORDER BY e.n", params)]
 
     def commit(self) -> None:
         """Commit writes deferred by `add_program(commit=False)` (the engine calls this when it stops)."""
