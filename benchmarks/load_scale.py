@@ -251,10 +251,19 @@ def main() -> None:
     ops = args.ops.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.keep if args.keep else Path(tmp) / "run"
-        filler = Filler(run_dir, args.workers)
+        # A kept store that is already big enough is measured again as it is (after a change to the reads).
+        have = 0
+        if (run_dir / "evo.db").is_file():
+            store = Store.in_dir(run_dir, readonly=True)
+            have = store.count_programs()
+            store.close()
+        filler = None if have else Filler(run_dir, args.workers)
         results = []
         for size in sizes:
-            fill_s = filler.grow(size)
+            if filler is None and have != size:
+                raise SystemExit(f"{run_dir} holds {have:,} programs: measure it with --sizes {have}, or give "
+                                 "a new --keep folder")
+            fill_s = filler.grow(size) if filler is not None else 0.0
             db = run_dir / "evo.db"
             db_bytes = sum(p.stat().st_size for p in run_dir.glob("evo.db*"))
             print(f"{size:,} programs: filled in {fill_s:.0f} s, store {db_bytes / 2**30:.2f} GiB")

@@ -54,7 +54,9 @@ def _observe(run_dir: Path) -> dict[str, object]:
     """What one read of the live run sees, and whether it holds together."""
     import evo
 
-    with evo.load(run_dir) as run:
+    # One commit for the three reads: without the snapshot, admissions read after the evaluations may
+    # hold a program evaluated in between (seen before `Run.snapshot` existed).
+    with evo.load(run_dir) as run, run.snapshot():
         ev = run.evaluations()
         progs = run.programs(["id", "status"])
         adm = run.admissions()

@@ -65,6 +65,7 @@ PROGRAM_FIELDS: dict[str, str] = {
     "island": "p.island",
     "operator": "p.operator",
     "created": "p.created",
+    "score": "p.score",  # the engine's oriented score (negated for a minimised task): for internal use
     "parents": "p.parents",  # JSON text; the caller parses it
     "error": "p.error",
     "verdict": "json_extract(p.verdict, '$.status')",
@@ -179,36 +180,26 @@ def iter_lineage_rows(store: Store, chunk: int = 100_000) -> Iterator[list[Row]]
 
 
 # -- evaluations and events -----------------------------------------------------------------------
-EVALUATION_FIELDS = (
-    "n", "program_id", "ts", "ok", "score", "wall_s", "admission", "failure", "reason", "status", "island",
-    "operator", "model",
-)
-
-
-def iter_evaluation_rows(store: Store, metrics: Sequence[str] = (), descriptors: int = 0, *,
-                         reasons: bool = True, chunk: int = 50_000) -> Iterator[list[Row]]:
-    """Finished evaluations in commit order: `EVALUATION_FIELDS`, then the given metrics, then
-    `descriptors` descriptor values. Each row is the program's first `evaluated` event, joined by
-    id with its evaluation number and its program (`score` is the engine's oriented score)."""
-    cols = [f"json_extract(p.metrics, '{_path(m)}')" for m in metrics]
-    cols += [f"json_extract(p.descriptors, '$[{i}]')" for i in range(descriptors)]
-    extra = "".join(", " + c for c in cols)
-    reason = "json_extract(ev.data, '$.reason')" if reasons else "NULL"
-    cur = store.db.execute(
-        "SELECT e.n, ev.program_id, ev.ts, json_extract(ev.data, '$.ok'), p.score,"
-        " json_extract(ev.data, '$.wall_s'), json_extract(ev.data, '$.admission'),"
-        f" json_extract(ev.data, '$.reason_kind'), {reason}, p.status, p.island, p.operator,"
-        f" json_extract(p.meta, '$.llm.model'){extra}"
-        " FROM events ev JOIN evaluations e ON e.program_id = ev.program_id"
-        " JOIN programs p ON p.id = ev.program_id WHERE ev.kind = 'evaluated' ORDER BY ev.seq")
-    seen: set[object] = set()  # the first evaluated event of a program is the one that counted
+def iter_evaluation_order(store: Store, chunk: int = 100_000) -> Iterator[list[Row]]:
+    """(n, program id) of every finished evaluation, in commit order (a scan of the small `evaluations`)."""
+    cur = store.db.execute("SELECT n, program_id FROM evaluations ORDER BY n")
     while rows := cur.fetchmany(chunk):
-        fresh = []
-        for r in rows:
-            if r[1] not in seen:
-                seen.add(r[1])
-                fresh.append(r)
-        yield fresh
+        yield rows
+
+
+EVALUATED_EVENT_FIELDS = ("program_id", "ts", "ok", "wall_s", "admission", "failure", "reason")
+
+
+def iter_evaluated_events(store: Store, *, reasons: bool = True, chunk: int = 100_000) -> Iterator[list[Row]]:
+    """`EVALUATED_EVENT_FIELDS` of every `evaluated` event in order (the first one of a program is the
+    one that counted); `reason` is None unless `reasons`."""
+    reason = "json_extract(data, '$.reason')" if reasons else "NULL"
+    cur = store.db.execute(
+        "SELECT program_id, ts, json_extract(data, '$.ok'), json_extract(data, '$.wall_s'),"
+        f" json_extract(data, '$.admission'), json_extract(data, '$.reason_kind'), {reason}"
+        " FROM events WHERE kind = 'evaluated' ORDER BY seq")
+    while rows := cur.fetchmany(chunk):
+        yield rows
 
 
 def iter_replay(store: Store, upto: int | None = None, chunk: int = 20_000, times: bool = True
