@@ -124,15 +124,17 @@ def read_options(path: Path) -> dict[str, Any]:
         raise EvoError(f"config {path} is not UTF-8 text: {e.reason}") from e
     except tomllib.TOMLDecodeError as e:
         raise EvoError(f"config {path} is not valid TOML: {e}") from e
-    return validate_options(raw, str(path))
+    return validate_options(raw, str(path), whole=False)
 
 
-def validate_options(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
+def validate_options(raw: Mapping[str, Any], source: str, whole: bool = True) -> dict[str, Any]:
     """Check run options (a subset of the keys is fine): types, ranges, unknown keys, operators, embedder.
 
     Returns the given options with their values converted as the dataclass holds them (an integer
     where a float is expected becomes a float). Raises one `EvoError` naming `source`, the key, what
-    was expected and the fix.
+    was expected and the fix. `whole=False` for a part of the options (a config file that command-line flags
+    complete, a resume's changes): checks that need the other options (LLM operators need a model) wait for
+    the whole config.
     """
     known = [f.name for f in dataclasses.fields(RunConfig)]
     unknown = [k for k in raw if k not in known]
@@ -149,7 +151,7 @@ def validate_options(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
     if "operators" in values or "llm" in values:
         defaults = RunConfig.__dataclass_fields__
         operators = values.get("operators", defaults["operators"].default_factory())  # type: ignore[misc]
-        _check_operators(operators, values.get("llm"), source)
+        _check_operators(operators, values.get("llm"), source, whole)
     if "embedder" in values:
         try:
             check_embedder_spec(values["embedder"])  # syntax only: the server is asked when the run starts
@@ -192,7 +194,7 @@ def _describe(err: ErrorDetails) -> str:
     return text
 
 
-def _check_operators(weights: Mapping[str, float], llm: str | None, source: str) -> None:
+def _check_operators(weights: Mapping[str, float], llm: str | None, source: str, whole: bool = True) -> None:
     """Operator names the registry knows (or llm_<mode>), finite non-negative weights, one positive."""
     from evo.operators.llm import MODES  # the LLM stack only when a config is checked
 
@@ -210,9 +212,9 @@ def _check_operators(weights: Mapping[str, float], llm: str | None, source: str)
     if weights and sum(weights.values()) <= 0:
         raise EvoError(f"{source}: the operator weights {dict(weights)} sum to 0; give at least one operator "
                        "a positive weight")
-    if not weights and not llm:
+    if not weights and not llm and whole:
         raise EvoError(f"{source}: [operators] is empty; give at least one operator a weight, e.g. constants = 1.0")
     llm_ops = [n for n in weights if n in llm_names and weights[n] > 0]
-    if llm_ops and not llm:
+    if llm_ops and not llm and whole:
         raise EvoError(f"{source}: the operators {', '.join(llm_ops)} need a model: give --llm URL "
                        "(or llm = \"URL\" in the config), or set their weights to 0")

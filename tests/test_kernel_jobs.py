@@ -82,3 +82,27 @@ def test_the_worker_reads_a_task_folder_again_once_it_changed(tmp_path: Path) ->
         assert again["status"] == "ok", again.get("error")
     finally:
         ev.close()
+
+
+def test_a_gpu_workers_machine_without_pydantic_reads_every_task_as_the_engine_does() -> None:
+    """GPU workers may have only torch and triton: without pydantic, task.toml is read unchecked, and reads
+    the same as the engine's checked reading for every task of the repository."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json\n"
+        "sys.modules['pydantic'] = None\n"
+        "from evo.task import list_tasks, load_task\n"
+        "print(json.dumps({n: repr(load_task(n).config) for n in list_tasks()}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    from evo.task import list_tasks, load_task
+
+    unchecked = json.loads(done.stdout)
+    assert set(unchecked) == set(list_tasks()) and len(unchecked) > 30
+    for name, text in unchecked.items():
+        assert text == repr(load_task(name).config), name

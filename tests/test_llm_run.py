@@ -34,7 +34,9 @@ def test_evo_run_through_a_served_model(llm_server: tuple[str, Path], tmp_path: 
         failed = [json.loads(d) for (d,) in db.execute("SELECT data FROM events WHERE kind = 'operator_failed'")]
     llm_failed = [f for f in failed if f["operator"].startswith("llm_")]
     assert len(llm_failed) >= 24, f"only {len(llm_failed)} LLM calls failed/recorded"
-    assert {f["operator"] for f in llm_failed} == {"llm_diff", "llm_rewrite", "llm_crossover"}
+    # llm_crossover is chosen only for two different parents, which a toy archive may not offer in 40 evaluations
+    assert {"llm_diff", "llm_rewrite"} <= {f["operator"] for f in llm_failed} <= {"llm_diff", "llm_rewrite",
+                                                                                   "llm_crossover"}
     for f in llm_failed:
         assert f["reason_kind"] == "operator_error"
         assert f["reason"].startswith(f["operator"] + ": no usable reply")
