@@ -304,7 +304,8 @@ class Run:
                     for r in chunk if r[1] is not None]
             reasons: dict[str, list[str]] = {}
             levels: dict[str, str] = {}
-            for chunk in q.iter_reason_rows(self.store):
+            failed = [str(r[0]) for r in rows if r[1] == "fail"]
+            for chunk in q.iter_reason_rows(self.store, ids=failed):
                 for pid, level, check, reason in chunk:
                     reasons.setdefault(pid, []).append(f"{check}: {reason}")
                     levels[pid] = level
