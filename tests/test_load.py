@@ -256,3 +256,14 @@ def test_a_minimised_run_reads_in_the_tasks_own_values(tmp_path_factory: pytest.
         assert prog["best_value"].dropna().is_monotonic_decreasing and prog["best_value"].iloc[-1] == ok["value"].min()
         improved = r.admissions().query("status == 'improve'")
         assert (improved["value"] < improved["previous_value"]).all()
+
+
+def test_a_snapshot_reads_its_tables_once_and_hands_out_copies(run: Run) -> None:
+    outside = run.evaluations()
+    with run.snapshot():
+        first = run.evaluations()
+        first["value"] = 0.0  # a caller's change must not reach the next caller
+        second = run.evaluations()
+        assert run.store.db.in_transaction  # one read transaction: one commit of the writer
+    assert not run.store.db.in_transaction
+    assert second.equals(outside) and not first.equals(second)

@@ -91,7 +91,12 @@ def _section(title: str, build: Callable[[], str]) -> str:
 
 
 def build_report(run: Run, top: int = 5, embedding_sample: int = 3000) -> str:
-    """The report of `run` as one HTML document."""
+    """The report of `run` as one HTML document (of one commit of a live run)."""
+    with run.snapshot():  # one view of the run; its tables read once however many parts use them
+        return _report(run, top, embedding_sample)
+
+
+def _report(run: Run, top: int, embedding_sample: int) -> str:
     prog, population = metrics.replay(run)  # one replay of the store serves the whole page
     s = metrics.summary(run, population)
     better = "higher" if s.objective == "maximize" else "lower"

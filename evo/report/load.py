@@ -23,8 +23,8 @@ later state of a live run; `with run.snapshot():` makes several calls see the sa
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,6 +85,7 @@ class Run:
             [f"embedding_{i}" for i in range(self.config.embedding_dims)] if self.config.cells == "embedding"
             else [d.name for d in self.task.config.descriptors])
         self._metrics: list[str] | None = None
+        self._memo: dict[tuple[object, ...], pd.DataFrame] | None = None  # set inside `snapshot()`
 
     def close(self) -> None:
         """Close the store (the Run is unusable afterwards)."""
@@ -99,10 +100,30 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({str(self.run_dir)!r}, task={self.task.name!r}, evaluations={self.n_evaluations})"
 
-    def snapshot(self) -> AbstractContextManager[None]:
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
         """A block whose reads all see the run as of one commit (each call alone always does):
-        `with run.snapshot(): ev, adm = run.evaluations(), run.admissions()` on a live run."""
-        return q.snapshot(self.store)
+        `with run.snapshot(): ev, adm = run.evaluations(), run.admissions()` on a live run.
+
+        Inside it nothing can change, so the event tables (evaluations, admissions, operator calls,
+        rejections, verdicts) are read once and handed out as copies: a report asks for them often."""
+        if self._memo is not None:
+            yield
+            return
+        with q.snapshot(self.store):
+            self._memo = {}
+            try:
+                yield
+            finally:
+                self._memo = None
+
+    def _remember(self, key: tuple[object, ...], read: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+        """`read()`, or inside `snapshot()` a copy of what it gave the first time."""
+        if self._memo is None:
+            return read()
+        if key not in self._memo:
+            self._memo[key] = read()
+        return self._memo[key].copy()
 
     # -- small facts ----------------------------------------------------------------------------
     @property
@@ -202,6 +223,9 @@ class Run:
         """Finished evaluations in commit order: `n` (1-based), `program_id`, `time` (UTC), `ok`, `value`
         (the task's), `wall_s`, `admission` (new / improve / rejected), `failure` (kind) and `reason`,
         `status`, `island`, `operator`, `model`; with `metrics`/`descriptors`, their columns too."""
+        return self._remember(("evaluations", metrics, descriptors, reasons), lambda: self._read_evaluations(metrics=metrics, descriptors=descriptors, reasons=reasons))
+
+    def _read_evaluations(self, *, metrics: bool = False, descriptors: bool = False, reasons: bool = True) -> pd.DataFrame:
         # Three scans joined here by hash (pandas), not one SQL join: a join looks each evaluation up in
         # the id indexes at random, ~5x slower than reading the tables in order at 1M programs.
         extra = [*(f"metric_{m}" for m in self.metric_names if metrics),
@@ -230,6 +254,9 @@ class Run:
         """Every admission to a cell in order: `program_id`, `time`, `n` (its evaluation number), `island`,
         `cell`, `status` (new / improve), `value`, `previous` (the elite it replaced) and `previous_value`,
         `operator`, `model`. Elites copied between islands by migration are in `events("migration")`."""
+        return self._remember(("admissions",), lambda: self._read_admissions())
+
+    def _read_admissions(self) -> pd.DataFrame:
         names = ["seq", "ts", "kind", "program_id", "cell", "status", "island", "previous", "previous_score"]
         with q.snapshot(self.store):
             rows = [r for chunk in q.iter_event_rows(self.store, ["admitted"], ["$.cell", "$.status", "$.island",
@@ -255,6 +282,9 @@ class Run:
         The engine logs a call once per child it made, all with the same data; consecutive such rows of
         an LLM call (the only kind that makes several children) are merged here, so tokens are counted
         once per call."""
+        return self._remember(("operator_calls",), lambda: self._read_operator_calls())
+
+    def _read_operator_calls(self) -> pd.DataFrame:
         fields = ["$.operator", "$.island", "$.parents", "$.seconds", "$.llm.model", "$.llm.prompt_tokens",
                   "$.llm.completion_tokens", "$.reason_kind", "$.reason"]
         calls: list[list[object]] = []
@@ -285,6 +315,9 @@ class Run:
     def rejections(self) -> pd.DataFrame:
         """Children refused before evaluation (parse errors, near-duplicates, ...): `time`, `program_id`,
         `failure` (kind), `reason`, `operator`."""
+        return self._remember(("rejections",), lambda: self._read_rejections())
+
+    def _read_rejections(self) -> pd.DataFrame:
         with q.snapshot(self.store):
             rows = [r for chunk in q.iter_event_rows(self.store, ["rejected"], ["$.reason_kind", "$.reason"])
                     for r in chunk]
@@ -298,6 +331,9 @@ class Run:
     def verdicts(self) -> pd.DataFrame:
         """The auditor's verdict of every evaluated program: `program_id`, `verdict` (pass / fail), `level`,
         `reasons` (a list of "check: reason"), `failure` and `error` of a failed evaluation."""
+        return self._remember(("verdicts",), lambda: self._read_verdicts())
+
+    def _read_verdicts(self) -> pd.DataFrame:
         query = q.ProgramQuery(["id", "verdict", "status", "error"])
         with q.snapshot(self.store):
             rows = [r for chunk in q.iter_program_rows(self.store, query, statuses=("evaluated", "failed"))
@@ -316,6 +352,9 @@ class Run:
 
     def audit_reasons(self) -> pd.DataFrame:
         """One row per reason of a failed verdict: `program_id`, `level`, `check`, `reason`."""
+        return self._remember(("audit_reasons",), lambda: self._read_audit_reasons())
+
+    def _read_audit_reasons(self) -> pd.DataFrame:
         with q.snapshot(self.store):
             rows = [r for chunk in q.iter_reason_rows(self.store) for r in chunk]
         return pd.DataFrame.from_records(rows, columns=["program_id", "level", "check", "reason"])
