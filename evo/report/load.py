@@ -8,7 +8,7 @@
     run.operator_calls()      # one row per operator call, with the model and its tokens
     run.verdicts()            # the auditor's verdict of each evaluated program, with its reasons
     run.lineage()             # parent -> child edges, with the child's operator
-    run.embeddings()          # (ids, float32 matrix) of the stored code embeddings
+    run.embeddings()          # .ids and .vectors (float32) of the stored code embeddings
     run.archive(at=100)       # the population as it stood after 100 evaluations
 
 Values are the task's own: `value` and `metric_<name>` are what the task reports (lower is better
@@ -16,8 +16,9 @@ for a minimised task); the engine's internal score, negated for such tasks, is n
 
 The store is opened read-only (`mode=ro`), so reading a run that is still being written is safe:
 every method reads as of one commit of the writer. Each call reads afresh, so a later call sees a
-later state of a live run; `with run.snapshot():` makes several calls see the same commit. Nothing loads a whole table unless asked: choose `columns`, iterate
-`iter_programs` in chunks, or `embeddings(sample=...)`.
+later state of a live run; `with run.snapshot():` makes several calls see the same commit. Nothing
+loads a whole table unless asked: choose `columns`, iterate `iter_programs` in chunks, or take
+`embeddings(sample=...)`.
 """
 
 from __future__ import annotations
