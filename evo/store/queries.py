@@ -335,3 +335,94 @@ def read_embeddings(store: Store, *, ids: Sequence[str] | None = None, sample: i
             take(rows)
     mat = np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
     return out_ids, mat
+
+
+# -- the live view (evo/report/ui/): bounded reads, each a few index lookups or a LIMITed range -------
+def last_event_seq(store: Store) -> int:
+    """The seq of the newest event (0 if none): one rowid lookup, the cheap "has anything changed?"."""
+    row = store.db.execute("SELECT MAX(seq) FROM events").fetchone()
+    return int(row[0] or 0)
+
+
+def evaluation_count(store: Store) -> int:
+    """Finished evaluations: their numbers are dense (1, 2, ...), so the largest is the count (a rowid
+    lookup; COUNT(*) would read the whole table)."""
+    row = store.db.execute("SELECT MAX(n) FROM evaluations").fetchone()
+    return int(row[0] or 0)
+
+
+def program_count(store: Store) -> int:
+    """Programs stored: the largest seq (programs are never deleted, so it is their count)."""
+    row = store.db.execute("SELECT MAX(seq) FROM programs").fetchone()
+    return int(row[0] or 0)
+
+
+def events_after(store: Store, kinds: Sequence[str], after: int, fields: Sequence[str] = (), *, limit: int = 50_000
+                 ) -> list[Row]:
+    """(seq, ts, kind, program_id, *fields) of the events of `kinds` newer than seq `after`, oldest first,
+    at most `limit` of them: a live reader's tail (one range of the `events(kind)` index per kind)."""
+    extra = "".join(f", json_extract(data, '{f}')" for f in fields)
+    rows: list[Row] = []
+    for kind in kinds:  # one kind per query: `kind = ? AND seq > ?` is a single index range
+        rows += store.db.execute(f"SELECT seq, ts, kind, program_id{extra} FROM events WHERE kind = ? AND seq > ?"
+                                 " ORDER BY seq LIMIT ?", (kind, after, limit)).fetchall()
+    rows.sort(key=lambda r: r[0])  # type: ignore[arg-type, return-value]
+    return rows[:limit]
+
+
+def latest_events(store: Store, kind: str, fields: Sequence[str] = (), *, limit: int = 10_000) -> list[Row]:
+    """(seq, ts, kind, program_id, *fields) of the newest `limit` events of one kind, newest first (the
+    `events(kind)` index read backwards: no scan, however long the run)."""
+    extra = "".join(f", json_extract(data, '{f}')" for f in fields)
+    return store.db.execute(f"SELECT seq, ts, kind, program_id{extra} FROM events WHERE kind = ?"
+                            " ORDER BY seq DESC LIMIT ?", (kind, limit)).fetchall()
+
+
+def evaluated_near(store: Store, seqs: Sequence[int]) -> list[tuple[int, float]]:
+    """For each event seq given, the first `evaluated` event at or after it: (its evaluation number, its
+    time). Three index lookups a point: how a progress curve is sampled without reading every event."""
+    out: list[tuple[int, float]] = []
+    for s in seqs:
+        row = store.db.execute("SELECT e.ts, v.n FROM events e JOIN evaluations v ON v.program_id = e.program_id"
+                               " WHERE e.kind = 'evaluated' AND e.seq >= ? ORDER BY e.seq LIMIT 1", (s,)).fetchone()
+        if row is not None and (not out or row[1] != out[-1][0]):
+            out.append((int(row[1]), float(row[0])))
+    return out
+
+
+def best_records(store: Store, limit: int = 2000) -> list[tuple[int, str, float]]:
+    """(evaluation number, id, score) of each program that was the best so far when it was evaluated,
+    in evaluation order, for the part of the run that the `limit` best programs cover (the whole curve
+    once it has fewer records below them). Read through the `programs_best` index, one lookup each."""
+    rows = store.db.execute(
+        "SELECT v.n, p.id, p.score FROM programs p JOIN evaluations v ON v.program_id = p.id"
+        " WHERE p.status = 'evaluated' AND p.score IS NOT NULL ORDER BY p.score DESC, p.seq LIMIT ?",
+        (limit,)).fetchall()
+    records: list[tuple[int, str, float]] = []
+    first = math.inf  # the earliest evaluation among the better ones seen so far
+    for n, pid, score in rows:  # best first: a record is one evaluated before every better program
+        if n < first:
+            records.append((int(n), str(pid), float(score)))
+            first = n
+    return records[::-1]
+
+
+def first_programs(store: Store, fields: Sequence[str], limit: int = 1000) -> list[Row]:
+    """`fields` of the first `limit` programs by seq (a rowid range): where a run's seeds are."""
+    query = ProgramQuery(fields)
+    return store.db.execute(f"SELECT {query.select()} FROM programs p ORDER BY p.seq LIMIT ?", (limit,)).fetchall()
+
+
+def table_exists(store: Store, name: str) -> bool:
+    """Whether the store has a table `name` (tables a later version adds, such as lessons)."""
+    row = store.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+    return row is not None
+
+
+def latest_rows(store: Store, table: str, limit: int = 50) -> tuple[list[str], list[Row]]:
+    """(column names, the newest `limit` rows by rowid) of a table whose shape this version does not know.
+    `table` must be one `table_exists` found (it is spliced into the SQL)."""
+    if not table.isidentifier() or not table_exists(store, table):
+        raise ValueError(f"no table {table!r} in this store")
+    cur = store.db.execute(f'SELECT * FROM "{table}" ORDER BY rowid DESC LIMIT ?', (limit,))
+    return [d[0] for d in cur.description], cur.fetchall()
