@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +34,10 @@ TASK = "math/circle_packing_26"
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """One Ray cluster for the module: a head with 2 CPUs (actors of 1 CPU each)."""
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    # Health checks every 0.5 s: a node removed without notice is seen dead in ~2 s instead of ~15 s.
+    c = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": False,
+        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3}})
     ray.init(address=c.address, namespace="evo-tests", log_to_driver=False)
     try:
         yield c
@@ -169,6 +173,12 @@ def test_a_node_removed_mid_run_costs_only_time(cluster: Cluster, tmp_path: Path
         assert evaluator.lost == 1 and evaluator.requeued == 1
     finally:
         evaluator.close()
+    # Later tests must not place actors on the dead node before the cluster has noticed (Ray has no event
+    # for it: its health checks decide, every 0.5 s here).
+    deadline = time.monotonic() + 60
+    while any(n["NodeID"] == node.node_id and n["Alive"] for n in ray.nodes()):
+        assert time.monotonic() < deadline, "the removed node is still alive for the cluster after 60 s"
+        time.sleep(0.5)
 
 
 def test_a_task_folder_that_differs_on_the_node_is_refused(cluster: Cluster, tmp_path: Path) -> None:

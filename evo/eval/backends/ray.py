@@ -195,20 +195,29 @@ class RayEvaluator:
         return name, handle
 
     def _start(self, count: int, timeout_s: float) -> None:
+        """Start `count` actors and take those that come up; one that dies starting (a node that died before the
+        cluster noticed) or never gets its resources is left out, and only none at all is an error."""
+        ray = self._ray
         spawned = [self._spawn() for _ in range(count)]
-        try:
-            infos = self._ray.get([h.ready.remote() for _, h in spawned], timeout=timeout_s)
-        except self._ray.exceptions.GetTimeoutError as e:
-            self._kill_all(h for _, h in spawned)
-            raise EvoError(f"{count} Ray actor(s) of kind {self.kind} did not start within {timeout_s:.0f} s: "
-                           f"the cluster lacks the resources they ask for (see `ray status`)") from e
-        except self._ray.exceptions.RayError as e:
-            self._kill_all(h for _, h in spawned)
-            raise EvoError(f"the Ray actors for {self.task.name} failed to start: {_first_line(e)}") from e
-        for (name, handle), info in zip(spawned, infos, strict=True):
-            self._admit(name, handle, info)
+        refs = [h.ready.remote() for _, h in spawned]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        came = set(ready)
+        failures: list[str] = []
+        for (name, handle), ref in zip(spawned, refs, strict=True):
+            if ref not in came:
+                failures.append(f"{name} did not start within {timeout_s:.0f} s")
+                self._kill_all([handle])
+                continue
+            try:
+                self._admit(name, handle, ray.get(ref))
+            except ray.exceptions.RayError as e:
+                failures.append(f"{name}: {_first_line(e)}")
+        if failures:
+            log.warning("%d of %d Ray actor(s) did not start: %s", len(failures), count, "; ".join(failures))
         if not self._members:
-            raise EvoError(f"no Ray actor can evaluate {self.task.name}: {next(iter(self.drained.values()))}")
+            why = next(iter(self.drained.values()), None) or (
+                f"{'; '.join(failures)}: the cluster lacks the resources they ask for (see `ray status`)")
+            raise EvoError(f"no Ray actor of kind {self.kind} can evaluate {self.task.name}: {why}")
         capacity = sum(m.slots for m in self._members)
         if self.workers < capacity:
             log.warning("%d evaluations in flight for %d slots on the Ray cluster: raise --workers to keep every "
