@@ -31,7 +31,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
@@ -101,7 +101,12 @@ class LoopLock:
 
 @dataclass
 class Completion:
-    """The answer to one `chat` call: `texts` holds the n samples."""
+    """The answer to one `chat` call: `texts` holds the n samples.
+
+    A reasoning model's thinking may sit inside `texts` (``<think>`` sections) or, from a server
+    that separates it (vLLM's reasoning parser), in `reasoning`; `evo.llm.reasoning` splits both.
+    `completion_tokens` counts every generated token, the thinking's included.
+    """
 
     texts: list[str]
     prompt_tokens: int
@@ -109,6 +114,9 @@ class Completion:
     model: str
     endpoint: str  # the endpoint(s) that served the samples, comma-joined in order of first use
     seconds: float
+    reasoning: list[str] = field(default_factory=list)  # per sample: the server's separate thinking ("" if none)
+    truncated: list[bool] = field(default_factory=list)  # per sample: stopped by the token limit (empty: unknown)
+    reasoning_tokens: int | None = None  # of completion_tokens, as the server(s) reported; None: not reported
 
 
 def _retry_after(response: httpx2.Response) -> float | None:
@@ -428,14 +436,26 @@ class LLMClient:
             bodies += await asyncio.gather(*(self._post_chat(p, rng, prefer) for p in payloads))
 
         texts: list[str] = []
+        reasoning: list[str] = []
+        truncated: list[bool] = []
         prompt_tokens = completion_tokens = 0
+        reasoning_tokens: int | None = 0
         for body, _ in bodies:
             for choice in body.get("choices") or []:
                 message = choice.get("message") or {}
                 texts.append(message.get("content") or "")  # None when the model only called tools
+                # vLLM's reasoning parser: `reasoning_content` (up to 0.10), `reasoning` (later versions)
+                thinking = message.get("reasoning_content") or message.get("reasoning") or ""
+                reasoning.append(thinking if isinstance(thinking, str) else "")
+                truncated.append(choice.get("finish_reason") == "length")
             usage = body.get("usage") or {}
             prompt_tokens += int(usage.get("prompt_tokens") or 0)
             completion_tokens += int(usage.get("completion_tokens") or 0)
+            details = usage.get("completion_tokens_details") or {}
+            reported = details.get("reasoning_tokens") if isinstance(details, dict) else None
+            # One body that did not say makes the total unknown (estimated later), never a silent 0.
+            reasoning_tokens = None if reported is None or reasoning_tokens is None else \
+                reasoning_tokens + int(reported)
         first_body, first_endpoint = bodies[0]
         return Completion(
             texts=texts[:n],
@@ -444,6 +464,9 @@ class LLMClient:
             model=str(first_body.get("model") or first_endpoint.model or ""),
             endpoint=",".join(dict.fromkeys(e.url for _, e in bodies)),
             seconds=time.perf_counter() - start,
+            reasoning=reasoning[:n],
+            truncated=truncated[:n],
+            reasoning_tokens=reasoning_tokens,
         )
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from evo.errors import OperatorError
+from evo.llm.reasoning import answer_of
 
 MAX_BLOCKS = 200  # more than this is a runaway reply, not an edit
 MAX_PROGRAM_CHARS = 256_000  # ~6,000 lines; far beyond an evolved program, still parses in < 1 s
@@ -257,14 +258,20 @@ def extract_program(reply: str, language: str = "python") -> str:
     raise OperatorError(f"no code block in the reply; put the whole program in one ```{language} fenced block")
 
 
-def apply_reply(parent: str, reply: str, mode: str) -> tuple[str, dict]:
+def apply_reply(parent: str, reply: str, mode: str, *, thinking: bool = True) -> tuple[str, dict]:
     """Make the child from `reply`: mode "diff" applies SEARCH/REPLACE blocks, "rewrite" takes the
-    whole program. Returns (child source, meta). Raises `OperatorError` for an empty reply, a child
+    whole program. A reasoning model's thinking (`evo.llm.reasoning`) is left out first
+    (`thinking=False`: the caller split it off already; a second split is not idempotent). Returns
+    (child source, meta). Raises `OperatorError` for an empty reply, one cut off while thinking, a child
     that differs from the parent only in trailing whitespace, or a child that does not parse."""
     if mode not in ("diff", "rewrite"):
         raise ValueError(f"unknown edit mode {mode!r}; expected 'diff' or 'rewrite'")
     if not reply.strip():
         raise OperatorError("the reply is empty")
+    if thinking:  # a reasoning model's drafts inside <think> would otherwise apply before its real edits
+        reply = answer_of(reply)
+        if not reply.strip():
+            raise OperatorError("the reply is empty after its thinking")
     if mode == "diff":
         blocks = parse_edit_blocks(reply, parent=parent)
         child, report = apply_edit_blocks(parent, blocks)

@@ -150,18 +150,19 @@ class TransformersEngine:
             self._eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
             self._tokenizer, self._model = tokenizer, model
 
-    def _n_generated(self, row: Any) -> int:
+    def _n_generated(self, row: Any) -> tuple[int, bool]:
         """Tokens generated in one returned sequence: up to its first EOS, which counts (as
-        servers count it); what follows is padding of a batch whose other rows ran longer."""
+        servers count it); what follows is padding of a batch whose other rows ran longer.
+        And whether it ended without an EOS: cut off by `max_new_tokens`."""
         for i, token in enumerate(row.tolist()):
             if token in self._eos_ids:
-                return i + 1
-        return len(row)
+                return i + 1, False
+        return len(row), True
 
     def _generate(
         self, messages: list[dict[str, str]], n: int, max_tokens: int, temperature: float, seed: int | None
-    ) -> tuple[list[str], int, int]:
-        """Blocking: (texts, prompt tokens, completion tokens). Runs in a worker thread."""
+    ) -> tuple[list[str], int, int, list[bool]]:
+        """Blocking: (texts, prompt tokens, completion tokens, cut off by the limit). Runs in a worker thread."""
         import torch
 
         self._load()
@@ -185,6 +186,7 @@ class TransformersEngine:
             options.update(temperature=None, top_k=None, top_p=None)
 
         texts: list[str] = []
+        truncated: list[bool] = []
         completion_tokens = 0
         # Greedy decoding gives one answer however often it is asked: generate it once.
         batches = []
@@ -200,13 +202,15 @@ class TransformersEngine:
                 with torch.inference_mode():
                     out = model.generate(**inputs, num_return_sequences=size, **options)
                 for row in out[:, prompt_len:]:
-                    used = self._n_generated(row)
+                    used, cut = self._n_generated(row)
                     completion_tokens += used
+                    truncated.append(cut)
                     texts.append(tokenizer.decode(row[:used], skip_special_tokens=True))
         if not sample:
             texts *= n
+            truncated *= n
             completion_tokens *= n
-        return texts, prompt_len, completion_tokens
+        return texts, prompt_len, completion_tokens, truncated
 
     async def chat(
         self,
@@ -223,7 +227,7 @@ class TransformersEngine:
         seed = int(rng.integers(_SEED_BOUND)) if rng is not None else None
         start = time.perf_counter()
         async with self._call_lock.get():
-            texts, prompt_tokens, completion_tokens = await asyncio.to_thread(
+            texts, prompt_tokens, completion_tokens, truncated = await asyncio.to_thread(
                 self._generate, messages, n, max_tokens, temperature, seed
             )
         return Completion(
@@ -233,6 +237,7 @@ class TransformersEngine:
             model=self.model_path,
             endpoint=self.name,
             seconds=time.perf_counter() - start,
+            truncated=truncated,
         )
 
 
@@ -240,7 +245,7 @@ class TransformersEngine:
 class _Request:
     messages: list[dict[str, str]]
     params: Any  # vllm.SamplingParams
-    future: asyncio.Future[tuple[list[str], int, int]] = field(repr=False)
+    future: asyncio.Future[tuple[list[str], int, int, list[bool]]] = field(repr=False)
 
 
 class VLLMEngine:
@@ -292,7 +297,7 @@ class VLLMEngine:
         self._llm = None
         gc.collect()
 
-    def _generate(self, batch: list[_Request]) -> list[tuple[list[str], int, int]]:
+    def _generate(self, batch: list[_Request]) -> list[tuple[list[str], int, int, list[bool]]]:
         """Blocking: one `LLM.chat` over the whole batch. Runs in a worker thread."""
         outputs = self._llm.chat(
             [r.messages for r in batch], sampling_params=[r.params for r in batch], use_tqdm=False
@@ -301,7 +306,8 @@ class VLLMEngine:
         for out in outputs:
             texts = [o.text for o in out.outputs]
             completion = sum(len(o.token_ids) for o in out.outputs)
-            results.append((texts, len(out.prompt_token_ids or ()), completion))
+            truncated = [o.finish_reason == "length" for o in out.outputs]
+            results.append((texts, len(out.prompt_token_ids or ()), completion, truncated))
         return results
 
     async def _drain(self) -> None:
@@ -334,11 +340,11 @@ class VLLMEngine:
         seed = int(rng.integers(_SEED_BOUND)) if rng is not None else None
         params = self._SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, seed=seed)
         start = time.perf_counter()
-        future: asyncio.Future[tuple[list[str], int, int]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[list[str], int, int, list[bool]]] = asyncio.get_running_loop().create_future()
         self._pending.append(_Request(messages, params, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())
-        texts, prompt_tokens, completion_tokens = await future
+        texts, prompt_tokens, completion_tokens, truncated = await future
         return Completion(
             texts=texts,
             prompt_tokens=prompt_tokens,
@@ -346,6 +352,7 @@ class VLLMEngine:
             model=self.model_path,
             endpoint=self.name,
             seconds=time.perf_counter() - start,
+            truncated=truncated,
         )
 
 

@@ -1,8 +1,9 @@
 """Prompts for the LLM operators.
 
 The order is chosen for vLLM's prefix cache: what many requests share comes first (the rules
-of the house and the task), what varies least next (inspirations: elites change slowly), and
-the parent, its feedback and the instruction last.
+of the house and the task, then the run's lessons, which change every few hundred evaluations),
+what varies least next (inspirations: elites change slowly), and the parent, its feedback and
+the instruction last.
 """
 
 from __future__ import annotations
@@ -37,6 +38,32 @@ complete program in one ```python fenced block; keep the required function names
 INSTRUCTIONS = {"diff": DIFF_INSTRUCTION, "rewrite": REWRITE_INSTRUCTION, "crossover": CROSSOVER_INSTRUCTION}
 
 
+LESSONS_TOKENS = 600  # the lessons' share of a prompt; beyond it a lesson is cut at a line
+CHARS_PER_TOKEN = 4  # a tokenizer-free estimate, close for English and code alike
+
+
+def lessons_section(lessons: Sequence[str], budget_tokens: int = LESSONS_TOKENS) -> str:
+    """The prompt's lessons, newest first, within `budget_tokens` (estimated): a lesson that does
+    not fit whole is cut after its last line that fits; those after it are left out. "" if none."""
+    room = budget_tokens * CHARS_PER_TOKEN
+    kept: list[str] = []
+    for lesson in lessons:
+        text = lesson.strip()
+        if not text or room <= 0:
+            continue
+        if len(text) > room:
+            cut = text[:room]
+            text = cut[: cut.rfind("\n")].rstrip() if "\n" in cut else ""
+            if not text:
+                break
+            text += "\n(cut to fit the prompt)"
+        kept.append(text)
+        room -= len(text)
+    if not kept:
+        return ""
+    return "# Lessons of this search so far (what helped, what failed, what is unexplored)\n" + "\n\n".join(kept)
+
+
 def _describe(program: Program, label: str) -> str:
     scores = ", ".join(f"{k} = {v:.6g}" for k, v in sorted(program.metrics.items())) or "not scored"
     return f"## {label} (id {program.id[:12]}; {scores})\n```python\n{program.text}\n```"
@@ -48,11 +75,15 @@ def build_messages(
     parents: Sequence[Program],
     inspirations: Sequence[Program] = (),
     feedback: Sequence[str] = (),
+    lessons: Sequence[str] = (),
 ) -> list[dict[str, str]]:
-    """Chat messages for one operator call: shared prefix first, the parent and instruction last."""
+    """Chat messages for one operator call: shared prefix first, the parent and instruction last.
+    `lessons` (newest first) are kept within `LESSONS_TOKENS`."""
     if mode not in INSTRUCTIONS:
         raise ValueError(f"unknown prompt mode {mode!r}; choose one of {', '.join(INSTRUCTIONS)}")
     parts = [f"# Task\n{task_prompt.strip()}"]
+    if section := lessons_section(lessons):
+        parts.append(section)
     if inspirations:
         parts.append("# Other good programs, for inspiration\n" + "\n\n".join(
             _describe(p, f"Inspiration {i + 1}") for i, p in enumerate(inspirations)))

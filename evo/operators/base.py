@@ -30,6 +30,7 @@ class ProposalRequest:
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
     task_prompt: str = ""
     feedback: list[str] = field(default_factory=list)
+    lessons: list[str] = field(default_factory=list)  # what the run learned so far (evo/lessons.py), newest first
 
 
 @dataclass

@@ -18,6 +18,7 @@ from evo.llm.client import LLMClient, PreferredModel, model_groups
 from evo.llm.edits import apply_reply
 from evo.llm.engine import ChatLLM
 from evo.llm.prompts import build_messages
+from evo.llm.reasoning import answer_or_error, replies_of, token_usage
 from evo.operators.base import Operator, Proposal, ProposalRequest
 from evo.program import Program
 
@@ -53,17 +54,19 @@ class LLMOperator:
         parents = request.parents[: self.arity]
         if len(parents) < self.arity:
             raise OperatorError(f"{self.name} needs {self.arity} parents, got {len(parents)}")
-        messages = build_messages(self.mode, request.task_prompt, parents, request.inspirations, request.feedback)
+        messages = build_messages(self.mode, request.task_prompt, parents, request.inspirations, request.feedback,
+                                  lessons=request.lessons)
         completion = await self.client.chat(messages, n=self.n, max_tokens=self.max_tokens,
                                             temperature=self.temperature, rng=request.rng)
-        usage = {"model": completion.model, "endpoint": completion.endpoint,
-                 "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-                 "seconds": round(completion.seconds, 3)}
+        # Thinking apart from the answer: the answer is parsed, and the tokens of each are recorded.
+        replies = replies_of(completion)
+        usage = token_usage(completion, [r for r, _ in replies])
         apply_mode = "diff" if self.mode == "diff" else "rewrite"
         proposals, errors = [], []
-        for text in completion.texts:
+        for reply, truncated in replies:
             try:
-                child, meta = apply_reply(parents[0].text, text, apply_mode)
+                child, meta = apply_reply(parents[0].text, answer_or_error(reply, truncated), apply_mode,
+                                          thinking=False)
             except OperatorError as e:
                 errors.append(str(e))
                 continue
