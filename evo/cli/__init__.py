@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from evo.cli import cluster, data, evaluate, llm, report, results, run, seed, tasks  # noqa: F401  - each registers its commands
+from evo.cli import cluster, data, evaluate, llm, report, results, run, seed, tasks, ui  # noqa: F401  - each registers its commands
 from evo.cli.app import cli, console
 from evo.errors import EvoError
 

@@ -1,0 +1,116 @@
+"""`evo ui`: the live web view of one or more runs, a Starlette app served by uvicorn.
+
+Read-only by construction: every store is opened with SQLite's `mode=ro` (through `evo.load`), and
+every route answers GET only; there is no endpoint that writes. The page (static/index.html, plain
+JavaScript, no build step) polls the JSON endpoints below every few seconds:
+
+    GET /                                   the page
+    GET /api/runs                           each run's shape: task, metric, budget, archive layout
+    GET /api/runs/{i}/overview              progress, throughput, best over time, the archive's cells
+    GET /api/runs/{i}/details               failures, audit rejections, credit, lessons, kernel suite row
+    GET /api/runs/{i}/program/{id}          one program: code, metrics, verdict
+    GET /api/runs/{i}/lineage/{id}          its chain of main parents, with the diff on each edge
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from evo.report.ui.data import LiveRun
+
+STATIC = Path(__file__).parent / "static"
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _run(request: Request) -> LiveRun:
+    runs: list[LiveRun] = request.app.state.runs
+    try:
+        i = int(request.path_params["i"])
+    except ValueError:
+        raise HTTPException(404, "runs are numbered from 0") from None
+    if not 0 <= i < len(runs):
+        raise HTTPException(404, f"no run {i}: this view serves runs 0..{len(runs) - 1}")
+    return runs[i]
+
+
+def _json(data: object) -> Response:
+    # The page polls: never let a proxy or the browser answer from an old copy.
+    return JSONResponse(data, headers={"Cache-Control": "no-store"})
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+
+async def runs(request: Request) -> Response:
+    live: list[LiveRun] = request.app.state.runs
+    return _json([r.info() | {"index": i} for i, r in enumerate(live)])
+
+
+# SQLite reads block: they run in the thread pool, so that one slow read never holds up the others.
+async def overview(request: Request) -> Response:
+    return _json(await run_in_threadpool(_run(request).overview))
+
+
+async def details(request: Request) -> Response:
+    return _json(await run_in_threadpool(_run(request).details))
+
+
+async def program(request: Request) -> Response:
+    found = await run_in_threadpool(_run(request).program, request.path_params["pid"])
+    if found is None:
+        raise HTTPException(404, f"no program {request.path_params['pid']!r} in this run")
+    return _json(found)
+
+
+async def lineage(request: Request) -> Response:
+    found = await run_in_threadpool(_run(request).lineage, request.path_params["pid"])
+    if found is None:
+        raise HTTPException(404, f"no program {request.path_params['pid']!r} in this run")
+    return _json(found)
+
+
+def create_app(run_dirs: Sequence[str | Path], *, window: int = 10_000, min_interval_s: float = 1.0) -> Starlette:
+    """The app serving the runs in `run_dirs` (each opened read-only now: a bad folder fails here)."""
+    live = [LiveRun(d, window=window, min_interval_s=min_interval_s) for d in run_dirs]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await asyncio.gather(*(run_in_threadpool(r.close) for r in live))
+
+    app = Starlette(routes=[
+        Route("/", index),
+        Route("/api/runs", runs),
+        Route("/api/runs/{i}/overview", overview),
+        Route("/api/runs/{i}/details", details),
+        Route("/api/runs/{i}/program/{pid}", program),
+        Route("/api/runs/{i}/lineage/{pid}", lineage),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ], lifespan=lifespan)
+    app.state.runs = live
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the view on this machine."""
+    return host in LOOPBACK or host.startswith("127.")
+
+
+def serve(run_dirs: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8765, *, log_level: str = "warning"
+          ) -> None:
+    """Serve the view with uvicorn until Ctrl-C (the caller checks `host`: see `evo ui --allow-remote`)."""
+    import uvicorn
+
+    uvicorn.run(create_app(run_dirs), host=host, port=port, log_level=log_level)

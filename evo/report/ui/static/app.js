@@ -1,0 +1,201 @@
+// evo ui: polls the JSON endpoints of app.py and redraws each run's column. Plain JS, no build step.
+"use strict";
+const OVERVIEW_MS = 2000, DETAILS_MS = 6000;
+const runs = [];  // {info, el, overview, details}
+
+const $ = (root, sel) => root.querySelector(sel);
+const esc = s => String(s ?? "").replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
+const fmt = v => v === null || v === undefined ? "–" : (Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(3) : (+v.toPrecision(6)).toString());
+
+async function getJSON(url) {
+  const r = await fetch(url, {cache: "no-store"});
+  if (!r.ok) throw new Error(`${url}: ${r.status}`);
+  return r.json();
+}
+
+// A value in [0, 1] as a viridis-like colour.
+const STOPS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+function colour(t) {
+  t = Math.min(1, Math.max(0, isFinite(t) ? t : 0)) * (STOPS.length - 1);
+  const i = Math.min(STOPS.length - 2, Math.floor(t)), f = t - i;
+  const c = STOPS[i].map((a, k) => Math.round(a + f * (STOPS[i + 1][k] - a)));
+  return `rgb(${c})`;
+}
+
+function table(el, cols, rows, render) {
+  if (!rows || !rows.length) { el.innerHTML = "<tr><td><small>none</small></td></tr>"; return; }
+  el.innerHTML = "<tr>" + cols.map(c => `<th>${esc(c)}</th>`).join("") + "</tr>" +
+    rows.map(r => "<tr>" + render(r).map(v => `<td>${v}</td>`).join("") + "</tr>").join("");
+}
+
+function line(svg, xs, ys, opts = {}) {
+  const w = 360, h = svg.viewBox.baseVal.height, pad = 14;
+  const pts = xs.map((x, i) => [x, ys[i]]).filter(p => p[1] !== null && isFinite(p[1]));
+  if (pts.length < 1) { svg.innerHTML = `<text x="4" y="12">no data yet</text>`; return; }
+  let [x0, x1] = [Math.min(...pts.map(p => p[0])), Math.max(...pts.map(p => p[0]))];
+  let [y0, y1] = [Math.min(...pts.map(p => p[1])), Math.max(...pts.map(p => p[1]))];
+  if (x1 === x0) x1 = x0 + 1; if (y1 === y0) { y1 += 0.5; y0 -= 0.5; }
+  const X = x => pad + (x - x0) / (x1 - x0) * (w - 2 * pad), Y = y => h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad);
+  let path = pts.map(p => [X(p[0]), Y(p[1])]);
+  if (opts.step) path = path.flatMap((p, i) => i ? [[p[0], path[i - 1][1]], p] : [p]);
+  svg.innerHTML = `<polyline points="${path.map(p => p.join(",")).join(" ")}"/>` +
+    `<text x="2" y="10">${esc(fmt(y1))}</text><text x="2" y="${h - 3}">${esc(fmt(y0))}</text>` +
+    `<text x="${w - 60}" y="${h - 3}">${esc(opts.xlabel || "")} ${esc(fmt(x1))}</text>`;
+}
+
+// -- the archive --------------------------------------------------------------------------------
+function drawHeatmap(run) {
+  const {info, overview: ov, el} = run, box = $(el, ".heatmap");
+  const lay = info.layout, vals = ov.cells.map(c => c.value).filter(v => v !== null);
+  const lo = Math.min(...vals), hi = Math.max(...vals);
+  const norm = v => { const t = hi > lo ? (v - lo) / (hi - lo) : 1; return info.objective === "maximize" ? t : 1 - t; };
+  let cols, rows, place;
+  if (lay.kind === "grid") {
+    const dims = lay.axes.map(a => a.bins);
+    cols = dims[0]; rows = dims.length > 1 ? dims[1] : 1;
+    const rest = dims.slice(2).reduce((a, b) => a * b, 1);
+    // Row-major cell index (as GridCells): the first two axes drawn, any others folded in (best shown).
+    place = c => { const i0 = Math.floor(c / (rows * rest)), i1 = Math.floor(c / rest) % rows; return [i0, rows - 1 - i1]; };
+  } else {
+    cols = Math.ceil(Math.sqrt(lay.cells)); rows = Math.ceil(lay.cells / cols);
+    place = c => [c % cols, Math.floor(c / cols)];
+  }
+  const better = (a, b) => info.objective === "maximize" ? a > b : a < b;
+  let html = "";
+  for (let island = 0; island < info.islands; island++) {
+    const tiles = new Map();
+    for (const c of ov.cells) if (c.island === island) {
+      const [x, y] = place(c.cell), key = y * cols + x, old = tiles.get(key);
+      if (!old || (c.value !== null && (old.value === null || better(c.value, old.value)))) tiles.set(key, c);
+    }
+    html += `<div class="island"><div class="label">island ${island}: ${tiles.size} filled</div>` +
+      `<div class="grid" style="grid-template-columns: repeat(${cols}, 14px)">`;
+    for (let k = 0; k < cols * rows; k++) {
+      const c = tiles.get(k);
+      html += c ? `<div class="cell filled${c.id === run.selected ? " selected" : ""}" data-pid="${esc(c.id)}" ` +
+        `style="background:${colour(norm(c.value))}" title="${esc(c.id.slice(0, 12))}: ${esc(fmt(c.value))}"></div>`
+        : `<div class="cell"></div>`;
+    }
+    html += "</div></div>";
+  }
+  const axes = lay.kind === "grid" ? `x: ${lay.axes[0].name}` + (lay.axes[1] ? `, y: ${lay.axes[1].name}` : "") : `${lay.cells} CVT cells`;
+  box.innerHTML = html + `<div class="label"><small>${esc(axes)}; colour: ${esc(info.metric)}</small></div>`;
+}
+
+// -- one program ----------------------------------------------------------------------------------
+async function showProgram(run, pid) {
+  run.selected = pid;
+  const p = await getJSON(`/api/runs/${run.info.index}/program/${encodeURIComponent(pid)}`);
+  const box = $(run.el, ".program");
+  box.hidden = false;
+  $(box, ".pid").textContent = pid.slice(0, 16);
+  box.dataset.pid = pid;
+  $(box, ".facts").innerHTML = `${esc(p.status)} · operator ${esc(p.operator)}${p.model ? " (" + esc(p.model) + ")" : ""}` +
+    ` · island ${p.island}${p.cell !== null ? " · cell " + p.cell : ""} · evaluation #${p.evaluation ?? "–"}` +
+    ` · parents ${p.parents.map(x => `<a href="#" data-pid="${esc(x)}">${esc(x.slice(0, 8))}</a>`).join(", ") || "none"}`;
+  table($(box, ".metrics"), ["metric", "value"], [["value", p.value], ...Object.entries(p.metrics),
+    ...Object.entries(p.descriptors).map(([k, v]) => ["descriptor " + k, v])], r => [esc(r[0]), esc(fmt(r[1]))]);
+  const v = $(box, ".verdict");
+  v.className = "verdict " + (p.verdict || "");
+  v.innerHTML = `verdict: <b>${esc(p.verdict || "none")}</b>` + (p.reasons.length ? "<ul>" + p.reasons.map(r =>
+    `<li>${esc(r.check)}: ${esc(r.reason)}</li>`).join("") + "</ul>" : "") + (p.error ? `<div>error: ${esc(p.error)}</div>` : "");
+  $(box, ".code").textContent = p.source;
+  $(box, ".lineage").innerHTML = "";
+  if (run.overview) drawHeatmap(run);
+}
+
+function diffHTML(text) {
+  return text.split("\n").map(l => {
+    const cls = l.startsWith("@@") ? "hunk" : l.startsWith("+") ? "add" : l.startsWith("-") ? "del" : "";
+    return `<span class="${cls}">${esc(l)}</span>`;
+  }).join("\n");
+}
+
+async function showLineage(run) {
+  const pid = $(run.el, ".program").dataset.pid;
+  const lin = await getJSON(`/api/runs/${run.info.index}/lineage/${encodeURIComponent(pid)}`);
+  $(run.el, ".lineage").innerHTML = (lin.truncated ? "<small>(older ancestors left out)</small>" : "") +
+    lin.chain.map(n => `<div class="node"><b>${esc(n.id.slice(0, 12))}</b> ${esc(n.operator)} → ${esc(fmt(n.value))}` +
+      (n.other_parents.length ? ` <small>(also from ${n.other_parents.map(x => esc(x.slice(0, 8))).join(", ")})</small>` : "") +
+      (n.diff !== undefined ? `<pre class="diff">${diffHTML(n.diff || "(no change)")}</pre>` : "") + "</div>").join("");
+}
+
+// -- polling ----------------------------------------------------------------------------------------
+async function refreshOverview(run) {
+  const ov = run.overview = await getJSON(`/api/runs/${run.info.index}/overview`);
+  const el = run.el;
+  $(el, ".evals").textContent = ov.evaluations;
+  $(el, ".budget").textContent = ov.budget;
+  $(el, ".fill").style.width = Math.min(100, 100 * ov.evaluations / ov.budget) + "%";
+  $(el, ".rate").textContent = ov.evals_per_min === null ? "–" : ov.evals_per_min.toFixed(1);
+  $(el, ".state").textContent = ov.running ? "running" : "not running";
+  $(el, ".best").textContent = fmt(ov.best_value);
+  $(el, ".elites").textContent = ov.elites;
+  el.dataset.elites = ov.elites;
+  el.dataset.evaluations = ov.evaluations;
+  const best = ov.best.concat(ov.best.length ? [{n: ov.evaluations, value: ov.best[ov.best.length - 1].value}] : []);
+  line($(el, ".best-chart"), best.map(b => b.n), best.map(b => b.value), {step: true, xlabel: "evaluations"});
+  const pr = ov.progress, rate = pr.map((p, i) => i && p.t > pr[i - 1].t ? 60 * (p.n - pr[i - 1].n) / (p.t - pr[i - 1].t) : null);
+  line($(el, ".rate-chart"), pr.map(p => p.t / 60), rate, {xlabel: "minutes"});
+  drawHeatmap(run);
+}
+
+async function refreshDetails(run) {
+  const d = run.details = await getJSON(`/api/runs/${run.info.index}/details`);
+  const el = run.el;
+  $(el, ".window").textContent = `(the newest ${d.window} evaluations)`;
+  table($(el, ".failures"), ["stage", "kind", "count", "example"], d.failures,
+    r => [esc(r.stage), esc(r.kind), r.count, `<small>${esc(r.example)}</small>`]);
+  table($(el, ".audit"), ["check", "programs", "example"], d.audit, r => [esc(r.check), r.count, `<small>${esc(r.example)}</small>`]);
+  const credit = r => [esc(r.name), r.calls, r.tokens, r.evaluations, r.ok, r.new, r.improve];
+  const cols = ["name", "calls", "tokens", "evals", "ok", "new cells", "improved"];
+  table($(el, ".credit-operator"), cols, d.credit.operator, credit);
+  table($(el, ".credit-model"), cols, d.credit.model, credit);
+  $(el, ".lessons-box").hidden = !d.lessons;
+  if (d.lessons) table($(el, ".lessons"), d.lessons.columns, d.lessons.rows, r => r.map(v => `<small>${esc(v)}</small>`));
+  drawSuite();
+}
+
+function drawSuite() {
+  const rows = runs.filter(r => r.details && r.details.suite).map(r => [r, r.details.suite]);
+  const box = document.getElementById("suite");
+  box.hidden = !rows.length;
+  $(box, "tbody").innerHTML = rows.map(([r, s]) => {
+    const times = Object.keys((s.best || s.seed || {time_us: {}}).time_us).map(w =>
+      `${esc(w)}: ${esc(fmt(s.seed?.time_us[w]))} → ${esc(fmt(s.best?.time_us[w]))}`).join("<br>");
+    return `<tr><td>${esc(r.info.name)}</td><td>${esc(s.task)}</td><td>${esc(fmt(s.seed?.sol_score))}</td>` +
+      `<td>${esc(fmt(s.best?.sol_score))}</td><td>${esc((s.best?.id || "").slice(0, 12))}</td><td><small>${times}</small></td></tr>`;
+  }).join("");
+}
+
+function every(ms, fn) {
+  const tick = async () => {
+    try { await fn(); document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString(); }
+    catch (e) { document.getElementById("updated").textContent = "cannot reach evo ui: " + e.message; }
+    setTimeout(tick, ms);  // after the answer: a slow server is never asked twice at once
+  };
+  tick();
+}
+
+async function main() {
+  const infos = await getJSON("/api/runs");
+  const tpl = document.getElementById("run-template");
+  for (const info of infos) {
+    const el = tpl.content.firstElementChild.cloneNode(true);
+    const run = {info, el, overview: null, details: null, selected: null};
+    el.dataset.run = info.index;
+    $(el, ".title").textContent = info.name;
+    $(el, ".sub").textContent = `${info.task} · ${info.objective} ${info.metric} · ${info.run_dir}`;
+    $(el, ".metric").textContent = info.metric;
+    el.addEventListener("click", ev => {
+      const t = ev.target.closest("[data-pid]");
+      if (t && !t.classList.contains("program")) { ev.preventDefault(); showProgram(run, t.dataset.pid); }
+    });
+    $(el, ".show-lineage").addEventListener("click", () => showLineage(run));
+    document.getElementById("runs").appendChild(el);
+    runs.push(run);
+    every(OVERVIEW_MS, () => refreshOverview(run));
+    every(DETAILS_MS, () => refreshDetails(run));
+  }
+}
+main();
