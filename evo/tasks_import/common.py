@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,20 +59,46 @@ def calibrate(reference: Any, small: list[Mapping[str, Any]], dtype: str) -> Cal
     return Calibration(float(f"{atol:.3g}"), float(f"{rtol:.3g}"), notes)
 
 
-def check_seed(reference: Any, seed_path: Path, small: list[Mapping[str, Any]], atol: float, rtol: float) -> None:
-    """The seed's outputs match the reference's on every small shape, or an EvoError says where not."""
+_SEED_CHECK = """
+import sys
+from pathlib import Path
+import torch
+from evo.eval.kernel_spec import compare_outputs
+from evo.task import load_module
+folder, atol, rtol = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+ref = load_module(folder / "reference.py", "evo_import_reference")
+seed = load_module(folder / "seed.py", "evo_import_seed")
+for i, params in enumerate(ref.SPEC.small):
+    inputs = ref.make_inputs(dict(params), 10 + i, "cpu")
+    expected = ref.run(*[x.clone() if isinstance(x, torch.Tensor) else x for x in inputs])
+    reason = compare_outputs(seed.run(*inputs), expected, atol, rtol)
+    if reason is not None:
+        print(f"on {dict(params)}: {reason}")
+        sys.exit(1)
+print("ok")
+"""
+
+
+def check_seed(folder: Path, atol: float, rtol: float) -> None:
+    """The seed's outputs match the reference's on every small shape, or an EvoError says where not.
+
+    Checked in a child process (the seed may be a published solution: code from outside), on CPU with Triton's
+    interpreter where there is no GPU; `evo eval` then takes it through the whole pipeline."""
+    env = dict(os.environ)
+    if not _has_cuda():
+        env.setdefault("TRITON_INTERPRET", "1")
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", _SEED_CHECK, str(folder), repr(atol), repr(rtol)], env=env,
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0 or proc.stdout.strip() != "ok":
+        why = proc.stdout.strip() or (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EvoError(f"the imported seed does not match the reference {why}")
+
+
+def _has_cuda() -> bool:
     import torch
 
-    from evo.eval.kernel_spec import compare_outputs
-    from evo.task import load_module
-
-    seed = load_module(seed_path, "evo_imported_seed")
-    for i, params in enumerate(small):
-        inputs = reference.make_inputs(dict(params), 10 + i, "cpu")
-        expected = reference.run(*[x.clone() if isinstance(x, torch.Tensor) else x for x in inputs])
-        reason = compare_outputs(seed.run(*inputs), expected, atol, rtol)
-        if reason is not None:
-            raise EvoError(f"the imported seed does not match the reference on {dict(params)}: {reason}")
+    return bool(torch.cuda.is_available())
 
 
 def task_toml(description: str, source: str) -> str:
