@@ -87,6 +87,14 @@ class RunConfig:
     # from the seeds only (no archive parents); "random-parent" draws parents uniformly among all valid
     # programs (no MAP-Elites selection). "none": the search itself.
     ablation: Literal["none", "best-of-n", "random-parent"] = "none"
+    # Trackers that the run's figures and best program are sent to as it goes (evo/report/track.py):
+    # "tensorboard" (RUN_DIR/tensorboard/), "mlflow" ($MLFLOW_TRACKING_URI, else RUN_DIR/mlruns/).
+    track: list[Literal["tensorboard", "mlflow"]] = field(default_factory=list)
+    # A lesson (evo/lessons.py: what helped, what fails, what is unexplored) is written every this many
+    # evaluations and when the run resumes, by the model when one is served; 0: never.
+    lessons_every: Annotated[int, Field(ge=0)] = 200
+    # A run directory whose newest lessons this run starts with (read when the run is created).
+    lessons_from: str | None = None
 
     def __post_init__(self) -> None:
         # Built in code (tests, benchmarks) or from a file: the same checks either way.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import dataclasses
 import gc
 import logging
 import signal
@@ -35,6 +36,7 @@ from evo.embed import duplicate_threshold, make_embedder
 from evo.errors import EvoError, OperatorError
 from evo.eval.backends.base import EvalResult, Evaluator
 from evo.eval.pipeline import Pipeline
+from evo.lessons import LessonKeeper
 from evo.llm.client import LLMUnavailable
 from evo.llm.engine import ChatLLM, make_llm
 from evo.operators import OPERATORS, Operator, ProposalRequest, build_operators
@@ -47,6 +49,7 @@ from evo.population.sampling import UniformPool
 from evo.program import Program, Status
 from evo.proposer import Child, Outcome, ProposalProcess, ProposalProcessDied
 from evo.replay import new_population, rebuild_population, replay_embeddings, replay_evaluations
+from evo.report.track import Trackers
 from evo.retiming import retime_elites
 from evo.run_dir import OpenedRun, RunLock, create_run, open_run
 from evo.stats import RunStats
@@ -89,6 +92,9 @@ class Engine:
         elif any(name.startswith("llm_") for name in config.operators):
             raise EvoError("the llm_* operators need a model server: give --llm URL (see `evo run --help`)")
         self.operators: list[tuple[Operator, float]] = build_operators(op_weights, registry)
+        # Lessons every `lessons_every` evaluations and on resume, in the prompts (evo/lessons.py).
+        self.lessons = LessonKeeper(store, task, config.lessons_every, self.llm_client, config.llm_max_tokens,
+                                    config.lessons_from)
         selection = config.operator_selection
         if selection == "auto":
             selection = "bandit" if config.llm else "weights"
@@ -120,6 +126,8 @@ class Engine:
         self._offloaded = {op.name for op, _ in self.operators if op.name in OPERATORS}
         # The ablations' parents (config.ablation): None for the search itself (the population samples).
         self._pool: UniformPool | None = None if config.ablation == "none" else UniformPool()
+        # --track: figures sent to TensorBoard/MLflow from a thread behind a bounded queue (evo/report/track.py)
+        self.trackers: Trackers | None = Trackers.for_run(config.track, self.run_dir)
         self._rebuild()
 
     # -- construction -------------------------------------------------------------------
@@ -221,7 +229,7 @@ class Engine:
         parent_ids = [p.id for p in parents]
         request = ProposalRequest(parents=parents, inspirations=[self.program(i) for i in inspiration_ids],
                                   rng=self.rng, task_prompt=self._task_prompt,
-                                  feedback=[p.error for p in parents if p.error])
+                                  feedback=[p.error for p in parents if p.error], lessons=self.lessons.for_prompt())
         call = {"operator": op.name, "parents": parent_ids, "island": island}
         if self._proposer is not None and op.name in self._offloaded:
             seed = int(self.rng.integers(2**63))
@@ -352,6 +360,7 @@ class Engine:
         if not self.store.record_evaluation(program, data, admission):
             return  # already recorded: never count twice
         self.stats.done += 1
+        self.lessons.evaluated(self.stats.done, self.population)
         if not result.ok:
             self.stats.failures[result.failure or "failed"] += 1
         if decision is not None and result.score is not None:
@@ -367,6 +376,8 @@ class Engine:
             self._refresh_stats()
             if self._admitted is not None:
                 self._admitted.set()
+        if self.trackers is not None:
+            self.trackers.observe_engine(self)  # never blocks: a full queue drops the sample
 
     async def _producer(self, queue: asyncio.Queue[Program | None]) -> None:
         for program in self.store.pending_programs():
@@ -443,6 +454,8 @@ class Engine:
         self._reserved = self.stats.done
         self.stats.started = time.monotonic()
         self.store.log("run_started", {"done": self.stats.done, "budget": self.config.budget})
+        if self.stats.done_at_start > 0:
+            self.lessons.resumed(self.stats.done, self.population)
         # torch (imported by pyribs) leaves ~340k tracked objects; full collections over them cost
         # ~0.35 s each on the hot path. Freeze what exists now (no collection first: it would cost
         # that same 0.35-1 s once per run, and what garbage there is stays small) and collect young
@@ -488,10 +501,16 @@ class Engine:
             if self._proposer is not None:
                 await self._proposer.close()
                 self._proposer = None
+            await self.lessons.close()  # a lesson the model is writing, before its client closes
             if self.llm_client is not None:
                 await self.llm_client.aclose()
             reason = self._stop_reason or ("budget spent" if self.stats.done >= self.config.budget else "stopped")
             self.store.log("run_stopped", {"reason": reason, "done": self.stats.done})
+            if self.trackers is not None:
+                self.trackers.observe_engine(self, force=True)
+                report, self.trackers = self.trackers.close(), None
+                self.store.log("trackers", dataclasses.asdict(report))
+                log.info(report.line())
         if on_tick is not None:
             on_tick(self.stats)
         return self.stats

@@ -111,6 +111,13 @@ def _run_engine(engine: Any, quiet: bool) -> None:
 @click.option("--ablation", type=click.Choice(["none", "best-of-n", "random-parent"]), help="A baseline on the "
               "same budget: best-of-n (children of the seeds only, no archive parents) or random-parent "
               "(parents uniformly at random, no MAP-Elites selection).")
+@click.option("--lessons-from", "lessons_from", type=click.Path(exists=True, file_okay=False),
+              help="A run directory whose newest lessons (what helped, what failed, what is unexplored) this run "
+              "starts with, in its LLM prompts beside its own (written every lessons_every evaluations).")
+@click.option("--track", type=click.Choice(["tensorboard", "mlflow"]), multiple=True, help="Send the run's figures "
+              "(best, coverage, QD-score, throughput, failure and audit-rejection rates) and its best program to "
+              "TensorBoard (RUN_DIR/tensorboard/) or MLflow ($MLFLOW_TRACKING_URI, else RUN_DIR/mlruns/); repeatable. "
+              "A slow or failing tracker never slows or stops the run.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with run options.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def run(task: str, run_dir: Path, config_file: Path | None, quiet: bool, **options: Any) -> None:
@@ -134,6 +141,10 @@ def run(task: str, run_dir: Path, config_file: Path | None, quiet: bool, **optio
 @click.option("--budget", type=int, help="New total budget (finished evaluations), not below those done.")
 @click.option("--workers", type=int, help="Evaluations at once.")
 @click.option("--time-limit", type=float, help="Stop this invocation after this many seconds.")
+@click.option("--track", type=click.Choice(["tensorboard", "mlflow"]), multiple=True, help="Send the run's figures "
+              "(best, coverage, QD-score, throughput, failure and audit-rejection rates) and its best program to "
+              "TensorBoard (RUN_DIR/tensorboard/) or MLflow ($MLFLOW_TRACKING_URI, else RUN_DIR/mlruns/); repeatable. "
+              "A slow or failing tracker never slows or stops the run.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="TOML file of run options to change: operators and weights, llm endpoints, "
               "duplicate_threshold, workers, budget, time limit... (not the task, cells, islands, seed, embedder).")
