@@ -299,8 +299,11 @@ class LessonKeeper:
         self.run = run_id(store)
         self.written = 0  # lessons written by this keeper
         self._pending: asyncio.Task[None] | None = None
-        if lessons_from:
+        # Carried once, when the run is created: a resume must not need the earlier run's directory.
+        if lessons_from and store.get_meta("lessons_carried_from") is None:
             carry_lessons(store, Path(lessons_from), task)
+            with store.db:
+                store.set_meta("lessons_carried_from", str(lessons_from))
         self._prompt = self._prompt_lessons()
 
     def evaluated(self, done: int, population: Any) -> None:

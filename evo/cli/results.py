@@ -26,6 +26,8 @@ def show(run_dir: Path, top: int, show_source: bool) -> None:
     out.print(summary.qd_note, highlight=False)
     if summary.seeds_table is not None:
         out.print(summary.seeds_table)
+    if summary.lessons:
+        out.print(summary.lessons, markup=False, highlight=False)
     if show_source and summary.best_source is not None:
         out.print(summary.best_source, markup=False, highlight=False)
 

@@ -33,6 +33,7 @@ class RunSummary:
     qd_offset: float = 0.0
     qd_note: str = ""  # one line under the archive table: what the QD-score is measured from
     seeds_table: Table | None = None  # seeds from outside the run (evo/seeding/), with their provenance
+    lessons: str = ""  # the run's newest lesson (evo/lessons.py) with its version and source; "" if none
 
 
 def run_summary(run_dir: Path, top: int = 5) -> RunSummary:
@@ -80,9 +81,24 @@ def run_summary(run_dir: Path, top: int = 5) -> RunSummary:
             header += f"; ablation {config.ablation}"
         return RunSummary(header, best_table, archive, best[0].text if best else None, done, best_value,
                           population.coverage, population.qd_score, shown_offset, note,
-                          _seeds_table(store, metric))
+                          _seeds_table(store, metric), _lessons(store))
     finally:
         store.close()
+
+
+def _lessons(store: Store, chars: int = 1500) -> str:
+    """The newest lesson (cut to `chars`), headed by its version, evaluation count and source."""
+    from evo.store.lessons import lessons
+
+    found = lessons(store)
+    if not found:
+        return ""
+    own = [x for x in found if x.carried_from is None] or found
+    x = own[-1]
+    carried = f", carried from {x.carried_from}" if x.carried_from else ""
+    text = x.text if len(x.text) <= chars else x.text[:chars] + "\n..."
+    return (f"lessons: version {x.version} of {len(own)}, after {x.evaluations} evaluations, {x.source}{carried}"
+            f"\n{text}")
 
 
 def _seeds_table(store: Store, metric: str, limit: int = 50) -> Table | None:
