@@ -53,6 +53,10 @@ async def index(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
 
+async def favicon(request: Request) -> Response:
+    return Response(status_code=204)  # no icon: answered, so that browsers stop asking
+
+
 async def runs(request: Request) -> Response:
     live: list[LiveRun] = request.app.state.runs
     return _json([r.info() | {"index": i} for i, r in enumerate(live)])
@@ -92,6 +96,7 @@ def create_app(run_dirs: Sequence[str | Path], *, window: int = 10_000, min_inte
 
     app = Starlette(routes=[
         Route("/", index),
+        Route("/favicon.ico", favicon),
         Route("/api/runs", runs),
         Route("/api/runs/{i}/overview", overview),
         Route("/api/runs/{i}/details", details),
