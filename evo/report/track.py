@@ -20,6 +20,7 @@ Where: TensorBoard writes event files under `RUN_DIR/tensorboard/`; MLflow logs 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -152,6 +153,18 @@ def scalars(stats: RunStats, orient: Callable[[float], float]) -> dict[str, floa
     return out
 
 
+def check_installed(name: str) -> None:
+    """Fail before the run starts when a tracker's package is missing (building one may wait on a server,
+    so that happens in the tracker thread)."""
+    import importlib.util
+
+    module = {"tensorboard": "tensorboard", "mlflow": "mlflow"}.get(name)
+    if module is None:
+        raise EvoError(f"unknown tracker {name!r}; known: {', '.join(BACKENDS)}")
+    if importlib.util.find_spec(module) is None:
+        raise EvoError(f"--track {name} needs the {module} package: pip install 'evo[track]'")
+
+
 def make_backend(name: str, run_dir: Path) -> Backend:
     """A backend by name (`BACKENDS`)."""
     if name == "tensorboard":
@@ -182,8 +195,11 @@ class TrackerReport:
 class Trackers:
     """The run's trackers behind one bounded queue and one thread. `observe` never blocks."""
 
-    def __init__(self, backends: Sequence[Backend], *, maxsize: int = 1000, every_s: float = 0.5):
-        self.backends = list(backends)
+    def __init__(self, backends: Sequence[Callable[[], Backend]], *, maxsize: int = 1000, every_s: float = 0.5):
+        """`backends`: how to build each one; they are built in the tracker thread, so that one that waits
+        on a server (MLflow's) delays nothing but itself."""
+        self._factories = list(backends)
+        self.backends: list[Backend] = []
         self.every_s = every_s
         self.report = TrackerReport()
         self._queue: queue.Queue[Sample | None] = queue.Queue(maxsize=maxsize)
@@ -196,7 +212,11 @@ class Trackers:
     @classmethod
     def for_run(cls, names: Sequence[str], run_dir: Path) -> Trackers | None:
         """The trackers named in the run's config (None when none is)."""
-        return cls([make_backend(n, run_dir) for n in dict.fromkeys(names)]) if names else None
+        if not names:
+            return None
+        for n in names:
+            check_installed(n)
+        return cls([functools.partial(make_backend, n, run_dir) for n in dict.fromkeys(names)])
 
     def observe(self, step: int, scalars: Callable[[], dict[str, float]], best_id: str | None,
                 best_source: Callable[[], str | None], *, force: bool = False) -> None:
@@ -228,6 +248,13 @@ class Trackers:
                      lambda: None if best is None else engine.program(best).text, force=force)
 
     def _drain(self) -> None:
+        for build in self._factories:
+            try:
+                self.backends.append(build())
+            except Exception as e:  # noqa: BLE001 - a tracker that cannot start is reported, the run goes on
+                name = getattr(build, "args", ("tracker",))[0]
+                self.report.failed[str(name)] = f"{type(e).__name__}: {e}"[:300]
+                log.warning("tracker %s could not start and is switched off: %s", name, e)
         while (sample := self._queue.get()) is not None:
             for backend in list(self.backends):
                 try:
@@ -238,7 +265,7 @@ class Trackers:
                     log.warning("tracker %s failed and is switched off: %s", backend.name, e)
             self.report.written += 1
 
-    def close(self, timeout_s: float = 10.0) -> TrackerReport:
+    def close(self, timeout_s: float = 5.0) -> TrackerReport:
         """Stop the thread after what is queued (waiting at most `timeout_s`), close the backends, report."""
         deadline = time.monotonic() + timeout_s
         while True:

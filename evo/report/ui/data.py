@@ -227,7 +227,11 @@ class LiveRun:
         store = self.run.store
         if q.table_exists(store, "lessons"):
             cols, rows = q.latest_rows(store, "lessons", limit=20)
-            return {"columns": cols, "rows": [[None if v is None else str(v)[:2000] for v in r] for r in rows]}
+            # The readable columns of evo/store/lessons.py's table when they are there (not its raw statistics).
+            keep = [i for i, c in enumerate(cols) if c in ("task", "version", "evaluations", "source", "text",
+                                                            "carried_from")] or list(range(len(cols)))
+            return {"columns": [cols[i] for i in keep],
+                    "rows": [[None if r[i] is None else str(r[i])[:4000] for i in keep] for r in rows]}
         events = q.latest_events(store, "lessons", ["$"], limit=20)
         if events:
             return {"columns": ["time", "lessons"], "rows": [[r[1], str(r[4])[:4000]] for r in events]}
