@@ -206,7 +206,7 @@ class Run:
     def _program_frame(self, rows: list[q.Row], names: list[str]) -> pd.DataFrame:
         df = pd.DataFrame.from_records(rows, columns=names)
         if "parents" in df:
-            df["parents"] = [json.loads(p) for p in df["parents"]]
+            df["parents"] = [_ids(p) for p in df["parents"]]
         for col in names:
             if col == "value" or col.startswith(("metric_", "descriptor_")) or col == "novelty":
                 df[col] = df[col].astype("float64")
@@ -302,7 +302,7 @@ class Run:
                     last_key = key if kind == "operator_call" else None
                     op, island, parents, seconds, model, ptok, ctok, failure, reason = data
                     made = [pid] if pid is not None else []
-                    calls.append([ts, op, island, json.loads(str(parents)) if parents else [],
+                    calls.append([ts, op, island, _ids(str(parents)) if parents else [],
                                   kind == "operator_call", len(made), made, seconds, model, ptok, ctok, failure, reason])
         names = ["time", "operator", "island", "parents", "ok", "children", "program_ids", "seconds", "model",
                  "prompt_tokens", "completion_tokens", "failure", "reason"]
@@ -440,6 +440,16 @@ class Run:
                 rows.append([island, r["cell"], r["program_id"], self.value_of(r["score"]), *r["descriptors"]])
         names = ["island", "cell", "program_id", "value", *(f"descriptor_{d}" for d in self.descriptor_names)]
         return pd.DataFrame(rows, columns=names)
+
+
+def _ids(text: str) -> list[str]:
+    """A JSON list of program ids, read ~10x faster than `json.loads` (a million of them per table at scale):
+    ids are hex, so a list without a backslash splits on its quotes; anything else goes to `json.loads`."""
+    if text == "[]":
+        return []
+    if text.startswith('["') and text.endswith('"]') and "\\" not in text:
+        return text[2:-2].replace('", "', '","').split('","')
+    return json.loads(text)
 
 
 def _concat(chunks: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
