@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,8 @@ def _run_engine(engine: Any, quiet: bool) -> None:
 @click.option("--budget", type=int, help="Finished evaluations in all, seeds included (default 200).")
 @click.option("--workers", type=int, help="Evaluations at once (default 2).")
 @click.option("--time-limit", type=float, help="Stop this invocation after this many seconds.")
+@click.option("--budget-s", type=float, help="Training tasks: the training budget in seconds (lm_budget), or "
+              "the cap per seed (time_to_target), instead of the task's budget_s. Kept for `evo resume`.")
 @click.option("--seed", type=int, help="Random seed of the run (default 0).")
 @click.option("--islands", type=int, help="Number of islands (default 2).")
 @click.option("--cells", type=click.Choice(["grid", "embedding"]), help="Grid over task descriptors, or "
@@ -130,6 +133,7 @@ def run(task: str, run_dir: Path, config_file: Path | None, quiet: bool, **optio
     config = RunConfig.from_dict({**base, **given, "task": task}, source="evo run")
     show_logs()
     _check_llm_and_embedder(config)
+    _train_budget(config.train_budget_s)
     engine = Engine.create(run_dir, config)
     console.print(f"evo run: {engine.task.name}, budget {config.budget}, {config.workers} workers, "
                   f"{config.islands} islands, cells {config.cells}", highlight=False)
@@ -145,6 +149,9 @@ def run(task: str, run_dir: Path, config_file: Path | None, quiet: bool, **optio
               "(best, coverage, QD-score, throughput, failure and audit-rejection rates) and its best program to "
               "TensorBoard (RUN_DIR/tensorboard/) or MLflow ($MLFLOW_TRACKING_URI, else RUN_DIR/mlruns/); repeatable. "
               "A slow or failing tracker never slows or stops the run.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), help="Where candidates run from now on (a driver "
+              "restarted beside a Ray cluster re-attaches with --backend ray).")
+@click.option("--ray-address", help="The Ray cluster to re-attach to (default: the stored one, else RAY_ADDRESS).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="TOML file of run options to change: operators and weights, llm endpoints, "
               "duplicate_threshold, workers, budget, time limit... (not the task, cells, islands, seed, embedder).")
@@ -158,6 +165,7 @@ def resume(run_dir: Path, config_file: Path | None, quiet: bool, **options: Any)
     show_logs()
     if overrides.get("llm"):
         _check_llm_and_embedder(_llm_only(overrides))
+    _train_budget(_stored(run_dir, "train_budget_s"))
     engine = Engine.open(run_dir, overrides)
     console.print(f"evo resume: {engine.task.name}, {engine.stats.done}/{engine.config.budget} evaluations done",
                   highlight=False)
@@ -166,10 +174,33 @@ def resume(run_dir: Path, config_file: Path | None, quiet: bool, **options: Any)
 
 def _flags(options: dict[str, Any]) -> dict[str, Any]:
     """The command-line options given, under their config names."""
-    mapping = {"time_limit": "time_limit_s"}
+    mapping = {"time_limit": "time_limit_s", "budget_s": "train_budget_s"}
     # A repeatable option not given arrives as (): not given, so a --config's list stays.
     return {mapping.get(k, k): list(v) if isinstance(v, tuple) else v for k, v in options.items()
             if v is not None and v != ()}
+
+
+def _train_budget(seconds: float | None) -> None:
+    """--budget-s: the training harness reads its budget on the side that runs the job, from the environment
+    (`EVO_TRAIN_BUDGET_S`, evo/eval/training/spec.py), so the run's option is handed on that way: to this
+    process's evaluators and every process they start."""
+    if seconds is not None:
+        from evo.eval.training.spec import BUDGET_ENV
+
+        os.environ[BUDGET_ENV] = repr(float(seconds))
+
+
+def _stored(run_dir: Path, key: str) -> Any:
+    """An option as the run stored it (None when the run, or the option, is not there: `open` says why)."""
+    from evo.store import DB_NAME, Store
+
+    if not (Path(run_dir) / DB_NAME).is_file():
+        return None
+    store = Store.in_dir(run_dir, readonly=True)
+    try:
+        return (store.get_meta("config") or {}).get(key)
+    finally:
+        store.close()
 
 
 def _llm_only(overrides: dict[str, Any]) -> Any:
