@@ -88,6 +88,10 @@ async def lineage(request: Request) -> Response:
 def create_app(run_dirs: Sequence[str | Path], *, window: int = 10_000, min_interval_s: float = 1.0) -> Starlette:
     """The app serving the runs in `run_dirs` (each opened read-only now: a bad folder fails here)."""
     live = [LiveRun(d, window=window, min_interval_s=min_interval_s) for d in run_dirs]
+    names = [r.name for r in live]
+    for r in live:  # runs in folders of the same name are told apart by their parent folder
+        if names.count(r.name) > 1:
+            r.name = f"{r.run.run_dir.resolve().parent.name}/{r.name}"
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -40,7 +40,7 @@ function line(svg, xs, ys, opts = {}) {
   if (opts.step) path = path.flatMap((p, i) => i ? [[p[0], path[i - 1][1]], p] : [p]);
   svg.innerHTML = `<polyline points="${path.map(p => p.join(",")).join(" ")}"/>` +
     `<text x="2" y="10">${esc(fmt(y1))}</text><text x="2" y="${h - 3}">${esc(fmt(y0))}</text>` +
-    `<text x="${w - 60}" y="${h - 3}">${esc(opts.xlabel || "")} ${esc(fmt(x1))}</text>`;
+    `<text x="${w - 3}" y="${h - 3}" text-anchor="end">${esc(opts.xlabel || "")} ${esc(fmt(x1))}</text>`;
 }
 
 // -- the archive --------------------------------------------------------------------------------
