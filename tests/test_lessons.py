@@ -1,0 +1,174 @@
+"""A memory of lessons: written every K evaluations and on resume, versioned in the store, put into the
+LLM prompts within a budget, carried into a new run with --lessons-from, written by a served model.
+
+Runs are real CPU runs of the toy task (sandboxed evaluations). The prompts are captured where
+they leave evo: at a stdlib OpenAI-compatible server (`ToyCoderServer`, which also writes useful
+children). The model-written lesson comes from the tiny random model behind `transformers serve`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from llm_fixtures import ToyCoderServer
+
+from evo.config import RunConfig
+from evo.engine import Engine
+from evo.errors import OperatorError
+from evo.lessons import parse_lesson
+from evo.llm.prompts import build_messages, lessons_section
+from evo.program import Program
+from evo.store import Store
+from evo.store.lessons import lessons
+
+TOY = Path(__file__).parent / "fixtures" / "tasks" / "toy" / "quadratic"
+SEED = "A = 0.5  # evo: float(-1.0, 1.0)\nB = 0.1  # evo: float(-1.0, 1.0)\n\n\ndef solve():\n    return [A, B, 0.9, -0.2]\n"
+
+
+def _task(root: Path) -> Path:
+    folder = root / "quad"
+    (folder / "seeds").mkdir(parents=True)
+    shutil.copy(TOY / "reference.py", folder)
+    text = (TOY / "task.toml").read_text()
+    (folder / "task.toml").write_text(text[: text.index("# The seeds misbehave")])
+    (folder / "seeds" / "seed.py").write_text(SEED)
+    return folder
+
+
+class RecordingCoder(ToyCoderServer):
+    """The toy coder that also keeps every prompt it was sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prompts: list[str] = []
+        self._prompts_lock = threading.Lock()
+
+    def reply(self, prompt: str, rng: random.Random) -> str:
+        with self._prompts_lock:
+            self.prompts.append(prompt)
+        return super().reply(prompt, rng)
+
+
+@pytest.fixture(scope="module")
+def old_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CPU run of 30 evaluations (no model) that wrote its lessons at 10, 20 and 30."""
+    root = tmp_path_factory.mktemp("old")
+    config = RunConfig.from_dict(dict(task=str(_task(root)), budget=30, workers=2, seed=1, lessons_every=10,
+                                      operators={"constants": 1.0, "params": 1.0}))
+    Engine.create(root / "run", config).run()
+    return root / "run"
+
+
+def _lessons(run_dir: Path) -> list:  # type: ignore[type-arg]
+    store = Store.in_dir(run_dir, readonly=True)
+    try:
+        return lessons(store)
+    finally:
+        store.close()
+
+
+def test_a_cpu_run_writes_versioned_structured_lessons_every_k_evaluations(old_run: Path) -> None:
+    found = _lessons(old_run)
+    assert [(x.version, x.evaluations, x.source) for x in found] == [(1, 10, "structured"), (2, 20, "structured"),
+                                                                      (3, 30, "structured")]
+    assert len({x.run for x in found}) == len({x.task for x in found}) == 1
+    assert all(x.task.endswith("quad") and x.carried_from is None for x in found)
+    last = found[-1]
+    assert last.text.startswith("Lessons after 30 evaluations")
+    # It says which kinds of change were admitted, and which parameters moved, from what the store holds.
+    stats = last.data["stats"]
+    assert set(stats["operators"]) == {"constants", "params"}
+    tried = sum(v[0] for v in stats["operators"].values())
+    assert tried == 29  # every evaluation but the seed's
+    assert "params: " in last.text and "- A: " in last.text
+    # Unexplored regions: the toy grid is 8 bins of x0 over [-1, 1]; the lesson names the empty ones.
+    empty = [line for line in last.text.splitlines() if line.startswith("- x0: no elite in")]
+    assert empty and stats["unexplored"] == empty
+    with sqlite3.connect(old_run / "evo.db") as db:
+        events = [json.loads(d) for (d,) in db.execute("SELECT data FROM events WHERE kind = 'lesson'")]
+    assert [e["version"] for e in events] == [1, 2, 3] and {e["why"] for e in events} == {"every"}
+
+
+def test_a_resume_writes_a_lesson_and_its_prompts_carry_the_newest(old_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(old_run, run_dir)
+    engine = Engine.open(run_dir, {"budget": 35})
+    engine.run()
+    found = _lessons(run_dir)
+    assert [(x.version, x.evaluations, x.data["why"]) for x in found[3:]] == [(4, 30, "resume")]
+    # What the next operator call's prompt holds: the newest lesson, through the operators' own builder.
+    messages = build_messages("diff", "the toy task", [Program(SEED)], lessons=engine.lessons.for_prompt())
+    assert found[-1].text in messages[1]["content"]
+    assert "Written after 30 evaluations of this run" in messages[1]["content"]
+
+
+def test_lessons_from_puts_the_old_runs_lesson_into_the_new_runs_prompts(old_run: Path, tmp_path: Path) -> None:
+    old_text = _lessons(old_run)[-1].text
+    server = RecordingCoder().start()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "evo", "run", str(old_run.parent / "quad"), "--run-dir", str(tmp_path / "new"),
+             "--budget", "8", "--llm", server.url + "#toy-coder", "--lessons-from", str(old_run), "--quiet"],
+            capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert server.prompts, "no LLM call reached the server"
+    for prompt in server.prompts:
+        assert "From an earlier run on this task" in prompt and old_text in prompt
+        # The lessons come before the programs (vLLM's prefix cache: they change rarely).
+        assert prompt.index(old_text) < prompt.index("## Parent")
+    carried = [x for x in _lessons(tmp_path / "new") if x.carried_from is not None]
+    assert [(x.version, x.text, x.carried_from) for x in carried] == [(3, old_text, str(old_run))]
+
+
+def test_a_model_writes_the_lesson_through_a_served_model(llm_server: tuple[str, Path], tmp_path: Path) -> None:
+    base_url, _ = llm_server
+    # The model is asked for lessons only (its operators weigh 0), so the run stays short.
+    config = RunConfig.from_dict(dict(task=str(_task(tmp_path)), budget=12, workers=2, seed=2, lessons_every=6,
+                                      llm=base_url, llm_max_tokens=24, operator_selection="weights",
+                                      operators={"constants": 1.0, "llm_diff": 0.0}))
+    engine = Engine.create(tmp_path / "run", config)
+    engine.run()
+    found = _lessons(tmp_path / "run")
+    assert [x.evaluations for x in found] == [6, 12][: len(found)] and found
+    by_model = [x for x in found if x.source.startswith("model:")]
+    # Noise, but words: parsed and stored as the model's lesson; a reply without words falls back (recorded).
+    for x in found:
+        assert x.source.startswith("model:") or "model_error" in x.data, x.data
+    assert by_model, [x.data.get("model_error") for x in found]
+    lesson = by_model[-1]
+    assert lesson.text == parse_lesson(lesson.text) and lesson.data["stats"]["evaluations"] == lesson.evaluations
+    # Acted on: the newest lesson is what the next prompt carries.
+    prompt = build_messages("diff", "t", [Program(SEED)], lessons=engine.lessons.for_prompt())[1]["content"]
+    assert found[-1].text[:200] in prompt
+
+
+def test_a_malformed_lesson_reply_is_refused() -> None:
+    assert parse_lesson("- Keep A near 0.3; rewrites fail.\n") == "- Keep A near 0.3; rewrites fail."
+    assert parse_lesson("```\n- fenced lesson lines\n```") == "- fenced lesson lines"
+    for bad in ("", "   \n", "- 1, 2\n- 3", "``````"):
+        with pytest.raises(OperatorError, match="no words"):
+            parse_lesson(bad)
+    long = "\n".join(f"- lesson line {i} of many" for i in range(1000))
+    assert len(parse_lesson(long)) <= 3000 and parse_lesson(long).endswith("of many")
+
+
+def test_the_prompt_keeps_lessons_within_its_budget() -> None:
+    own = "\n".join(f"- own lesson {i}" for i in range(200))  # ~3,000 characters
+    carried = "- a carried lesson"
+    section = lessons_section([own, carried], budget_tokens=100)
+    assert len(section) < 100 * 4 + 200
+    assert "- own lesson 0" in section and "(cut to fit the prompt)" in section and carried not in section
+    assert lessons_section([], 100) == "" and lessons_section(["  "], 100) == ""
+    both = lessons_section(["- short own", carried], budget_tokens=100)
+    assert "- short own" in both and carried in both
