@@ -299,6 +299,7 @@ class LessonKeeper:
         self.run = run_id(store)
         self.written = 0  # lessons written by this keeper
         self._pending: asyncio.Task[None] | None = None
+        self._pending_args: tuple[LessonStats, str] | None = None
         # Carried once, when the run is created: a resume must not need the earlier run's directory.
         if lessons_from and store.get_meta("lessons_carried_from") is None:
             carry_lessons(store, Path(lessons_from), task)
@@ -324,6 +325,7 @@ class LessonKeeper:
         except RuntimeError:  # no event loop (a caller outside a run): no model call
             self._store(stats, structured_text(stats), STRUCTURED, why, {})
             return
+        self._pending_args = (stats, why)
         self._pending = loop.create_task(self._write(stats, why))
 
     async def _write(self, stats: LessonStats, why: str) -> None:
@@ -356,11 +358,20 @@ class LessonKeeper:
                                   "why": why, **({"model_error": extra["model_error"]} if "model_error" in extra else {})})
         self._prompt = self._prompt_lessons()
 
-    async def close(self) -> None:
-        """Wait for a lesson the model is writing (its call is bounded by the client's timeout)."""
-        if self._pending is not None:
-            await asyncio.gather(self._pending, return_exceptions=True)
-            self._pending = None
+    async def close(self, timeout_s: float = 60.0) -> None:
+        """Wait for a lesson the model is writing; past `timeout_s` (a server away at the end of a run)
+        the call is cancelled and the structured lesson is stored instead."""
+        pending, self._pending = self._pending, None
+        if pending is None or pending.done():
+            return
+        done, _ = await asyncio.wait({pending}, timeout=timeout_s)
+        if not done:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+            assert self._pending_args is not None
+            stats, why = self._pending_args
+            self._store(stats, structured_text(stats), STRUCTURED, why,
+                        {"model_error": f"the model had not written the lesson {timeout_s:.0f} s after the run ended"})
 
     def for_prompt(self) -> list[str]:
         """The lessons for an operator's prompt, newest first: this run's latest, then carried ones."""

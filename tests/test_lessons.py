@@ -8,6 +8,7 @@ children). The model-written lesson comes from the tiny random model behind `tra
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import shutil
@@ -15,19 +16,22 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from llm_fixtures import ToyCoderServer
+from llm_fixtures import JsonHandler, ToyCoderServer
 
 from evo.config import RunConfig
 from evo.engine import Engine
 from evo.errors import OperatorError
-from evo.lessons import parse_lesson
+from evo.lessons import LessonKeeper, parse_lesson
+from evo.llm.client import Endpoint, LLMClient
 from evo.llm.prompts import build_messages, lessons_section
 from evo.program import Program
 from evo.store import Store
 from evo.store.lessons import lessons
+from evo.task import load_task
 
 TOY = Path(__file__).parent / "fixtures" / "tasks" / "toy" / "quadratic"
 SEED = "A = 0.5  # evo: float(-1.0, 1.0)\nB = 0.1  # evo: float(-1.0, 1.0)\n\n\ndef solve():\n    return [A, B, 0.9, -0.2]\n"
@@ -172,3 +176,50 @@ def test_the_prompt_keeps_lessons_within_its_budget() -> None:
     assert lessons_section([], 100) == "" and lessons_section(["  "], 100) == ""
     both = lessons_section(["- short own", carried], budget_tokens=100)
     assert "- short own" in both and carried in both
+
+
+class _LessonHandler(JsonHandler):
+    """Answers a lesson request with a thought cut off by the token limit, or, on /hang, never (until released)."""
+
+    server: ThreadingHTTPServer
+
+    def do_POST(self) -> None:  # noqa: N802  # the name http.server dispatches to
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if self.path.startswith("/hang"):
+            self.server.release.wait()  # type: ignore[attr-defined]
+        self._send(200, {"object": "chat.completion", "model": "thinker",
+                         "choices": [{"index": 0, "finish_reason": "length",
+                                      "message": {"role": "assistant", "content": "<think>\nThe lessons are"}}],
+                         "usage": {"prompt_tokens": 10, "completion_tokens": 24}})
+
+
+@pytest.mark.parametrize("route", ["", "/hang"])
+def test_a_model_lesson_that_is_cut_off_or_never_comes_falls_back_to_the_structured_one(
+        old_run: Path, tmp_path: Path, route: str) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(old_run, run_dir)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _LessonHandler)
+    server.daemon_threads = True
+    server.release = threading.Event()  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    store = Store.in_dir(run_dir)
+    url = f"http://127.0.0.1:{server.server_address[1]}{route}"
+    try:
+        keeper = LessonKeeper(store, load_task(str(old_run.parent / "quad")), every=0,
+                              llm=LLMClient([Endpoint(url, model="thinker")], retries=0), max_tokens=24)
+
+        async def go() -> None:
+            keeper.write_soon(30, None, "test")
+            await keeper.close(timeout_s=0.5 if route else 60)
+
+        asyncio.run(go())
+        lesson = lessons(store)[-1]
+    finally:
+        server.release.set()  # type: ignore[attr-defined]
+        server.shutdown()
+        server.server_close()
+        store.close()
+    assert (lesson.version, lesson.source, lesson.data["why"]) == (4, "structured", "test")
+    assert lesson.text.startswith("Lessons after 30 evaluations")
+    expected = "had not written the lesson" if route else "cut off while thinking"
+    assert expected in lesson.data["model_error"]
