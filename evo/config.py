@@ -40,6 +40,9 @@ class RunConfig:
     # Wall-clock limit of one invocation (run or resume): never stored with the run.
     time_limit_s: Annotated[float, Field(gt=0)] | None = None
     workers: Annotated[int, Field(ge=1)] = 2
+    # Training tasks: the training budget (lm_budget) or the cap per seed (time_to_target) in seconds, instead of
+    # the task's `budget_s`. Stored with the run (its scores depend on it): `evo resume` keeps it.
+    train_budget_s: Annotated[float, Field(gt=0)] | None = None
     seed: int = 0
     islands: Annotated[int, Field(ge=1)] = 2
     migration_interval: Annotated[int, Field(ge=1)] = 50

@@ -32,9 +32,16 @@ class TrainingFamily(Family):
     timed = True
 
     def backend(self, task: Task, workers: int, scratch: Path, **options: Any) -> Evaluator:
-        """A `TrainingEvaluator`; `options` override the task's `[training]` settings (budget_s, data, device, ...)."""
+        """A `TrainingEvaluator`, or for `kind = "time_to_target"` a `TimeToTargetEvaluator` (evo/eval/training/
+        target.py); `options` override the task's `[training]` settings (budget_s, data, device, target_bpb, ...)."""
         from evo.eval.training.harness import TrainingEvaluator  # imports torch: only where training runs
         from evo.eval.training.spec import resolve_spec
+        from evo.eval.training.target import KIND, TimeToTargetEvaluator, resolve_rule, task_kind
 
         spec = resolve_spec(task.root, **options)
-        return TrainingEvaluator(spec, workers, scratch, tuple(d.name for d in task.config.descriptors))
+        descriptors = tuple(d.name for d in task.config.descriptors)
+        if task_kind(task.root) == KIND:  # `kind = "time_to_target"` in [training]: seeds, a t-test, timed
+            rule = resolve_rule(task.root, spec.device, **{k: v for k, v in options.items()
+                                                           if k in ("target_bpb", "seeds", "alpha")})
+            return TimeToTargetEvaluator(spec, rule, workers, scratch, descriptors)
+        return TrainingEvaluator(spec, workers, scratch, descriptors)
