@@ -248,3 +248,45 @@ def test_page_shows_a_new_admission_live(browser: Any, live: Path, finished: Pat
         page.close()
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def kernel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kernel task's run whose seed the engine recorded from a harness report (no GPU here to time it)."""
+    from evo.config import RunConfig
+    from evo.engine import Engine
+    from evo.eval.backends.kernel import report_to_result
+
+    run_dir = tmp_path_factory.mktemp("kernel") / "rmsnorm"
+    engine = Engine.create(run_dir, RunConfig(task="kernels/add_rmsnorm", budget=10))
+    try:
+        seed = engine.store.pending_programs()[0]
+        rows = [{"workload": "small", "time_s": 12.5e-6, "score": 0.6}, {"workload": "large", "time_s": 80e-6,
+                                                                          "score": 0.7}]
+        result = report_to_result({"status": "ok", "score": 0.65, "workloads": rows, "passed": True, "checks": []},
+                                  0.1)
+        engine.record(seed, result)
+    finally:
+        engine.close()
+    return run_dir
+
+
+def test_kernel_suite_table(kernel_run: Path, finished: Path, request: pytest.FixtureRequest) -> None:
+    s = Server(str(kernel_run), str(finished))
+    try:
+        suite = s.get("/api/runs/0/details")["suite"]
+        assert suite["task"] == "kernels/add_rmsnorm"
+        assert suite["best"]["sol_score"] == pytest.approx(0.65) and suite["seed"]["id"] == suite["best"]["id"]
+        assert suite["best"]["time_us"] == pytest.approx({"small": 12.5, "large": 80.0})
+        assert s.get("/api/runs/1/details")["suite"] is None
+        if CHROMIUM is None:
+            return
+        browser = request.getfixturevalue("browser")
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.goto(s.url)
+        page.wait_for_selector("#suite tbody tr", timeout=30_000)
+        row = page.locator("#suite tbody tr").first.text_content()
+        assert "kernels/add_rmsnorm" in row and "0.65" in row and "12.5" in row
+        page.close()
+    finally:
+        s.stop()
