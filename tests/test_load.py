@@ -267,3 +267,29 @@ def test_a_snapshot_reads_its_tables_once_and_hands_out_copies(run: Run) -> None
         assert run.store.db.in_transaction  # one read transaction: one commit of the writer
     assert not run.store.db.in_transaction
     assert second.equals(outside) and not first.equals(second)
+
+
+def test_the_children_of_one_llm_call_are_one_call(tmp_path: Path) -> None:
+    """The engine logs an LLM call asked for two samples once per child, with the same data (its usage);
+    written here through the store as the engine writes it, read back as one call with its tokens once."""
+    from evo.program import Program
+
+    store = Store.in_dir(tmp_path)
+    store.set_meta("task", "math/circle_packing_26")
+    store.set_meta("config", RunConfig(task="math/circle_packing_26").to_dict())
+    seed = Program(source="x = 1\n")
+    store.add_program(seed, None, events=[("proposed", {"operator": "seed", "island": 0})])
+    usage = {"model": "tiny", "prompt_tokens": 100, "completion_tokens": 40, "seconds": 0.5}
+    twins = {"operator": "llm_diff", "parents": [seed.id], "island": 0, "seconds": 0.51, "llm": usage}
+    alone = {**twins, "llm": {**usage, "completion_tokens": 41}}
+    children = [Program(source=f"x = {i}\n", parents=(seed.id,), operator="llm_diff") for i in range(3)]
+    for child, call in zip(children, (twins, twins, alone), strict=True):
+        store.add_program(child, None, events=[("operator_call", call), ("proposed", {"operator": "llm_diff"})])
+    store.log("operator_failed", {**twins, "reason_kind": "operator_error", "reason": "no usable reply"})
+    store.close()
+    with evo.load(tmp_path) as r:
+        calls = r.operator_calls()
+    assert calls["children"].tolist() == [2, 1, 0]
+    assert calls["program_ids"].tolist() == [[children[0].id, children[1].id], [children[2].id], []]
+    assert calls["completion_tokens"].tolist() == [40, 41, 40] and calls["ok"].tolist() == [True, True, False]
+    assert calls["model"].tolist() == ["tiny"] * 3 and calls["parents"].tolist() == [[seed.id]] * 3

@@ -288,30 +288,36 @@ class Run:
     def _read_operator_calls(self) -> pd.DataFrame:
         fields = ["$.operator", "$.island", "$.parents", "$.seconds", "$.llm.model", "$.llm.prompt_tokens",
                   "$.llm.completion_tokens", "$.reason_kind", "$.reason"]
-        calls: list[list[object]] = []
-        last_key: tuple[object, ...] | None = None
+        raw = ["seq", "time", "kind", "program_id", "operator", "island", "parents", "seconds", "model",
+               "prompt_tokens", "completion_tokens", "failure", "reason"]
         with q.snapshot(self.store):
-            for chunk in q.iter_event_rows(self.store, ["operator_call", "operator_failed"], fields):
-                for _seq, ts, kind, pid, *data in chunk:
-                    key = (kind, *data)
-                    # Only an LLM call makes several children; its usage (tokens, seconds) tells it apart.
-                    if kind == "operator_call" and key == last_key and data[4] is not None:
-                        calls[-1][5] += 1
-                        calls[-1][6].append(pid)
-                        continue
-                    last_key = key if kind == "operator_call" else None
-                    op, island, parents, seconds, model, ptok, ctok, failure, reason = data
-                    made = [pid] if pid is not None else []
-                    calls.append([ts, op, island, _ids(str(parents)) if parents else [],
-                                  kind == "operator_call", len(made), made, seconds, model, ptok, ctok, failure, reason])
-        names = ["time", "operator", "island", "parents", "ok", "children", "program_ids", "seconds", "model",
-                 "prompt_tokens", "completion_tokens", "failure", "reason"]
-        df = pd.DataFrame.from_records(calls, columns=names)
+            ev = _concat([pd.DataFrame.from_records(rows, columns=raw) for rows in
+                          q.iter_event_rows(self.store, ["operator_call", "operator_failed"], fields)], raw)
+        # A row continues the call before it when it repeats that call's data exactly, and the call is an
+        # LLM call (the only kind that makes several children; its usage tells two calls apart).
+        same = pd.Series(True, index=ev.index)
+        for col in ["kind", *raw[4:]]:
+            prev = ev[col].shift()
+            same &= (ev[col] == prev) | (ev[col].isna() & prev.isna())
+        more = (same & (ev["kind"] == "operator_call") & ev["model"].notna()).to_numpy()
+        heads = np.flatnonzero(~more)
+        pids = ev["program_id"].tolist()
+        made: list[list[str]] = [[pids[i]] if isinstance(pids[i], str) else [] for i in heads]  # NaN: none
+        call_of = np.cumsum(~more) - 1  # each row's call, as an index into `heads`
+        for i in np.flatnonzero(more):  # few: the extra children of multi-sample LLM calls
+            made[call_of[i]].append(pids[i])
+        df = ev.iloc[heads].drop(columns=["seq", "program_id"]).reset_index(drop=True)
+        df.insert(3, "ok", (df.pop("kind") == "operator_call").to_numpy())
+        df["parents"] = [_ids(str(p)) if p else [] for p in df["parents"]]
+        df.insert(4, "children", [len(m) for m in made])
+        df.insert(5, "program_ids", made)
         df["time"] = pd.to_datetime(df["time"], unit="s", utc=True)
         for col in ("prompt_tokens", "completion_tokens", "island"):
             df[col] = pd.array(df[col].tolist(), dtype="Int64")
         df["seconds"] = df["seconds"].astype("float64")
-        return df
+        names = ["time", "operator", "island", "parents", "ok", "children", "program_ids", "seconds", "model",
+                 "prompt_tokens", "completion_tokens", "failure", "reason"]
+        return df[names]
 
     def rejections(self) -> pd.DataFrame:
         """Children refused before evaluation (parse errors, near-duplicates, ...): `time`, `program_id`,
