@@ -87,7 +87,7 @@ def _rate(n: np.ndarray, ts: np.ndarray, window_s: float = 60.0) -> np.ndarray:
 
 def evaluations_per_minute(run: Run) -> pd.Series:
     """Finished evaluations in each wall-clock minute of the run (minutes without any: 0)."""
-    ev = run.evaluations(reasons=False)
+    ev = run.evaluations()
     if ev.empty:
         return pd.Series(dtype="int64", name="evaluations")
     counts = ev.set_index("time")["n"].resample("1min").count()
@@ -100,7 +100,7 @@ def admissions_by(run: Run, key: str = "operator") -> pd.DataFrame:
     `admissions`, `admission_rate` (admissions per evaluation), `tokens_per_admission`. Sorted by admissions."""
     if key not in ("operator", "model"):
         raise ValueError(f"admissions_by: key is 'operator' or 'model', not {key!r}")
-    ev = run.evaluations(reasons=False)
+    ev = run.evaluations()
     calls = run.operator_calls()
     ev[key] = ev[key].fillna("-")
     calls[key] = calls[key].fillna("-")
@@ -192,7 +192,7 @@ def summary(run: Run, population: Population | None = None) -> Summary:
     """Headline numbers of the run as it stands (`population`: its archive, if already replayed)."""
     population = run.archive() if population is None else population
     best = population.best()
-    ev = run.evaluations(reasons=False)
+    ev = run.evaluations()
     seeds = ev[(ev["operator"] == "seed") & ev["ok"]]["value"]
     seed_value = None if seeds.empty else float(seeds.max() if run.objective == "maximize" else seeds.min())
     duration = 0.0
