@@ -111,6 +111,7 @@ def train(data, budget):
 '''
 
 
+@pytest.mark.slow  # six trainings and four scorings: about 70 s on 2 busy cores
 def test_the_record_is_timed_again_before_a_faster_candidate_replaces_it(corpus: Path, tmp_path: Path) -> None:
     # A uniform model scores exactly 8 bpb on every seed: below a target of 8.5 with no spread (p = 0).
     task = load_task("training/time_to_target")
