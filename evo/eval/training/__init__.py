@@ -11,6 +11,7 @@ One room each:
     trainer_child.py  the training process: train(data, budget), the weights back as raw tensors
     forward_child.py  the forward process: build_model(info) + the weights, one batch at a time
     scorer.py         the trusted scorer: validation bpb, the causality probe, the unchanged-model checks
+    target.py         time to target: seeds in a cascade, the t-test, the record re-timed in session
 
 See docs/training.md for the candidate interface, the checks and what they do not guard.
 """
