@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -143,19 +144,30 @@ def one_run(budget: int, workers: int, with_view: bool, tmp: Path, i: int) -> di
                 time.sleep(0.1)
         ui, url = start_ui(run_dir)
         viewer = Viewer(url)
+    before = _children_cpu()
     _, err = proc.communicate()
     wall = time.perf_counter() - t0
+    run_cpu = _children_cpu() - before  # the run's process and every process it waited for (its sandboxes)
     if proc.returncode != 0:
         raise SystemExit(f"evo run failed: {err[-2000:]}")
-    requests = None
+    requests = viewer_cpu = None
     if ui is not None and viewer is not None:
         server_cpu = cpu_seconds(ui.pid)
-        viewer.close()
+        before = _children_cpu()
+        viewer.close()  # Chromium and Playwright's driver exit and are waited for: their CPU lands here
+        viewer_cpu = _children_cpu() - before
         requests = viewer.requests
         ui.terminate()
         ui.wait(30)
-    return {"with_view": with_view, "evals_per_min": rate_of(run_dir), "wall_s": wall, "server_cpu_s": server_cpu,
-            "viewer": viewer.kind if viewer else None, "viewer_requests": requests}
+    return {"with_view": with_view, "evals_per_min": rate_of(run_dir), "wall_s": wall, "run_cpu_s": run_cpu,
+            "server_cpu_s": server_cpu, "viewer_cpu_s": viewer_cpu, "viewer": viewer.kind if viewer else None,
+            "viewer_requests": requests, "load_avg_1min": os.getloadavg()[0]}
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished (waited-for) descendants."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def overhead(budget: int, workers: int, repeats: int) -> dict[str, Any]:
@@ -165,12 +177,20 @@ def overhead(budget: int, workers: int, repeats: int) -> dict[str, Any]:
         for i, with_view in enumerate(order):
             row = one_run(budget, workers, with_view, Path(tmp), i)
             rows.append(row)
-            print(f"  run {i}: {'with' if with_view else 'without'} view: {row['evals_per_min']:.1f} evals/min",
-                  flush=True)
-    without = statistics.mean(r["evals_per_min"] for r in rows if not r["with_view"])
-    with_ = statistics.mean(r["evals_per_min"] for r in rows if r["with_view"])
+            print(f"  run {i}: {'with' if with_view else 'without'} view: {row['evals_per_min']:.1f} evals/min, "
+                  f"run CPU {row['run_cpu_s']:.1f} s, view CPU {row['server_cpu_s'] or 0:.2f} + "
+                  f"{row['viewer_cpu_s'] or 0:.2f} s, load {row['load_avg_1min']:.1f}", flush=True)
+    without = statistics.median(r["evals_per_min"] for r in rows if not r["with_view"])
+    with_ = statistics.median(r["evals_per_min"] for r in rows if r["with_view"])
+    watched = [r for r in rows if r["with_view"]]
+    # What the view costs in CPU (server + browser) against what the run itself spent: on a machine the run
+    # keeps busy, the most evaluations per minute the view can take away.
+    view_cpu = sum(r["server_cpu_s"] + (r["viewer_cpu_s"] or 0.0) for r in watched)
+    share = view_cpu / sum(r["run_cpu_s"] for r in watched)
     return {"budget": budget, "workers": workers, "runs": rows, "without_evals_per_min": without,
-            "with_evals_per_min": with_, "change_pct": 100.0 * (with_ - without) / without}
+            "with_evals_per_min": with_, "change_pct": 100.0 * (with_ - without) / without,
+            "view_cpu_share_pct": 100.0 * share,
+            "server_cpu_per_min_s": 60.0 * sum(r["server_cpu_s"] for r in watched) / sum(r["wall_s"] for r in watched)}
 
 
 def timed_get(url: str) -> tuple[float, int]:
@@ -260,8 +280,9 @@ def main() -> None:
     if not args.skip_overhead:
         print("overhead: evo run with and without the view open")
         ov = result["overhead"] = overhead(args.budget, args.workers, args.repeats)
-        print(f"  without {ov['without_evals_per_min']:.1f}, with {ov['with_evals_per_min']:.1f} evals/min: "
-              f"{ov['change_pct']:+.1f}%")
+        print(f"  median without {ov['without_evals_per_min']:.1f}, with {ov['with_evals_per_min']:.1f} evals/min: "
+              f"{ov['change_pct']:+.1f}%; the view's CPU (server + browser) = {ov['view_cpu_share_pct']:.2f}% of the "
+              f"run's; server {ov['server_cpu_per_min_s']:.2f} CPU-s per minute")
     if not args.skip_scale:
         store = args.store
         if args.build:
