@@ -98,6 +98,9 @@ class RunConfig:
     lessons_every: Annotated[int, Field(ge=0)] = 200
     # A run directory whose newest lessons this run starts with (read when the run is created).
     lessons_from: str | None = None
+    # The model reviewer (evo/audit/reviewer.py): with a model (`llm`), a result that passed the audit but looks
+    # too good is read by the model; one it does not call clean is re-run at the publish-level audit before admission.
+    review: bool = False
 
     def __post_init__(self) -> None:
         # Built in code (tests, benchmarks) or from a file: the same checks either way.
@@ -163,6 +166,9 @@ def validate_options(raw: Mapping[str, Any], source: str, whole: bool = True) ->
         defaults = RunConfig.__dataclass_fields__
         operators = values.get("operators", defaults["operators"].default_factory())  # type: ignore[misc]
         _check_operators(operators, values.get("llm"), source, whole)
+    if values.get("review") and whole and not raw.get("llm"):
+        raise EvoError(f"{source}: review = true needs a model to review with: give --llm URL (or llm = \"URL\" "
+                       "in the config), or set review = false")
     if "embedder" in values:
         try:
             check_embedder_spec(values["embedder"])  # syntax only: the server is asked when the run starts

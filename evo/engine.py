@@ -54,6 +54,8 @@ from evo.retiming import retime_elites
 from evo.run_dir import OpenedRun, RunLock, create_run, open_run
 from evo.stats import RunStats
 from evo.store import Store
+from evo.store.reviews import add_review
+from evo.store.reviews import caught as caught_hacks
 from evo.task import Task
 
 # Re-exported: callers of `evo.engine` that predate evo/replay.py and evo/run_dir.py.
@@ -95,6 +97,8 @@ class Engine:
         # Lessons every `lessons_every` evaluations and on resume, in the prompts (evo/lessons.py).
         self.lessons = LessonKeeper(store, task, config.lessons_every, self.llm_client, config.llm_max_tokens,
                                     config.lessons_from)
+        if config.review and self.llm_client is not None and isinstance(self.evaluator, Pipeline):
+            self._attach_reviewer(self.evaluator, self.llm_client)
         selection = config.operator_selection
         if selection == "auto":
             selection = "bandit" if config.llm else "weights"
@@ -155,6 +159,17 @@ class Engine:
             raise
         engine._lock = opened.lock
         return engine
+
+    def _attach_reviewer(self, pipeline: Pipeline, llm: ChatLLM) -> None:
+        """The model reviewer of suspicious passes (evo/audit/reviewer.py), knowing the hacks this run caught
+        before and, for the bpb jump, the best result so far."""
+        from evo.audit.reviewer import Reviewer, ReviewPolicy
+
+        reviewer = Reviewer(llm, self.task, ReviewPolicy(max_tokens=self.config.llm_max_tokens),
+                            learned=caught_hacks(self.store))
+        for best in self.store.best_programs(limit=1):
+            reviewer.observe(best.metrics)
+        pipeline.reviewer = reviewer
 
     def _rebuild(self) -> None:
         """Replay the store into the novelty index and the population."""
@@ -357,8 +372,12 @@ class Engine:
             if decision.status != "rejected":
                 admission = {"cell": decision.cell, "status": decision.status, "island": program.island,
                              "previous": decision.previous, "previous_score": decision.previous_score}
+        if result.review is not None:
+            data["review"] = {"verdict": result.review.get("verdict"), "outcome": result.review.get("outcome")}
         if not self.store.record_evaluation(program, data, admission):
             return  # already recorded: never count twice
+        if result.review is not None:
+            add_review(self.store, program.id, self.task.name, result.review)
         self.stats.done += 1
         self.lessons.evaluated(self.stats.done, self.population)
         if not result.ok:

@@ -18,6 +18,10 @@ carries the verdict (`EvalResult.verdict`, JSON); a candidate that fails the scr
     result = evaluate_source(task, source)        # one program, synchronously (evo eval, tests)
 
 `Pipeline(task)` builds the family's default backend (`family.backend`); the engine passes its own.
+
+With a `reviewer` (`evo/audit/reviewer.py`, when a model is served and the run asks for reviews), a result
+that passed the full audit but looks too good is read by the model; one it does not call clean is held: run
+again through the backend at level `publish` and admitted only if that passes (`Reviewer.settle`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evo.audit import Level, Verdict, audit
 from evo.errors import EvoError
@@ -39,6 +43,9 @@ from evo.eval.backends.base import EvalResult, Evaluator
 from evo.eval.families import InvalidJob, family_of
 from evo.program import Program, Source, source_files
 from evo.task import Task, load_task
+
+if TYPE_CHECKING:
+    from evo.audit.reviewer import Reviewer
 
 ERROR_CHARS = 2000  # how much of a verdict's text a failed result keeps as its error
 
@@ -48,12 +55,15 @@ class Pipeline:
 
     `backend`: any evaluator (`LocalEvaluator`, `KernelEvaluator`, ...); None builds the family's default
     in `scratch` (a temporary folder when None) with `workers` and `backend_options`. `level`: the final
-    audit, `full` (admission) or `publish`. `close()` closes the backend too.
+    audit, `full` (admission) or `publish`. `reviewer`: the model reviewer of suspicious passing results (at
+    level `full` only; the engine sets it when the run asks for reviews). `close()` closes the backend too.
     """
 
     def __init__(self, task: Task, backend: Evaluator | None = None, *, level: Level | str = Level.FULL,
-                 workers: int = 1, scratch: Path | None = None, **backend_options: Any):
+                 workers: int = 1, scratch: Path | None = None, reviewer: Reviewer | None = None,
+                 **backend_options: Any):
         self.task = task
+        self.reviewer = reviewer
         self.family = family_of(task)
         self.level = Level.parse(level)
         if self.level is Level.SCREEN:
@@ -108,7 +118,26 @@ class Pipeline:
         return verdict
 
     async def evaluate(self, program: Program) -> EvalResult:
-        """The candidate's result with its verdict: screened, run by the backend, scored, audited."""
+        """The candidate's result with its verdict: screened, run by the backend, scored, audited (and, with a
+        reviewer, a suspicious pass reviewed and maybe held for a publish-level re-run)."""
+        result = await self._evaluate(program, self.level)
+        if self.reviewer is None or self.level is not Level.FULL or not result.ok:
+            return result
+        reviewer = self.reviewer
+        why = reviewer.triggers(result)
+        if why:
+            review = await reviewer.review(program.source, result, why)
+            if review.held:  # never admitted on the model's word: the stricter audit on a fresh run decides
+                result = reviewer.settle(review, result, await self._evaluate(program, Level.PUBLISH))
+            else:
+                review.outcome = "admitted"
+                result.review = review.to_dict()
+        if result.ok:
+            reviewer.observe(result.metrics)
+        return result
+
+    async def _evaluate(self, program: Program, level: Level) -> EvalResult:
+        """Screen, run, score and audit at `level` (the pipeline's own, or `publish` for a held candidate)."""
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         shape, screened = self._known_screen(program)
@@ -126,12 +155,14 @@ class Pipeline:
         if result.outputs is None:
             # Nothing left to score and the static checks passed in the screen: what remains is folding the
             # harness's checks in (tens of microseconds), cheaper here than a hop to a thread and back.
-            return self.decide(program.source, result, screened)
-        return await loop.run_in_executor(self._trusted, self.decide, program.source, result, screened)
+            return self.decide(program.source, result, screened, level)
+        return await loop.run_in_executor(self._trusted, self.decide, program.source, result, screened, level)
 
-    def decide(self, source: Source, result: EvalResult, screened: Verdict | None = None) -> EvalResult:
+    def decide(self, source: Source, result: EvalResult, screened: Verdict | None = None,
+               level: Level | None = None) -> EvalResult:
         """The family's score and the final audit of a backend's result (on the trusted side). `screened`: the
-        passed screen verdict this pipeline made of `source`, whose static checks then stand."""
+        passed screen verdict this pipeline made of `source`, whose static checks then stand. `level`: the
+        pipeline's own when None."""
         printed = result.output  # what the candidate printed goes with the result, whatever the score says
         result = self.family.score(self.task, result)
         result.output = printed
@@ -141,7 +172,7 @@ class Pipeline:
                                 checks=result.checks, report=result.report, output=printed)
         result.outputs = None  # scored: the raw outputs go no further
         checks = result.checks
-        verdict = audit(source, self.level, self.task, {"dynamic": checks}, screened=screened)
+        verdict = audit(source, level or self.level, self.task, {"dynamic": checks}, screened=screened)
         if result.ok and not verdict.passed:
             return EvalResult(False, metrics=result.metrics, failure="audit", error=verdict.text()[:ERROR_CHARS],
                               wall_s=result.wall_s, verdict=verdict.to_json(), checks=checks, report=result.report,

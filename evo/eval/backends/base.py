@@ -21,7 +21,8 @@ class EvalResult:
     a candidate's raw outputs, read back on the trusted side and not yet scored (the family scores them,
     then drops them). `report` is the harness's scored report for people (per-workload rows of a kernel).
     `verdict` is the auditor's verdict (JSON), set by the pipeline on every result. `output` is a bounded tail
-    of what the candidate printed (stdout and stderr), for people to read: shown, never believed.
+    of what the candidate printed (stdout and stderr), for people to read: shown, never believed. `review` is the
+    model reviewer's (`Review.to_dict()`), set by the pipeline on a suspicious result it reviewed.
     """
 
     ok: bool
@@ -36,6 +37,7 @@ class EvalResult:
     outputs: dict[str, Any] | None = field(default=None, repr=False)
     report: dict[str, Any] | None = field(default=None, repr=False)
     output: str | None = field(default=None, repr=False)
+    review: dict[str, Any] | None = None  # the model reviewer's review of a suspicious result (evo/audit/reviewer.py)
 
 
 class Evaluator(Protocol):
