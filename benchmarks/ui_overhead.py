@@ -66,6 +66,33 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _procs() -> dict[int, tuple[int, float]]:
+    """{pid: (parent pid, CPU seconds)} of every process now (Linux /proc)."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            out[int(d.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return out
+
+
+def tree_cpu(root: int, leave_out: set[int]) -> float:
+    """CPU seconds of the live descendants of `root`, less the subtrees of `leave_out`."""
+    procs = _procs()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, [c for c in children.get(root, []) if c not in leave_out]
+    while todo:
+        pid = todo.pop()
+        total += procs[pid][1]
+        todo += [c for c in children.get(pid, []) if c not in leave_out]
+    return total
+
+
 def rate_of(run_dir: Path, skip: int = 10) -> float:
     """Evaluations per minute between the `skip`-th evaluation and the last, from the store's events."""
     import evo
@@ -81,6 +108,7 @@ class Viewer:
     def __init__(self, url: str):
         self.url = url
         self.stop = threading.Event()
+        self.ready = threading.Event()  # the page (or the first answer) is there: start-up is over
         self.requests = 0
         self.kind = "chromium" if CHROMIUM and _has_playwright() else "http"
         self.thread = threading.Thread(target=self._chromium if self.kind == "chromium" else self._http, daemon=True)
@@ -94,6 +122,8 @@ class Viewer:
             page = browser.new_page()
             page.on("request", lambda _r: setattr(self, "requests", self.requests + 1))
             page.goto(self.url)
+            page.wait_for_selector(".cell.filled", timeout=120_000)
+            self.ready.set()
             while not self.stop.wait(0.5):
                 page.wait_for_timeout(1)  # lets the page's timers and fetches run
             browser.close()
@@ -109,6 +139,7 @@ class Viewer:
                 with urllib.request.urlopen(self.url + path, timeout=60) as r:
                     r.read()
                 self.requests += 1
+            self.ready.set()
             self.stop.wait(2.0)
 
     def close(self) -> None:
@@ -144,6 +175,10 @@ def one_run(budget: int, workers: int, with_view: bool, tmp: Path, i: int) -> di
                 time.sleep(0.1)
         ui, url = start_ui(run_dir)
         viewer = Viewer(url)
+        viewer.ready.wait(120)
+        # CPU from here on is the view's steady cost (its start-up, imports and browser launch, left out)
+        ready_server, ready_browser = cpu_seconds(ui.pid), tree_cpu(os.getpid(), {proc.pid, ui.pid})
+        ready_at = time.perf_counter()
     before = _children_cpu()
     _, err = proc.communicate()
     wall = time.perf_counter() - t0
@@ -151,8 +186,11 @@ def one_run(budget: int, workers: int, with_view: bool, tmp: Path, i: int) -> di
     if proc.returncode != 0:
         raise SystemExit(f"evo run failed: {err[-2000:]}")
     requests = viewer_cpu = None
+    steady: dict[str, float] | None = None
     if ui is not None and viewer is not None:
         server_cpu = cpu_seconds(ui.pid)
+        steady = {"seconds": time.perf_counter() - ready_at, "server_cpu_s": server_cpu - ready_server,
+                  "browser_cpu_s": tree_cpu(os.getpid(), {proc.pid, ui.pid}) - ready_browser}
         before = _children_cpu()
         viewer.close()  # Chromium and Playwright's driver exit and are waited for: their CPU lands here
         viewer_cpu = _children_cpu() - before
@@ -161,7 +199,7 @@ def one_run(budget: int, workers: int, with_view: bool, tmp: Path, i: int) -> di
         ui.wait(30)
     return {"with_view": with_view, "evals_per_min": rate_of(run_dir), "wall_s": wall, "run_cpu_s": run_cpu,
             "server_cpu_s": server_cpu, "viewer_cpu_s": viewer_cpu, "viewer": viewer.kind if viewer else None,
-            "viewer_requests": requests, "load_avg_1min": os.getloadavg()[0]}
+            "viewer_requests": requests, "load_avg_1min": os.getloadavg()[0], "steady": steady}
 
 
 def _children_cpu() -> float:
@@ -187,9 +225,15 @@ def overhead(budget: int, workers: int, repeats: int) -> dict[str, Any]:
     # keeps busy, the most evaluations per minute the view can take away.
     view_cpu = sum(r["server_cpu_s"] + (r["viewer_cpu_s"] or 0.0) for r in watched)
     share = view_cpu / sum(r["run_cpu_s"] for r in watched)
+    # The same once the page is up (start-up left out), per minute of watching: what a long run pays.
+    seconds = sum(r["steady"]["seconds"] for r in watched)
+    steady = {k: 60.0 * sum(r["steady"][k] for r in watched) / seconds for k in ("server_cpu_s", "browser_cpu_s")}
+    run_cpu_per_min = 60.0 * sum(r["run_cpu_s"] for r in watched) / sum(r["wall_s"] for r in watched)
     return {"budget": budget, "workers": workers, "runs": rows, "without_evals_per_min": without,
             "with_evals_per_min": with_, "change_pct": 100.0 * (with_ - without) / without,
-            "view_cpu_share_pct": 100.0 * share,
+            "view_cpu_share_pct": 100.0 * share, "steady_cpu_per_min_s": steady, "run_cpu_per_min_s": run_cpu_per_min,
+            "steady_server_share_pct": 100.0 * steady["server_cpu_s"] / run_cpu_per_min,
+            "steady_browser_share_pct": 100.0 * steady["browser_cpu_s"] / run_cpu_per_min,
             "server_cpu_per_min_s": 60.0 * sum(r["server_cpu_s"] for r in watched) / sum(r["wall_s"] for r in watched)}
 
 
@@ -282,7 +326,10 @@ def main() -> None:
         ov = result["overhead"] = overhead(args.budget, args.workers, args.repeats)
         print(f"  median without {ov['without_evals_per_min']:.1f}, with {ov['with_evals_per_min']:.1f} evals/min: "
               f"{ov['change_pct']:+.1f}%; the view's CPU (server + browser) = {ov['view_cpu_share_pct']:.2f}% of the "
-              f"run's; server {ov['server_cpu_per_min_s']:.2f} CPU-s per minute")
+              f"run's, start-up included")
+        print(f"  once the page is up, per minute watched: server {ov['steady_cpu_per_min_s']['server_cpu_s']:.2f} "
+              f"CPU-s ({ov['steady_server_share_pct']:.2f}% of the run's CPU), browser "
+              f"{ov['steady_cpu_per_min_s']['browser_cpu_s']:.2f} CPU-s ({ov['steady_browser_share_pct']:.2f}%)")
     if not args.skip_scale:
         store = args.store
         if args.build:
