@@ -12,6 +12,7 @@ from rich.live import Live
 from rich.table import Table
 
 from evo.cli.app import cli, console, out, show_logs
+from evo.errors import EvoError
 
 
 def _status_table(stats: Any, metric: str, orient: Any) -> Table:
@@ -196,7 +197,10 @@ def _stored(run_dir: Path, key: str) -> Any:
 
     if not (Path(run_dir) / DB_NAME).is_file():
         return None
-    store = Store.in_dir(run_dir, readonly=True)
+    try:
+        store = Store.in_dir(run_dir, readonly=True)
+    except EvoError:  # an unreadable or unwritable run directory: `Engine.open` says which, in its words
+        return None
     try:
         return (store.get_meta("config") or {}).get(key)
     finally:
