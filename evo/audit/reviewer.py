@@ -282,8 +282,8 @@ class Reviewer:
             review.outcome = "rejected"
             review.rerun_error = (rerun.error or "the re-run gave no score")[:ERROR_CHARS]
             why = "; ".join(review.reasons[:3]) or review.verdict
-            error = (f"held by the model reviewer ({review.verdict}: {why}); the publish-level re-run on fresh "
-                     f"inputs failed: {review.rerun_error}")
+            error = (f"held by the model reviewer ({review.verdict}: {why}); the publish-level re-run failed: "
+                     f"{review.rerun_error}")
             final = dataclasses.replace(rerun, ok=False, score=None, failure=rerun.failure or "audit",
                                         error=error[:ERROR_CHARS], wall_s=first.wall_s + rerun.wall_s)
         final.review = review.to_dict()
