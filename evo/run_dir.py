@@ -49,7 +49,7 @@ RESUMABLE = frozenset({
     "budget", "workers", "time_limit_s", "operators", "operator_selection", "llm", "llm_serve_args",
     "llm_samples", "llm_max_tokens", "llm_temperature", "duplicate_threshold", "novelty_k", "exploit_ratio",
     "explore_ratio", "n_inspirations", "max_consecutive_rejections", "proposal_concurrency",
-    "proposal_processes", "retime_on_resume", "track", "backend", "ray_address", "lessons_every",
+    "proposal_processes", "retime_on_resume", "track", "backend", "ray_address", "lessons_every", "review",
 })
 # Why the others cannot change: the reason a refusal gives.
 _FIXED_BECAUSE = {
