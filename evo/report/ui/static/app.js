@@ -122,7 +122,9 @@ async function showLineage(run) {
 
 // -- polling ----------------------------------------------------------------------------------------
 async function refreshOverview(run) {
-  const ov = run.overview = await getJSON(`/api/runs/${run.info.index}/overview`);
+  const ov = await getJSON(`/api/runs/${run.info.index}/overview`);
+  if (run.overview && run.overview.version === ov.version) return;  // the run has not moved: nothing to redraw
+  run.overview = ov;
   const el = run.el;
   $(el, ".evals").textContent = ov.evaluations;
   $(el, ".budget").textContent = ov.budget;
@@ -141,7 +143,9 @@ async function refreshOverview(run) {
 }
 
 async function refreshDetails(run) {
-  const d = run.details = await getJSON(`/api/runs/${run.info.index}/details`);
+  const d = await getJSON(`/api/runs/${run.info.index}/details`);
+  if (run.details && run.details.version === d.version) return;
+  run.details = d;
   const el = run.el;
   $(el, ".window").textContent = `(the newest ${d.window} evaluations)`;
   table($(el, ".failures"), ["stage", "kind", "count", "example"], d.failures,
