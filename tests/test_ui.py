@@ -266,6 +266,10 @@ def kernel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         result = report_to_result({"status": "ok", "score": 0.65, "workloads": rows, "passed": True, "checks": []},
                                   0.1)
         engine.record(seed, result)
+        from evo.store.lessons import add_lesson  # a lesson as the engine stores one (evo/lessons.py)
+
+        add_lesson(engine.store, "rmsnorm", "kernels/add_rmsnorm", 1, "structured", "fusing the add helped",
+                   {"evaluations": 1})
     finally:
         engine.close()
     return run_dir
@@ -279,6 +283,9 @@ def test_kernel_suite_table(kernel_run: Path, finished: Path, request: pytest.Fi
         assert suite["best"]["sol_score"] == pytest.approx(0.65) and suite["seed"]["id"] == suite["best"]["id"]
         assert suite["best"]["time_us"] == pytest.approx({"small": 12.5, "large": 80.0})
         assert s.get("/api/runs/1/details")["suite"] is None
+        lessons = s.get("/api/runs/0/details")["lessons"]
+        assert lessons["rows"][0][lessons["columns"].index("text")] == "fusing the add helped"
+        assert s.get("/api/runs/1/details")["lessons"] is None  # no lessons table: nothing shown
         if CHROMIUM is None:
             return
         browser = request.getfixturevalue("browser")
@@ -287,6 +294,8 @@ def test_kernel_suite_table(kernel_run: Path, finished: Path, request: pytest.Fi
         page.wait_for_selector("#suite tbody tr", timeout=30_000)
         row = page.locator("#suite tbody tr").first.text_content()
         assert "kernels/add_rmsnorm" in row and "0.65" in row and "12.5" in row
+        assert "fusing the add helped" in page.locator(".run").nth(0).locator(".lessons").text_content()
+        assert page.locator(".run").nth(1).locator(".lessons-box").is_hidden()
         page.close()
     finally:
         s.stop()
