@@ -250,28 +250,34 @@ def test_page_shows_a_new_admission_live(browser: Any, live: Path, finished: Pat
         s.stop()
 
 
+KERNEL_RUN = """
+import sys
+from evo.config import RunConfig
+from evo.engine import Engine
+from evo.eval.backends.kernel import report_to_result
+from evo.store.lessons import add_lesson
+
+engine = Engine.create(sys.argv[1], RunConfig(task="kernels/add_rmsnorm", budget=10))
+try:
+    seed = engine.store.pending_programs()[0]
+    rows = [{"workload": "small", "time_s": 12.5e-6, "score": 0.6}, {"workload": "large", "time_s": 80e-6, "score": 0.7}]
+    engine.record(seed, report_to_result({"status": "ok", "score": 0.65, "workloads": rows, "passed": True,
+                                          "checks": []}, 0.1))
+    add_lesson(engine.store, "rmsnorm", "kernels/add_rmsnorm", 1, "structured", "fusing the add helped",
+               {"evaluations": 1})  # a lesson as the engine stores one (evo/lessons.py)
+finally:
+    engine.close()
+"""
+
+
 @pytest.fixture(scope="module")
 def kernel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A kernel task's run whose seed the engine recorded from a harness report (no GPU here to time it)."""
-    from evo.config import RunConfig
-    from evo.engine import Engine
-    from evo.eval.backends.kernel import report_to_result
-
+    """A kernel task's run whose seed the engine recorded from a harness report (no GPU here to time it).
+    Made in a child process: the engine runs its own event loop, which Playwright's in this one forbids."""
     run_dir = tmp_path_factory.mktemp("kernel") / "rmsnorm"
-    engine = Engine.create(run_dir, RunConfig(task="kernels/add_rmsnorm", budget=10))
-    try:
-        seed = engine.store.pending_programs()[0]
-        rows = [{"workload": "small", "time_s": 12.5e-6, "score": 0.6}, {"workload": "large", "time_s": 80e-6,
-                                                                          "score": 0.7}]
-        result = report_to_result({"status": "ok", "score": 0.65, "workloads": rows, "passed": True, "checks": []},
-                                  0.1)
-        engine.record(seed, result)
-        from evo.store.lessons import add_lesson  # a lesson as the engine stores one (evo/lessons.py)
-
-        add_lesson(engine.store, "rmsnorm", "kernels/add_rmsnorm", 1, "structured", "fusing the add helped",
-                   {"evaluations": 1})
-    finally:
-        engine.close()
+    proc = subprocess.run([sys.executable, "-c", KERNEL_RUN, str(run_dir)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
     return run_dir
 
 
