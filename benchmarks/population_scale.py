@@ -268,7 +268,9 @@ def chunk_programs(chunk: dict[str, Any], index: int, rng: np.random.Generator, 
 def new_run(run_dir: Path, islands: int = 2) -> None:
     """A run directory whose store `Engine.open` accepts (config and task in its meta)."""
     store = Store.in_dir(run_dir)
-    config = RunConfig(task=TASK, islands=islands, budget=10**9)
+    # Lessons off: a lesson every 200 evaluations reads the recent history (evo/lessons.py), work apart from
+    # the sampling and admission this measures, and it would show here as their table scans.
+    config = RunConfig(task=TASK, islands=islands, budget=10**9, lessons_every=0)
     store.set_meta("task", TASK)
     store.set_meta("config", config.to_dict())
     store.set_meta("created", time.time())

@@ -11,6 +11,7 @@ import ast
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ from tests.training_corpus import build_corpus
 
 HACKS = Path(__file__).parent / "training"
 REPO = Path(__file__).resolve().parents[2]
+NAMES = sorted(p.name for p in HACKS.glob("*.py"))
+AT_ONCE = 4  # hacks evaluated together: most of an evaluation is waiting on processes that start
 
 
 def _rejected_by(text: str) -> str:
@@ -33,34 +36,47 @@ def _rejected_by(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def setting():
+def outcomes():
+    """Every hack evaluated by the harness, AT_ONCE at a time: {name: (text, result, folder left)}."""
     # The corpus outside /tmp and $HOME, which the sandbox hides anyway: here the read guard must hold alone.
     (REPO / "runs").mkdir(exist_ok=True)  # ignored by git
     data = Path(tempfile.mkdtemp(prefix=".pytest-training-", dir=REPO / "runs"))
-    build_corpus(data, train_bytes=100_000, val_bytes=8_192)
-    task = load_task("training/lm_budget")
-    spec = resolve_spec(task.root, data=str(data), device="cpu", budget_s=12.0, grace_s=4.0, eval_tokens=4096,
-                        rescore_batches=1, probe_trials=3)
     scratch = Path(tempfile.mkdtemp(prefix="evo-train-redteam-"))
     os.chmod(scratch, 0o755)
-    yield task, spec, scratch
-    shutil.rmtree(data, ignore_errors=True)
-    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        build_corpus(data, train_bytes=100_000, val_bytes=8_192)
+        task = load_task("training/lm_budget")
+        spec = resolve_spec(task.root, data=str(data), device="cpu", budget_s=12.0, grace_s=4.0, eval_tokens=4096,
+                            rescore_batches=1, probe_trials=3)
+
+        def run(name: str):
+            text = (HACKS / name).read_text().replace("{VAL_SHARD}", str(data / "val_000.bin"))
+            own = Path(tempfile.mkdtemp(dir=scratch))
+            os.chmod(own, 0o755)
+            return text, evaluate(spec, {"candidate.py": text}, own), sorted(os.listdir(own))
+
+        with ThreadPoolExecutor(AT_ONCE) as pool:
+            yield task, dict(zip(NAMES, pool.map(run, NAMES), strict=True))
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
-@pytest.mark.parametrize("hack", sorted(p.name for p in HACKS.glob("*.py")))
-def test_a_training_hack_is_refused_for_its_reason(setting, hack: str) -> None:
-    task, spec, scratch = setting
-    text = (HACKS / hack).read_text().replace("{VAL_SHARD}", str(Path(spec.data) / "val_000.bin"))
+@pytest.mark.parametrize("hack", NAMES)
+def test_a_training_hack_is_refused_for_its_reason(outcomes, hack: str) -> None:
+    task, results = outcomes
+    text, result, left = results[hack]
     expected = _rejected_by(text)
-    own = Path(tempfile.mkdtemp(dir=scratch))
-    os.chmod(own, 0o755)
-    result = evaluate(spec, {"candidate.py": text}, own)
     failed = {name: reason for name, passed, reason in result.checks if not passed}
     assert not result.ok, f"{hack} was scored {result.score}: {result.checks}"
     assert expected in failed, f"{hack}: expected {expected} to fail; failed: {failed}; error: {result.error}"
     verdict = audit(text, Level.FULL, task, {"dynamic": result.checks})
     assert not verdict.passed and expected in dict(verdict.reasons), verdict.text()
-    assert os.listdir(own) == [], f"{hack} left {os.listdir(own)} beside its work dir"
-    if hack == "checkpoint_between_runs.py":  # and the next run finds nothing to start from
-        assert not (own / "lm_checkpoint.pt").exists()
+    assert left == [], f"{hack} left {left} beside its work dir (a checkpoint for the next run)"
+
+
+def test_the_red_team_covers_what_issue_14_names() -> None:
+    assert len(NAMES) >= 8
+    reasons = {_rejected_by((HACKS / n).read_text()) for n in NAMES}
+    assert reasons == {"dynamic:data_split", "dynamic:causality", "dynamic:budget", "dynamic:no_carried_state",
+                       "dynamic:harness_loss", "dynamic:model_unchanged"}
