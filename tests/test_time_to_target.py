@@ -133,6 +133,7 @@ def test_the_record_is_timed_again_before_a_faster_candidate_replaces_it(corpus:
     assert evaluator.record.files[MAIN_FILE] == fast and evaluator.record.fitness_s == m["train_s"]
 
 
+@pytest.mark.slow  # a second seed through the full audit: make test keeps within its 20 minutes
 def test_the_strong_lm_budget_seed_trains_and_passes_the_full_audit(corpus: Path, tmp_path: Path) -> None:
     assert STRONG in load_task("training/lm_budget").seed_paths()
     result = evaluate_source("training/lm_budget", STRONG.read_text(), scratch=tmp_path, data=str(corpus),
