@@ -34,7 +34,7 @@ def test_the_read_guard_refuses_the_held_out_files_only(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     for name in ("train_000.bin", "val_000.bin", "test_000.bin"):
         (tmp_path / "data" / name).write_bytes(b"x")
-    (tmp_path / "work" / "a").mkdir(parents=True)
+    (tmp_path / "job" / "a").mkdir(parents=True)
     code = textwrap.dedent(f"""
         import json, os
         from evo.eval.training import read_guard
@@ -42,8 +42,8 @@ def test_the_read_guard_refuses_the_held_out_files_only(tmp_path: Path) -> None:
         held = [d + "/data/val_000.bin", d + "/data/test_000.bin"]
         status = read_guard.deny_reads(held)
         probe = read_guard.probe(held + [d + "/data/train_000.bin"])
-        open(d + "/work/a/f", "w").write("1")
-        os.rename(d + "/work/a/f", d + "/work/f")  # a rename into another folder, as Triton's cache makes
+        open(d + "/job/a/f", "w").write("1")
+        os.rename(d + "/job/a/f", d + "/job/f")  # a rename into another folder, as Triton's cache makes
         print(json.dumps({{"status": status, "probe": probe, "readme": open({str(REPO / 'README.md')!r}).read(3)}}))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
