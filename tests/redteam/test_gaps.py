@@ -19,7 +19,7 @@ from evo.eval.backends.kernel import KernelEvaluator
 GAPS = Path(__file__).parent / "gaps"
 
 
-@pytest.mark.parametrize("name", ["forged_evidence", "cache_and_pad"])
+@pytest.mark.parametrize("name", ["forged_evidence", "cache_and_pad", "cache_within_spread"])
 def test_the_gap_passes_the_judge_today(rmsnorm_harness: KernelEvaluator, name: str) -> None:
     report = rmsnorm_harness.evaluate_source_sync((GAPS / f"{name}.py").read_text())
     assert report["status"] == "ok" and report["passed"], report.get("error")
