@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from evo.errors import EvoError
-from evo.report import metrics, plots
+from evo.report import metrics, plots, provenance
 from evo.report.load import Run, load
 
 _CSS = """
@@ -140,6 +140,7 @@ def _report(run: Run, top: int, embedding_sample: int) -> str:
                                                      text_cols=("stage", "kind", "example"))))
     parts.append(_section("Audit rejections", lambda: _table(metrics.audit_rejections(run), index=False,
                                                              text_cols=("check", "level", "example"))))
+    parts.append(_section("Provenance", lambda: provenance.section_html(run, _table)))
     parts.append(_section(f"Best {top} programs", lambda: _best(run, top)))
     body = "\n".join(parts)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
