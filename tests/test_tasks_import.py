@@ -4,6 +4,7 @@ and its seed through `evo eval` on CPU (Triton's interpreter)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -57,6 +58,21 @@ def test_kernelbench_import_counts_flops_and_bytes_on_the_reference(imported: Pa
     assert gelu.SPEC.category == "single_op" and gelu.flops({}) == 0.0
     assert gelu.min_bytes({}) == 4 * (2 * 96 * 1536 + 1536)
     assert (imported / "linear_tanh_rowmax" / "problem.py").read_text() == (KB / "2_Linear_Tanh_RowMax.py").read_text()
+
+
+def test_an_imported_task_records_its_origin(imported: Path) -> None:
+    from evo.report.provenance import origin_line, task_origin
+
+    kb = task_origin(load_task(str(imported / "linear_tanh_rowmax")))
+    assert kb is not None and kb["benchmark"] == "KernelBench" and kb["file"] == "2_Linear_Tanh_RowMax.py"
+    assert kb["sha256"] == hashlib.sha256((KB / "2_Linear_Tanh_RowMax.py").read_bytes()).hexdigest()
+    assert kb["imported"][:4].isdigit() and kb["path"] == str((KB / "2_Linear_Tanh_RowMax.py").resolve())
+    sol = task_origin(load_task(str(imported / "scaled_rmsnorm_h256")))
+    published = json.loads((SOL / "solution_triton.json").read_text())
+    assert sol is not None and sol["benchmark"] == "SOL-ExecBench" and sol["problem"] == "scaled_rmsnorm"
+    assert sol["solution"] == "solution_triton.json" and sol["author"] == published["author"]
+    assert f"by {published['author']}" in origin_line(sol)
+    assert task_origin(load_task("kernels/softmax_fwd")) is None  # a built-in task has no import record
 
 
 @pytest.mark.parametrize("name", ["linear_tanh_rowmax", "scaled_gelu_residual", "scaled_rmsnorm_h256"])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,9 @@ from evo.errors import EvoError
 # the reference's own order, and these are about one ulp of the dtype (KernelBench checks fp32 at 1e-4).
 RTOL_FLOOR = {"float32": 1e-4, "float64": 1e-8, "bfloat16": 1e-2, "float16": 2e-3}
 ERROR_MARGIN = 4.0  # the tolerance is this many times the reference's own error against float64
+
+
+ORIGIN_FILE = "origin.json"  # an imported task's import record: evo/report/provenance.py shows it
 
 
 @dataclass
@@ -99,6 +105,110 @@ def _has_cuda() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+# The head of every imported task's reference.py: the benchmark's code is problem.py beside it, unchanged;
+# each importer adds its constants (`{constants}`) and, after the SPEC, the functions of evo's kernel interface.
+_REFERENCE_HEAD = '''"""{title}: imported from {origin}.
+
+{about}
+"""
+
+import functools
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from evo.eval.kernel_spec import KernelSpec, Workload
+
+PROBLEM = Path(__file__).with_name("problem.py")
+{constants}
+
+SPEC = KernelSpec(
+    category={category!r},
+    workloads=(
+{workloads}
+    ),
+    small=({small}),
+    atol={atol!r},
+    rtol={rtol!r},
+    dtype={dtype!r},
+    notes={notes!r},
+)
+
+
+def _load_problem(name: str):
+    """problem.py as a fresh module."""
+    spec = importlib.util.spec_from_file_location(name, PROBLEM)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _key(params: dict) -> str:
+    return json.dumps(dict(params), sort_keys=True)
+'''
+
+_ADAPTER_HEAD = "\n\n# ---- evo's adapter (imported from {origin}): {what} ----\n"
+
+
+@dataclass
+class Reference:
+    """What an importer says of its reference.py; `render` writes it with a tolerance (`body`: the functions
+    `make_inputs`, `run`, `flops`, `min_bytes` and their helpers, plain code after the shared head)."""
+
+    title: str
+    origin: str
+    about: str
+    constants: str
+    category: str
+    workloads: list[str]  # `Workload(...)` expressions
+    small: list[Mapping[str, Any]]
+    dtype: str
+    body: str
+
+    def text(self, atol: float, rtol: float, notes: str) -> str:
+        """The reference.py of this task with these tolerances."""
+        return _REFERENCE_HEAD.format(
+            title=self.title, origin=self.origin, about=self.about.strip(), constants=self.constants.strip(),
+            category=self.category, workloads="\n".join(f"        {w}," for w in self.workloads),
+            small="".join(f"{dict(p)!r}, " for p in self.small), atol=atol, rtol=rtol, dtype=self.dtype,
+            notes=notes) + self.body
+
+    def render(self, folder: Path, atol: float = 1.0, rtol: float = 1.0, notes: str = "") -> None:
+        """Write reference.py into `folder` (a loose tolerance until `finish` calibrates it)."""
+        (folder / "reference.py").write_text(self.text(atol, rtol, notes))
+
+
+def adapter(origin: str, what: str, code: str) -> str:
+    """The adapter appended to a seed: a headed block that gives the seed evo's `run(...)` interface."""
+    return _ADAPTER_HEAD.format(origin=origin, what=what) + code.lstrip("\n")
+
+
+def finish(folder: Path, reference: Reference, seed_text: str, module_name: str, stated: str = "") -> Calibration:
+    """Calibrate the tolerance on `reference`'s small shapes, write reference.py with it and the seed, and check
+    that the seed matches the reference (`stated`: what the benchmark says of its own tolerance, for the notes)."""
+    from evo.task import load_module
+
+    reference.render(folder)
+    cal = calibrate(load_module(folder / "reference.py", module_name), reference.small, reference.dtype)
+    reference.render(folder, cal.atol, cal.rtol, cal.notes + stated)
+    (folder / "seed.py").write_text(seed_text)
+    check_seed(folder, cal.atol, cal.rtol)
+    return cal
+
+
+def origin_json(benchmark: str, file: Path, text: str, **extra: str | None) -> str:
+    """The task's import record (`origin.json`, shown by `evo report` and `Run.task_origin`): the benchmark, the
+    file and its sha256, where it was read from, when; `extra` (a solution, its author, a licence) where known."""
+    record: dict[str, Any] = {"benchmark": benchmark, "file": file.name, "path": str(file.resolve()),
+                              "sha256": hashlib.sha256(text.encode()).hexdigest(),
+                              "imported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record.update({k: v for k, v in extra.items() if v})
+    return json.dumps(record, indent=1) + "\n"
 
 
 def task_toml(description: str, source: str) -> str:

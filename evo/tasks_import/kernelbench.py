@@ -25,51 +25,35 @@ from pathlib import Path
 from typing import Any
 
 from evo.errors import EvoError
-from evo.tasks_import.common import calibrate, check_seed, prompt_md, task_name, task_toml, write_folder
+from evo.tasks_import.common import (
+    ORIGIN_FILE,
+    Reference,
+    adapter,
+    finish,
+    origin_json,
+    prompt_md,
+    task_name,
+    task_toml,
+    write_folder,
+)
 
 # Globals that are not sizes: changing them changes the problem, not its shape.
 _NOT_SIZES = {"dim", "axis", "kernel_size", "stride", "padding", "dilation", "groups", "output_padding", "eps",
               "num_groups", "num_heads", "heads", "k", "top_k", "p", "seed"}
 _SMALL_NUMEL = 1 << 17  # inputs, weights and outputs of a small shape: Triton's interpreter runs it in seconds
 
-_REFERENCE = '''"""{title}: imported from KernelBench ({file}, sha256 {digest}).
+_ABOUT = '''The problem's code is problem.py, unchanged. The Model's parameters and buffers are inputs after the forward's
+own; `run(*inputs, *weights)` calls Model.forward with them. A workload sets the problem's size globals.'''
 
-The problem's code is problem.py, unchanged. The Model's parameters and buffers are inputs after the forward's
-own; `run(*inputs, *weights)` calls Model.forward with them. A workload sets the problem's size globals.
-"""
-
-import functools
-import importlib.util
-import json
-from pathlib import Path
-
-import torch
-from torch.utils.flop_counter import FlopCounterMode
-
-from evo.eval.kernel_spec import KernelSpec, Workload
-
-PROBLEM = Path(__file__).with_name("problem.py")
-N_INPUTS = {n_inputs}  # what get_inputs() returns; the weights follow
+_CONSTANTS = '''N_INPUTS = {n_inputs}  # what get_inputs() returns; the weights follow
 # The shapes of every argument of run, per workload: which sizes and constructor arguments they belong to.
-SIGNATURES = {signatures}
+SIGNATURES = {signatures}'''
 
-SPEC = KernelSpec(
-    category={category!r},
-    workloads=(
-{workloads}
-    ),
-    small=({small}),
-    atol={atol!r},
-    rtol={rtol!r},
-    dtype={dtype!r},
-    notes={notes!r},
-)
-
+# After the shared head (common.Reference): plain code, not a format string.
+_BODY = '''
 
 def _problem(params: dict):
-    spec = importlib.util.spec_from_file_location("kernelbench_problem", PROBLEM)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_problem("kernelbench_problem")
     for name, value in params.items():
         setattr(module, name, value)
     return module
@@ -96,16 +80,14 @@ def signature(args) -> str:
 @functools.cache
 def _skeleton(key: str):
     """The Model's structure on the meta device (no memory), and its weights' names."""
-    params = json.loads(key)
-    module = _problem(params)
+    module = _problem(json.loads(key))
     with torch.device("meta"):
         model = module.Model(*module.get_init_inputs())
     return model, [name for name, _ in _state(model)]
 
 
 def run(*args):
-    params = SIGNATURES[signature(args)]["params"]
-    model, names = _skeleton(json.dumps(params, sort_keys=True))
+    model, names = _skeleton(_key(SIGNATURES[signature(args)]["params"]))
     return torch.func.functional_call(model, dict(zip(names, args[N_INPUTS:])), tuple(args[:N_INPUTS]))
 
 
@@ -124,17 +106,14 @@ def _counts(key: str) -> tuple:
 
 
 def flops(params: dict) -> float:
-    return _counts(json.dumps(dict(params), sort_keys=True))[0]
+    return _counts(_key(params))[0]
 
 
 def min_bytes(params: dict) -> float:
-    return _counts(json.dumps(dict(params), sort_keys=True))[1]
+    return _counts(_key(params))[1]
 '''
 
-_SEED = '''
-
-# ---- evo's adapter (imported from KernelBench): run(*inputs, *weights) calls Model.forward with the weights ----
-_N_INPUTS = {n_inputs}
+_SEED = '''_N_INPUTS = {n_inputs}
 _INIT = {init}  # the Model's constructor arguments, by the shapes of run's arguments
 
 
@@ -213,33 +192,28 @@ def _import_one(path: Path, out: Path, force: bool) -> Path:
     calls = sum(isinstance(n, ast.Call) for n in ast.walk(forward)) if forward else 0
     category = "single_op" if calls <= 1 else "fused"
     digest = hashlib.sha256(text.encode()).hexdigest()
-    state: dict[str, Any] = {}
-
-    def render(folder: Path, atol: float, rtol: float, notes: str) -> None:
-        (folder / "reference.py").write_text(_REFERENCE.format(
-            title=doc.splitlines()[0].strip().rstrip("."), file=path.name, digest=digest[:16],
-            n_inputs=state.get("n_inputs", 0), signatures=state.get("signatures", "{}"), category=category,
-            workloads=state.get("workloads", "        Workload('x', {}), Workload('y', {}, hidden=True),"),
-            small=state.get("small", "{},"), atol=atol, rtol=rtol, dtype=state.get("dtype", "float32"), notes=notes))
+    ref = Reference(title=doc.splitlines()[0].strip().rstrip("."), origin=f"KernelBench ({path.name}, sha256 "
+                    f"{digest[:16]})", about=_ABOUT, constants=_CONSTANTS.format(n_inputs=0, signatures="{}"),
+                    category=category, workloads=["Workload('x', {})", "Workload('y', {}, hidden=True)"],
+                    small=[{}], dtype="float32", body=_BODY)
 
     def check(folder: Path) -> None:
         from evo.task import load_module
 
-        render(folder, 1.0, 1.0, "")
-        ref = load_module(folder / "reference.py", f"evo_import_{name}")
-        visible = _probe(ref, {}, real=False)
+        ref.render(folder)
+        reference = load_module(folder / "reference.py", f"evo_import_{name}")
+        visible = _probe(reference, {}, real=False)
         if visible is None:
             raise EvoError(f"{path}: the reference does not run on the meta device with its own sizes (a problem "
                            "that makes tensors on a fixed device, or reads files, cannot be imported)")
-        module = ref._problem({})
-        state["n_inputs"] = len(list(module.get_inputs()))
-        hidden_params = _first_that_runs(ref, _awkward(sizes))
+        n_inputs = len(list(reference._problem({}).get_inputs()))
+        hidden_params = _first_that_runs(reference, _awkward(sizes))
         if hidden_params is None:
             raise EvoError(f"{path}: no awkward sizes fit the problem (sizes {sizes}); evo needs a hidden workload")
-        small = []
+        small: list[dict[str, int]] = []
         for target in (8, 16, 32, 64):
             params = {k: min(v, target + 1) for k, v in sizes.items()}
-            probe = _probe(ref, params, real=True)
+            probe = _probe(reference, params, real=True)
             if probe is not None and probe["numel"] <= _SMALL_NUMEL and params not in small:
                 small.append(params)
             if len(small) == 2:
@@ -248,26 +222,24 @@ def _import_one(path: Path, out: Path, force: bool) -> Path:
             raise EvoError(f"{path}: no small sizes fit the problem for the CPU checks (sizes {sizes})")
         table = {}
         for params in [{}, hidden_params, *small]:
-            probe = _probe(ref, params, real=False)
+            probe = _probe(reference, params, real=False)
             assert probe is not None
             table.setdefault(probe["signature"], {"params": params, "init": probe["init"]})
-        state["signatures"] = repr(table)
-        state["dtype"] = visible["dtype"]
+        ref.constants = _CONSTANTS.format(n_inputs=n_inputs, signatures=repr(table))
+        ref.dtype, ref.small = visible["dtype"], small
         own = f"KernelBench's own sizes: {sizes}"
-        state["workloads"] = (f"        Workload('kernelbench', {{}}, {own!r}),\n"
-                              f"        Workload('kernelbench_awkward', {hidden_params!r}, "
-                              "'the same cut by an eighth, odd', hidden=True),")
-        state["small"] = "".join(f"{p!r}, " for p in small)
-        render(folder, 1.0, 1.0, "")
-        cal = calibrate(load_module(folder / "reference.py", f"evo_import_{name}_1"), small, state["dtype"])
-        render(folder, cal.atol, cal.rtol, cal.notes)
+        ref.workloads = [f"Workload('kernelbench', {{}}, {own!r})",
+                         f"Workload('kernelbench_awkward', {hidden_params!r}, 'the same cut by an eighth, odd', "
+                         "hidden=True)"]
         init = {sig: entry["init"] for sig, entry in table.items()}
-        (folder / "seed.py").write_text(text.rstrip("\n") + "\n" + _SEED.format(n_inputs=state["n_inputs"],
-                                                                                 init=repr(init)))
-        check_seed(folder, cal.atol, cal.rtol)
+        seed = text.rstrip("\n") + "\n" + adapter(
+            "KernelBench", "run(*inputs, *weights) calls Model.forward with the weights",
+            _SEED.format(n_inputs=n_inputs, init=repr(init)))
+        finish(folder, ref, seed, f"evo_import_{name}_1")
 
     files = {
         "problem.py": text,
+        ORIGIN_FILE: origin_json("KernelBench", path, text),
         "task.toml": task_toml(f"{doc.splitlines()[0].strip()} (KernelBench {path.stem})", f"KernelBench {path.name}"),
         "prompt.md": prompt_md(path.stem, doc.strip() + f"\n\nThe PyTorch reference (KernelBench's problem):\n\n"
                                f"```python\n{text.strip()}\n```",

@@ -20,50 +20,33 @@ from pathlib import Path
 from typing import Any
 
 from evo.errors import EvoError
-from evo.tasks_import.common import calibrate, check_seed, prompt_md, task_name, task_toml, write_folder
+from evo.tasks_import.common import (
+    ORIGIN_FILE,
+    Reference,
+    adapter,
+    finish,
+    origin_json,
+    prompt_md,
+    task_name,
+    task_toml,
+    write_folder,
+)
 
 _SUPPORTED = ("random", "scalar")
 
-_REFERENCE = '''"""{title}: imported from SOL-ExecBench ({source}).
+_ABOUT = '''The definition's reference code is problem.py, unchanged. Tensor inputs are run's arguments in the definition's
+order; scalar inputs are the task's constants (SCALARS).'''
 
-The definition's reference code is problem.py, unchanged. Tensor inputs are run's arguments in the definition's
-order; scalar inputs are the task's constants (SCALARS).
-"""
-
-import functools
-import importlib.util
-import json
-from pathlib import Path
-
-import torch
-from torch.utils.flop_counter import FlopCounterMode
-
-from evo.eval.kernel_spec import KernelSpec, Workload
-
-PROBLEM = Path(__file__).with_name("problem.py")
-INPUTS = {inputs}  # name -> (shape in axis names or sizes, dtype); shape None: a scalar
+_CONSTANTS = '''INPUTS = {inputs}  # name -> (shape in axis names or sizes, dtype); shape None: a scalar
 OUTPUTS = {outputs}
-SCALARS = {scalars}
+SCALARS = {scalars}'''
 
-SPEC = KernelSpec(
-    category={category!r},
-    workloads=(
-{workloads}
-    ),
-    small=({small}),
-    atol={atol!r},
-    rtol={rtol!r},
-    dtype={dtype!r},
-    notes={notes!r},
-)
-
+# After the shared head (common.Reference): plain code, not a format string.
+_BODY = '''
 
 @functools.cache
 def _problem():
-    spec = importlib.util.spec_from_file_location("solexecbench_reference", PROBLEM)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_problem("solexecbench_reference")
 
 
 def _shape(shape, params: dict) -> tuple:
@@ -110,7 +93,7 @@ def _flops(key: str) -> float:
 
 
 def flops(params: dict) -> float:
-    return _flops(json.dumps(dict(params), sort_keys=True))
+    return _flops(_key(params))
 
 
 def min_bytes(params: dict) -> float:
@@ -124,10 +107,7 @@ def min_bytes(params: dict) -> float:
     return float(total)
 '''
 
-_ADAPTER = '''
-
-# ---- evo's adapter (imported from the SOL-ExecBench solution {name!r}): run(*tensors) calls {entry} ----
-_INPUTS = {inputs}
+_ADAPTER = '''_INPUTS = {inputs}
 _OUTPUTS = {outputs}
 _SCALARS = {scalars}
 
@@ -145,6 +125,11 @@ def run(*tensors):
     {entry}(*args, *outs)
     return outs[0] if len(outs) == 1 else tuple(outs)
 '''
+
+
+def _adapter(name: object, entry: str, **fields: object) -> str:
+    return adapter(f"the SOL-ExecBench solution {name!r}", f"run(*tensors) calls {entry}",
+                   _ADAPTER.format(entry=entry, **fields))
 
 
 def _load_json(path: Path, what: str) -> Any:
@@ -203,31 +188,33 @@ def import_solexecbench(path: Path, out: Path, solution: Path | None = None, for
     for i, w in enumerate(usable):
         params = {**consts, **{a: int(w["axes"][a]) for a in variables}}
         uid = str(w.get("uuid", i)).replace("-", "")[-8:]
-        rows.append(f"        Workload({f'wl_{i}_{uid}'!r}, {params!r}, 'SOL-ExecBench workload {uid}', "
-                    f"hidden={i % 3 == 2}),")
+        rows.append(f"Workload({f'wl_{i}_{uid}'!r}, {params!r}, 'SOL-ExecBench workload {uid}', "
+                    f"hidden={i % 3 == 2})")
     dtype = next((dt for _, dt in outputs.values()), "bfloat16")
     name = task_name(def_name)
     src = f"SOL-ExecBench {path.name}" + (f", solution {solution.name}" if solution else "")
     smalls = [{**{k: min(v, 64) for k, v in consts.items()}, **{a: 3 for a in variables}},
               {**{k: min(v, 96) for k, v in consts.items()}, **{a: 17 for a in variables}},
               {**consts, **{a: 3 for a in variables}}]
-    seed_text = _seed(solution, inputs, outputs, scalars) if solution else None
-
-    def render(folder: Path, small: list[dict[str, int]], atol: float, rtol: float, notes: str) -> None:
-        (folder / "reference.py").write_text(_REFERENCE.format(
-            title=def_name, source=src, inputs=repr(inputs), outputs=repr(outputs), scalars=repr(scalars),
-            category=_category(d), workloads="\n".join(rows), small="".join(f"{p!r}, " for p in small),
-            atol=atol, rtol=rtol, dtype=dtype, notes=notes))
+    published = _load_json(Path(solution), "the solution") if solution else None
+    if solution and not isinstance(published, dict):
+        raise EvoError(f"{solution}: not a JSON object; a solution has name, author, spec and sources")
+    seed_text = (_seed(published, Path(solution), inputs, outputs, scalars) if published is not None and solution
+                 else _reference_seed(code, inputs, scalars))
+    ref = Reference(title=def_name, origin=src, about=_ABOUT, constants=_CONSTANTS.format(
+        inputs=repr(inputs), outputs=repr(outputs), scalars=repr(scalars)), category=_category(d), workloads=rows,
+        small=[], dtype=dtype, body=_BODY)
 
     def check(folder: Path) -> None:
         from evo.task import load_module
 
         small: list[dict[str, int]] = []
         for candidate in smalls:
-            render(folder, [candidate], 1.0, 1.0, "")
-            ref = load_module(folder / "reference.py", f"evo_import_{name}_probe")
+            ref.small = [candidate]
+            ref.render(folder)
+            probe = load_module(folder / "reference.py", f"evo_import_{name}_probe")
             try:
-                ref.run(*ref.make_inputs(candidate, 0, "cpu"))
+                probe.run(*probe.make_inputs(candidate, 0, "cpu"))
             except Exception:  # noqa: BLE001 - these sizes do not fit the reference: try the next
                 continue
             small.append(candidate)
@@ -235,19 +222,18 @@ def import_solexecbench(path: Path, out: Path, solution: Path | None = None, for
                 break
         if not small:
             raise EvoError(f"{path}: the reference does not run on small sizes on CPU: {smalls[-1]}")
-        render(folder, small, 1.0, 1.0, "")
-        cal = calibrate(load_module(folder / "reference.py", f"evo_import_{name}_1"), small, dtype)
+        ref.small = small
         stated = (usable[0].get("tolerance") or {})
-        notes = cal.notes + (f"; the benchmark states atol {stated.get('max_atol')}, rtol {stated.get('max_rtol')}"
-                             f" with a matched ratio of {stated.get('required_matched_ratio')} (evo checks every"
-                             " element)" if stated else "")
-        render(folder, small, cal.atol, cal.rtol, notes)
-        (folder / "seed.py").write_text(seed_text or _reference_seed(code, inputs, scalars))
-        check_seed(folder, cal.atol, cal.rtol)
+        finish(folder, ref, seed_text, f"evo_import_{name}_1", (
+            f"; the benchmark states atol {stated.get('max_atol')}, rtol {stated.get('max_rtol')} with a matched "
+            f"ratio of {stated.get('required_matched_ratio')} (evo checks every element)" if stated else ""))
 
     tensors = ", ".join(k for k, (s, _) in inputs.items() if s is not None)
+    author = published.get("author") if isinstance(published, dict) else None
     files = {
         "problem.py": code,
+        ORIGIN_FILE: origin_json("SOL-ExecBench", path / "definition.json", code, problem=path.name,
+                                 solution=solution.name if solution else None, author=str(author) if author else None),
         "task.toml": task_toml(str(d.get("description") or def_name), src),
         "prompt.md": prompt_md(def_name, str(d.get("description") or "") + "\n\nThe reference:\n\n```python\n"
                                + code.strip() + f"\n```\n\nScalars are constants: {scalars}.", f"run({tensors})",
@@ -268,13 +254,11 @@ def _category(d: dict[str, Any]) -> str:
 def _reference_seed(code: str, inputs: dict[str, Any], scalars: dict[str, Any]) -> str:
     """Without a solution: the reference's code itself, behind the same adapter (a PyTorch starting point)."""
     renamed = code.replace("def run(", "def _reference_run(", 1)
-    return renamed.rstrip("\n") + "\n" + _ADAPTER.format(name="the reference", entry="_reference_run",
-                                                          inputs=repr(inputs), outputs="{}", scalars=repr(scalars),
-                                                          dps=False)
+    return renamed.rstrip("\n") + "\n" + _adapter("the reference", "_reference_run", inputs=repr(inputs),
+                                                   outputs="{}", scalars=repr(scalars), dps=False)
 
 
-def _seed(solution: Path, inputs: dict[str, Any], outputs: dict[str, Any], scalars: dict[str, Any]) -> str:
-    s = _load_json(Path(solution), "the solution")
+def _seed(s: dict[str, Any], solution: Path, inputs: dict[str, Any], outputs: dict[str, Any], scalars: dict[str, Any]) -> str:
     try:
         spec, sources = s["spec"], {str(f["path"]): str(f["content"]) for f in s["sources"]}
         file, _, entry = str(spec["entry_point"]).partition("::")
@@ -289,6 +273,6 @@ def _seed(solution: Path, inputs: dict[str, Any], outputs: dict[str, Any], scala
     head = f"# Seed: the SOL-ExecBench solution {s.get('name')!r} by {s.get('author', 'unknown')} ({Path(solution).name})\n"
     # dtypes written out (torch.bfloat16), never looked up by name: the audit reads every call
     outs = "{" + ", ".join(f"{k!r}: ({shape!r}, torch.{dt})" for k, (shape, dt) in outputs.items()) + "}"
-    return head + sources[file].rstrip("\n") + "\n" + _ADAPTER.format(
-        name=s.get("name"), entry=entry, inputs=repr(inputs), outputs=outs, scalars=repr(scalars),
+    return head + sources[file].rstrip("\n") + "\n" + _adapter(
+        s.get("name"), entry, inputs=repr(inputs), outputs=outs, scalars=repr(scalars),
         dps=bool(spec.get("destination_passing_style", False)))
