@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from evo.admit import record_evaluation
 from evo.config import RunConfig
 from evo.embed import duplicate_threshold, make_embedder
 from evo.errors import EvoError, OperatorError
@@ -54,7 +55,6 @@ from evo.retiming import retime_elites
 from evo.run_dir import OpenedRun, RunLock, create_run, open_run
 from evo.stats import RunStats
 from evo.store import Store
-from evo.store.reviews import add_review
 from evo.store.reviews import caught as caught_hacks
 from evo.task import Task
 
@@ -130,6 +130,9 @@ class Engine:
         self._offloaded = {op.name for op, _ in self.operators if op.name in OPERATORS}
         # The ablations' parents (config.ablation): None for the search itself (the population samples).
         self._pool: UniformPool | None = None if config.ablation == "none" else UniformPool()
+        # A suite run's elites of related tasks for one operator call, labelled with their task
+        # (evo/suite/transfer.py); None in a run of one task.
+        self.foreign: Callable[[str, np.random.Generator], list[Program]] | None = None
         # --track: figures sent to TensorBoard/MLflow from a thread behind a bounded queue (evo/report/track.py)
         self.trackers: Trackers | None = Trackers.for_run(config.track, self.run_dir)
         self._rebuild()
@@ -244,7 +247,8 @@ class Engine:
         parent_ids = [p.id for p in parents]
         request = ProposalRequest(parents=parents, inspirations=[self.program(i) for i in inspiration_ids],
                                   rng=self.rng, task_prompt=self._task_prompt,
-                                  feedback=[p.error for p in parents if p.error], lessons=self.lessons.for_prompt())
+                                  feedback=[p.error for p in parents if p.error], lessons=self.lessons.for_prompt(),
+                                  foreign=[] if self.foreign is None else self.foreign(op.name, self.rng))
         call = {"operator": op.name, "parents": parent_ids, "island": island}
         if self._proposer is not None and op.name in self._offloaded:
             seed = int(self.rng.integers(2**63))
@@ -350,53 +354,8 @@ class Engine:
 
     # -- evaluating and admitting ---------------------------------------------------------
     def record(self, program: Program, result: EvalResult) -> None:
-        """Commit one finished evaluation, then admit it: in that order, always."""
-        program.status = Status.EVALUATED if result.ok else Status.FAILED
-        program.score = result.score
-        program.metrics = result.metrics
-        program.error = result.error
-        if result.verdict is not None:
-            program.verdict = result.verdict
-        if self.cell_space is None:
-            program.descriptors = result.descriptors
-        elif not program.descriptors:  # seeds and programs reloaded on resume
-            program.descriptors = self._embedding_descriptors(self.embedder.embed([program.text])[0])
-        data: dict[str, Any] = {"ok": result.ok, "score": result.score, "wall_s": round(result.wall_s, 4)}
-        if not result.ok:
-            data.update(reason_kind=result.failure or "failed", reason=result.error)
-        admission = None
-        decision = None
-        if result.ok and result.score is not None:
-            decision = self.population.decide(program.id, program.island, result.score, program.descriptors)
-            data["admission"] = decision.status
-            if decision.status != "rejected":
-                admission = {"cell": decision.cell, "status": decision.status, "island": program.island,
-                             "previous": decision.previous, "previous_score": decision.previous_score}
-        if result.review is not None:
-            data["review"] = {"verdict": result.review.get("verdict"), "outcome": result.review.get("outcome")}
-        if not self.store.record_evaluation(program, data, admission):
-            return  # already recorded: never count twice
-        if result.review is not None:
-            add_review(self.store, program.id, self.task.name, result.review)
-        self.stats.done += 1
-        self.lessons.evaluated(self.stats.done, self.population)
-        if not result.ok:
-            self.stats.failures[result.failure or "failed"] += 1
-        if decision is not None and result.score is not None:
-            if admission is not None and self.bandit is not None:
-                self.bandit.record_admission(program.operator)
-            self.population.admit(program.id, program.island, result.score, program.descriptors)
-            if self._pool is not None and (self.config.ablation == "random-parent" or program.operator == "seed"):
-                self._pool.add(program.id)
-            if self.population.last_migrations:
-                self.store.log("migration", {"moves": self.population.last_migrations})
-            if program.operator == "seed" and (self.stats.seed_score is None or result.score > self.stats.seed_score):
-                self.stats.seed_score = result.score
-            self._refresh_stats()
-            if self._admitted is not None:
-                self._admitted.set()
-        if self.trackers is not None:
-            self.trackers.observe_engine(self)  # never blocks: a full queue drops the sample
+        """Commit one finished evaluation, then admit it: in that order, always (evo/admit.py)."""
+        record_evaluation(self, program, result)
 
     async def _producer(self, queue: asyncio.Queue[Program | None]) -> None:
         for program in self.store.pending_programs():

@@ -69,6 +69,15 @@ def _describe(program: Program, label: str) -> str:
     return f"## {label} (id {program.id[:12]}; {scores})\n```python\n{program.text}\n```"
 
 
+def foreign_section(foreign: Sequence[Program]) -> str:
+    """Elites of related tasks (a suite run), each labelled with its task: ideas to adapt, not code to paste."""
+    if not foreign:
+        return ""
+    return ("# Good programs of related tasks (other tasks of this suite, not this one: their inputs, outputs and "
+            "rules differ; adapt an idea, never copy one as it is)\n" + "\n\n".join(
+                _describe(p, f"From another task, {p.meta.get('task', '?')}") for p in foreign))
+
+
 def build_messages(
     mode: str,
     task_prompt: str,
@@ -76,9 +85,10 @@ def build_messages(
     inspirations: Sequence[Program] = (),
     feedback: Sequence[str] = (),
     lessons: Sequence[str] = (),
+    foreign: Sequence[Program] = (),
 ) -> list[dict[str, str]]:
     """Chat messages for one operator call: shared prefix first, the parent and instruction last.
-    `lessons` (newest first) are kept within `LESSONS_TOKENS`."""
+    `lessons` (newest first) are kept within `LESSONS_TOKENS`; `foreign`: elites of related tasks, labelled."""
     if mode not in INSTRUCTIONS:
         raise ValueError(f"unknown prompt mode {mode!r}; choose one of {', '.join(INSTRUCTIONS)}")
     parts = [f"# Task\n{task_prompt.strip()}"]
@@ -87,6 +97,8 @@ def build_messages(
     if inspirations:
         parts.append("# Other good programs, for inspiration\n" + "\n\n".join(
             _describe(p, f"Inspiration {i + 1}") for i, p in enumerate(inspirations)))
+    if section := foreign_section(foreign):
+        parts.append(section)
     labels = ["Parent"] if len(parents) == 1 else [f"Parent {i + 1}" for i in range(len(parents))]
     parts.append("# " + ("The program to change" if len(parents) == 1 else "The programs to combine") + "\n"
                  + "\n\n".join(_describe(p, label) for p, label in zip(parents, labels, strict=True)))

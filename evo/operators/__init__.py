@@ -21,6 +21,7 @@ from evo.operators.base import Operator, Proposal, ProposalRequest
 from evo.operators.constants import ConstantMutation
 from evo.operators.crossover import FunctionCrossover
 from evo.operators.params import ParamCrossover, ParamMutation
+from evo.operators.transplant import ParamTransplant
 
 OperatorFactory = Callable[[], Operator]
 
@@ -29,6 +30,9 @@ OPERATORS: dict[str, OperatorFactory] = {
     "params": ParamMutation,
     "params_crossover": ParamCrossover,
     "crossover": FunctionCrossover,
+    # A suite run's transfer of parameter settings between related tasks (evo/suite/); not a default:
+    # in a run of one task it has no donor.
+    "transplant": ParamTransplant,
 }
 
 DEFAULT_WEIGHTS: dict[str, float] = {
@@ -84,6 +88,7 @@ __all__ = [
     "OperatorFactory",
     "ParamCrossover",
     "ParamMutation",
+    "ParamTransplant",
     "Proposal",
     "ProposalRequest",
     "build_operators",

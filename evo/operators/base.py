@@ -31,6 +31,9 @@ class ProposalRequest:
     task_prompt: str = ""
     feedback: list[str] = field(default_factory=list)
     lessons: list[str] = field(default_factory=list)  # what the run learned so far (evo/lessons.py), newest first
+    # Elites of related tasks in a suite run (evo/suite/transfer.py), each with `meta["task"]` naming its task.
+    # An operator that uses one says so in its proposal's `meta["transfer"]`: the store credits transfer by it.
+    foreign: list[Program] = field(default_factory=list)
 
 
 @dataclass

@@ -55,7 +55,10 @@ class LLMOperator:
         if len(parents) < self.arity:
             raise OperatorError(f"{self.name} needs {self.arity} parents, got {len(parents)}")
         messages = build_messages(self.mode, request.task_prompt, parents, request.inspirations, request.feedback,
-                                  lessons=request.lessons)
+                                  lessons=request.lessons, foreign=request.foreign)
+        # Every related task's elite shown is an inspiration of each child: the store credits transfer by it.
+        transfer = [{"task": str(p.meta.get("task", "")), "program": p.id, "role": "inspiration"}
+                    for p in request.foreign]
         completion = await self.client.chat(messages, n=self.n, max_tokens=self.max_tokens,
                                             temperature=self.temperature, rng=request.rng)
         # Thinking apart from the answer: the answer is parsed, and the tokens of each are recorded.
@@ -71,7 +74,7 @@ class LLMOperator:
                 errors.append(str(e))
                 continue
             proposals.append(Proposal(source=child, parents=tuple(p.id for p in parents), operator=self.name,
-                                      meta={**meta, "llm": usage}))
+                                      meta={**meta, "llm": usage, **({"transfer": transfer} if transfer else {})}))
         if not proposals:
             raise OperatorError(f"{self.name}: no usable reply ({len(errors)} of {len(completion.texts)} failed: "
                                 f"{'; '.join(errors[:2])})", meta={"llm": usage})

@@ -31,6 +31,7 @@ import numpy as np
 
 from evo.errors import EvoError
 from evo.program import Program, Status
+from evo.store.transfer import add_transfers
 
 DB_NAME = "evo.db"
 SCHEMA_VERSION = 1
@@ -232,6 +233,8 @@ class Store:
         )
         for kind, data in events:
             self._event(kind, program.id, data, now)
+        if program.meta.get("transfer") and program.operator != "seed":  # a suite run's cross-task sources
+            add_transfers(self, program.id, program.meta["transfer"])  # type: ignore[arg-type]
         seq = cur.lastrowid
         assert seq is not None
         program.seq = seq
