@@ -16,9 +16,19 @@ from evo.cli.app import cli, out
 @click.option("--top", default=5, show_default=True, help="How many best programs to list.")
 @click.option("--source", "show_source", is_flag=True, help="Print the best program's source.")
 def show(run_dir: Path, top: int, show_source: bool) -> None:
-    """Best programs and the archive of the run in RUN_DIR."""
+    """Best programs and the archive of the run in RUN_DIR; for a suite (`evo run --suite`), its tasks side by
+    side with how much of their progress came through transfer."""
     from evo.report.summary import run_summary
+    from evo.report.transfer import suite_table, transfer_note
+    from evo.store import Store
+    from evo.suite import suite_meta
 
+    if suite_meta(run_dir) is not None:
+        table, totals = suite_table(run_dir)
+        out.print(table)
+        out.print(totals, highlight=False)
+        out.print(f"each task: `evo show {run_dir}/tasks/<task>`", highlight=False, markup=False)
+        return
     summary = run_summary(run_dir, top=top)
     out.print(summary.header, highlight=False)
     out.print(summary.best_table)
@@ -28,6 +38,12 @@ def show(run_dir: Path, top: int, show_source: bool) -> None:
         out.print(summary.seeds_table)
     if summary.lessons:
         out.print(summary.lessons, markup=False, highlight=False)
+    store = Store.in_dir(run_dir, readonly=True)
+    try:
+        if note := transfer_note(store):
+            out.print(note, markup=False, highlight=False)
+    finally:
+        store.close()
     if show_source and summary.best_source is not None:
         out.print(summary.best_source, markup=False, highlight=False)
 

@@ -86,10 +86,19 @@ def _run_engine(engine: Any, quiet: bool) -> None:
 
 
 @cli.command()
-@click.argument("task")
+@click.argument("task", required=False)
+@click.option("--suite", help="Search many tasks in one run instead of TASK: a family (kernels), task names or "
+              "globs (kernels/*_fwd), comma separated. One population per task, one --budget shared among them and "
+              "spent where progress is made (with a floor for every task), elites of related tasks offered to the "
+              "operators. Tasks' runs go in RUN_DIR/tasks/; `evo resume RUN_DIR` continues the whole suite.")
+@click.option("--suite-floor", type=float, help="With --suite: the share of proposals kept for the tasks that are "
+              "not progressing; each of K tasks gets at least FLOOR / K of them (default 0.25).")
+@click.option("--no-transfer", is_flag=True, help="With --suite: no transfer between tasks (no related tasks' "
+              "elites in prompts, no parameter transplant); the shared budget and its bandit remain.")
 @click.option("--run-dir", required=True, type=click.Path(path_type=Path), help="Directory for the run (evo.db).")
-@click.option("--budget", type=int, help="Finished evaluations in all, seeds included (default 200).")
-@click.option("--workers", type=int, help="Evaluations at once (default 2).")
+@click.option("--budget", type=int, help="Finished evaluations in all, seeds included (default 200; with --suite, "
+              "over all its tasks).")
+@click.option("--workers", type=int, help="Evaluations at once (default 2; with --suite, over all its tasks).")
 @click.option("--time-limit", type=float, help="Stop this invocation after this many seconds.")
 @click.option("--budget-s", type=float, help="Training tasks: the training budget in seconds (lm_budget), or "
               "the cap per seed (time_to_target), instead of the task's budget_s. Kept for `evo resume`.")
@@ -124,13 +133,41 @@ def _run_engine(engine: Any, quiet: bool) -> None:
               "A slow or failing tracker never slows or stops the run.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with run options.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
-def run(task: str, run_dir: Path, config_file: Path | None, quiet: bool, **options: Any) -> None:
-    """Start a search on TASK (see `evo tasks`), writing everything to RUN_DIR/evo.db."""
+def run(task: str | None, suite: str | None, suite_floor: float | None, no_transfer: bool, run_dir: Path,
+        config_file: Path | None, quiet: bool, **options: Any) -> None:
+    """Start a search on TASK (see `evo tasks`), or on many tasks at once with --suite, writing everything to
+    RUN_DIR/evo.db.
+
+    \b
+    One task:   evo run math/circle_packing_26 --run-dir runs/cp26 --budget 600
+    A suite:    evo run --suite 'kernels/*_fwd' --run-dir runs/fwd --budget 800 --workers 8
+    """
     from evo.config import RunConfig, read_options
     from evo.engine import Engine
 
     base = read_options(config_file) if config_file else {}
     given = _flags(options)
+    if (task is None) == (suite is None):
+        raise EvoError("give one TASK (see `evo tasks`) or --suite SPEC for many tasks, not both" if task else
+                       "give a TASK to search (see `evo tasks`), or --suite SPEC to search many tasks at once")
+    if suite is None and (suite_floor is not None or no_transfer):
+        raise EvoError("--suite-floor and --no-transfer are options of a suite: give --suite SPEC instead of TASK")
+    if suite is not None:
+        from evo.suite.loop import Suite
+        from evo.suite.run_dir import SuiteOptions
+
+        if "task" in base:
+            raise EvoError(f"{config_file} names a task ({base['task']!r}) but --suite gives the tasks: drop it")
+        config = RunConfig.from_dict({**base, **given}, source="evo run --suite")
+        show_logs()
+        _check_llm_and_embedder(config)
+        _train_budget(config.train_budget_s)
+        floor = {} if suite_floor is None else {"floor": suite_floor}
+        runner = Suite.create(run_dir, suite, config, SuiteOptions(**floor, transfer=not no_transfer))
+        console.print(f"evo run --suite: {len(runner.tasks)} tasks, budget {config.budget} in all, {config.workers} "
+                      f"workers, transfer {'on' if runner.options.transfer else 'off'}", highlight=False)
+        _run_suite(runner, quiet)
+        return
     config = RunConfig.from_dict({**base, **given, "task": task}, source="evo run")
     show_logs()
     _check_llm_and_embedder(config)
@@ -164,6 +201,21 @@ def resume(run_dir: Path, config_file: Path | None, quiet: bool, **options: Any)
 
     overrides = {**(read_options(config_file) if config_file else {}), **_flags(options)}
     show_logs()
+    from evo.suite import suite_meta, suite_of_member
+    from evo.suite.loop import Suite
+
+    if suite_meta(run_dir) is not None:
+        if overrides.get("llm"):
+            _check_llm_and_embedder(_llm_only(overrides))
+        _train_budget((suite_meta(run_dir) or {}).get("config", {}).get("train_budget_s"))
+        runner = Suite.open(run_dir, overrides)
+        console.print(f"evo resume: suite of {len(runner.tasks)} tasks, {runner.done}/{runner.budget} evaluations "
+                      "done", highlight=False)
+        _run_suite(runner, quiet)
+        return
+    if (owner := suite_of_member(run_dir)) is not None:
+        raise EvoError(f"{run_dir} is a task of the suite in {owner}: its budget is the suite's; resume the suite "
+                       f"with `evo resume {owner}`")
     if overrides.get("llm"):
         _check_llm_and_embedder(_llm_only(overrides))
     _train_budget(_stored(run_dir, "train_budget_s"))
@@ -171,6 +223,43 @@ def resume(run_dir: Path, config_file: Path | None, quiet: bool, **options: Any)
     console.print(f"evo resume: {engine.task.name}, {engine.stats.done}/{engine.config.budget} evaluations done",
                   highlight=False)
     _run_engine(engine, quiet)
+
+
+def _suite_table(suite: Any) -> Table:
+    table = Table("task", "evaluations", "proposals", "seed", "best", "gain / eval", "transfer offered",
+                  title=f"suite: {suite.done} / {suite.budget} evaluations, {suite.evals_per_minute:.1f} / min",
+                  title_justify="left")
+    for r in suite.rows():
+        seed = "-" if r["seed"] is None else f"{r['seed']:.6g}"
+        best = "-" if r["best"] is None else f"{r['best']:.6g}"
+        table.add_row(r["task"] + (" (set aside)" if r["set_aside"] else ""), str(r["evaluations"]),
+                      str(r["granted"]), seed, f"{best} {r['metric']}", f"{r['value']:.3g}", str(r["offered"]))
+    return table
+
+
+def _run_suite(suite: Any, quiet: bool) -> None:
+    """Run a suite with its live table (one row per task), then print where it stands."""
+    if quiet or not console.is_terminal:
+        last = [0.0]
+
+        def tick(s: Any) -> None:
+            if time.monotonic() - last[0] >= 5 or s.done >= s.budget:
+                last[0] = time.monotonic()
+                bests = ", ".join(f"{r['task']} {r['best']:.4g}" for r in s.rows() if r["best"] is not None)
+                console.print(f"[{s.done}/{s.budget}] {s.evals_per_minute:.0f} evals/min; best: {bests}",
+                              highlight=False)
+
+        suite.run(on_tick=None if quiet else tick)
+    else:
+        with Live(_suite_table(suite), console=console, refresh_per_second=2) as live:
+            suite.run(on_tick=lambda s: live.update(_suite_table(s)))
+    out.print(_suite_table(suite))
+    for task, why in suite.exhausted.items():
+        out.print(f"set aside: {task}: {why}", highlight=False, markup=False)
+    reason = "budget spent" if suite.done >= suite.budget else "stopped early: `evo resume` continues it"
+    out.print(f"run directory: {suite.run_dir}  ({reason}; `evo show {suite.run_dir}` for transfer)", highlight=False)
+    if suite.signal is not None and suite.done < suite.budget:
+        raise click.exceptions.Exit(128 + suite.signal)
 
 
 def _flags(options: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from matplotlib.figure import Figure
 from evo.errors import EvoError
 from evo.report import metrics, plots, provenance
 from evo.report.load import Run, load
+from evo.report.transfer import transfer_section, write_suite_report
+from evo.suite import suite_meta
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
@@ -136,6 +138,8 @@ def _report(run: Run, top: int, embedding_sample: int) -> str:
     parts.append(_section("Lineage of the best program", lineage))
     parts.append(_section("Admissions per operator", lambda: _table(metrics.admissions_by(run, "operator"))))
     parts.append(_section("Admissions per model", lambda: _table(metrics.admissions_by(run, "model"))))
+    if transfer := transfer_section(run):  # a task of a suite run (evo/report/transfer.py)
+        parts.append(f"<h2>Transfer from other tasks</h2>\n{transfer}\n")
     parts.append(_section("Failures", lambda: _table(metrics.failure_reasons(run), index=False,
                                                      text_cols=("stage", "kind", "example"))))
     parts.append(_section("Audit rejections", lambda: _table(metrics.audit_rejections(run), index=False,
@@ -162,6 +166,8 @@ def _best(run: Run, top: int) -> str:
 
 def write_report(run_dir: Path, out: Path | None = None, top: int = 5) -> Path:
     """Write the report of the run in `run_dir` to `out` (default RUN_DIR/report.html); returns the path."""
+    if suite_meta(run_dir) is not None:  # a suite's directory: its tasks side by side (evo/report/transfer.py)
+        return write_suite_report(run_dir, out)
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
     if path.is_dir():
         raise EvoError(f"cannot write {path}: it is a directory; give a file name such as {path / 'report.html'}")

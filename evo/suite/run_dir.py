@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evo.config import RunConfig
 from evo.engine import Engine
@@ -25,12 +25,13 @@ from evo.errors import EvoError
 from evo.eval.backends.base import Evaluator
 from evo.run_dir import RESUMABLE, RunLock, _check_writable, _make_dir
 from evo.store import DB_NAME, Store
+from evo.suite.layout import MEMBER_KEY, MEMBERS, SUITE_KEY, member_dir, suite_meta
 from evo.suite.tasks import Relation, load_suite_tasks, related_tasks, resolve_suite
 from evo.task import Task
 
-SUITE_KEY = "suite"
-MEMBER_KEY = "suite_member"
-MEMBERS = "tasks"
+if TYPE_CHECKING:
+    from evo.eval.backends.kernel import WorkerPool
+
 # A model the suite's tasks share must be a server: an in-process model or a managed `vllm serve` would be
 # started once per task.
 _SERVER_ONLY = ("vllm:", "transformers:", "vllm-offline:")
@@ -73,7 +74,7 @@ class SuiteParts:
     options: SuiteOptions
     members: dict[str, Engine]
     related: dict[str, list[Relation]]
-    pool: Any = None  # a kernel worker pool the tasks' evaluators share (closed with the suite)
+    pool: WorkerPool | None = None  # a kernel worker pool the tasks' evaluators share (closed with the suite)
 
     def release(self) -> None:
         """Close every task's engine, the shared pool and the suite's store; drop the locks."""
@@ -83,36 +84,6 @@ class SuiteParts:
             self.pool.close()
         self.store.close()
         self.lock.release()
-
-
-def member_dir(run_dir: Path, task: str) -> Path:
-    """Where a task of the suite keeps its store."""
-    return Path(run_dir) / MEMBERS / task.strip("/").replace("/", "__")
-
-
-def suite_meta(run_dir: Path) -> dict[str, Any] | None:
-    """The suite's meta row of RUN_DIR, or None when RUN_DIR is not a suite's directory."""
-    db = Path(run_dir) / DB_NAME
-    if not db.is_file():
-        return None
-    store = Store(db, readonly=True)
-    try:
-        return store.get_meta(SUITE_KEY)
-    finally:
-        store.close()
-
-
-def suite_of_member(run_dir: Path) -> str | None:
-    """The suite directory a task's run directory belongs to (None for a run of its own)."""
-    db = Path(run_dir) / DB_NAME
-    if not db.is_file():
-        return None
-    store = Store(db, readonly=True)
-    try:
-        owner = store.get_meta(MEMBER_KEY)
-    finally:
-        store.close()
-    return None if owner is None else str((Path(run_dir) / owner).resolve())
 
 
 def _check_config(config: RunConfig) -> None:
@@ -126,7 +97,7 @@ def _check_config(config: RunConfig) -> None:
         raise EvoError(f"--ablation {config.ablation} is a baseline of one task's search; run it per task")
 
 
-def _kernel_pool(run_dir: Path, tasks: list[Task], config: RunConfig) -> Any:
+def _kernel_pool(run_dir: Path, tasks: list[Task], config: RunConfig) -> WorkerPool | None:
     """One GPU worker pool for the suite's kernel tasks (as `evo bench`), `workers` candidates at once."""
     kernels = [t for t in tasks if t.family == "kernels"]
     if not kernels or config.backend != "local":
@@ -137,7 +108,7 @@ def _kernel_pool(run_dir: Path, tasks: list[Task], config: RunConfig) -> Any:
     return WorkerPool(run_dir / "scratch", parallel_per_device=config.workers, task_roots=roots)
 
 
-def _evaluator(task: Task, config: RunConfig, scratch: Path, pool: Any) -> Evaluator | None:
+def _evaluator(task: Task, config: RunConfig, scratch: Path, pool: WorkerPool | None) -> Evaluator | None:
     if pool is None or task.family != "kernels":
         return None  # the engine builds the family's own backend
     from evo.eval.backends.kernel import KernelEvaluator
@@ -169,7 +140,7 @@ def create_suite(run_dir: Path, spec: str, config: RunConfig, options: SuiteOpti
     lock = RunLock.acquire(run_dir)
     store = Store.in_dir(run_dir)
     members: dict[str, Engine] = {}
-    pool = None
+    pool: WorkerPool | None = None
     try:
         pool = _kernel_pool(run_dir, tasks, config)
         for task in tasks:
@@ -215,7 +186,7 @@ def open_suite(run_dir: Path, overrides: dict[str, Any] | None = None) -> SuiteP
     lock = RunLock.acquire(run_dir)
     store = Store.in_dir(run_dir)
     members: dict[str, Engine] = {}
-    pool = None
+    pool: WorkerPool | None = None
     try:
         done = sum(_done(member_dir(run_dir, name)) for name in meta["tasks"])
         if config.budget < done:
