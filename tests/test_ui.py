@@ -7,6 +7,7 @@ saying why, where either is missing. Screenshots go to test-artifacts/ (git-igno
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -167,6 +168,19 @@ def test_read_only_and_unknown_ids(server: Server) -> None:
     assert b"evo" in server.get("/")
 
 
+def test_cheap_beside_a_run(server: Server) -> None:
+    """The server runs at the lowest CPU priority, tells pages how often to ask, and answers a page that
+    already holds the current version in a few bytes."""
+    assert os.getpriority(os.PRIO_PROCESS, server.proc.pid) == 19
+    assert server.get("/api/runs")[0]["refresh_s"] == 5.0
+    full = server.get("/api/runs/0/overview")
+    held = server.get(f"/api/runs/0/overview?since={full['version']}")
+    assert held == {"version": full["version"], "unchanged": True}
+    assert server.get(f"/api/runs/0/overview?since={full['version'] - 1}") == full  # an older version: all of it
+    details = server.get("/api/runs/0/details")
+    assert server.get(f"/api/runs/0/details?since={details['version']}")["unchanged"]
+
+
 def test_loopback_unless_allowed(finished: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "evo", "ui", str(finished), "--host", "0.0.0.0", "--port", "0"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -230,7 +244,7 @@ def test_page_heatmap_and_elite_code(browser: Any, server: Server, finished: Pat
 
 
 def test_page_shows_a_new_admission_live(browser: Any, live: Path, finished: Path) -> None:
-    s = Server(str(live), str(finished))  # two runs side by side
+    s = Server(str(live), str(finished), "--refresh", "1")  # two runs side by side
     try:
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
         page.goto(s.url)
@@ -260,7 +274,8 @@ from evo.store.lessons import add_lesson
 engine = Engine.create(sys.argv[1], RunConfig(task="kernels/add_rmsnorm", budget=10))
 try:
     seed = engine.store.pending_programs()[0]
-    rows = [{"workload": "small", "time_s": 12.5e-6, "score": 0.6}, {"workload": "large", "time_s": 80e-6, "score": 0.7}]
+    rows = [{"workload": "llama3_70b_decode", "time_s": 12.5e-6, "score": 0.6},
+            {"workload": "llama3_8b_prefill", "time_s": 80e-6, "score": 0.7}]
     engine.record(seed, report_to_result({"status": "ok", "score": 0.65, "workloads": rows, "passed": True,
                                           "checks": []}, 0.1))
     add_lesson(engine.store, "rmsnorm", "kernels/add_rmsnorm", 1, "structured", "fusing the add helped",
@@ -287,11 +302,28 @@ def test_kernel_suite_table(kernel_run: Path, finished: Path, request: pytest.Fi
         suite = s.get("/api/runs/0/details")["suite"]
         assert suite["task"] == "kernels/add_rmsnorm"
         assert suite["best"]["sol_score"] == pytest.approx(0.65) and suite["seed"]["id"] == suite["best"]["id"]
-        assert suite["best"]["time_us"] == pytest.approx({"small": 12.5, "large": 80.0})
+        assert suite["best"]["time_us"] == pytest.approx({"llama3_70b_decode": 12.5, "llama3_8b_prefill": 80.0})
+        # Each workload against its speed of light: add + RMSNorm is memory-bound, so T_SOL is the bytes it must
+        # move (x, residual and weight read, y and h written, bf16) over H100 SXM's 3.35 TB/s.
+        sol = {w["name"]: w for w in suite["workloads"]}
+        assert set(sol) == {"llama3_70b_decode", "llama3_8b_prefill"} and suite["peaks"] == "H100 SXM"
+        for name, (t, d), us in (("llama3_70b_decode", (256, 8192), 12.5), ("llama3_8b_prefill", (4096, 4096), 80.0)):
+            t_sol_us = 2 * (4 * t * d + d) / 3.35e12 * 1e6
+            assert sol[name]["t_sol_us"] == pytest.approx(t_sol_us)
+            assert sol[name]["best_us"] == pytest.approx(us) and sol[name]["seed_us"] == pytest.approx(us)
+            assert sol[name]["best_x_sol"] == pytest.approx(us / t_sol_us)
         assert s.get("/api/runs/1/details")["suite"] is None
         lessons = s.get("/api/runs/0/details")["lessons"]
         assert lessons["rows"][0][lessons["columns"].index("text")] == "fusing the add helped"
         assert s.get("/api/runs/1/details")["lessons"] is None  # no lessons table: nothing shown
+        from evo.report.ui.data import LiveRun
+
+        h200 = LiveRun(kernel_run, gpu="H200")  # another GPU's peaks: HBM3e at 4.8 TB/s
+        try:
+            sol = {w["name"]: w["t_sol_us"] for w in h200.details()["suite"]["workloads"]}
+        finally:
+            h200.close()
+        assert sol["llama3_8b_prefill"] == pytest.approx(2 * (4 * 4096 * 4096 + 4096) / 4.8e12 * 1e6)
         if CHROMIUM is None:
             return
         browser = request.getfixturevalue("browser")
@@ -300,6 +332,10 @@ def test_kernel_suite_table(kernel_run: Path, finished: Path, request: pytest.Fi
         page.wait_for_selector("#suite tbody tr", timeout=30_000)
         row = page.locator("#suite tbody tr").first.text_content()
         assert "kernels/add_rmsnorm" in row and "0.65" in row and "12.5" in row
+        shown = page.locator("#suite tr[data-workload='llama3_8b_prefill']")
+        assert shown.locator(".t-sol").text_content() == "40.0674"  # 134,225,920 bytes at 3.35 TB/s
+        assert shown.locator(".x-sol").text_content() == "1.99663×"  # 80 µs against it
+        assert "H100 SXM" in page.locator("#suite").text_content()
         assert "fusing the add helped" in page.locator(".run").nth(0).locator(".lessons").text_content()
         assert page.locator(".run").nth(1).locator(".lessons-box").is_hidden()
         page.close()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
 from evo.cli.app import cli, console
 from evo.errors import EvoError
+from evo.eval.peaks import PEAKS
 
 
 @cli.command()
@@ -16,11 +18,29 @@ from evo.errors import EvoError
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; this machine only by default.")
 @click.option("--allow-remote", is_flag=True, help="Allow a --host other than loopback (the view has no login: "
               "anyone who reaches the port reads the runs' code).")
-def ui(run_dirs: tuple[Path, ...], port: int, host: str, allow_remote: bool) -> None:
+@click.option("--refresh", "refresh_s", default=5.0, show_default=True, type=click.FloatRange(0.5, 3600),
+              help="Seconds between a page's updates (the failure and credit tables: three times that).")
+@click.option("--nice", "niceness", default=19, show_default=True, type=click.IntRange(0, 19),
+              help="Lower the server's CPU priority by this much, so that a run on the same machine keeps its "
+              "cores (19: the view takes only what the run leaves idle; 0: as any process).")
+@click.option("--gpu", default="H100", show_default=True, type=click.Choice(sorted(PEAKS)),
+              help="Whose datasheet peaks give kernel tasks' speed of light in the suite table (a run's store "
+              "does not record the GPU that timed it; the scorer itself falls back to H100).")
+def ui(run_dirs: tuple[Path, ...], port: int, host: str, allow_remote: bool, refresh_s: float, niceness: int,
+       gpu: str) -> None:
     """Serve a live web view of the runs in RUN_DIRS, side by side: progress and throughput, the best value
     over time, the archive heatmap (click a cell for its elite's code, metrics and verdict, and its lineage
     with diffs), failures and audit rejections by reason, operator and model credit, lessons, and the suite
-    table of kernel tasks. It reads the stores read-only and never slows a run that is going on."""
+    table of kernel tasks with each workload's time against its speed of light. It reads the stores read-only
+    and at low CPU priority (--nice), so that a run on the same machine keeps its pace.
+
+    \b
+    evo ui runs/rmsnorm                        # http://127.0.0.1:8765/
+    evo ui runs/a runs/b --port 0 --refresh 10 # two runs side by side, any free port
+    ssh -L 8765:127.0.0.1:8765 gpu-box         # watch a remote run from a laptop
+    """
+    if niceness:
+        os.nice(niceness)  # first: the imports and the store's opening below run at the lower priority too
     from evo.report.ui.app import create_app, is_loopback
 
     try:
@@ -33,7 +53,7 @@ def ui(run_dirs: tuple[Path, ...], port: int, host: str, allow_remote: bool) -> 
                            "add --allow-remote if that is meant (or tunnel: ssh -L 8765:127.0.0.1:8765 HOST)")
         console.print(f"warning: serving on {host}:{port}, reachable from other machines; the view has no login",
                       highlight=False, markup=False)
-    app = create_app(list(run_dirs))
+    app = create_app(list(run_dirs), refresh_s=refresh_s, gpu=gpu)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning")
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host

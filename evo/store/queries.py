@@ -139,6 +139,17 @@ def metric_keys(store: Store, sample: int = 2000) -> list[str]:
     return sorted(found)
 
 
+def metric_keys_of(store: Store, ids: Sequence[str]) -> list[str]:
+    """Metric names that the given programs report (index lookups), sorted."""
+    found: set[str] = set()
+    for lo in range(0, len(ids), 900):
+        part = list(ids[lo : lo + 900])
+        rows = store.db.execute(f"SELECT DISTINCT j.key FROM programs p, json_each(p.metrics) AS j WHERE p.id IN"
+                                f" ({','.join('?' * len(part))}) AND p.metrics IS NOT NULL", part)
+        found.update(str(r[0]) for r in rows)
+    return sorted(found)
+
+
 def count_by_status(store: Store) -> dict[str, int]:
     """Programs per status."""
     return dict(store.db.execute("SELECT status, COUNT(*) FROM programs GROUP BY status").fetchall())

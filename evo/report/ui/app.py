@@ -2,7 +2,12 @@
 
 Read-only by construction: every store is opened with SQLite's `mode=ro` (through `evo.load`), and
 every route answers GET only; there is no endpoint that writes. The page (static/index.html, plain
-JavaScript, no build step) polls the JSON endpoints below every few seconds:
+JavaScript, no build step) polls the JSON endpoints below every `refresh_s` seconds (the details a third
+as often), saying which version it holds (`?since=N`): an unchanged answer is a few bytes, not redrawn.
+
+Cheap beside a run on the same machine: the server reads on one worker thread (`evo ui` also lowers its
+CPU priority, see evo/cli/ui.py), each answer is cached against the store's newest event, and every
+read transaction lasts one answer's queries, so the writer's WAL checkpoints are never held back for long.
 
     GET /                                   the page
     GET /api/runs                           each run's shape: task, metric, budget, archive layout
@@ -19,6 +24,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -59,16 +65,22 @@ async def favicon(request: Request) -> Response:
 
 async def runs(request: Request) -> Response:
     live: list[LiveRun] = request.app.state.runs
-    return _json([r.info() | {"index": i} for i, r in enumerate(live)])
+    return _json([r.info() | {"index": i, "refresh_s": request.app.state.refresh_s} for i, r in enumerate(live)])
+
+
+def _since(request: Request) -> int | None:
+    """The version the page already holds (`?since=N`), if it said."""
+    raw = request.query_params.get("since", "")
+    return int(raw) if raw.isdigit() else None
 
 
 # SQLite reads block: they run in the thread pool, so that one slow read never holds up the others.
 async def overview(request: Request) -> Response:
-    return _json(await run_in_threadpool(_run(request).overview))
+    return _json(await run_in_threadpool(_run(request).overview, _since(request)))
 
 
 async def details(request: Request) -> Response:
-    return _json(await run_in_threadpool(_run(request).details))
+    return _json(await run_in_threadpool(_run(request).details, _since(request)))
 
 
 async def program(request: Request) -> Response:
@@ -85,9 +97,11 @@ async def lineage(request: Request) -> Response:
     return _json(found)
 
 
-def create_app(run_dirs: Sequence[str | Path], *, window: int = 10_000, min_interval_s: float = 1.0) -> Starlette:
-    """The app serving the runs in `run_dirs` (each opened read-only now: a bad folder fails here)."""
-    live = [LiveRun(d, window=window, min_interval_s=min_interval_s) for d in run_dirs]
+def create_app(run_dirs: Sequence[str | Path], *, window: int = 10_000, min_interval_s: float = 1.0,
+               refresh_s: float = 5.0, gpu: str = "H100") -> Starlette:
+    """The app serving the runs in `run_dirs` (each opened read-only now: a bad folder fails here); pages
+    refresh every `refresh_s` seconds; kernel tasks' speed of light is taken on `gpu`'s datasheet peaks."""
+    live = [LiveRun(d, window=window, min_interval_s=min_interval_s, gpu=gpu) for d in run_dirs]
     names = [r.name for r in live]
     for r in live:  # runs in folders of the same name are told apart by their parent folder
         if names.count(r.name) > 1:
@@ -95,6 +109,9 @@ def create_app(run_dirs: Sequence[str | Path], *, window: int = 10_000, min_inte
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # One reader thread: each run's reads are serialised by its lock anyway, and more threads would only
+        # take more of the CPU that a run on this machine needs.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 1
         yield
         await asyncio.gather(*(run_in_threadpool(r.close) for r in live))
 
@@ -109,6 +126,7 @@ def create_app(run_dirs: Sequence[str | Path], *, window: int = 10_000, min_inte
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ], lifespan=lifespan)
     app.state.runs = live
+    app.state.refresh_s = refresh_s
     return app
 
 

@@ -5,7 +5,8 @@ questions with reads whose cost does not grow with the run: rowid lookups, index
 LIMIT, and a tail of the admission events that it remembers between calls (the archive: each cell's
 last admission, plus the elites copied by migration). Answers are cached against the newest event's
 seq, so a run that has not moved costs one lookup per poll, and a run that moves is read again at
-most every `min_interval_s` seconds, whatever the number of open pages.
+most every `min_interval_s` seconds, whatever the number of open pages; a page that already holds
+the current version (`since`) is told so in a few bytes instead of being sent the answer again.
 
 Tables of failures and credit cover the newest `window` evaluations (a sliding window, labelled as
 such in the page): counting the whole history would read every event of a long run on each refresh.
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from evo.eval.peaks import PEAKS
 from evo.report.load import Run, load
 from evo.store import queries as q
 
@@ -41,11 +43,13 @@ def _num(x: object) -> float | None:
 class LiveRun:
     """One run as the live view reads it; safe to share between the server's threads."""
 
-    def __init__(self, run_dir: str | Path, *, window: int = 10_000, min_interval_s: float = 1.0):
+    def __init__(self, run_dir: str | Path, *, window: int = 10_000, min_interval_s: float = 1.0, gpu: str = "H100"):
         self.run: Run = load(run_dir)
         self.name = Path(run_dir).resolve().name
         self.window = window
         self.min_interval_s = min_interval_s
+        self.peaks = PEAKS[gpu]  # the store does not say which GPU timed the run: the T_SOL shown assume this one
+        self._sol_us: dict[str, float] | None = None  # workload -> T_SOL in µs (fixed by the task): `_load_sol`
         self._lock = threading.Lock()  # one sqlite connection: one reader thread at a time
         self._elite: dict[tuple[int, int], str] = {}  # (island, cell) -> program id
         self._cell_of: dict[str, int] = {}  # admitted program -> its cell (migration keeps the cell)
@@ -86,9 +90,14 @@ class LiveRun:
             return value
 
     # -- overview: polled every few seconds ----------------------------------------------------
-    def overview(self) -> JSON:
-        """Progress, throughput, the best value over time and the archive's cells."""
-        return self._cached("overview", self._overview)
+    def overview(self, since: int | None = None) -> JSON:
+        """Progress, throughput, the best value over time and the archive's cells; only
+        `{"version", "unchanged": True}` when that is still the version `since` (what the page holds)."""
+        return self._unless_held(self._cached("overview", self._overview), since)
+
+    @staticmethod
+    def _unless_held(value: JSON, since: int | None) -> JSON:
+        return {"version": since, "unchanged": True} if since is not None and since == value["version"] else value
 
     def _overview(self) -> JSON:
         run, store = self.run, self.run.store
@@ -143,10 +152,12 @@ class LiveRun:
                 return
 
     # -- details: polled less often ------------------------------------------------------------
-    def details(self) -> JSON:
+    def details(self, since: int | None = None) -> JSON:
         """Failures and audit rejections by reason, operator and model credit, lessons, the kernel suite row
-        (failures and credit over the newest `window` evaluations)."""
-        return self._cached("details", self._details, min_interval_s=max(self.min_interval_s, 5.0))
+        (failures and credit over the newest `window` evaluations); `since` as for `overview`."""
+        self._load_sol()
+        return self._unless_held(self._cached("details", self._details,
+                                              min_interval_s=max(self.min_interval_s, 5.0)), since)
 
     def _details(self) -> JSON:
         run, store = self.run, self.run.store
@@ -238,24 +249,51 @@ class LiveRun:
         return None
 
     def _suite_row(self) -> JSON:
-        """A kernel task's row of the suite table: SOL score of the seed and of the best, time per workload."""
+        """A kernel task's row of the suite table: SOL score of the seed and of the best, and per workload
+        its time against its speed of light (T_SOL, as the kernel scorer computes it)."""
         run, store = self.run, self.run.store
         best = q.best_ids(store, 1)
         seeds = [r for r in q.first_programs(store, ["id", "operator", "status", "score"]) if r[1] == "seed"
                  and r[2] == "evaluated" and r[3] is not None]
         seed = max(seeds, key=lambda r: float(r[3]))[0] if seeds else None  # type: ignore[arg-type]
-        wanted = [i for i in (*best, seed) if i]
-        metrics = [m for m in run.metric_names if m.startswith("time_us/")]
-        rows = run.programs(["id", "value", *(f"metric_{m}" for m in metrics)], ids=wanted) if wanted else None
+        wanted = list(dict.fromkeys(i for i in (*best, seed) if i))
+        # The workloads timed are those these programs report (a GPU's, or the CPU's small shapes).
+        times = [m for m in q.metric_keys_of(store, wanted) if m.startswith("time_us/")]
+        found = q.programs_by_id(store, wanted, ["score"], times) if wanted else {}
 
         def of(pid: str | None) -> JSON | None:
-            if pid is None or rows is None or pid not in set(rows["id"]):
+            if pid is None or pid not in found:
                 return None
-            r = rows[rows["id"] == pid].iloc[0]
-            return {"id": pid, "sol_score": _num(r["value"]),
-                    "time_us": {m.split("/", 1)[1]: _num(r[f"metric_{m}"]) for m in metrics}}
+            score, *us = found[pid]
+            return {"id": pid, "sol_score": _num(run.value_of(_num(score))),
+                    "time_us": {m.split("/", 1)[1]: _num(t) for m, t in zip(times, us, strict=True)}}
 
-        return {"task": run.task.name, "seed": of(seed), "best": of(best[0] if best else None)}
+        seed_row, best_row = of(seed), of(best[0] if best else None)
+        sol = self._sol_us or {}
+        workloads = []
+        for name in (m.split("/", 1)[1] for m in times):
+            t_sol = sol.get(name)
+            seed_us = seed_row["time_us"].get(name) if seed_row else None
+            best_us = best_row["time_us"].get(name) if best_row else None
+            workloads.append({"name": name, "t_sol_us": t_sol, "seed_us": seed_us, "best_us": best_us,
+                              # how many times its speed of light the best takes (1.0: at it)
+                              "best_x_sol": _num(best_us / t_sol) if best_us and t_sol else None})
+        return {"task": run.task.name, "seed": seed_row, "best": best_row, "peaks": self.peaks.name,
+                "workloads": workloads}
+
+    def _load_sol(self) -> None:
+        """T_SOL in µs of every workload the task declares (the GPU's and the CPU's small shapes), from its FLOP
+        and byte counts and the assumed GPU's peaks: once, outside any read transaction (the reference's
+        import of torch takes seconds, and an open transaction would hold back the writer's checkpoints)."""
+        if self._sol_us is not None or self.run.task.family != "kernels":
+            return
+        from evo.eval.peaks import speed_of_light_s
+        from evo.eval.reference_data import workloads_for
+
+        ref = self.run.task.reference
+        self._sol_us = {w.name: 1e6 * speed_of_light_s(ref.flops(dict(w.params)), ref.min_bytes(dict(w.params)),
+                                                       ref.SPEC.dtype, self.peaks)
+                        for device in ("cuda", "cpu") for w in workloads_for(ref.SPEC, device)}
 
     # -- one program -----------------------------------------------------------------------------
     def program(self, program_id: str) -> JSON | None:

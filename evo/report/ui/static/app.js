@@ -1,7 +1,9 @@
 // evo ui: polls the JSON endpoints of app.py and redraws each run's column. Plain JS, no build step.
+// Cheap beside a run on the same machine: each poll says which version it holds (?since=N), an unchanged
+// answer is a few bytes and draws nothing, and a change redraws only what changed (the heatmap's tiles in
+// place, a table only when its rows differ). A hidden tab does not poll.
 "use strict";
-const OVERVIEW_MS = 2000, DETAILS_MS = 6000;
-const runs = [];  // {info, el, overview, details}
+const runs = [];  // {info, el, overview, details, tiles}
 
 const $ = (root, sel) => root.querySelector(sel);
 const esc = s => String(s ?? "").replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
@@ -22,10 +24,15 @@ function colour(t) {
   return `rgb(${c})`;
 }
 
+// Set an element's HTML only when it differs from what was set last: no re-layout for the same table.
+function setHTML(el, html) {
+  if (el._html !== html) { el.innerHTML = html; el._html = html; }
+}
+
 function table(el, cols, rows, render) {
-  if (!rows || !rows.length) { el.innerHTML = "<tr><td><small>none</small></td></tr>"; return; }
-  el.innerHTML = "<tr>" + cols.map(c => `<th>${esc(c)}</th>`).join("") + "</tr>" +
-    rows.map(r => "<tr>" + render(r).map(v => `<td>${v}</td>`).join("") + "</tr>").join("");
+  if (!rows || !rows.length) { setHTML(el, "<tr><td><small>none</small></td></tr>"); return; }
+  setHTML(el, "<tr>" + cols.map(c => `<th>${esc(c)}</th>`).join("") + "</tr>" +
+    rows.map(r => "<tr>" + render(r).map(v => `<td>${v}</td>`).join("") + "</tr>").join(""));
 }
 
 function line(svg, xs, ys, opts = {}) {
@@ -44,42 +51,61 @@ function line(svg, xs, ys, opts = {}) {
 }
 
 // -- the archive --------------------------------------------------------------------------------
-function drawHeatmap(run) {
-  const {info, overview: ov, el} = run, box = $(el, ".heatmap");
-  const lay = info.layout, vals = ov.cells.map(c => c.value).filter(v => v !== null);
-  const lo = Math.min(...vals), hi = Math.max(...vals);
-  const norm = v => { const t = hi > lo ? (v - lo) / (hi - lo) : 1; return info.objective === "maximize" ? t : 1 - t; };
-  let cols, rows, place;
+// The grid of each island is built once (its layout is fixed); an update then touches only the tiles whose
+// program, colour or selection changed.
+function heatmapLayout(info) {
+  const lay = info.layout;
   if (lay.kind === "grid") {
     const dims = lay.axes.map(a => a.bins);
-    cols = dims[0]; rows = dims.length > 1 ? dims[1] : 1;
-    const rest = dims.slice(2).reduce((a, b) => a * b, 1);
+    const cols = dims[0], rows = dims.length > 1 ? dims[1] : 1, rest = dims.slice(2).reduce((a, b) => a * b, 1);
     // Row-major cell index (as GridCells): the first two axes drawn, any others folded in (best shown).
-    place = c => { const i0 = Math.floor(c / (rows * rest)), i1 = Math.floor(c / rest) % rows; return [i0, rows - 1 - i1]; };
-  } else {
-    cols = Math.ceil(Math.sqrt(lay.cells)); rows = Math.ceil(lay.cells / cols);
-    place = c => [c % cols, Math.floor(c / cols)];
+    return {cols, rows, place: c => [Math.floor(c / (rows * rest)), rows - 1 - Math.floor(c / rest) % rows],
+            axes: `x: ${lay.axes[0].name}` + (lay.axes[1] ? `, y: ${lay.axes[1].name}` : "")};
   }
-  const better = (a, b) => info.objective === "maximize" ? a > b : a < b;
+  const cols = Math.ceil(Math.sqrt(lay.cells)), rows = Math.ceil(lay.cells / cols);
+  return {cols, rows, place: c => [c % cols, Math.floor(c / cols)], axes: `${lay.cells} CVT cells`};
+}
+
+function buildHeatmap(run) {
+  const {info, el} = run, box = $(el, ".heatmap"), g = heatmapLayout(info);
   let html = "";
   for (let island = 0; island < info.islands; island++) {
+    html += `<div class="island"><div class="label">island ${island}: <span class="filled-count">0</span> filled</div>` +
+      `<div class="grid" style="grid-template-columns: repeat(${g.cols}, 14px)">` +
+      `<div class="cell"></div>`.repeat(g.cols * g.rows) + "</div></div>";
+  }
+  box.innerHTML = html + `<div class="label"><small>${esc(g.axes)}; colour: ${esc(info.metric)}</small></div>`;
+  run.grid = g;
+  run.tiles = [...box.querySelectorAll(".island")].map(isl => ({
+    cells: [...isl.querySelectorAll(".cell")], state: [], count: isl.querySelector(".filled-count")}));
+}
+
+function drawHeatmap(run) {
+  const {info, overview: ov} = run;
+  if (!run.tiles) buildHeatmap(run);
+  const g = run.grid, vals = ov.cells.map(c => c.value).filter(v => v !== null);
+  const lo = Math.min(...vals), hi = Math.max(...vals);
+  const norm = v => { const t = hi > lo ? (v - lo) / (hi - lo) : 1; return info.objective === "maximize" ? t : 1 - t; };
+  const better = (a, b) => info.objective === "maximize" ? a > b : a < b;
+  run.tiles.forEach((isl, island) => {
     const tiles = new Map();
     for (const c of ov.cells) if (c.island === island) {
-      const [x, y] = place(c.cell), key = y * cols + x, old = tiles.get(key);
+      const [x, y] = g.place(c.cell), key = y * g.cols + x, old = tiles.get(key);
       if (!old || (c.value !== null && (old.value === null || better(c.value, old.value)))) tiles.set(key, c);
     }
-    html += `<div class="island"><div class="label">island ${island}: ${tiles.size} filled</div>` +
-      `<div class="grid" style="grid-template-columns: repeat(${cols}, 14px)">`;
-    for (let k = 0; k < cols * rows; k++) {
+    isl.count.textContent = tiles.size;
+    isl.cells.forEach((cell, k) => {
       const c = tiles.get(k);
-      html += c ? `<div class="cell filled${c.id === run.selected ? " selected" : ""}" data-pid="${esc(c.id)}" ` +
-        `style="background:${colour(norm(c.value))}" title="${esc(c.id.slice(0, 12))}: ${esc(fmt(c.value))}"></div>`
-        : `<div class="cell"></div>`;
-    }
-    html += "</div></div>";
-  }
-  const axes = lay.kind === "grid" ? `x: ${lay.axes[0].name}` + (lay.axes[1] ? `, y: ${lay.axes[1].name}` : "") : `${lay.cells} CVT cells`;
-  box.innerHTML = html + `<div class="label"><small>${esc(axes)}; colour: ${esc(info.metric)}</small></div>`;
+      const state = c ? `${c.id}|${colour(norm(c.value))}|${c.id === run.selected}|${c.value}` : "";
+      if (isl.state[k] === state) return;
+      isl.state[k] = state;
+      if (!c) { cell.className = "cell"; delete cell.dataset.pid; cell.removeAttribute("style"); cell.removeAttribute("title"); return; }
+      cell.className = "cell filled" + (c.id === run.selected ? " selected" : "");
+      cell.dataset.pid = c.id;
+      cell.style.background = colour(norm(c.value));
+      cell.title = `${c.id.slice(0, 12)}: ${fmt(c.value)}`;
+    });
+  });
 }
 
 // -- one program ----------------------------------------------------------------------------------
@@ -121,9 +147,11 @@ async function showLineage(run) {
 }
 
 // -- polling ----------------------------------------------------------------------------------------
+const since = held => held ? `?since=${held.version}` : "";
+
 async function refreshOverview(run) {
-  const ov = await getJSON(`/api/runs/${run.info.index}/overview`);
-  if (run.overview && run.overview.version === ov.version) return;  // the run has not moved: nothing to redraw
+  const ov = await getJSON(`/api/runs/${run.info.index}/overview${since(run.overview)}`);
+  if (ov.unchanged || (run.overview && run.overview.version === ov.version)) return;  // the run has not moved
   run.overview = ov;
   const el = run.el;
   $(el, ".evals").textContent = ov.evaluations;
@@ -143,8 +171,8 @@ async function refreshOverview(run) {
 }
 
 async function refreshDetails(run) {
-  const d = await getJSON(`/api/runs/${run.info.index}/details`);
-  if (run.details && run.details.version === d.version) return;
+  const d = await getJSON(`/api/runs/${run.info.index}/details${since(run.details)}`);
+  if (d.unchanged || (run.details && run.details.version === d.version)) return;
   run.details = d;
   const el = run.el;
   $(el, ".window").textContent = `(the newest ${d.window} evaluations)`;
@@ -160,22 +188,29 @@ async function refreshDetails(run) {
   drawSuite();
 }
 
+// One row per run of a kernel task; its last cell, one line per workload: the time of the seed and of the best
+// against the workload's speed of light (T_SOL), and how many times T_SOL the best takes.
 function drawSuite() {
   const rows = runs.filter(r => r.details && r.details.suite).map(r => [r, r.details.suite]);
   const box = document.getElementById("suite");
   box.hidden = !rows.length;
-  $(box, "tbody").innerHTML = rows.map(([r, s]) => {
-    const times = Object.keys((s.best || s.seed || {time_us: {}}).time_us).map(w =>
-      `${esc(w)}: ${esc(fmt(s.seed?.time_us[w]))} → ${esc(fmt(s.best?.time_us[w]))}`).join("<br>");
+  setHTML($(box, "tbody"), rows.map(([r, s]) => {
+    const wl = s.workloads.length ? `<table class="workloads"><tr><th>workload</th><th>T_SOL µs</th><th>seed µs</th>` +
+      `<th>best µs</th><th>best / T_SOL</th></tr>` + s.workloads.map(w => `<tr data-workload="${esc(w.name)}">` +
+      `<td>${esc(w.name)}</td><td class="t-sol">${esc(fmt(w.t_sol_us))}</td><td>${esc(fmt(w.seed_us))}</td>` +
+      `<td>${esc(fmt(w.best_us))}</td><td class="x-sol">${w.best_x_sol === null ? "–" : esc(fmt(w.best_x_sol)) + "×"}</td></tr>`).join("") +
+      `</table><small>T_SOL on ${esc(s.peaks)} datasheet peaks</small>` : "<small>no workload timed yet</small>";
     return `<tr><td>${esc(r.info.name)}</td><td>${esc(s.task)}</td><td>${esc(fmt(s.seed?.sol_score))}</td>` +
-      `<td>${esc(fmt(s.best?.sol_score))}</td><td>${esc((s.best?.id || "").slice(0, 12))}</td><td><small>${times}</small></td></tr>`;
-  }).join("");
+      `<td>${esc(fmt(s.best?.sol_score))}</td><td>${esc((s.best?.id || "").slice(0, 12))}</td><td>${wl}</td></tr>`;
+  }).join(""));
 }
 
 function every(ms, fn) {
   const tick = async () => {
-    try { await fn(); document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString(); }
-    catch (e) { document.getElementById("updated").textContent = "cannot reach evo ui: " + e.message; }
+    if (!document.hidden) {  // a tab in the background asks nothing; it catches up when shown again
+      try { await fn(); document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString(); }
+      catch (e) { document.getElementById("updated").textContent = "cannot reach evo ui: " + e.message; }
+    }
     setTimeout(tick, ms);  // after the answer: a slow server is never asked twice at once
   };
   tick();
@@ -198,8 +233,8 @@ async function main() {
     $(el, ".show-lineage").addEventListener("click", () => showLineage(run));
     document.getElementById("runs").appendChild(el);
     runs.push(run);
-    every(OVERVIEW_MS, () => refreshOverview(run));
-    every(DETAILS_MS, () => refreshDetails(run));
+    every(1000 * info.refresh_s, () => refreshOverview(run));
+    every(3000 * info.refresh_s, () => refreshDetails(run));
   }
 }
 main();
