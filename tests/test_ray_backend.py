@@ -20,7 +20,8 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from evo.config import RunConfig  # noqa: E402
 from evo.engine import Engine  # noqa: E402
 from evo.errors import EvoError  # noqa: E402
-from evo.eval.backends.ray import INFRASTRUCTURE, RayEvaluator, cluster_status  # noqa: E402
+from evo.eval.backends.ray import INFRASTRUCTURE, RayEvaluator  # noqa: E402
+from evo.eval.backends.ray_status import cluster_status  # noqa: E402
 from evo.eval.families.base import task_hash  # noqa: E402
 from evo.eval.pipeline import Pipeline  # noqa: E402
 from evo.program import Program  # noqa: E402

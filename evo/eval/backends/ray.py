@@ -15,6 +15,8 @@ What runs where:
   differs from the engine's is drained, a job whose hash differs is refused, never run.
 - answers come back as messages (raw outputs, or the harness's scored report with its checks); the driver's
   pipeline scores and audits them.
+- the run's settings that one machine passes to its evaluators through the environment (`RUN_ENV`: the
+  training budget of `--budget-s`) reach every actor through its `runtime_env`, on whatever node.
 
 Backpressure: the engine keeps `workers` evaluations in flight; each waits here for a free slot of a live
 actor (an actor has `slots`), so no more jobs than slots are ever sent and memory stays bounded by `workers`.
@@ -23,9 +25,13 @@ Faults: actors are created without Ray's restarts and retries (`max_restarts=0`,
 job runs where this module sends it and its answer is taken once. An actor (or its node) that dies with a
 job in hand is replaced; the job is sent once more to another actor, and if that is lost too it comes back
 as a failure of kind `infrastructure`, never blamed on the candidate. The engine records every answer
-once (`Store.record_evaluation`), so the budget ends at exactly N.
+once (`Store.record_evaluation`), so the budget ends at exactly N. A GPU actor whose GPU fails its health
+probe (`gpu_health.py`: at its start, or after a job failed as a sick GPU makes jobs fail) is drained: it
+takes no more jobs, the jobs it held come back marked and go to another actor the same way (once), it stays
+up, holding its GPU so that nothing else lands there, and `evo cluster status` shows it and why; another
+actor is asked for in its place (it starts when a GPU is free, e.g. a node joins).
 
-Ray is imported only here and in `ray_actor.py`; without it, an `EvoError` names `pip install 'evo[cluster]'`.
+Ray is imported only here, in `ray_actor.py` and in `ray_llm.py`; without it, an `EvoError` names `pip install 'evo[cluster]'`.
 """
 
 from __future__ import annotations
@@ -54,6 +60,9 @@ log = logging.getLogger("evo.ray")
 
 NAMESPACE = "evo"  # the namespace of evo's named actors: `evo cluster status` finds them there
 INFRASTRUCTURE = "infrastructure"  # the failure kind of a job lost twice with its actor or node
+# The run's settings one machine hands its evaluators through the environment (evo/cli/run.py sets them):
+# forwarded to every actor, on every node. Node-local ones (EVO_DATA, EVO_TRAIN_DEVICE, paths) are not.
+RUN_ENV = ("EVO_TRAIN_BUDGET_S",)
 ATTEMPTS = 2  # a job lost with its actor is sent once more, to another actor
 _EVO_PACKAGE = Path(__file__).resolve().parents[2]
 
@@ -133,13 +142,13 @@ class RayEvaluator:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self._started_ray = not import_ray().is_initialized()  # then `close` shuts down the Ray it starts
         self._ray = connect(address)
-        from evo.eval.backends.ray_actor import ACTORS
+        from evo.eval.backends.ray_actor import KINDS, EvalActor
 
         self.task = task
         self.workers = workers
         self.kind = kind or ("gpu" if family_of(task).name == "kernels" else "cpu")
-        if self.kind not in ACTORS:
-            raise EvoError(f"unknown Ray actor kind {self.kind!r}; valid values: {', '.join(ACTORS)}")
+        if self.kind not in KINDS:
+            raise EvoError(f"unknown Ray actor kind {self.kind!r}; valid values: {', '.join(KINDS)}")
         self._digest = task_hash(task)  # the engine's view of the folder, as in every job the pipeline builds
         # The task's files go to each actor once, through the object store (a local folder is refused in an
         # actor's runtime_env; the job's is fixed when the driver connects, before any task is known).
@@ -148,11 +157,15 @@ class RayEvaluator:
         self._serial = 0
         self._actor_options = dict(actor_options or {})
         count, self.slots, resources = self._plan(actors, slots_per_actor, gpu_resource)
-        self._remote = self._ray.remote(ACTORS[self.kind])
+        self._remote = self._ray.remote(EvalActor)
+        self.env = {k: os.environ[k] for k in RUN_ENV if os.environ.get(k)}
         self._options = dict(namespace=NAMESPACE, max_restarts=0, max_task_retries=0,
                              max_concurrency=self.slots + 2, **resources)
+        if self.env:
+            self._options["runtime_env"] = {"env_vars": self.env}  # merged with the job's (evo's code)
         self._members: list[_Member] = []
-        self.drained: dict[str, str] = {}  # actor name -> why it takes no jobs (its task folder differs)
+        self.drained: dict[str, str] = {}  # actor name -> why it takes no jobs (task folder differs, GPU sick)
+        self._sick: list[Any] = []  # drained GPU actors, kept up (holding their GPUs) until `close`
         self.lost = 0  # actors lost with a job in hand
         self.requeued = 0  # jobs sent again after their actor was lost
         self.infrastructure_failures = 0
@@ -191,7 +204,8 @@ class RayEvaluator:
         self._serial += 1
         name = f"evo-{self._token}-{self._serial}"
         options = self._remote.options(name=name, **self._options)
-        handle = options.remote(name, self.task.name, self._files, self.slots, **self._actor_options)
+        handle = options.remote(name, self.task.name, self._files, self.slots, kind=self.kind,
+                                **self._actor_options)
         return name, handle
 
     def _start(self, count: int, timeout_s: float) -> None:
@@ -224,7 +238,14 @@ class RayEvaluator:
                         "actor busy", self.workers, capacity)
 
     def _admit(self, name: str, handle: Any, info: dict[str, Any]) -> bool:
-        """Take a started actor into the pool, or drain it when its copy of the task differs."""
+        """Take a started actor into the pool; drain it when its copy of the task differs (killed) or its GPU
+        failed the health probe (kept, holding the GPU)."""
+        if info.get("drained_reason"):
+            why = f"actor {name} on node {info.get('node_ip')} was drained: {info['drained_reason']}"
+            log.warning("%s", why)
+            self.drained[name] = why
+            self._sick.append(handle)
+            return False
         if info.get("task_hash") != self._digest:
             why = (f"task {self.task.name!r} differs on node {info.get('node_ip')} from the engine's (folder hash "
                    f"{info.get('task_hash')} there, {self._digest} here): its actor {name} was drained")
@@ -319,6 +340,12 @@ class RayEvaluator:
                 losses.append(str(answer.get("error")))
                 self._drain(member, str(answer.get("error")))
                 continue
+            if answer.get("drained"):  # its GPU failed the probe while this job ran there: not believed
+                losses.append(str(answer.get("error")))
+                self._drain_sick(member, str(answer["drained"]))
+                if attempt + 1 < ATTEMPTS:
+                    self.requeued += 1
+                continue
             return _result(answer)
         self.infrastructure_failures += 1
         return EvalResult(False, failure=INFRASTRUCTURE, wall_s=time.perf_counter() - start,
@@ -339,6 +366,9 @@ class RayEvaluator:
         self._touch()
         log.warning("Ray actor %s on %s was lost: %s; starting another", member.name, member.info.get("node_ip"),
                     _first_line(error))
+        self._ask_replacement()
+
+    def _ask_replacement(self) -> None:
         self._spawning += 1  # now, not when the task first runs: a job waiting for a slot must see it coming
         task = asyncio.get_running_loop().create_task(self._replace())
         self._replacements.add(task)
@@ -348,6 +378,17 @@ class RayEvaluator:
         if self._remove(member):
             self.drained[member.name] = why
             self._kill_all([member.handle])
+
+    def _drain_sick(self, member: _Member, why: str) -> None:
+        """A GPU failed its probe: its actor leaves the pool but stays up (its GPU taken, its state shown by
+        `evo cluster status`); another actor is asked for in its place."""
+        if not self._remove(member):
+            return  # another job of the same actor reported it first
+        self.drained[member.name] = f"actor {member.name} on node {member.info.get('node_ip')} was drained: {why}"
+        self._sick.append(member.handle)
+        self._touch()
+        log.warning("%s; asking for another GPU actor", self.drained[member.name])
+        self._ask_replacement()
 
     async def _replace(self) -> None:
         """Start an actor in place of a lost one; it joins the pool once its constructor ran (it may wait for
@@ -385,14 +426,14 @@ class RayEvaluator:
         """Stop every actor (a GPU actor stops its worker first); shut Ray down if this evaluator started it."""
         for task in list(self._replacements):
             task.cancel()
-        if self.kind == "gpu":
-            try:
-                self._ray.get([m.handle.close.remote() for m in self._members], timeout=60)
-            except Exception:  # noqa: BLE001 - dead actors stop their workers by dying
-                pass
-        self._kill_all([*(m.handle for m in self._members), *self._starting.values()])
+        try:
+            self._ray.get([m.handle.close.remote() for m in self._members], timeout=60)
+        except Exception:  # noqa: BLE001 - dead actors stop their workers by dying
+            pass
+        self._kill_all([*(m.handle for m in self._members), *self._starting.values(), *self._sick])
         self._members.clear()
         self._starting.clear()
+        self._sick.clear()
         if self._started_ray:
             self._ray.shutdown()
 
@@ -428,26 +469,3 @@ def disconnect() -> None:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"[:500]
-
-
-def cluster_status(address: str | None = None) -> dict[str, Any]:
-    """The cluster as `evo cluster status` shows it: nodes, GPUs, evo's actors, jobs in flight, rates."""
-    ray = connect(address or os.environ.get("RAY_ADDRESS") or "auto", ship_code=False)
-    nodes = []
-    for node in ray.nodes():
-        res = node.get("Resources", {})
-        nodes.append({"node_id": node.get("NodeID", "")[:12], "ip": node.get("NodeManagerAddress"),
-                      "alive": bool(node.get("Alive")), "cpus": res.get("CPU", 0), "gpus": res.get("GPU", 0)})
-    actors = []
-    for entry in ray.util.list_named_actors(all_namespaces=True):
-        if entry.get("namespace") != NAMESPACE or not str(entry.get("name", "")).startswith("evo-"):
-            continue
-        try:
-            handle = ray.get_actor(entry["name"], namespace=NAMESPACE)
-            actors.append(ray.get(handle.stats.remote(), timeout=10))
-        except Exception as e:  # noqa: BLE001 - an actor that is dying or busy past the timeout
-            actors.append({"name": entry["name"], "error": _first_line(e)})
-    live = [a for a in actors if "error" not in a]
-    return {"nodes": nodes, "actors": actors, "in_flight": sum(a["in_flight"] for a in live),
-            "slots": sum(a["slots"] for a in live), "per_minute": sum(a["per_minute"] for a in live),
-            "gpus": sum(n["gpus"] for n in nodes if n["alive"])}

@@ -1,19 +1,23 @@
-"""The Ray backend's actors: what runs on a node of the cluster (the driver's side is `ray.py`).
+"""The Ray backend's actor: what runs on a node of the cluster (the driver's side is `ray.py`).
 
 An actor gets the task's files from the driver (a message through the object store), writes them into a
 `tasks/` folder of its node, points `EVO_TASKS_PATH` there and hashes its copy: a job whose engine-side hash
-differs is refused, never run. It never runs candidate code itself: a CPU actor hands each
-job to the same sandbox as one machine does (`evaluate_in_sandbox`: namespaces, no network, Landlock), a GPU
-actor to the zygote worker and its judge (`KernelEvaluator` on the GPU Ray gave it). Answers are plain
-dicts: the candidate's raw outputs or the harness's report, for the driver to score and audit.
+differs is refused, never run. It never runs candidate code itself: it hands each job to the task family's
+own backend, built on this node as one machine builds it (the sandbox for `math`; the zygote worker and its
+judge on the actor's GPU for `kernels`; the training harness for `training`). A GPU actor probes its GPU
+(`gpu_health.py`) before it takes jobs and after a job failed as a sick GPU makes jobs fail, and drains
+itself when the probe fails. Answers are plain dicts: the candidate's raw outputs or the harness's report,
+for the driver to score and audit.
 
-Only this module and `ray.py` import Ray.
+Only this module, `ray.py` and `ray_llm.py` import Ray.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+import math
 import os
 import socket
 import tempfile
@@ -24,13 +28,15 @@ from typing import Any
 
 import ray
 
-from evo.eval.backends.base import EvalResult
-from evo.eval.backends.ray import simulated_result
+from evo.eval.backends.base import EvalResult, Evaluator
+from evo.eval.backends.gpu_health import PROBE_TIMEOUT_S, Health, probe, suspicious
+from evo.eval.backends.ray import RUN_ENV, simulated_result
 from evo.eval.families.base import task_hash
 from evo.program import MAIN_FILE, Program
 from evo.task import TASKS_ENV, Task, load_task
 
 RATE_WINDOW_S = 60.0  # evaluations per minute are counted over this window
+log = logging.getLogger("evo.ray")
 
 
 def _answer(result: EvalResult, **extra: Any) -> dict[str, Any]:
@@ -41,12 +47,13 @@ def _answer(result: EvalResult, **extra: Any) -> dict[str, Any]:
 
 
 class _Counters:
-    """Jobs in flight and finished, for `evo cluster status` (read while jobs run: thread-safe)."""
+    """Jobs in flight and finished, and the last failure, for `evo cluster status` (read while jobs run)."""
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
         self.in_flight = 0
         self.done = 0
+        self.last_error: str | None = None
         self._finished: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
 
@@ -54,12 +61,16 @@ class _Counters:
         with self._lock:
             self.in_flight += 1
 
-    def finish(self) -> None:
+    def finish(self, result: EvalResult | None, counted: bool = True) -> None:
+        """A job ended: `counted` when its answer goes back as this actor's (not drained, not raised)."""
         now = time.monotonic()
         with self._lock:
             self.in_flight -= 1
-            self.done += 1
-            self._finished.append(now)
+            if result is not None and not result.ok:
+                self.last_error = f"{result.failure}: {(result.error or '').strip()[:300]}"
+            if counted and result is not None:
+                self.done += 1
+                self._finished.append(now)
             while self._finished and self._finished[0] < now - RATE_WINDOW_S:
                 self._finished.popleft()
 
@@ -68,7 +79,7 @@ class _Counters:
         with self._lock:
             recent = sum(1 for t in self._finished if t >= now - RATE_WINDOW_S)
             return {"slots": self.slots, "in_flight": self.in_flight, "done": self.done,
-                    "per_minute": recent * 60.0 / RATE_WINDOW_S}
+                    "per_minute": recent * 60.0 / RATE_WINDOW_S, "last_error": self.last_error}
 
 
 class _NodeTask:
@@ -112,117 +123,146 @@ def _identity(name: str, counters: _Counters, digest: str) -> dict[str, Any]:
             "task_hash": digest, "gpu_ids": [str(g) for g in ray.get_gpu_ids()], **counters.snapshot()}
 
 
-class CpuEvalActor:
-    """Runs CPU-family jobs (`math`) in the local sandbox of this node, `slots` at once (a threaded actor)."""
+class EvalActor:
+    """One evaluation actor: this node's copy of the task and the family's own backend on it, `slots` jobs at
+    once (an async actor). `kind`:
 
-    def __init__(self, name: str, task_name: str, files: dict[str, bytes], slots: int) -> None:
+    - "cpu": the sandbox of one machine (`math`: `LocalEvaluator`), on the cores Ray gave it;
+    - "gpu": the GPU Ray gave it (Ray sets CUDA_VISIBLE_DEVICES) and today's harness there (`kernels`: the
+      zygote worker, its judge and GPU lock). Its GPU is probed (`gpu_health.probe`) before the harness
+      starts and again after a job failed as a sick GPU makes jobs fail; a probe that fails drains the actor:
+      from then on every answer says so (`drained`) and the driver sends the job elsewhere. Without CUDA (a
+      custom resource standing in for a GPU, in the tests) the harness runs Triton's interpreter on the CPU;
+    - "simulated": no candidate runs, each job sleeps `seconds` (`benchmarks/scale.py`).
+
+    `env` are the run's settings the driver forwards (`RUN_ENV`), already in this process's environment
+    through the actor's `runtime_env`: reported by `ready`, for the driver to check they arrived.
+    """
+
+    def __init__(self, name: str, task_name: str, files: dict[str, bytes], slots: int, *, kind: str = "cpu",
+                 probe_timeout_s: float = PROBE_TIMEOUT_S, seconds: float = 1.0,
+                 descriptor_ranges: list[tuple[float, float]] | None = None, **backend_options: Any) -> None:
         self.name = name
+        self.kind = kind
         self.node_task = _NodeTask(task_name, files)
         self.counters = _Counters(slots)
-        self.scratch = Path(tempfile.mkdtemp(prefix="evo-ray-cpu-"))
-        os.chmod(self.scratch, 0o755)  # the sandbox's dropped uid enters its work folders here
+        self.probe_timeout_s = probe_timeout_s
+        self.device = "cpu"
+        self.health: Health | None = None  # the last probe's (GPU actors only)
+        self.drained: str | None = None  # why this actor takes no more jobs
+        self._probe_started = -math.inf
+        self._probe_lock = asyncio.Lock()
+        self.backend: Evaluator | None = None
+        if kind == "simulated":
+            self.backend = _Sleeper(seconds, descriptor_ranges or [])
+            return
+        if kind == "gpu":
+            from evo.eval.backends.kernel import visible_devices
 
-    def ready(self) -> dict[str, Any]:
-        """Who and where this actor is, with its task hash (the driver drains one whose hash differs)."""
-        return _identity(self.name, self.counters, self.node_task.digest)
+            self.device = visible_devices()[0]
+            self._probe_started = time.monotonic()
+            self.health = probe(self.device, probe_timeout_s)  # before the harness: a sick GPU starts nothing
+            if not self.health.ok:
+                self.drained = self.health.reason
+                return
+        self.backend = self._backend(slots, backend_options)
 
-    def stats(self) -> dict[str, Any]:
-        return self.ready()
+    def _backend(self, slots: int, options: dict[str, Any]) -> Evaluator:
+        """The task family's backend on this node, as one machine builds it."""
+        from evo.eval.families import family_of
 
-    def evaluate(self, job: dict[str, Any]) -> dict[str, Any]:
-        """One job: its files written into a fresh folder and run in the sandbox; raw outputs back."""
-        from evo.eval.backends.local import evaluate_in_sandbox
-
-        refused = self.node_task.refusal(job["task_hash"])
-        if refused is not None:
-            return refused
-        self.counters.start()
-        try:
-            program = Program(source=_source(job["files"]), id=job["program_id"])
-            result = evaluate_in_sandbox(self.node_task.task, program, self.scratch, score=False)
-            return _answer(result, node_ip=_node_ip(), actor=self.name)
-        finally:
-            self.counters.finish()
-
-
-class GpuEvalActor:
-    """Owns one GPU (Ray sets CUDA_VISIBLE_DEVICES) and today's harness on it: the zygote worker with its
-    judge and GPU lock (`KernelEvaluator`), `slots` candidates at once. Without CUDA (a custom resource
-    standing in for a GPU, in the tests) the worker runs Triton's interpreter on the CPU."""
-
-    def __init__(self, name: str, task_name: str, files: dict[str, bytes], slots: int,
-                 **harness: Any) -> None:
-        from evo.eval.backends.kernel import KernelEvaluator, visible_devices
-
-        self.name = name
-        self.node_task = _NodeTask(task_name, files)
-        self.counters = _Counters(slots)
-        devices = visible_devices()[:1]
-        scratch = Path(tempfile.mkdtemp(prefix="evo-ray-gpu-"))
-        self.harness = KernelEvaluator(self.node_task.task, slots, scratch, devices=devices,
-                                       parallel_per_device=slots, **harness)
-
-    def ready(self) -> dict[str, Any]:
-        return {**_identity(self.name, self.counters, self.node_task.digest), "device": self.harness.devices[0]}
-
-    def stats(self) -> dict[str, Any]:
-        return self.ready()
-
-    def evaluate(self, job: dict[str, Any]) -> dict[str, Any]:
-        """One kernel job through the harness, scored here from the judge's times (trusted arithmetic)."""
-        from evo.eval.backends.kernel import report_to_result
-
-        refused = self.node_task.refusal(job["task_hash"])
-        if refused is not None:
-            return refused
-        self.counters.start()
-        start = time.perf_counter()
-        try:
-            report = self.harness.evaluate_files_sync(job["files"])
-            result = report_to_result(report, time.perf_counter() - start)
-            result.checks = [(str(n), bool(p), str(r or "")) for n, p, r in report.get("checks", [])]
-            result.report = report
-            return _answer(result, node_ip=_node_ip(), actor=self.name)
-        finally:
-            self.counters.finish()
-
-    def close(self) -> None:
-        """Stop the worker and its judge (an actor that dies closes the worker's stdin, which stops it too)."""
-        self.harness.close()
-
-
-class SimulatedActor:
-    """An evaluator that only waits (`benchmarks/scale.py`): an async actor with many slots, each evaluation a
-    sleep of `seconds`; the answer is a made-up score and descriptors from the source's hash."""
-
-    def __init__(self, name: str, task_name: str, files: dict[str, bytes], slots: int, seconds: float = 1.0,
-                 descriptor_ranges: list[tuple[float, float]] | None = None) -> None:
-        self.name = name
-        self.node_task = _NodeTask(task_name, files)
-        self.counters = _Counters(slots)
-        self.seconds = seconds
-        self.ranges = descriptor_ranges or []
+        task = self.node_task.task
+        family = family_of(task)
+        if family.name == "kernels":  # one worker, on the GPU Ray gave this actor, `slots` candidates at once
+            options = {"devices": [self.device], "parallel_per_device": slots, **options}
+        scratch = Path(tempfile.mkdtemp(prefix=f"evo-ray-{self.kind}-"))
+        os.chmod(scratch, 0o755)  # the sandbox's dropped uid enters its work folders here
+        return family.backend(task, slots, scratch, **options)
 
     async def ready(self) -> dict[str, Any]:
-        return _identity(self.name, self.counters, self.node_task.digest)
+        """Who and where this actor is, its task hash (the driver drains one whose hash differs), its health
+        and the run's settings it got."""
+        return {**_identity(self.name, self.counters, self.node_task.digest), "kind": self.kind,
+                "device": self.device, "env": {k: os.environ.get(k) for k in RUN_ENV},
+                "health": "drained" if self.drained else "healthy" if self.health else "-",
+                "drained_reason": self.drained, "probe": self.health.to_dict() if self.health else None}
 
     async def stats(self) -> dict[str, Any]:
+        """`ready`, now: for `evo cluster status`."""
         return await self.ready()
 
     async def evaluate(self, job: dict[str, Any]) -> dict[str, Any]:
+        """One job through the family's backend: raw outputs, or the harness's scored report with its checks."""
         refused = self.node_task.refusal(job["task_hash"])
         if refused is not None:
             return refused
+        if self.drained or self.backend is None:
+            return self._drained_answer()
         self.counters.start()
+        started = time.monotonic()
+        program = Program(source=_source(job["files"]), id=job["program_id"])
+        result: EvalResult | None = None
         try:
-            await asyncio.sleep(self.seconds)
-            return _answer(simulated_result(_source(job["files"]), self.seconds, self.ranges), actor=self.name)
+            try:
+                result = await self.backend.evaluate(program)
+            except Exception as e:  # the harness itself broke (a reference that died on the GPU, ...)
+                self.counters.last_error = f"{type(e).__name__}: {e}"[:300]
+                if self.kind == "gpu":
+                    await self._recheck(started)
+                if not self.drained:
+                    raise
+            else:
+                if self.kind == "gpu" and not result.ok and suspicious(result.failure, result.error):
+                    await self._recheck(started)
+            if self.drained:  # the GPU was found sick while this job ran on it: its answer is not believed
+                return self._drained_answer()
+            assert result is not None
+            return _answer(result, node_ip=_node_ip(), actor=self.name)
         finally:
-            self.counters.finish()
+            self.counters.finish(result, counted=not self.drained)
+
+    async def _recheck(self, since: float) -> None:
+        """Probe the GPU again, unless a probe started after `since` (a failure of several jobs at once is
+        one probe); a failed probe drains this actor."""
+        async with self._probe_lock:
+            if self._probe_started < since:
+                self._probe_started = time.monotonic()
+                self.health = await asyncio.to_thread(probe, self.device, self.probe_timeout_s)
+            if not self.health or self.health.ok or self.drained:
+                return
+            self.drained = self.health.reason
+            log.warning("Ray actor %s drained: %s", self.name, self.drained)
+
+    def _drained_answer(self) -> dict[str, Any]:
+        error = f"the GPU of actor {self.name} on node {_node_ip()} is drained: {self.drained}"
+        return _answer(EvalResult(False, failure="infrastructure", error=error), drained=self.drained)
+
+    def close(self) -> None:
+        """Stop the backend (a GPU actor's worker and its judge; an actor that dies closes the worker's stdin,
+        which stops it too)."""
+        if self.backend is not None:
+            self.backend.close()
+
+
+class _Sleeper:
+    """The simulated backend: each evaluation a sleep of `seconds`, its answer a made-up score and descriptors
+    from the source's hash."""
+
+    def __init__(self, seconds: float, ranges: list[tuple[float, float]]) -> None:
+        self.workers = 1
+        self.seconds = seconds
+        self.ranges = ranges
+
+    async def evaluate(self, program: Program) -> EvalResult:
+        await asyncio.sleep(self.seconds)
+        return simulated_result(program.source, self.seconds, self.ranges)
+
+    def close(self) -> None:
+        pass
 
 
 def _source(files: dict[str, str]) -> str | dict[str, str]:
     return files[MAIN_FILE] if set(files) == {MAIN_FILE} else dict(files)
 
 
-ACTORS = {"cpu": CpuEvalActor, "gpu": GpuEvalActor, "simulated": SimulatedActor}
+KINDS = ("cpu", "gpu", "simulated")

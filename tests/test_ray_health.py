@@ -1,0 +1,187 @@
+"""GPU health and LLM replicas on a real local Ray cluster (`ray.cluster_utils.Cluster`), custom resources
+standing in for GPUs. The GPU faults are really caused: a node started with `EVO_GPU_FAULT_FILE` in its
+environment (as `ray start` on a node would pass it) fails its probe once the file says so. The LLM replicas
+are real HTTP servers started by Ray actors, one killed mid-use."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray backend's tests need Ray: pip install -e '.[dev]'")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from evo.eval.backends.gpu_health import FAULT_ENV  # noqa: E402
+from evo.eval.backends.ray import INFRASTRUCTURE, RayEvaluator  # noqa: E402
+from evo.eval.backends.ray_llm import replica_endpoints, start_replicas, stop_replicas  # noqa: E402
+from evo.eval.backends.ray_status import cluster_status  # noqa: E402
+from evo.eval.pipeline import Pipeline  # noqa: E402
+from evo.llm.client import LLMClient  # noqa: E402
+from evo.program import Program  # noqa: E402
+from evo.task import load_task  # noqa: E402
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+TASK = "math/circle_packing_26"
+GPU = "fake_gpu"
+CUDA_FAILURE = ("def construct_packing():\n"
+                "    raise RuntimeError('CUDA error: an illegal memory access was encountered')\n")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    c = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": False,
+        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3}})
+    ray.init(address=c.address, namespace="evo-tests", log_to_driver=False)
+    try:
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+def _gpu_node(cluster: Cluster, fault_file: Path | None = None) -> object:
+    """A node with one stand-in GPU; with `fault_file`, its workers' environment names it (the probe reads it)."""
+    env = {FAULT_ENV: str(fault_file)} if fault_file is not None else None
+    node = cluster.add_node(num_cpus=1, resources={GPU: 1}, env_vars=env)
+    cluster.wait_for_nodes()
+    return node
+
+
+def _seed() -> str:
+    return (load_task(TASK).root / "seed.py").read_text()
+
+
+def _slow_seed(seconds: float) -> str:
+    return "import time\n" + _seed() + f"\n_build = construct_packing\n" \
+        f"def construct_packing():\n    time.sleep({seconds})\n    return _build()\n"
+
+
+def _status_of(name: str) -> dict[str, object]:
+    return next(a for a in cluster_status()["actors"] if a["name"] == name)
+
+
+def test_a_gpu_that_fails_its_probe_at_start_is_drained_and_reported(cluster: Cluster, tmp_path: Path) -> None:
+    fault = tmp_path / "fault"
+    fault.write_text("error")
+    sick, well = _gpu_node(cluster, fault), _gpu_node(cluster)
+    task = load_task(TASK)
+    evaluator = RayEvaluator(task, 1, tmp_path / "scratch", kind="gpu", gpu_resource=GPU, slots_per_actor=1)
+    pipeline = Pipeline(task, evaluator)
+    try:
+        assert [m.info["node_id"] for m in evaluator._members] == [well.node_id]
+        (name, why), = evaluator.drained.items()
+        assert "CUDA error" in why and FAULT_ENV in why
+        result = pipeline.evaluate_sync(Program(source=_seed()))
+        assert result.ok, result.error
+        drained = _status_of(name)
+        assert drained["health"] == "drained" and "CUDA error" in str(drained["drained_reason"])
+        assert drained["done"] == 0 and drained["node_id"] == sick.node_id
+        healthy = _status_of(evaluator._members[0].name)
+        assert healthy["health"] == "healthy" and healthy["done"] == 1
+        assert name in cluster_status()["drained"]
+    finally:
+        pipeline.close()
+        cluster.remove_node(sick)
+        cluster.remove_node(well)
+
+
+def test_a_gpu_found_sick_mid_run_is_drained_and_its_jobs_move_once(cluster: Cluster, tmp_path: Path) -> None:
+    fault = tmp_path / "fault"
+    fault.write_text("")
+    sick = _gpu_node(cluster, fault)
+    task = load_task(TASK)
+    evaluator = RayEvaluator(task, 2, tmp_path / "scratch", kind="gpu", gpu_resource=GPU, slots_per_actor=2)
+    pipeline = Pipeline(task, evaluator)
+    added: list[object] = []
+    try:
+        (first,) = evaluator._members
+        expected = pipeline.evaluate_sync(Program(source=_seed()))
+
+        async def main() -> list[object]:
+            slow = asyncio.create_task(pipeline.evaluate(Program(source=_slow_seed(6.0))))
+            await evaluator.wait_until(lambda: first.load == 1)
+            failing = asyncio.create_task(pipeline.evaluate(Program(source=CUDA_FAILURE)))
+            await evaluator.wait_until(lambda: first.load == 2)
+            fault.write_text("error")  # the GPU goes bad with two jobs on it
+            await evaluator.wait_until(lambda: bool(evaluator.drained))
+            # Both jobs wait for another GPU; one joins, and the actor asked for in the sick one's place starts.
+            added.append(_gpu_node(cluster))
+            return list(await asyncio.gather(slow, failing))
+
+        slow_result, failing_result = asyncio.run(main())
+        assert slow_result.ok and slow_result.score == expected.score, slow_result.error
+        # the failure stays the candidate's: the GPU it ran on last passed its probe
+        assert failing_result.failure == "error" and "illegal memory access" in (failing_result.error or "")
+        assert evaluator.requeued == 2 and evaluator.infrastructure_failures == 0
+        assert list(evaluator.drained) == [first.name]
+        drained = _status_of(first.name)
+        assert drained["health"] == "drained" and drained["done"] == 1  # the seed, before the fault
+        (second,) = evaluator._members
+        assert second.info["node_id"] == added[0].node_id  # type: ignore[attr-defined]
+        assert _status_of(second.name)["done"] == 2 and _status_of(second.name)["health"] == "healthy"
+        assert all(r.failure != INFRASTRUCTURE for r in (slow_result, failing_result))
+    finally:
+        pipeline.close()
+        for node in [sick, *added]:
+            cluster.remove_node(node)
+
+
+_TOY_SERVER = '''
+import sys, threading
+sys.path.insert(0, {repo!r})
+from http.server import ThreadingHTTPServer
+from tests.llm_fixtures import ToyCoderServer, _ToyCoderHandler
+
+class Everywhere(ToyCoderServer):
+    def __init__(self, port):
+        ThreadingHTTPServer.__init__(self, ("0.0.0.0", port), _ToyCoderHandler)
+        self.model, self.calls, self._lock = "toy-coder", 0, threading.Lock()
+
+Everywhere(int(sys.argv[1])).serve_forever()
+'''
+
+
+def _refused(url: str) -> bool:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_llm_replicas_on_the_cluster_are_routed_around_when_one_dies(cluster: Cluster, tmp_path: Path) -> None:
+    script = tmp_path / "toy_server.py"
+    script.write_text(_TOY_SERVER.format(repo=str(Path(__file__).resolve().parents[1])))
+    endpoints = start_replicas("toy-coder", 2, gpus_per_replica=0, command=[sys.executable, str(script), "{port}"],
+                               start_timeout_s=60)
+    try:
+        assert len({e.url for e in endpoints}) == 2 and all(e.model == "toy-coder" for e in endpoints)
+        assert {r["url"] for r in cluster_status()["llm"] if r["healthy"]} == {e.url for e in endpoints}
+        client = LLMClient(endpoints, retries=3, backoff_s=0.05, cooldown_s=60)
+        messages = [{"role": "user", "content": "write a program"}]
+
+        async def calls(n: int) -> list[str]:
+            return [(await client.chat(messages)).endpoint for _ in range(n)]
+
+        asyncio.run(calls(2))
+        dead, alive = endpoints
+        ray.kill(ray.get_actor("evo-llm-0", namespace="evo"), no_restart=True)
+        # The kill is asynchronous and no event tells of a process dying on a node: polled, for 10 s at most.
+        deadline = time.monotonic() + 10
+        while not _refused(dead.url) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _refused(dead.url), "the replica's server outlived its actor (the parent-death signal)"
+        answered = asyncio.run(calls(8))
+        assert set(answered) == {alive.url}, "every proposal after the death came from the live replica"
+        assert [e.url for e in replica_endpoints()] == [alive.url]
+    finally:
+        assert stop_replicas() >= 1
+    assert cluster_status()["llm"] == []
