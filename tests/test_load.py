@@ -293,3 +293,41 @@ def test_the_children_of_one_llm_call_are_one_call(tmp_path: Path) -> None:
     assert calls["program_ids"].tolist() == [[children[0].id, children[1].id], [children[2].id], []]
     assert calls["completion_tokens"].tolist() == [40, 41, 40] and calls["ok"].tolist() == [True, True, False]
     assert calls["model"].tolist() == ["tiny"] * 3 and calls["parents"].tolist() == [[seed.id]] * 3
+
+
+def test_seeds_from_outside_the_run_carry_their_provenance(tmp_path: Path) -> None:
+    """A run seeded from a git repository: `programs()` holds each seed's provenance (None for the task's own
+    seed), `provenance()` one row per outside seed with its value here, both read from the real store."""
+    import asyncio
+
+    from evo.engine import Engine
+
+    repo = tmp_path / "solutions"
+    repo.mkdir()
+    seed = (ROOT / "tasks" / "math" / "circle_packing_26" / "seed.py").read_text()
+    line = next(x for x in seed.splitlines() if x.startswith("ROWS = "))
+    (repo / "rows4.py").write_text(seed.replace(line, "ROWS = 4  # a variant", 1))
+    (repo / "LICENSE").write_text("MIT License\n\nPermission is hereby granted, free of charge, ...\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=Ada Lovelace", "-c", "user.email=ada@example.org"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "a packing"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    run_dir = tmp_path / "run"
+    engine = Engine.create(run_dir, RunConfig(task="math/circle_packing_26", budget=2, workers=1,
+                                              seed_from=[f"{repo}@HEAD"]))
+    asyncio.run(engine.run_async())
+    engine.close()
+    with evo.load(run_dir) as r:
+        progs = r.programs().set_index("id")
+        outside = progs[progs["provenance"].notna()]
+        assert len(outside) == 1 and (progs["operator"] == "seed").sum() == 2  # the task's own seed has none
+        prov = outside["provenance"].iloc[0]
+        assert prov["kind"] == "git" and prov["commit"] == commit and prov["path"] == "rows4.py"
+        assert prov["licence"] == "MIT" and prov["author"] == "Ada Lovelace <ada@example.org>"
+        assert prov["source"] == f"{repo}@HEAD" and prov["imported"].endswith("Z")
+        assert list(r.programs(["status", "provenance"]).columns) == ["status", "provenance"]  # no id asked
+        frame = r.provenance()
+        assert frame["program_id"].tolist() == list(outside.index) and frame["commit"].tolist() == [commit]
+        assert frame["status"].tolist() == ["evaluated"]
+        assert frame["value"].iloc[0] == progs.loc[outside.index[0], "value"] > 0
+        assert frame["author"].tolist() == ["Ada Lovelace <ada@example.org>"] and r.task_origin() is None

@@ -136,6 +136,14 @@ def test_a_run_seeded_from_several_sources_evaluates_each_seed_in_its_budget(tmp
     assert shown.returncode == 0, shown.stderr
     assert "seeds from outside the run (5)" in shown.stdout and "dropped: near_duplicate" in shown.stdout
     assert git(repo, "rev-parse", "v1")[:12] in shown.stdout and "packings/hex6.py" in shown.stdout
+    # `evo report` shows the same provenance: a section naming each outside seed's commit, path, licence, author.
+    from evo.report.html import write_report
+
+    page = write_report(tmp_path / "run").read_text()
+    section = page[page.index("<h2>Provenance</h2>"):page.index("<h2>Best ")]
+    assert "5 seeds came from outside the run" in section and section.count("<tr>") == 6  # a head and 5 rows
+    assert git(repo, "rev-parse", "v1")[:12] in section and "packings/hex6.py" in section and "rows3.py" in section
+    assert "MIT" in section and "t &lt;t@example.org&gt;" in section and "near_duplicate" not in section
 
 
 def test_evo_seed_queues_seeds_that_resume_evaluates_first(tmp_path: Path, repo: Path) -> None:

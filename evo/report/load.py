@@ -2,7 +2,9 @@
 
     import evo
     run = evo.load("runs/cp26")
-    run.programs()            # one row per program; value, metric_*, descriptor_* in the task's units
+    run.programs()            # one row per program; value, metric_*, descriptor_* in the task's units;
+                              # provenance: where a seed from outside the run came from (else None)
+    run.provenance()          # the seeds from outside the run, one row each, with their source and licence
     run.evaluations()         # finished evaluations in commit order
     run.admissions()          # every admission to a cell (new or improved elite)
     run.operator_calls()      # one row per operator call, with the model and its tokens
@@ -43,6 +45,7 @@ from evo.task import Task, load_task
 if TYPE_CHECKING:  # the population pulls in pyribs (and torch): imported when an archive is asked for
     from evo.population import Population
 
+_KEY = "_provenance_key"  # the program id read only to look its provenance up
 DEFAULT_FIELDS = ("id", "seq", "status", "island", "operator", "created", "novelty")
 OPTIONAL_FIELDS = ("parents", "error", "verdict", "model", "prompt_tokens", "completion_tokens", "eval_order")
 
@@ -156,14 +159,18 @@ class Run:
 
         `columns` picks any of: the fields `id seq status island operator created novelty parents
         error verdict model prompt_tokens completion_tokens eval_order source`, `value`,
-        `metric_<name>`, `descriptor_<name>`. Default: the default fields, `value`, every metric
-        and every descriptor (no source, parents or error text).
+        `metric_<name>`, `descriptor_<name>`, `provenance`. Default: the default fields, `value`, every
+        metric, every descriptor and `provenance` (no source, parents or error text).
+
+        `provenance` is a dict for a seed that came from outside the run (`source`, `kind`, `path`,
+        `commit`, `licence`, `author`, `imported`: see evo/seeding/) and None for any other program.
         """
         query, names = self._program_query(columns)
         statuses = (status,) if isinstance(status, str) else tuple(status or ())
         with q.snapshot(self.store):
+            prov = self.store.provenance() if "provenance" in names else None
             for rows in q.iter_program_rows(self.store, query, statuses=statuses, chunk=chunksize):
-                yield self._program_frame(rows, names)
+                yield self._program_frame(rows, names, prov)
 
     def programs(self, columns: Sequence[str] | None = None, *, status: str | Sequence[str] | None = None,
                  ids: Sequence[str] | None = None) -> pd.DataFrame:
@@ -171,7 +178,9 @@ class Run:
         query, names = self._program_query(columns)
         if ids is not None:
             with q.snapshot(self.store):
-                chunks = [self._program_frame(rows, names) for rows in q.iter_program_rows(self.store, query, ids=ids)]
+                prov = self.store.provenance(list(ids)) if "provenance" in names else None
+                chunks = [self._program_frame(rows, names, prov)
+                          for rows in q.iter_program_rows(self.store, query, ids=ids)]
         else:
             chunks = list(self.iter_programs(columns, status=status))
         return _concat(chunks, names)
@@ -179,32 +188,41 @@ class Run:
     def _program_query(self, columns: Sequence[str] | None, internal: bool = False) -> tuple[q.ProgramQuery, list[str]]:
         if columns is None:
             columns = [*DEFAULT_FIELDS, "value", *(f"metric_{m}" for m in self.metric_names),
-                       *(f"descriptor_{d}" for d in self.descriptor_names)]
+                       *(f"descriptor_{d}" for d in self.descriptor_names), "provenance"]
         fields, metrics, descs, source = [], [], [], False
         names: list[str] = []
         for col in columns:
             if col in q.PROGRAM_FIELDS and (col != "score" or internal):  # the oriented score stays inside
                 fields.append(col)
-            elif col in ("value", "source"):
+            elif col in ("value", "source", "provenance"):
                 pass
             elif col.startswith("metric_"):
                 metrics.append(col[len("metric_"):])
             elif col.startswith("descriptor_") and col[len("descriptor_"):] in self.descriptor_names:
                 descs.append(self.descriptor_names.index(col[len("descriptor_"):]))
             else:
-                known = [*(f for f in q.PROGRAM_FIELDS if f != "score"), "value", "source", *(f"metric_{m}" for m in self.metric_names),
-                         *(f"descriptor_{d}" for d in self.descriptor_names)]
+                known = [*(f for f in q.PROGRAM_FIELDS if f != "score"), "value", "source", "provenance",
+                         *(f"metric_{m}" for m in self.metric_names), *(f"descriptor_{d}" for d in self.descriptor_names)]
                 raise EvoError(f"unknown program column {col!r}; known: {', '.join(known)}")
         if "value" in columns:
             metrics.insert(0, self.metric)
         source = "source" in columns
-        names = [*fields, *(["value"] if "value" in columns else []),
+        provenance = "provenance" in columns
+        if provenance and "id" not in fields:
+            fields.append("id")  # the key of the provenance table, read under a name the frame drops
+        names = [*(_KEY if f == "id" and "id" not in columns else f for f in fields),
+                 *(["value"] if "value" in columns else []),
                  *(f"metric_{m}" for m in (metrics[1:] if "value" in columns else metrics)),
-                 *(f"descriptor_{self.descriptor_names[i]}" for i in descs), *(["source"] if source else [])]
+                 *(f"descriptor_{self.descriptor_names[i]}" for i in descs), *(["source"] if source else []),
+                 *(["provenance"] if provenance else [])]
         return q.ProgramQuery(fields, metrics, descs, source), names
 
-    def _program_frame(self, rows: list[q.Row], names: list[str]) -> pd.DataFrame:
-        df = pd.DataFrame.from_records(rows, columns=names)
+    def _program_frame(self, rows: list[q.Row], names: list[str],
+                       provenance: dict[str, dict[str, object]] | None = None) -> pd.DataFrame:
+        df = pd.DataFrame.from_records(rows, columns=[n for n in names if n != "provenance"])
+        if "provenance" in names:
+            key = df.pop(_KEY) if _KEY in df else df["id"]
+            df["provenance"] = [provenance.get(i) for i in key] if provenance else None
         if "parents" in df:
             df["parents"] = [_ids(p) for p in df["parents"]]
         for col in names:
@@ -213,6 +231,20 @@ class Run:
         if "created" in df:
             df["created"] = pd.to_datetime(df["created"], unit="s", utc=True)
         return df
+
+    def provenance(self) -> pd.DataFrame:
+        """The seeds from outside the run, one row each in the order they were read: `program_id`, `status`
+        and `value` here, `kind`, `source`, `path`, `commit`, `licence`, `author`, `imported` (the date it was
+        read), and `origin_value`, `origin_device` (what its source said it measured, where it said)."""
+        from evo.report.provenance import provenance_frame
+
+        return provenance_frame(self)
+
+    def task_origin(self) -> dict[str, object] | None:
+        """Where the task came from, if it was imported from a benchmark (`evo tasks import`), else None."""
+        from evo.report.provenance import task_origin
+
+        return task_origin(self.task)
 
     def source(self, program_id: str) -> str:
         """The main file's text of one program."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,8 @@ class SourceSpec:
 @dataclass
 class Seed:
     """A candidate from outside the run and where it came from: `provenance` has `source` (what the user
-    named), `kind` (file, folder, git, export, run, archive), and where known `commit`, `path`, `licence`,
-    and the origin's own numbers (`program_id`, `value`, `device`)."""
+    named), `kind` (file, folder, git, export, run, archive), `imported` (when it was read, UTC), and where
+    known `commit`, `path`, `licence`, `author`, and the origin's own numbers (`program_id`, `value`, `device`)."""
 
     source: Source
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -84,8 +85,9 @@ def read_source(text: str, task: Task, licence: str | None = None) -> list[Seed]
         raise EvoError(f"seed source {text!r} holds no program for task {task.name}: check the glob (default "
                        "*.py), the rows' task, or that the run has valid programs")
     found = _licence_of(path) if spec.rev is None and path.is_dir() else None
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for seed in seeds:
-        seed.provenance = {"source": text, **seed.provenance}
+        seed.provenance = {"source": text, **seed.provenance, "imported": now}
         chosen = licence or seed.provenance.get("licence") or found
         if chosen:
             seed.provenance["licence"] = chosen
@@ -152,6 +154,10 @@ def _git(spec: SourceSpec) -> list[Seed]:
     for name in sorted(n for n in names if pattern.match(n)):
         text = _git_out(repo, "show", f"{commit}:{name}", where=where)
         prov = {"kind": "git", "repository": str(repo.resolve()), "commit": commit, "path": name}
+        # Who last changed this file at that commit: the author a reader would credit
+        author = _git_out(repo, "log", "-1", "--format=%an <%ae>", commit, "--", name, where=where).strip()
+        if author:
+            prov["author"] = author
         if spec.rev:
             prov["rev"] = spec.rev
         if licence:

@@ -66,12 +66,14 @@ def table_rows(spec: SourceSpec, task: Task) -> list[Seed]:
         prov["program_id"] = row.get("program_id") or row.get("id")
         prov.update({k: row[k] for k in _ORIGIN_KEYS if k in row and k != "program_id"})
         origin = row.get("provenance")
-        if isinstance(origin, dict):  # where the published program itself came from
+        origin = origin if isinstance(origin, dict) else {}
+        if origin:  # where the published program itself came from
             prov["origin"] = origin
-            if origin.get("licence"):
-                prov["licence"] = origin["licence"]
-        if row.get("licence"):
-            prov["licence"] = row["licence"]
+        first = origin.get("seed_origin") if isinstance(origin.get("seed_origin"), dict) else {}
+        for key in ("licence", "author"):  # the row's own word first, then its run's, then its first seed's
+            found = row.get(key) or origin.get(key) or first.get(key)
+            if found:
+                prov[key] = found
         seeds.append(Seed(source, prov))
     if not seeds and other_tasks:
         raise EvoError(f"seed source {spec.text!r} holds no program of task {task.name}, only of "
