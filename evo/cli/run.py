@@ -197,25 +197,30 @@ def run(task: str | None, suite: str | None, suite_floor: float | None, no_trans
 def resume(run_dir: Path, config_file: Path | None, quiet: bool, **options: Any) -> None:
     """Continue the run in RUN_DIR after a stop, a crash or kill -9; nothing is lost or counted twice."""
     from evo.config import read_options
-    from evo.engine import Engine
+    from evo.suite import suite_meta, suite_of_member
 
     overrides = {**(read_options(config_file) if config_file else {}), **_flags(options)}
     show_logs()
-    from evo.suite import suite_meta, suite_of_member
-    from evo.suite.loop import Suite
+    try:
+        suite, owner = suite_meta(run_dir), suite_of_member(run_dir)
+    except EvoError:  # an unreadable run directory: `Engine.open` says what is wrong with it, in its words
+        suite = owner = None
+    if suite is not None:
+        from evo.suite.loop import Suite
 
-    if suite_meta(run_dir) is not None:
         if overrides.get("llm"):
             _check_llm_and_embedder(_llm_only(overrides))
-        _train_budget((suite_meta(run_dir) or {}).get("config", {}).get("train_budget_s"))
+        _train_budget(suite.get("config", {}).get("train_budget_s"))
         runner = Suite.open(run_dir, overrides)
         console.print(f"evo resume: suite of {len(runner.tasks)} tasks, {runner.done}/{runner.budget} evaluations "
                       "done", highlight=False)
         _run_suite(runner, quiet)
         return
-    if (owner := suite_of_member(run_dir)) is not None:
+    if owner is not None:
         raise EvoError(f"{run_dir} is a task of the suite in {owner}: its budget is the suite's; resume the suite "
                        f"with `evo resume {owner}`")
+    from evo.engine import Engine
+
     if overrides.get("llm"):
         _check_llm_and_embedder(_llm_only(overrides))
     _train_budget(_stored(run_dir, "train_budget_s"))
