@@ -1,7 +1,7 @@
 """How many evaluation slots the engine keeps busy: the Ray backend against the local one, simulated.
 
 Each evaluation is a sleep of `--eval-s` seconds (no candidate runs): on Ray, async actors with many slots
-each (`SimulatedActor`, so 1,000 slots fit on one small machine); locally, the same sleep in the engine's
+each (`EvalActor` of kind "simulated", so 1,000 slots fit on one small machine); locally, the same sleep in the engine's
 own event loop (the best a local backend could do). The engine runs as in a search (the non-LLM operators,
 screen, store, admission), with `workers` = slots and a budget of one seed plus `--rounds` x slots.
 

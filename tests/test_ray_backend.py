@@ -332,3 +332,27 @@ def test_a_gpu_actor_runs_the_harness_on_the_gpu_ray_gave_it(cluster: Cluster, t
     finally:
         pipeline.close()
         cluster.remove_node(node)
+
+
+def test_the_run_s_training_budget_reaches_the_actors(cluster: Cluster, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--budget-s` sets EVO_TRAIN_BUDGET_S in the driver (evo/cli/run.py); the nodes' workers were started
+    before, by their raylets, and never see the driver's environment: the actors get it from the backend."""
+    import os
+
+    from evo.eval.training.spec import BUDGET_ENV
+
+    monkeypatch.setenv(BUDGET_ENV, "7.5")
+
+    @ray.remote(num_cpus=0)
+    def seen() -> str | None:
+        return os.environ.get(BUDGET_ENV)
+
+    assert ray.get(seen.remote()) is None, "a plain Ray worker does not see the driver's setting"
+    evaluator = RayEvaluator(load_task(TASK), 1, tmp_path)
+    try:
+        (actor,) = evaluator.actors()
+        assert actor["env"] == {BUDGET_ENV: "7.5"}
+        assert ray.get(evaluator._members[0].handle.stats.remote())["env"][BUDGET_ENV] == "7.5"
+    finally:
+        evaluator.close()

@@ -182,10 +182,16 @@ class RayEvaluator:
         """How many actors, with how many slots each, asking for which resources."""
         total = self._ray.cluster_resources()
         if self.kind == "gpu":
-            gpus = int(total.get(gpu_resource, 0))
+            from evo.eval.backends.ray_llm import replica_status
+
+            # GPUs that evo's LLM replicas hold would leave actors waiting for ever: not counted
+            held = sum(int(r.get("gpus") or 0) for r in replica_status(self._ray))
+            gpus = int(total.get(gpu_resource, 0)) - held
             if gpus < 1:
-                raise EvoError(f"the Ray cluster has no {gpu_resource} (its resources: {sorted(total)}): a kernels "
-                               "task needs one GPU per evaluation actor; start the nodes with GPUs visible")
+                replicas = f", {held} held by LLM replicas (`evo cluster llm stop`)" if held else ""
+                raise EvoError(f"the Ray cluster has no {gpu_resource} for evaluation actors (its resources: "
+                               f"{sorted(total)}{replicas}): a kernels task needs one GPU per evaluation actor; "
+                               "start the nodes with GPUs visible")
             resources: dict[str, Any] = {"num_cpus": 1}
             resources.update({"num_gpus": 1} if gpu_resource == "GPU" else {"resources": {gpu_resource: 1}})
             return actors or gpus, slots or 4, resources
