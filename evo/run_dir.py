@@ -148,7 +148,8 @@ class OpenedRun:
         self.release()
         for path in self.created:
             for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-                p.unlink(missing_ok=True)
+                if not p.is_dir():  # the run's folder itself is removed below
+                    p.unlink(missing_ok=True)
         for path in self.created:
             if path.is_dir():  # made by this process, under its lock: all in it is ours (the lock, scratch)
                 shutil.rmtree(path, ignore_errors=True)
