@@ -5,6 +5,8 @@ CPU tasks run in the real sandbox; kernels on the real harness with Triton's int
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -108,6 +110,46 @@ def test_a_job_carries_contents_and_the_task_hash_never_a_path() -> None:
     assert job.program.source == POINTS
     with pytest.raises(InvalidJob, match="leaves the program directory"):
         family_of(task).job(task, Program(source={MAIN_FILE: POINTS, "../escape.py": ""}))
+
+
+def test_the_local_pool_takes_the_job_and_refuses_a_task_folder_that_differs(tmp_path: Path) -> None:
+    task = load_task(MATH)
+    backend = CountingLocal(task, 1, tmp_path, score=False)
+    try:
+        job = family_of(task).job(task, Program(source=POINTS))
+        stale = dataclasses.replace(job, task_hash="0" * 32)
+        with pytest.raises(EvoError, match="differs here from the job's"):
+            asyncio.run(backend.run(stale))
+        with pytest.raises(EvoError, match="not 'math/other'"):
+            asyncio.run(backend.run(dataclasses.replace(job, task="math/other")))
+        assert backend.calls == 0  # refused before anything ran
+        with Pipeline(task, backend) as pipeline:  # the pipeline hands the pool the job itself
+            assert pipeline.evaluate_sync(Program(source=POINTS)).ok and backend.calls == 1
+    finally:
+        backend.close()
+
+
+class WholeOnly:
+    """A backend without `run`: it sees programs only, so it can run the last rung and no other."""
+
+    workers = 1
+
+    async def evaluate(self, program: Program) -> EvalResult:
+        return EvalResult(True, 1.0)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_rung_reaches_the_backend_in_the_job_and_one_that_cannot_run_it_says_so() -> None:
+    task = load_task("kernels/softmax_fwd")
+    with Pipeline(task, WholeOnly()) as pipeline:  # type: ignore[arg-type]
+        with pytest.raises(EvoError, match="runs only the whole evaluation .'timing'., not the rung 'correctness'"):
+            pipeline.evaluate_sync(Program(source="x = 1\n"), "correctness")
+        with pytest.raises(KeyError, match="no fidelity 'fast'"):
+            pipeline.evaluate_sync(Program(source="x = 1\n"), "fast")
+    job = FAMILIES["training"].job(load_task("training/lm_budget"), Program(source="x = 1\n"), "short")
+    assert job.fidelity == "short" and job.settings == {"budget_fraction": 0.1}
 
 
 # ------------------------------------------------------------------------------------ CPU (the sandbox)

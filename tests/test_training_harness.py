@@ -162,3 +162,23 @@ def test_evo_run_trains_and_scores_through_the_pipeline(corpus: Path, tmp_path: 
         assert scored[0].metrics["params"] > 0
     finally:
         store.close()
+
+
+PATIENT = UNIFORM.replace("def train(data, budget):\n", "def train(data, budget):\n"
+                          "    while budget.remaining() > 0.5:\n        pass\n")
+
+
+@pytest.mark.slow
+def test_the_short_rung_trains_for_a_tenth_of_the_budget(corpus: Path, tmp_path: Path) -> None:
+    """A candidate that waits out its budget: at the `short` rung it is handed a tenth of it, at the full one all."""
+    from evo.eval.pipeline import Pipeline
+    from evo.eval.training.harness import TrainingEvaluator
+    from evo.program import Program
+
+    task = load_task("training/lm_budget")
+    spec = resolve_spec(task.root, data=str(corpus), budget_s=40, **SMOKE)
+    backend = TrainingEvaluator(spec, 1, tmp_path / "scratch")
+    with Pipeline(task, backend) as pipeline:
+        short = pipeline.evaluate_sync(Program(source=PATIENT), "short")
+    assert short.ok, short.error
+    assert short.metrics["train_s"] < 4 + spec.grace_s  # a tenth of 40 s, the grace on top; the full rung waits ~40

@@ -15,7 +15,12 @@ carries the verdict (`EvalResult.verdict`, JSON); a candidate that fails the scr
 
     pipeline = Pipeline(task, backend)            # the evaluator protocol: workers, evaluate, close
     result = await pipeline.evaluate(program)
+    result = await pipeline.evaluate(program, "short")   # a cheaper rung of the family's (`fidelities`)
     result = evaluate_source(task, source)        # one program, synchronously (evo eval, tests)
+
+A backend with `run(job)` (`JobRunner`: the local pool, the training harness) is handed the job itself, its
+rung and the task folder's hash with it, and refuses a hash that is not its task's; any other backend gets the
+job's program and runs the whole evaluation only.
 
 `Pipeline(task)` builds the family's default backend (`family.backend`); the engine passes its own.
 
@@ -39,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from evo.audit import Level, Verdict, audit
 from evo.errors import EvoError
-from evo.eval.backends.base import EvalResult, Evaluator
+from evo.eval.backends.base import EvalResult, Evaluator, JobRunner
 from evo.eval.families import InvalidJob, family_of
 from evo.program import Program, Source, source_files
 from evo.task import Task, load_task
@@ -117,11 +122,16 @@ class Pipeline:
             self._screens.popitem(last=False)
         return verdict
 
-    async def evaluate(self, program: Program) -> EvalResult:
+    async def evaluate(self, program: Program, fidelity: str | None = None) -> EvalResult:
         """The candidate's result with its verdict: screened, run by the backend, scored, audited (and, with a
-        reviewer, a suspicious pass reviewed and maybe held for a publish-level re-run)."""
-        result = await self._evaluate(program, self.level)
-        if self.reviewer is None or self.level is not Level.FULL or not result.ok:
+        reviewer, a suspicious pass reviewed and maybe held for a publish-level re-run). `fidelity`: a rung of
+        the task family's (`family.fidelities`), the last (the whole evaluation) when None."""
+        rung = self.family.fidelity(fidelity)
+        if rung is not self.family.fidelities[-1] and not isinstance(self.backend, JobRunner):
+            raise EvoError(f"{type(self.backend).__name__} runs only the whole evaluation "
+                           f"({self.family.fidelities[-1].name!r}), not the rung {rung.name!r}")
+        result = await self._evaluate(program, self.level, rung.name)
+        if self.reviewer is None or self.level is not Level.FULL or not result.ok or rung is not self.family.fidelities[-1]:
             return result
         reviewer = self.reviewer
         why = reviewer.triggers(result)
@@ -136,8 +146,9 @@ class Pipeline:
             reviewer.observe(result.metrics)
         return result
 
-    async def _evaluate(self, program: Program, level: Level) -> EvalResult:
-        """Screen, run, score and audit at `level` (the pipeline's own, or `publish` for a held candidate)."""
+    async def _evaluate(self, program: Program, level: Level, fidelity: str | None = None) -> EvalResult:
+        """Screen, run, score and audit at `level` (the pipeline's own, or `publish` for a held candidate), at the
+        rung `fidelity` (the last when None)."""
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         shape, screened = self._known_screen(program)
@@ -147,11 +158,13 @@ class Pipeline:
             return EvalResult(False, failure="audit", error=screened.text()[:ERROR_CHARS],
                               wall_s=time.perf_counter() - start, verdict=screened.to_json())
         try:
-            job = self.family.job(self.task, program)
+            job = self.family.job(self.task, program, fidelity)
         except InvalidJob as e:
             result = EvalResult(False, failure="invalid", error=str(e))
         else:
-            result = await self.backend.evaluate(job.program)
+            # A backend that takes jobs gets the message itself (rung, task hash); any other the program.
+            backend = self.backend
+            result = await (backend.run(job) if isinstance(backend, JobRunner) else backend.evaluate(job.program))
         if result.outputs is None:
             # Nothing left to score and the static checks passed in the screen: what remains is folding the
             # harness's checks in (tens of microseconds), cheaper here than a hop to a thread and back.
@@ -181,9 +194,9 @@ class Pipeline:
         result.verdict = verdict.to_json()
         return result
 
-    def evaluate_sync(self, program: Program) -> EvalResult:
+    def evaluate_sync(self, program: Program, fidelity: str | None = None) -> EvalResult:
         """`evaluate` for a caller without an event loop (`evo eval`, `evo bench`, `evo publish`, tests)."""
-        return asyncio.run(self.evaluate(program))
+        return asyncio.run(self.evaluate(program, fidelity))
 
     def close(self, backend: bool = True) -> None:
         """Stop the audit threads, and close the backend too unless `backend` is False (a caller's own)."""

@@ -8,9 +8,12 @@ the pipeline's (`evo/eval/pipeline.py`), which wraps a backend in this same prot
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from evo.program import Program
+
+if TYPE_CHECKING:
+    from evo.eval.families.base import Job
 
 
 @dataclass
@@ -48,3 +51,11 @@ class Evaluator(Protocol):
     async def evaluate(self, program: Program) -> EvalResult: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class JobRunner(Protocol):
+    """A backend that takes the job itself (its rung and the task's hash), not only the program: the pipeline
+    hands such a backend every job; one without `run` gets `job.program` and can run only the last rung."""
+
+    async def run(self, job: Job) -> EvalResult: ...

@@ -29,7 +29,8 @@ class InvalidJob(ValueError):
 
 @dataclass(frozen=True)
 class Job:
-    """What a backend runs: the candidate's file contents, the task's name and its folder's hash, the rung.
+    """What a backend runs: the candidate's file contents, the task's name and its folder's hash, the rung
+    and the rung's settings.
 
     Never a path of this machine: any backend, on any node, can run it."""
 
@@ -38,6 +39,7 @@ class Job:
     task: str
     task_hash: str
     fidelity: str
+    settings: dict[str, Any] = field(default_factory=dict, hash=False)  # the rung's params (budget_fraction, ...)
 
     @property
     def program(self) -> Program:
@@ -105,7 +107,8 @@ class Family:
                 raise InvalidJob(f"file path {rel!r} leaves the program directory")
         if MAIN_FILE not in files:
             raise InvalidJob(f"the program has no {MAIN_FILE} (its files: {', '.join(sorted(files))})")
-        return Job(program.id, files, task.name, task_hash(task), self.fidelity(fidelity).name)
+        rung = self.fidelity(fidelity)
+        return Job(program.id, files, task.name, task_hash(task), rung.name, dict(rung.params))
 
     def score(self, task: Task, result: EvalResult) -> EvalResult:
         """The answer scored on the trusted side: raw outputs by the task's trusted `evaluate`; a result the

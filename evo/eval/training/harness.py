@@ -29,9 +29,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evo.data.shards import load_manifest
+from evo.errors import EvoError
 from evo.eval import wire
 from evo.eval.backends.base import EvalResult
 from evo.eval.fs_guard import looks_refused
@@ -39,6 +40,9 @@ from evo.eval.training.launch import DATA_SPLIT, ChildFailed, held_out, remove, 
 from evo.eval.training.link import quiet
 from evo.eval.training.spec import TrainingSpec
 from evo.program import Program, source_files
+
+if TYPE_CHECKING:
+    from evo.eval.families.base import Job
 
 BUDGET, CARRIED = "dynamic:budget", "dynamic:no_carried_state"
 _REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -254,6 +258,23 @@ class TrainingEvaluator:
         try:
             return await loop.run_in_executor(self._pool, evaluate, self.spec, source_files(program.source), own,
                                               self.descriptors)
+        finally:
+            remove(own)
+
+    async def run(self, job: Job) -> EvalResult:
+        """The job at its rung: the `short` rung trains for its `budget_fraction` of the budget (a cheap first
+        look), the full rung for all of it. The data and device are this machine's (the spec's)."""
+        fraction = float(job.settings.get("budget_fraction", 1.0))
+        if not 0 < fraction <= 1:
+            raise EvoError(f"a training rung's budget_fraction is in (0, 1], got {fraction}")
+        if fraction == 1:
+            return await self.evaluate(job.program)
+        loop = asyncio.get_running_loop()
+        spec = self.spec.with_(budget_s=self.spec.budget_s * fraction)
+        own = Path(tempfile.mkdtemp(prefix=f"{job.program_id[:12]}-", dir=self.scratch))
+        os.chmod(own, 0o755)
+        try:
+            return await loop.run_in_executor(self._pool, evaluate, spec, dict(job.files), own, self.descriptors)
         finally:
             remove(own)
 
