@@ -21,6 +21,7 @@ them. With transfer on, each engine's `foreign` hook offers elites of related ta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import time
 from collections import Counter
@@ -243,6 +244,10 @@ class Suite:
                 if engine.llm_client is not None:
                     await engine.llm_client.aclose()
                 engine.store.log("run_stopped", {"reason": reason, "done": engine.stats.done, "suite": True})
+                if engine.trackers is not None:  # --track: each task's figures, closed as a run of its own closes them
+                    engine.trackers.observe_engine(engine, force=True)
+                    report, engine.trackers = engine.trackers.close(), None
+                    engine.store.log("trackers", dataclasses.asdict(report))
             self.store.log("suite_stopped", {"reason": reason, "done": self.done, "allocation": self.bandit.state(),
                                              "set_aside": self.exhausted})
         if on_tick is not None:
