@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from evo.task import Task
+from evo.tasks_import.common import ORIGIN_FILE
 
 if TYPE_CHECKING:
     from evo.report.load import Run
 
-ORIGIN_FILE = "origin.json"  # written by evo/tasks_import into an imported task's folder
 COLUMNS = ["program_id", "status", "value", "kind", "source", "path", "commit", "licence", "author", "imported",
            "origin_value", "origin_device"]
 
@@ -80,10 +80,13 @@ def section_html(run: Run, table: Callable[..., str]) -> str:
     if df.empty:
         out.append('<p class="note">no seed came from outside the run: every seed is the task\'s own</p>')
         return "\n".join(out)
-    shown = df.assign(program_id=df["program_id"].str[:12], commit=df["commit"].fillna("").str[:12])
-    shown = shown.dropna(axis=1, how="all")
-    out.append(f"<p>{len(df)} seeds came from outside the run; each went through the same screen, evaluation "
-               "and audit as any child.</p>")
+    shown = df.dropna(axis=1, how="all")
+    shown = shown.assign(program_id=shown["program_id"].str[:12])
+    if "commit" in shown:
+        shown["commit"] = [c[:12] if isinstance(c, str) else c for c in shown["commit"]]
+    many = f"{len(df)} seeds came" if len(df) != 1 else "1 seed came"
+    out.append(f"<p>{many} from outside the run; each went through the same screen, evaluation and audit as "
+               "any child.</p>")
     text = tuple(c for c in shown.columns if c not in ("value", "origin_value"))
     out.append(table(shown, index=False, text_cols=text))
     return "\n".join(out)
