@@ -10,19 +10,34 @@ start a run it cannot finish, and says what is left. Call it again until it says
     ttt     --target-from weak                                  the time-to-target seed against the weak 120 s bpb
     table                                                       the markdown tables for BENCHMARKS.md
     set-target                                                  the measured target into time_to_target's task.toml
-    pack-data                                                   data/small-bytes as runs/small-bytes.tar.gz
+    pack-data                                                   data/small-bytes as data/small-bytes.tar.gz
 
 Every run goes through the evaluation pipeline (screen, the training harness and its trusted scorer, the full
 audit), exactly as `evo eval` and `evo run` do. Runs are serial: the budget is wall-clock time measured from
 outside, so two trainings sharing one GPU would each get part of it (CUDA time-slices processes) and see fewer
 tokens; the bpb would change with the other run's load, not with the recipe.
 
-On a lent GPU (python 3.12, torch 2.11; no pydantic, faiss, pyribs, deap or httpx2 there), carry the wheels
-and the packed data; the data is unpacked and checked against its manifest's sha256 on first use:
+On a lent GPU (python 3.12, torch 2.11, scipy; no pydantic, faiss, pyribs, deap or httpx2), carry wheels and
+the packed data, which is unpacked and checked against its manifest's sha256 on first use. Here, once:
 
-    python3 benchmarks/training_gpu.py pack-data          # here, once: 44 MB of shards become a 16 MB archive
+    evo data prepare --size small && python3 benchmarks/training_gpu.py pack-data   # 44 MB -> 16 MB archive
+    # .whl/: pydantic's wheels; runs/whl-search/: what `evo run` needs beyond them (search only), e.g.
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d runs/whl-search faiss-cpu==1.15.1 \
+        ribs==0.12.0 deap==1.4.4 moocore==0.3.2 cffi==2.1.1 pycparser==3.12 platformdirs==4.14.9 \
+        numpy_groupies==0.16.0 array_api_compat==1.16.0 httpx2==2.17.0 httpcore2==2.17.0 truststore==0.10.5
 
-A CPU try-out of the plumbing: --smoke --data DIR (the CPU smoke configuration, a tiny corpus, a few seconds).
+Every call: carry .whl, runs/whl-search, data/small-bytes.tar.gz and runs/training_search.tar.gz (43 MB with
+the repo), then
+
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl runs/whl-search/*.whl && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 || exit;
+    python3 benchmarks/training_gpu.py seeds --commit COMMIT      # or search, or ttt
+
+and afterwards copy what came back from $OUT into place: training_gpu.json into benchmarks/results/, and
+training_search.tar.gz into runs/. A call that finds the JSON without them runs them again.
+
+A CPU try-out of the plumbing: --smoke --data DIR (the CPU smoke configuration on a small corpus).
 """
 
 from __future__ import annotations
@@ -39,6 +54,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -130,8 +146,11 @@ class Context:
 
 
 def gpu_name() -> str:
-    """The GPU's name, asked of a short child (a CUDA context in this process would hold GPU memory all call)."""
-    code = "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+    """The GPU's name, from a short child that also multiplies two matrices there: torch's CUDA libraries are then
+    in the file cache, which the first training of a fresh machine would otherwise read out of its own budget
+    (and a CUDA context in this process would hold GPU memory all call)."""
+    code = ("import torch\nif torch.cuda.is_available():\n    x = torch.ones(512, 512, device='cuda')\n"
+            "    print((x @ x).sum().item() and torch.cuda.get_device_name(0))")
     name = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
     if not name:
         raise EvoError("no CUDA device here: these are GPU figures. For a CPU try-out of the plumbing, give "
@@ -148,13 +167,13 @@ def git_commit() -> str:
 
 
 def ensure_data(data: Path) -> Path:
-    """`data`, unpacked first from runs/<name>.tar.gz when only the archive came along, and checked."""
+    """`data`, unpacked first from DATA.tar.gz beside it when only the archive came along, and then checked."""
     from evo.data.shards import load_manifest
 
-    archive = REPO / "runs" / f"{data.name}.tar.gz"
+    archive = data.with_name(data.name + ".tar.gz")
     if not (data / "manifest.json").is_file():
         if not archive.is_file():
-            raise EvoError(f"no data at {data} (no manifest.json) and no {archive.relative_to(REPO)}: build it with "
+            raise EvoError(f"no data at {data} (no manifest.json) and no {archive.name} beside it: build it with "
                            "`evo data prepare --size small`, then `pack-data` to carry it to a GPU")
         data.parent.mkdir(parents=True, exist_ok=True)
         with tarfile.open(archive) as tar:
@@ -162,7 +181,7 @@ def ensure_data(data: Path) -> Path:
         bad = load_manifest(data).verify()
         if bad:
             raise EvoError(f"{archive.name} unpacked to {data} does not match its manifest: {'; '.join(bad)[:300]}")
-        print(f"data: unpacked {archive.relative_to(REPO)} to {data}; every shard matches its sha256", flush=True)
+        print(f"data: unpacked {archive} to {data}; every shard matches its sha256", flush=True)
     return data.resolve()
 
 
@@ -224,14 +243,17 @@ def parse_ints(text: str) -> list[int]:
 def run_list(results: Results, ctx: Context, clock: Clock, plan: list[tuple[Record, str, str]], retry: bool,
              kind: str, budget_s: float) -> tuple[int, int]:
     """Run each (record, task, source) of `plan` not yet in the file; (runs made, runs left)."""
+    def pending(base: Record) -> bool:
+        old = results.find(run_key(base))
+        return old is None or (retry and not old["ok"])
+
     made = 0
     for i, (base, task, source) in enumerate(plan):
-        old = results.find(run_key(base))
-        if old is not None and (old["ok"] or not retry):
+        if not pending(base):
             continue
         est = estimate(results, ctx, kind, budget_s)
         if clock.left() < est:
-            left = sum(1 for b, _, _ in plan[i:] if results.find(run_key(b)) is None)
+            left = sum(1 for b, _, _ in plan[i:] if pending(b))
             print(f"stopped: {clock.left():.0f} s left of --max-wall-s, a run takes about {est:.0f} s; "
                   f"{left} run(s) left: call again", flush=True)
             return made, left
@@ -258,14 +280,20 @@ def cmd_seeds(args: argparse.Namespace, ctx: Context, results: Results, clock: C
     return run_list(results, ctx, clock, plan, args.retry_failed, "seed", args.budget_s)
 
 
-def weak_target(results: Results, ctx: Context, budget_s: float) -> tuple[float, int]:
-    """The weak seed's mean validation bpb at `budget_s` on this device and data, and over how many seeds."""
+def weak_target(results: Results, budget_s: float, device: str | None = None,
+                data: str | None = None) -> tuple[float, int, str]:
+    """The weak seed's mean validation bpb at `budget_s`, over how many seeds, and on which device: on `device`
+    and `data` when given, else on the device and data with the most such runs in the file."""
     runs = [r for r in results.runs if r["kind"] == "seed" and r["which"] == "weak" and r["ok"] and
-            float(r["budget_s"]) == budget_s and r["device"] == ctx.device and r["data"] == ctx.data_id]
+            float(r["budget_s"]) == budget_s and device in (None, r["device"]) and data in (None, r["data"])]
+    groups = Counter((r["device"], r["data"]) for r in runs)
+    if groups:
+        runs = [r for r in runs if (r["device"], r["data"]) == groups.most_common(1)[0][0]]
     if len(runs) < 2:
-        raise EvoError(f"{len(runs)} finished weak-seed run(s) at {budget_s:g} s on {ctx.device} in {results.path}: "
-                       "the target needs at least 2. Run `seeds --which weak` first, or give --target-bpb")
-    return statistics.fmean(r["val_bpb"] for r in runs), len(runs)
+        raise EvoError(f"{len(runs)} finished weak-seed run(s) at {budget_s:g} s{' on ' + device if device else ''} "
+                       f"in {results.path}: the target needs at least 2. Run `seeds --which weak` first, or give "
+                       "--target-bpb")
+    return statistics.fmean(r["val_bpb"] for r in runs), len(runs), runs[0]["device"]
 
 
 def ttt_source(steps: int | None) -> tuple[str, int]:
@@ -299,14 +327,26 @@ def auto_steps(results: Results, ctx: Context, budget_s: float, fraction: float)
 def cmd_ttt(args: argparse.Namespace, ctx: Context, results: Results, clock: Clock) -> tuple[int, int]:
     from evo.eval.training.target import decide, resolve_rule
 
+    # A schedule measured before on this device and data goes on with its own target and STEPS (weak or strong
+    # runs added since would otherwise move them and start all seeds again); --steps or --target-bpb start anew.
+    before = [r for r in results.runs if r["kind"] == "ttt" and r["device"] == ctx.device and r["data"] == ctx.data_id]
     if args.target_bpb is not None:
         target, origin = args.target_bpb, "given by --target-bpb"
+    elif before and args.steps is None:
+        target, origin = before[-1]["target_bpb"], f"as recorded with {before[-1]['which']}"
     elif args.target_from == "weak":
-        mean, n = weak_target(results, ctx, args.target_budget_s)
+        mean, n, _ = weak_target(results, args.target_budget_s, ctx.device, ctx.data_id)
         target, origin = round(mean, 4), f"the weak seed's mean over {n} seeds at {args.target_budget_s:g} s"
     else:
         raise EvoError(f"--target-from {args.target_from!r}: only `weak` is known (or give --target-bpb)")
-    steps = args.steps if args.steps is not None else auto_steps(results, ctx, args.target_budget_s, args.fraction)
+    steps = args.steps
+    if steps is None and before:
+        steps = int(before[-1]["which"].removeprefix("steps="))
+    elif steps is None:
+        steps = auto_steps(results, ctx, args.target_budget_s, args.fraction)
+        if steps is None and not ctx.smoke:
+            print("no strong-seed runs in the file to size STEPS from: the seed's own STEPS (run `seeds` first to "
+                  "size it to this GPU, or give --steps)", flush=True)
     source, steps = ttt_source(steps)
     rule = resolve_rule(TTT, "cpu" if ctx.smoke else "cuda")
     seeds = parse_ints(args.seeds) if args.seeds else list(range(rule.seeds))
@@ -346,20 +386,20 @@ def pack_data(args: argparse.Namespace) -> str:
     data = Path(args.data)
     if not (data / "manifest.json").is_file():
         raise EvoError(f"no data at {data}: build it with `evo data prepare --size small` first")
-    archive = REPO / "runs" / f"{data.name}.tar.gz"
-    archive.parent.mkdir(parents=True, exist_ok=True)
+    archive = data.with_name(data.name + ".tar.gz")
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(data, arcname=data.name)
-    return f"{archive.relative_to(REPO)}: {archive.stat().st_size / 1e6:.1f} MB (carry it instead of {data})"
+    return f"{archive}: {archive.stat().st_size / 1e6:.1f} MB (carry it instead of {data})"
 
 
-def cmd_set_target(args: argparse.Namespace, ctx: Context, results: Results) -> str:
+def cmd_set_target(args: argparse.Namespace, results: Results) -> str:
     """The weak seed's measured mean as [training] target_bpb of the time_to_target task (its GPU target)."""
     from benchmarks.training_gpu_report import set_target
 
-    mean, n = weak_target(results, ctx, args.target_budget_s)
-    line = (f"target_bpb = {mean:.4f}  # measured: the weak seed's mean over {n} seeds at {args.target_budget_s:g} s, "
-            f"{ctx.device}, {datetime.now(UTC):%Y-%m-%d}, commit {ctx.commit}")
+    mean, n, device = weak_target(results, args.target_budget_s, args.device)
+    commits = sorted({r["commit"] for r in results.runs if r["kind"] == "seed" and r["device"] == device})
+    line = (f"target_bpb = {mean:.4f}  # measured: the weak seed's mean over {n} seeds at {args.target_budget_s:g} s "
+            f"on {device} (benchmarks/training_gpu.py, {datetime.now(UTC):%Y-%m-%d}, commit {', '.join(commits)})")
     try:
         set_target(Path(args.task_toml), line)
     except ValueError as e:
@@ -371,14 +411,13 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", type=Path, default=RESULTS, help="the results file (default %(default)s)")
     common.add_argument("--data", default=str(REPO / "data" / "small-bytes"), help="the data folder (`evo data "
-                        "prepare --size small`); unpacked from runs/NAME.tar.gz when only that came along")
+                        "prepare --size small`); unpacked from DATA.tar.gz beside it when only that came along")
     common.add_argument("--max-wall-s", type=float, default=530.0, help="start no run that would end after this "
                         "many seconds of this call (default %(default)s: a lent GPU's call is at most 600 s)")
     common.add_argument("--commit", help="the commit to record (default: git's; a lent machine has no .git)")
     common.add_argument("--smoke", action="store_true", help="the CPU smoke configuration (a plumbing try-out)")
     common.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See the module's docstring "
-                                 "(and README, Training data) for the commands on a lent GPU.")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("seeds", parents=[common], help="validation bpb of the lm_budget seeds over RNG seeds")
     s.add_argument("--budget-s", type=float, default=120.0)
@@ -402,7 +441,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("set-target", parents=[common], help="the weak seed's measured bpb as the GPU target")
     s.add_argument("--target-budget-s", type=float, default=120.0)
     s.add_argument("--task-toml", default=str(TTT / "task.toml"))
-    sub.add_parser("pack-data", parents=[common], help="the data folder as runs/NAME.tar.gz, to carry")
+    s.add_argument("--device", help="whose runs (default: the device with the most weak runs in the file)")
+    sub.add_parser("pack-data", parents=[common], help="the data folder as DATA.tar.gz beside it, to carry")
     return ap
 
 
@@ -419,10 +459,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print(table(results.data, list(SEED_FILES), decide, resolve_rule(TTT, "cuda").alpha))
             return 0
-        ctx, clock = Context(args), Clock(args.max_wall_s)
         if args.command == "set-target":
-            print(cmd_set_target(args, ctx, results))
+            print(cmd_set_target(args, results))
             return 0
+        ctx, clock = Context(args), Clock(args.max_wall_s)
         from benchmarks.training_gpu_search import cmd_search
 
         command = {"seeds": cmd_seeds, "search": cmd_search, "ttt": cmd_ttt}[args.command]
