@@ -296,17 +296,23 @@ def weak_target(results: Results, budget_s: float, device: str | None = None,
     return statistics.fmean(r["val_bpb"] for r in runs), len(runs), runs[0]["device"]
 
 
+def declared(text: str, name: str) -> re.Match[str]:
+    """The `NAME = N` line of the time-to-target seed (N its group 1)."""
+    found = re.search(rf"^{name} = (\d+)", text, re.M)
+    if found is None:
+        raise EvoError(f"{TTT / 'seed.py'} declares no `{name} = N` line")
+    return found
+
+
 def ttt_source(steps: int | None) -> tuple[str, int]:
     """The time-to-target seed, with its declared GPU schedule `STEPS` set to `steps` (its own when None)."""
     text = TTT.joinpath("seed.py").read_text()
-    declared = re.search(r"^STEPS = (\d+)", text, re.M)
-    if declared is None:
-        raise EvoError(f"{TTT / 'seed.py'} declares no `STEPS = N` line to set")
+    declared_steps = declared(text, "STEPS")
     if steps is None:
-        return text, int(declared.group(1))
+        return text, int(declared_steps.group(1))
     if not 1 <= steps <= 1_000_000:
         raise EvoError(f"--steps {steps}: give a positive number of optimiser steps")
-    return text[:declared.start(1)] + str(steps) + text[declared.end(1):], steps
+    return text[:declared_steps.start(1)] + str(steps) + text[declared_steps.end(1):], steps
 
 
 def auto_steps(results: Results, ctx: Context, budget_s: float, fraction: float) -> int | None:
@@ -315,8 +321,7 @@ def auto_steps(results: Results, ctx: Context, budget_s: float, fraction: float)
             float(r["budget_s"]) == budget_s and r["device"] == ctx.device and r.get("tokens_seen")]
     if not runs or ctx.smoke:
         return None
-    text = TTT.joinpath("seed.py").read_text()
-    batch = int(re.search(r"^BATCH_SIZE = (\d+)", text, re.M).group(1))  # type: ignore[union-attr]
+    batch = int(declared(TTT.joinpath("seed.py").read_text(), "BATCH_SIZE").group(1))
     from evo.eval.training.spec import resolve_spec
 
     seq_len = resolve_spec(TTT, data=str(ctx.data), device="cuda").seq_len

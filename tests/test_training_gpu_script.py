@@ -82,6 +82,22 @@ def test_a_run_in_the_file_is_not_run_again_and_a_call_stops_before_a_run_it_can
     assert len(gpu.Results(tmp_path / "r.json", None).runs) == 2
 
 
+def test_ttt_sizes_its_schedule_from_the_strong_seed_s_steps_in_the_target_budget(corpus: Path,
+                                                                                   tmp_path: Path) -> None:
+    ctx = gpu.Context(argparse.Namespace(smoke=True, data=str(corpus), commit="abc1234"))
+    ctx.smoke, ctx.device = False, H100  # as on the GPU whose runs the file holds
+    results = gpu.Results(_write(tmp_path / "r.json", []), None)
+    assert gpu.auto_steps(results, ctx, 120.0, 0.6) is None  # no strong runs: the seed's own STEPS
+    for seed, steps in enumerate((4000, 4200)):  # tokens seen = steps x batch 32 x seq_len 1024
+        results.add(_run("seed", "strong", seed, 1.05, tokens_seen=steps * 32 * 1024))
+    results.add(_run("seed", "strong", 2, 1.05, device=H200, tokens_seen=9000 * 32 * 1024))
+    assert gpu.auto_steps(results, ctx, 120.0, 0.6) == 2450  # 0.6 x 4100, to 50
+    text, steps = gpu.ttt_source(2450)
+    original = (gpu.TTT / "seed.py").read_text()
+    assert steps == 2450 and text == original.replace("STEPS = 3000  #", "STEPS = 2450  #", 1)
+    assert "CPU_STEPS = 20" in text and gpu.ttt_source(None) == (original, 3000)
+
+
 def test_bad_input_is_a_one_line_error(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     json_path = tmp_path / "r.json"
     assert gpu.main(["seeds", "--which", "medium", *_smoke(corpus, json_path)]) == 2
