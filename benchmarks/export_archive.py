@@ -9,6 +9,7 @@ the best seed's value there with the archive's: the proof that the file seeds a 
 
     python3 benchmarks/kernel_search.py --time-limit 240 --runs runs/ks             # runs to publish from
     python3 benchmarks/export_archive.py runs/ks --top 3 --expect-device h100 --check-seeding
+    python3 benchmarks/export_archive.py --check archive/kernels-h100.jsonl        # only the seeding check
     git add archive/kernels-h100.jsonl archive/kernels                              # the file and its records
 
 A RUN argument is a run directory or a folder of them (as kernel_search.py writes). Prints a table and
@@ -133,7 +134,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    ap.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="a run directory or a folder of them")
+    ap.add_argument("runs", nargs="*", type=Path, metavar="RUN", help="a run directory or a folder of them")
+    ap.add_argument("--check", type=Path, action="append", default=[], metavar="FILE",
+                    help="check the seeding of this archive file (repeatable), publishing nothing")
     ap.add_argument("--top", type=int, default=3, help="best programs offered per run (each must pass publish)")
     ap.add_argument("--archive", type=Path, default=REPO / "archive",
                     help="the archive folder: <family>-<device>.jsonl and <task>/<id>.py records go there")
@@ -148,22 +151,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     if args.top < 1:
         raise SystemExit("--top must be at least 1")
+    if bool(args.runs) == bool(args.check):
+        raise SystemExit("give run directories to publish from, or --check FILE to check an archive's seeding")
+    missing = [str(f) for f in args.check if not f.is_file()]
+    if missing:
+        raise SystemExit(f"no archive file {', '.join(missing)}")
 
     runs = run_dirs(args.runs)
     start = time.time()
-    rows, files = export(runs, args.top, args.archive)
-    print(f"{'task':32s} {'program':12s} {'run value':>10s} {'published':>10s} {'device':>8s}  why not")
-    for r in rows:
-        task = str(r.get("task") or Path(r["run"]).name)
-        print(f"{task:32s} {str(r['program_id'] or '-')[:12]:12s} {_fmt(r.get('run_value')):>10s} "
-              f"{_fmt(r.get('value')) if r['published'] else 'refused':>10s} {_fmt(r.get('device')):>8s}  "
-              f"{r.get('why_not') or ''}")
+    rows, files = export(runs, args.top, args.archive) if runs else ([], set(args.check))
     published = [r for r in rows if r["published"]]
-    print(f"{len(published)} of {len(rows)} programs published from {len(runs)} runs in {time.time() - start:.0f} s "
-          f"into {', '.join(str(f) for f in sorted(files)) or 'no file'}")
+    if runs:
+        print(f"{'task':32s} {'program':12s} {'run value':>10s} {'published':>10s} {'device':>8s}  why not")
+        for r in rows:
+            task = str(r.get("task") or Path(r["run"]).name)
+            print(f"{task:32s} {str(r['program_id'] or '-')[:12]:12s} {_fmt(r.get('run_value')):>10s} "
+                  f"{_fmt(r.get('value')) if r['published'] else 'refused':>10s} {_fmt(r.get('device')):>8s}  "
+                  f"{r.get('why_not') or ''}")
+        print(f"{len(published)} of {len(rows)} programs published from {len(runs)} runs in "
+              f"{time.time() - start:.0f} s into {', '.join(str(f) for f in sorted(files)) or 'no file'}")
     wrong = sorted({str(r["device"]) for r in published if args.expect_device and r["device"] != args.expect_device})
     result: dict[str, Any] = {"rows": rows, "files": sorted(str(f) for f in files), "runs": [str(r) for r in runs]}
-    if args.check_seeding and files:
+    if (args.check_seeding or args.check) and files:
         work = args.work or REPO / "runs" / f"export_archive-{time.strftime('%Y%m%d-%H%M%S')}"
         checks = check_seeding(files, work, args.workers)
         print(f"\n{'task':32s} {'rows':>4s} {'archive best':>12s} {'seeded start':>12s} {'ratio':>6s}")
@@ -179,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if wrong:
         raise SystemExit(f"rows measured on {', '.join(wrong)}, not {args.expect_device}: this machine is not the "
                          "device the archive is meant for")
-    if not published:
+    if runs and not published:
         raise SystemExit("nothing was published (see why not above)")
     return result
 

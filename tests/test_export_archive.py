@@ -61,6 +61,12 @@ def test_a_folder_of_runs_becomes_one_archive_that_seeds_new_runs_at_its_values(
         script.main([str(runs / "circle_packing_26"), "--top", "2", "--archive", str(archive),
                      "--expect-device", "h100"])
     assert len(jsonl.read_text().splitlines()) == 4
+    # The seeding check alone, of the file as it stands.
+    again = script.main(["--check", str(jsonl), "--work", str(tmp_path / "check2"), "--workers", "1"])
+    assert again["rows"] == [] and [c["seeded_best"] for c in again["seeding"]] == [
+        checks[t]["seeded_best"] for t in TASKS]
+    with pytest.raises(SystemExit, match="or --check FILE"):
+        script.main([])
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(SystemExit, match="holds no evo run"):
