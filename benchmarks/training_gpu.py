@@ -437,8 +437,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--target-from", default="weak", help="the target: the weak seed's mean bpb in the file")
     s.add_argument("--target-bpb", type=float, help="a target given outright instead")
     s.add_argument("--target-budget-s", type=float, default=120.0, help="the weak runs' budget (default 120)")
-    s.add_argument("--steps", type=int, help="the seed's STEPS (default: --fraction of the steps the strong seed "
-                   "made in --target-budget-s, from its tokens seen; else the seed's own)")
+    s.add_argument("--steps", type=int, help="the seed's STEPS (default: those of the schedule already begun in "
+                   "the file, with its target; else --fraction of the steps the strong seed made in "
+                   "--target-budget-s, from its tokens seen; else the seed's own). A new value starts anew")
     s.add_argument("--fraction", type=float, default=0.6, help="see --steps (default %(default)s)")
     s.add_argument("--seeds", help="RNG seeds (default: the task's, 0 to seeds - 1)")
     s.add_argument("--cap-s", type=float, help="the cap per seed (default: the task's budget_s)")
