@@ -17,21 +17,23 @@ audit), exactly as `evo eval` and `evo run` do. Runs are serial: the budget is w
 outside, so two trainings sharing one GPU would each get part of it (CUDA time-slices processes) and see fewer
 tokens; the bpb would change with the other run's load, not with the recipe.
 
-On a lent GPU (python 3.12, torch 2.11, scipy; no pydantic, faiss, pyribs, deap or httpx2), carry wheels and
-the packed data, which is unpacked and checked against its manifest's sha256 on first use. Here, once:
+On a lent GPU (python 3.12, torch 2.11, scipy; no pydantic, faiss, pyribs, deap or httpx2), carry one folder
+of wheels and the packed data, which is unpacked and checked against its manifest's sha256 on first use. Here,
+once (the wheels: pydantic's, and what `evo run` needs beyond the GPU's packages; one version of each):
 
     evo data prepare --size small && python3 benchmarks/training_gpu.py pack-data   # 44 MB -> 16 MB archive
-    # .whl/: pydantic's wheels; runs/whl-search/: what `evo run` needs beyond them (search only), e.g.
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d runs/whl-search faiss-cpu==1.15.1 \
-        ribs==0.12.0 deap==1.4.4 moocore==0.3.2 cffi==2.1.1 pycparser==3.12 platformdirs==4.14.9 \
-        numpy_groupies==0.16.0 array_api_compat==1.16.0 httpx2==2.17.0 httpcore2==2.17.0 truststore==0.10.5
+        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d runs/whl-training \
+        pydantic==2.14.4 pydantic_core==2.50.5 annotated_types==0.8.0 typing_inspection==0.4.5 \
+        faiss-cpu==1.15.1 ribs==0.12.0 numpy_groupies==0.16.0 array_api_compat==1.16.0 deap==1.4.4 \
+        moocore==0.3.2 cffi==2.1.1 pycparser==3.12 platformdirs==4.14.9 httpx2==2.17.0 httpcore2==2.17.0 \
+        truststore==0.10.5
 
-Every call: carry .whl, runs/whl-search, data/small-bytes.tar.gz and runs/training_search.tar.gz (43 MB with
-the repo), then
+Every call: carry runs/whl-training, data/small-bytes.tar.gz and runs/training_search.tar.gz (42 MB with the
+repo), then
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl runs/whl-search/*.whl && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 || exit;
+        runs/whl-training/*.whl && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 || exit;
     python3 benchmarks/training_gpu.py seeds --commit COMMIT      # or search, or ttt
 
 and afterwards copy what came back from $OUT into place: training_gpu.json into benchmarks/results/, and
