@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -50,26 +52,64 @@ def run_dirs(paths: list[Path]) -> list[Path]:
     return found
 
 
-def export(runs: list[Path], top: int, archive: Path) -> tuple[list[dict[str, Any]], set[Path]]:
-    """Publish each run's `top` best into `archive`: one row per program offered, and the JSONL files written."""
+def publish_one(run_dir: Path, top: int, archive: Path) -> list[dict[str, Any]]:
+    """Publish one run's `top` best into `archive` (`evo publish`): one row per program offered."""
     from evo.publish import publish_run
 
-    rows, files = [], set()
-    for run_dir in runs:
-        start = time.time()
-        try:
-            results = publish_run(run_dir, top, archive)
-        except EvoError as e:
-            rows.append({"run": str(run_dir), "program_id": None, "published": False, "why_not": str(e)})
-            continue
-        for r in results:
-            if r.archive_file is not None:
-                files.add(r.archive_file)
-            row = r.row or {}
-            rows.append({"run": str(run_dir), "task": row.get("task"), "program_id": r.program_id,
-                         "published": r.path is not None, "run_value": r.value, "value": row.get("value"),
-                         "metric": r.metric, "device": row.get("device"), "why_not": r.why_not or None,
-                         "seconds": round(time.time() - start, 1)})
+    start = time.time()
+    try:
+        results = publish_run(run_dir, top, archive)
+    except EvoError as e:
+        return [{"run": str(run_dir), "program_id": None, "published": False, "why_not": str(e)}]
+    rows = []
+    for r in results:
+        row = r.row or {}
+        rows.append({"run": str(run_dir), "task": row.get("task"), "program_id": r.program_id,
+                     "published": r.path is not None, "run_value": r.value, "value": row.get("value"),
+                     "metric": r.metric, "device": row.get("device"), "why_not": r.why_not or None,
+                     "file": str(r.archive_file.name) if r.archive_file else None,
+                     "seconds": round(time.time() - start, 1)})
+    return rows
+
+
+def export(runs: list[Path], top: int, archive: Path, jobs: int) -> tuple[list[dict[str, Any]], set[Path]]:
+    """Publish every run's `top` best into `archive`, `jobs` runs at once (each in its own process, with its own
+    worker; the GPU's timing lock keeps their timings apart), each into a staging folder first; then merge the
+    rows into `archive/<family>-<device>.jsonl` (one writer) and copy the records beside them."""
+    from evo.publish import write_rows
+
+    archive.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=archive))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    rows: list[dict[str, Any]] = []
+    try:
+        pending = list(enumerate(runs))
+        running: list[tuple[Path, subprocess.Popen[str]]] = []
+        while pending or running:
+            while pending and len(running) < jobs:
+                i, run_dir = pending.pop(0)
+                stage = staging / f"{i:03d}"
+                cmd = [sys.executable, __file__, "--publish-one", str(run_dir), "--top", str(top),
+                       "--archive", str(stage)]
+                running.append((stage, subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)))
+            stage, proc = running.pop(0)
+            said, _ = proc.communicate()
+            try:
+                rows += json.loads(said.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                rows.append({"run": str(stage), "program_id": None, "published": False,
+                             "why_not": f"the publishing process exited {proc.returncode}: {said[-500:]}"})
+        files = set()
+        for jsonl in sorted(staging.glob("*/*.jsonl")):
+            new = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+            write_rows(archive / jsonl.name, new)
+            files.add(archive / jsonl.name)
+        for stage in sorted(staging.iterdir()):
+            for record in stage.iterdir():
+                if record.is_dir():  # <family>/<task>/<id>.py and .json, as `evo publish` writes them
+                    shutil.copytree(record, archive / record.name, dirs_exist_ok=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return rows, files
 
 
@@ -147,8 +187,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--workers", type=int, default=2, help="candidates in flight per seeding check run")
     ap.add_argument("--work", type=Path, help="folder for the seeding check's runs (default: runs/export_archive-"
                     "<date-time>)")
+    ap.add_argument("--jobs", type=int, default=5, help="runs published at once (each starts its own worker)")
     ap.add_argument("--json", type=Path, help="results file (default: print only)")
+    ap.add_argument("--publish-one", type=Path, help=argparse.SUPPRESS)  # the child process of `export`
     args = ap.parse_args(argv)
+    if args.publish_one is not None:
+        print(json.dumps(publish_one(args.publish_one, args.top, args.archive), default=str))
+        return {}
     if args.top < 1:
         raise SystemExit("--top must be at least 1")
     if bool(args.runs) == bool(args.check):
@@ -159,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     runs = run_dirs(args.runs)
     start = time.time()
-    rows, files = export(runs, args.top, args.archive) if runs else ([], set(args.check))
+    rows, files = export(runs, args.top, args.archive, max(1, args.jobs)) if runs else ([], set(args.check))
     published = [r for r in rows if r["published"]]
     if runs:
         print(f"{'task':32s} {'program':12s} {'run value':>10s} {'published':>10s} {'device':>8s}  why not")

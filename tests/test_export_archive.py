@@ -46,6 +46,9 @@ def test_a_folder_of_runs_becomes_one_archive_that_seeds_new_runs_at_its_values(
     assert sorted({r["task"] for r in rows}) == list(TASKS) and len(rows) == 4  # 2 a run, both tasks, one file
     assert all(r["verdict"]["level"] == "publish" and r["device"] == "cpu" and r["source"] for r in rows)
     assert [r["task"] for r in rows] == sorted(r["task"] for r in rows)  # sorted by task, best first
+    for task in TASKS:  # each program's source and record beside the file, as `evo publish` writes them
+        assert len(list((archive / task).glob("*.py"))) == 2 and len(list((archive / task).glob("*.json"))) == 2
+    assert sorted(p.name for p in archive.iterdir()) == ["math", "math-cpu.jsonl"]  # no staging left behind
     # Each task's seeded run starts at the archive's best value (CPU math: exactly).
     checks = {c["task"]: c for c in result["seeding"]}
     for task in TASKS:
