@@ -17,20 +17,15 @@ from __future__ import annotations
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from evo.config import RunConfig
 from evo.engine import Engine
 from evo.errors import EvoError
-from evo.eval.backends.base import Evaluator
 from evo.run_dir import RESUMABLE, RunLock, _check_writable, _make_dir
 from evo.store import DB_NAME, Store
 from evo.suite.layout import MEMBER_KEY, MEMBERS, SUITE_KEY, member_dir, suite_meta
 from evo.suite.tasks import Relation, load_suite_tasks, related_tasks, resolve_suite
-from evo.task import Task
-
-if TYPE_CHECKING:
-    from evo.eval.backends.kernel import WorkerPool
 
 # A model the suite's tasks share must be a server: an in-process model or a managed `vllm serve` would be
 # started once per task.
@@ -74,14 +69,11 @@ class SuiteParts:
     options: SuiteOptions
     members: dict[str, Engine]
     related: dict[str, list[Relation]]
-    pool: WorkerPool | None = None  # a kernel worker pool the tasks' evaluators share (closed with the suite)
 
     def release(self) -> None:
-        """Close every task's engine, the shared pool and the suite's store; drop the locks."""
+        """Close every task's engine and the suite's store; drop the locks."""
         for engine in self.members.values():
             engine.close()
-        if self.pool is not None:
-            self.pool.close()
         self.store.close()
         self.lock.release()
 
@@ -95,25 +87,6 @@ def _check_config(config: RunConfig) -> None:
                        "`evo seed RUN_DIR/tasks/<task> --from SOURCE`, then `evo resume RUN_DIR`")
     if config.ablation != "none":
         raise EvoError(f"--ablation {config.ablation} is a baseline of one task's search; run it per task")
-
-
-def _kernel_pool(run_dir: Path, tasks: list[Task], config: RunConfig) -> WorkerPool | None:
-    """One GPU worker pool for the suite's kernel tasks (as `evo bench`), `workers` candidates at once."""
-    kernels = [t for t in tasks if t.family == "kernels"]
-    if not kernels or config.backend != "local":
-        return None
-    from evo.eval.backends.kernel import WorkerPool  # imports torch: only for kernel suites
-
-    roots = sorted({t.root.parent.parent for t in kernels})
-    return WorkerPool(run_dir / "scratch", parallel_per_device=config.workers, task_roots=roots)
-
-
-def _evaluator(task: Task, config: RunConfig, scratch: Path, pool: WorkerPool | None) -> Evaluator | None:
-    if pool is None or task.family != "kernels":
-        return None  # the engine builds the family's own backend
-    from evo.eval.backends.kernel import KernelEvaluator
-
-    return KernelEvaluator(task, config.workers, scratch, pool=pool)
 
 
 def _member_config(config: RunConfig, task: str, options: SuiteOptions) -> RunConfig:
@@ -140,12 +113,10 @@ def create_suite(run_dir: Path, spec: str, config: RunConfig, options: SuiteOpti
     lock = RunLock.acquire(run_dir)
     store = Store.in_dir(run_dir)
     members: dict[str, Engine] = {}
-    pool: WorkerPool | None = None
     try:
-        pool = _kernel_pool(run_dir, tasks, config)
         for task in tasks:
             where = member_dir(run_dir, task.name)
-            engine = Engine.create(where, configs[task.name], _evaluator(task, config, where / "scratch", pool))
+            engine = Engine.create(where, configs[task.name])
             members[task.name] = engine
             engine.store.set_meta(MEMBER_KEY, "../..")
             engine.store.commit()
@@ -157,14 +128,14 @@ def create_suite(run_dir: Path, spec: str, config: RunConfig, options: SuiteOpti
         store.set_meta(SUITE_KEY, meta)
         store.log("suite_created", {"tasks": meta["tasks"], "options": meta["options"]})
     except BaseException:
-        parts = SuiteParts(run_dir, store, lock, config, options, members, {}, pool)
+        parts = SuiteParts(run_dir, store, lock, config, options, members, {})
         parts.release()
         shutil.rmtree(run_dir / MEMBERS, ignore_errors=True)
         (run_dir / DB_NAME).unlink(missing_ok=True)
         if new_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    return SuiteParts(run_dir, store, lock, config, options, members, related, pool)
+    return SuiteParts(run_dir, store, lock, config, options, members, related)
 
 
 def open_suite(run_dir: Path, overrides: dict[str, Any] | None = None) -> SuiteParts:
@@ -186,18 +157,16 @@ def open_suite(run_dir: Path, overrides: dict[str, Any] | None = None) -> SuiteP
     lock = RunLock.acquire(run_dir)
     store = Store.in_dir(run_dir)
     members: dict[str, Engine] = {}
-    pool: WorkerPool | None = None
     try:
         done = sum(_done(member_dir(run_dir, name)) for name in meta["tasks"])
         if config.budget < done:
             raise EvoError(f"budget {config.budget} is lower than the {done} evaluations this suite has already "
                            f"done: give --budget {done} or more")
         tasks = load_suite_tasks(meta.get("refs", meta["tasks"]))
-        pool = _kernel_pool(run_dir, tasks, config)
         per_task = {k: v for k, v in given.items() if k != "time_limit_s"}
         for task in tasks:
             where = member_dir(run_dir, task.name)
-            members[task.name] = Engine.open(where, per_task, _evaluator(task, config, where / "scratch", pool))
+            members[task.name] = Engine.open(where, per_task)
         related = {t: [Relation(str(r[0]), bool(r[1]), float(r[2])) for r in rs]
                    for t, rs in meta.get("related", {}).items()}
         stored = {**config.to_dict(), "task": "", "time_limit_s": None}
@@ -205,9 +174,9 @@ def open_suite(run_dir: Path, overrides: dict[str, Any] | None = None) -> SuiteP
             store.set_meta(SUITE_KEY, {**meta, "config": stored})
             store.log("config_changed", {"changes": {k: v for k, v in per_task.items()}, "by": "resume"})
     except BaseException:
-        SuiteParts(run_dir, store, lock, config, options, members, {}, pool).release()
+        SuiteParts(run_dir, store, lock, config, options, members, {}).release()
         raise
-    return SuiteParts(run_dir, store, lock, config, options, members, related, pool)
+    return SuiteParts(run_dir, store, lock, config, options, members, related)
 
 
 def _done(where: Path) -> int:
