@@ -17,7 +17,6 @@ Creating a run directory and reopening one live in evo/run_dir.py.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import dataclasses
 import gc
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from evo.admit import record_evaluation
+from evo.ast_parse import parse_source
 from evo.config import RunConfig
 from evo.embed import duplicate_threshold, make_embedder
 from evo.errors import EvoError, OperatorError
@@ -310,7 +310,7 @@ class Engine:
             return False
         if parse:  # 1-2 ms a program: skipped for operators whose children always parse
             try:
-                ast.parse(child.text)
+                parse_source(child.text)
             except SyntaxError as e:
                 self._reject(child, "parse_error", f"line {e.lineno}: {e.msg}", call)
                 return False

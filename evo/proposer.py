@@ -15,7 +15,6 @@ raises `ProposalProcessDied` and the engine carries on with the operators in its
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import os
 import pickle
@@ -28,6 +27,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from evo.ast_parse import parse_source
 from evo.errors import OperatorError
 from evo.program import Program, source_text
 
@@ -121,7 +121,7 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
             error: tuple[int | None, str] | None = None
             if parse and not getattr(op, "checks_syntax", False):
                 try:
-                    ast.parse(text)
+                    parse_source(text)
                 except SyntaxError as e:
                     error = (e.lineno, e.msg)
             vector = None if error else embedder.embed([text])[0]

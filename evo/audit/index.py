@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
+from evo.ast_parse import parse_source
 from evo.audit.names import Resolver, Scope, _stmt_targets, const_str, detour, module_name, reach, root_name
 from evo.audit.rules import (
     CACHE_DECORATORS,
@@ -454,7 +455,7 @@ def analyse(files: dict[str, str]) -> Analysis:
         if not path.endswith(".py"):
             continue
         try:
-            tree = ast.parse(text, filename=path)
+            tree = parse_source(text, filename=path)
         except SyntaxError as e:
             out.syntax_error = (path, e.lineno or 0, e.msg)
             return out

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from evo.ast_parse import parse_source
 from evo.audit.checks import Check, CheckResult, Level, Subject
 from evo.audit.index import Analysis, FunctionInfo, const_str
 from evo.audit.rules import (
@@ -298,7 +299,7 @@ def _reference_arity(task: object) -> int | None:
     if key not in _ARITY:
         _ARITY[key] = None
         try:
-            for stmt in ast.parse(path.read_text()).body:
+            for stmt in parse_source(path.read_text()).body:
                 if isinstance(stmt, ast.FunctionDef) and stmt.name == "run":
                     _ARITY[key] = len(stmt.args.posonlyargs) + len(stmt.args.args)
         except (OSError, SyntaxError):

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from evo.ast_parse import parse_source
 from evo.errors import OperatorError
 from evo.llm.reasoning import answer_of
 
@@ -237,7 +238,7 @@ def _fenced_blocks(text: str) -> list[tuple[str, str]]:
 def _parse(text: str) -> ast.Module | Exception:
     """The module of `text`, or the (traceback-free) exception that parsing it raised."""
     try:
-        return ast.parse(text)
+        return parse_source(text)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as e:  # null bytes, deep nesting
         return e.with_traceback(None)
 

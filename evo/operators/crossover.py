@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from evo.ast_parse import parse_source
 from evo.errors import OperatorError
 from evo.operators.base import Proposal, ProposalRequest
 from evo.operators.constants import parent_texts, with_main_text
@@ -120,7 +121,7 @@ def _span(node: ast.stmt) -> tuple[int, int]:
 @lru_cache(maxsize=8192)  # parents are elites, which churn: ~1,000 was a 45% miss rate at 10k stored
 def _analyse(text: str) -> _Module:
     try:
-        tree = ast.parse(text)
+        tree = parse_source(text)
     except SyntaxError as e:
         raise OperatorError(f"a parent does not parse: {e.msg} (line {e.lineno})") from None
     lines = tuple(text.splitlines(keepends=True))

@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 from deap import tools
 
+from evo.ast_parse import parse_expression, parse_source
 from evo.errors import OperatorError
 from evo.operators.base import Proposal, ProposalRequest
 from evo.operators.constants import lex, parent_texts, with_main_text
@@ -78,7 +79,7 @@ def _fail(line: int, reason: str) -> OperatorError:
 @lru_cache(maxsize=4096)  # relatives share their declarations: parse each distinct one once
 def _parse_spec(spec: str, line: int) -> tuple[Kind, tuple[Any, ...]]:
     try:
-        node = ast.parse(spec, mode="eval").body
+        node = parse_expression(spec).body
     except SyntaxError:
         raise _fail(line, f"cannot read the spec `{spec}`") from None
     if isinstance(node, ast.List):
@@ -122,7 +123,7 @@ def _char_col(line_text: str, byte_col: int) -> int:
 @lru_cache(maxsize=4096)
 def _parse_line(code: str) -> list[ast.stmt]:
     """One declaration line's statements (cached: callers only read the nodes)."""
-    return ast.parse(code).body
+    return parse_source(code).body
 
 
 def _parse_declaration(text: str, comment: tuple[int, int]) -> Parameter:

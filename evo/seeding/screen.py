@@ -3,12 +3,12 @@ already holds (or of an earlier seed), is dropped before evaluation, with the re
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from evo.ast_parse import parse_source
 from evo.population.novelty import NoveltyArchive
 from evo.program import Program, Status
 
@@ -36,7 +36,7 @@ def screen_seeds(programs: list[Program], vectors: list[np.ndarray], novelty: No
     for program, vector in zip(programs, vectors, strict=True):
         reason = kind = None
         try:
-            ast.parse(program.text)
+            parse_source(program.text)
         except SyntaxError as e:
             kind, reason = "parse_error", f"line {e.lineno}: {e.msg}"
         if kind is None:

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from evo.ast_parse import parse_source
 from evo.errors import EvoError
 from evo.tasks_import.common import (
     ORIGIN_FILE,
@@ -180,7 +181,7 @@ def import_kernelbench(path: Path, out: Path, force: bool = False) -> list[Path]
 def _import_one(path: Path, out: Path, force: bool) -> Path:
     try:
         text = path.read_text()
-        tree = ast.parse(text)
+        tree = parse_source(text)
     except (OSError, UnicodeDecodeError, SyntaxError) as e:
         raise EvoError(f"cannot read the KernelBench problem {path}: {e}") from e
     _check_problem(tree, path)
