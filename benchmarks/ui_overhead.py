@@ -4,9 +4,9 @@ load times on a store of 1,000,000 programs (issue 18).
 1. overhead: `evo run math/circle_packing_26 --budget B --workers 2` in a fresh run directory, in
    the order without, with, with, without (and again for more `--repeats`), so that a drift of the
    machine weighs on both alike. "with": once the run has stored its config, `evo ui RUN_DIR` serves it
-   and a headless Chromium keeps its page open (it polls as a person's would: overview every 2 s,
-   details every 6 s); without Chromium or Playwright, an HTTP client asks the same endpoints on the same
-   schedule. A run's rate is read from its store: evaluations per minute between its 10th evaluation
+   (with its defaults: at nice 19, pages refreshed every 5 s) and a headless Chromium keeps its page open
+   (it polls as a person's would: the overview every refresh, the details every third); without Chromium
+   or Playwright, an HTTP client asks the same endpoints on the same schedule, as the page does. A run's rate is read from its store: evaluations per minute between its 10th evaluation
    and its last (the start, the same for both, left out). The server's CPU seconds are reported too.
 2. scale: `evo ui STORE` on a store of a million programs (`--store`, e.g. the one that
    `benchmarks/load_scale.py --keep DIR` builds; `--build DIR` builds one here the same way): wall time
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -129,18 +130,22 @@ class Viewer:
             browser.close()
 
     def _http(self) -> None:
-        last_details = 0.0
+        with urllib.request.urlopen(self.url + "api/runs", timeout=60) as r:
+            refresh = float(json.loads(r.read())[0].get("refresh_s", 2.0))
+        held: dict[str, int] = {}  # the version of each answer held, sent back as ?since= (as the page does)
+        last_details = -math.inf
         while not self.stop.is_set():
-            paths = ["api/runs/0/overview"]
-            if time.monotonic() - last_details >= 6:
-                paths.append("api/runs/0/details")
+            paths = ["overview"]
+            if time.monotonic() - last_details >= 3 * refresh:
+                paths.append("details")
                 last_details = time.monotonic()
             for path in paths:
-                with urllib.request.urlopen(self.url + path, timeout=60) as r:
-                    r.read()
+                since = f"?since={held[path]}" if path in held else ""
+                with urllib.request.urlopen(f"{self.url}api/runs/0/{path}{since}", timeout=60) as r:
+                    held[path] = int(json.loads(r.read())["version"])
                 self.requests += 1
             self.ready.set()
-            self.stop.wait(2.0)
+            self.stop.wait(refresh)
 
     def close(self) -> None:
         self.stop.set()

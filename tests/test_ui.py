@@ -336,6 +336,8 @@ def test_kernel_suite_table(kernel_run: Path, finished: Path, request: pytest.Fi
         assert shown.locator(".t-sol").text_content() == "40.0674"  # 134,225,920 bytes at 3.35 TB/s
         assert shown.locator(".x-sol").text_content() == "1.99663×"  # 80 µs against it
         assert "H100 SXM" in page.locator("#suite").text_content()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "ui_kernel_suite.png"))
         assert "fusing the add helped" in page.locator(".run").nth(0).locator(".lessons").text_content()
         assert page.locator(".run").nth(1).locator(".lessons-box").is_hidden()
         page.close()
