@@ -249,11 +249,12 @@ def serve(device: str, session: Path, parallel: int) -> None:
     out = sys.stdout
 
     def answer(job: dict[str, Any], payload: dict[str, Any]) -> None:
-        out.write(json.dumps({"id": job["id"], **payload}) + "\n")
-        out.flush()
+        # The job's folders go before its answer: whoever reads the answer finds them gone, never half removed.
         for folder in (job.get("workdir"), job.get("expected_dir")):  # this worker's own folders for the job
             if folder:
                 shutil.rmtree(folder, ignore_errors=True)
+        out.write(json.dumps({"id": job["id"], **payload}) + "\n")
+        out.flush()
 
     datas: dict[tuple[str, int], WorkloadData] = {}
 
