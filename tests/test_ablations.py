@@ -46,6 +46,7 @@ def test_best_of_n_makes_children_of_the_seeds_only_and_keeps_to_it_on_resume(tm
     store.close()
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: `make test-slow` (make test stays within CI's 20 minutes)
 def test_random_parent_draws_programs_that_map_elites_never_would(tmp_path: Path) -> None:
     run_dir = tmp_path / "random"
     result = subprocess.run([sys.executable, "-m", "evo", "run", TASK, "--run-dir", str(run_dir), "--budget", "40",

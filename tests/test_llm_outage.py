@@ -38,6 +38,7 @@ async def _until(condition, timeout_s: float, what: str) -> None:  # type: ignor
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: `make test-slow` (make test stays within CI's 20 minutes)
 def test_run_pauses_while_the_server_is_down_and_resumes_when_it_is_back(
     llm_server: tuple[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -151,6 +152,7 @@ def test_managed_server_starts_on_first_call_restarts_after_a_crash_and_stops(
     assert log.count("=== evo: starting") == 2  # one log for the run, both starts in it
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: `make test-slow` (make test stays within CI's 20 minutes)
 def test_managed_server_is_stopped_when_closed_and_starts_afresh(llm_server: tuple[str, Path], tmp_path: Path) -> None:
     """aclose (what the engine does at the end of a run, also after an error or Ctrl-C) stops the
     server's whole process group, and a later call starts it afresh (not counted as a crash)."""

@@ -127,6 +127,7 @@ def _run_config(tmp_path: Path) -> Path:
     return config
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: `make test-slow` (make test stays within CI's 20 minutes)
 def test_run_with_vllm_spec_serves_for_the_run_and_stops_at_its_end(
     llm_server: tuple[str, Path], tmp_path: Path
 ) -> None:
@@ -151,6 +152,7 @@ def test_run_with_vllm_spec_serves_for_the_run_and_stops_at_its_end(
     assert llm_calls and all(c["endpoint"] == f"http://127.0.0.1:{port}" for c in llm_calls)
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: `make test-slow` (make test stays within CI's 20 minutes)
 def test_ctrl_c_stops_the_run_and_its_server(llm_server: tuple[str, Path], tmp_path: Path) -> None:
     from llm_fixtures import server_env
 
