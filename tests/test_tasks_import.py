@@ -124,6 +124,7 @@ def test_the_cli_imports_and_refuses_to_overwrite(tmp_path: Path) -> None:
     first = evo("tasks", "import", "kernelbench", str(problem), "--out", str(out), tasks_path=out)
     assert first.returncode == 0, first.stderr
     assert (out / "double_softplus" / "task.toml").is_file()
+    assert "origin.json" in first.stdout and "reference.py" in first.stdout  # what was written, as it is there
     listed = evo("tasks", tasks_path=out)
     assert listed.returncode == 0 and "double_softplus" in listed.stdout
     again = evo("tasks", "import", "kernelbench", str(problem), "--out", str(out), tasks_path=out)

@@ -79,8 +79,9 @@ def _interpret_without_gpu() -> None:
 
 
 def _report(folders: list[Path]) -> None:
-    for folder in folders:
-        out.print(f"wrote {folder}/: task.toml, reference.py, problem.py, prompt.md, seed.py", highlight=False)
+    for folder in folders:  # what the importer wrote, read from the folder rather than a list kept here
+        names = ", ".join(sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")))
+        out.print(f"wrote {folder}/: {names}", highlight=False)
     if folders:
         first = folders[0]
         out.print(f"try it:  EVO_TASKS_PATH={first.parent} evo eval {first.name} {first / 'seed.py'}",
