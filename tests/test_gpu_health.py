@@ -47,3 +47,15 @@ def test_which_failed_jobs_make_a_gpu_suspect() -> None:
     assert suspicious("timeout", None)
     assert not suspicious("invalid", "max abs error 0.5 > 1e-3: the output is wrong")
     assert not suspicious("error", "NameError: name 'tl' is not defined")
+
+
+def test_the_re_probe_back_off_is_read_from_its_setting() -> None:
+    from evo.errors import EvoError
+    from evo.eval.backends.ray import REPROBE_S, reprobe_setting
+
+    assert reprobe_setting("") == REPROBE_S == (60.0, 600.0)
+    assert reprobe_setting("5,40") == (5.0, 40.0) and reprobe_setting("30") == (30.0, 30.0)
+    assert reprobe_setting("0") is None
+    for bad in ("40,5", "-1", "soon", "1,2,3"):
+        with pytest.raises(EvoError, match="expected FIRST,MAX seconds"):
+            reprobe_setting(bad)

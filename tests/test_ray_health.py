@@ -133,6 +133,46 @@ def test_a_gpu_found_sick_mid_run_is_drained_and_its_jobs_move_once(cluster: Clu
             cluster.remove_node(node)
 
 
+def test_a_drained_gpu_returns_to_service_once_its_probe_passes_again(cluster: Cluster, tmp_path: Path) -> None:
+    """The GPU goes bad (the fault file says so) under a job: drained, probed again after the back-off (and
+    found still sick while the file holds), back in the pool once the file is cleared; the job it lost runs
+    there, and the actor asked for in its place (waiting for a GPU: none is free) is called off."""
+    fault = tmp_path / "fault"
+    fault.write_text("")
+    node = _gpu_node(cluster, fault)
+    task = load_task(TASK)
+    evaluator = RayEvaluator(task, 1, tmp_path / "scratch", kind="gpu", gpu_resource=GPU, slots_per_actor=1,
+                             reprobe_s=(0.5, 1.0))
+    pipeline = Pipeline(task, evaluator)
+    try:
+        (first,) = evaluator._members
+
+        async def main() -> object:
+            fault.write_text("error")
+            failing = asyncio.create_task(pipeline.evaluate(Program(source=CUDA_FAILURE)))
+            await evaluator.wait_until(lambda: first.name in evaluator.drained and evaluator.reprobes >= 2)
+            assert not failing.done() and not evaluator._members, "still drained while the fault holds"
+            assert evaluator._spawning == 1, "another actor was asked for in its place"
+            fault.write_text("")
+            await evaluator.wait_until(lambda: evaluator.restored == 1)
+            result = await failing
+            await evaluator.wait_until(lambda: evaluator._spawning == 0)
+            return result
+
+        result = asyncio.run(main())
+        # the failure stays the candidate's: the GPU it ran on last passed its probe
+        assert result.failure == "error" and "illegal memory access" in (result.error or "")  # type: ignore[attr-defined]
+        assert [m.name for m in evaluator._members] == [first.name] and not evaluator.drained
+        assert not evaluator._starting and evaluator.requeued == 1 and evaluator.infrastructure_failures == 0
+        status = _status_of(first.name)
+        assert status["health"] == "healthy" and status["drained_reason"] is None
+        assert pipeline.evaluate_sync(Program(source=_seed())).ok
+        assert sorted(a["name"] for a in cluster_status()["actors"]) == [first.name], "the replacement is gone"
+    finally:
+        pipeline.close()
+        cluster.remove_node(node)
+
+
 _TOY_SERVER = '''
 import sys, threading
 sys.path.insert(0, {repo!r})

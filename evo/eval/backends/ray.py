@@ -29,15 +29,22 @@ once (`Store.record_evaluation`), so the budget ends at exactly N. A GPU actor w
 probe (`gpu_health.py`: at its start, or after a job failed as a sick GPU makes jobs fail) is drained: it
 takes no more jobs, the jobs it held come back marked and go to another actor the same way (once), it stays
 up, holding its GPU so that nothing else lands there, and `evo cluster status` shows it and why; another
-actor is asked for in its place (it starts when a GPU is free, e.g. a node joins).
+actor is asked for in its place (it starts when a GPU is free, e.g. a node joins). A drained actor is probed
+again after a back-off (`reprobe_s`, or $EVO_GPU_REPROBE_S as `FIRST,MAX`: 60 s doubling to 10 min by
+default; `0` never): one whose probe passes goes back into the pool, and a replacement still waiting for a GPU
+is called off in its place.
 
-Ray is imported only here, in `ray_actor.py` and in `ray_llm.py`; without it, an `EvoError` names `pip install 'evo[cluster]'`.
+Rungs: `run(job)` (the pipeline's `JobRunner`) sends the job's rung and its settings with it, and the actor's
+family backend runs the job at that rung where it takes jobs (the training harness's `short` rung); where it
+runs whole evaluations only (the kernel harness) a rung other than the last is refused here, before sending.
+
+Ray is imported only in `ray_connect.py` (`import_ray`), `ray_actor.py` and `ray_llm.py`; without it, an `EvoError`
+names `pip install 'evo[cluster]'`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import os
@@ -46,70 +53,33 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from evo.errors import EvoError
 from evo.eval.backends.base import EvalResult
+from evo.eval.backends.ray_connect import (
+    NAMESPACE,
+    RUN_ENV,
+    connect,
+    disconnect,
+    first_line,
+    import_ray,
+    simulated_result,
+    task_files,
+)
 from evo.eval.families import family_of
-from evo.eval.families.base import task_hash
+from evo.eval.families.base import Job, task_hash
 from evo.program import Program, source_files
 from evo.task import Task
 
 log = logging.getLogger("evo.ray")
+__all__ = ["INFRASTRUCTURE", "NAMESPACE", "RUN_ENV", "RayEvaluator", "connect", "disconnect", "import_ray",
+           "reprobe_setting", "simulated_result", "task_files"]
 
-NAMESPACE = "evo"  # the namespace of evo's named actors: `evo cluster status` finds them there
 INFRASTRUCTURE = "infrastructure"  # the failure kind of a job lost twice with its actor or node
-# The run's settings one machine hands its evaluators through the environment (evo/cli/run.py sets them):
-# forwarded to every actor, on every node. Node-local ones (EVO_DATA, EVO_TRAIN_DEVICE, paths) are not.
-RUN_ENV = ("EVO_TRAIN_BUDGET_S",)
 ATTEMPTS = 2  # a job lost with its actor is sent once more, to another actor
-_EVO_PACKAGE = Path(__file__).resolve().parents[2]
-
-
-def import_ray() -> ModuleType:
-    """The `ray` module, or an `EvoError` that says how to install it."""
-    try:
-        import ray
-    except ImportError as e:
-        raise EvoError("the Ray backend needs Ray, which is not installed: pip install 'evo[cluster]'") from e
-    return ray
-
-
-def connect(address: str | None = None, ship_code: bool = True) -> ModuleType:
-    """Connect this process to a Ray cluster (`address`, else $RAY_ADDRESS, else a Ray started here), once.
-    `ship_code`: evo's own code travels to every node with this driver's job (nodes need only Ray and evo's
-    dependencies); a driver that runs no actors (`evo cluster status`) sends nothing."""
-    ray = import_ray()
-    if not ray.is_initialized():
-        env = {"py_modules": [str(_EVO_PACKAGE)], "excludes": ["__pycache__", "*.pyc"]} if ship_code else None
-        try:
-            # log_to_driver=False: the actors' output stays in the nodes' Ray logs instead of breaking the
-            # engine's live display; what a job printed comes back in its answer.
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING,
-                     runtime_env=env)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            where = address or "$RAY_ADDRESS"
-            raise EvoError(f"cannot connect to the Ray cluster at {where}: {e}. Start one with `ray start --head` "
-                           "(and `ray start --address HEAD:6379` on each other node), then pass --ray-address "
-                           "auto or ray://HEAD:10001") from e
-    return ray
-
-
-def task_files(task: Task) -> dict[str, bytes]:
-    """What every node gets of the task, by path under a `tasks/` folder: the task's folder and the loose files
-    of its family's folder (shared modules such as `tasks/math/circle_packing.py` that a reference imports)."""
-    files: dict[str, bytes] = {}
-    root = Path(task.root)
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if path.is_file() and not any(p == "__pycache__" or p.startswith(".") for p in rel.parts):
-            files[f"{task.name}/{rel.as_posix()}"] = path.read_bytes()
-    family = task.name.rsplit("/", 1)[0] if "/" in task.name else ""
-    for shared in sorted(root.parent.iterdir()):
-        if shared.is_file() and shared.suffix == ".py":
-            files[f"{family}/{shared.name}".lstrip("/")] = shared.read_bytes()
-    return files
+REPROBE_ENV = "EVO_GPU_REPROBE_S"  # "FIRST,MAX": seconds before a drained GPU's first re-probe, and the cap
+REPROBE_S = (60.0, 600.0)  # the back-off doubles from the first to the cap
 
 
 @dataclass
@@ -123,6 +93,35 @@ class _Member:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class _Sick:
+    """A drained GPU actor, kept up: when its GPU is probed next (`due`, monotonic) and the back-off now."""
+
+    name: str
+    handle: Any
+    delay: float
+    due: float
+    task: asyncio.Task[None] | None = None
+
+
+def reprobe_setting(value: str | None = None) -> tuple[float, float] | None:
+    """The re-probe back-off from `FIRST,MAX` (or one number for both; `0`: never), default $EVO_GPU_REPROBE_S."""
+    text = (os.environ.get(REPROBE_ENV, "") if value is None else value).strip()
+    if not text:
+        return REPROBE_S
+    try:
+        first, *rest = (float(part) for part in text.split(","))
+        cap = rest[0] if rest else first
+    except ValueError:
+        first = cap = -1.0
+    if first == 0:
+        return None
+    if not 0 < first <= cap or len(text.split(",")) > 2:
+        raise EvoError(f"{REPROBE_ENV}={text!r}: expected FIRST,MAX seconds with 0 < FIRST <= MAX (e.g. 60,600), "
+                       "or 0 to leave drained GPUs drained")
+    return first, cap
+
+
 class RayEvaluator:
     """Evaluates programs on a Ray cluster's actors; `workers` evaluations in flight in all.
 
@@ -132,12 +131,14 @@ class RayEvaluator:
     actor runs at once (default 4 per GPU, 1 per CPU actor). `gpu_resource`: the resource an actor of kind
     "gpu" asks one of ("GPU"; a custom resource stands in for a GPU in the tests). `actor_options`: keyword
     arguments for the actors' constructor (the harness's `config`, the simulation's `seconds`, ...).
+    `reprobe_s`: (first, max) seconds of the back-off before a drained GPU is probed again (default
+    `reprobe_setting()`); None never probes it again.
     """
 
     def __init__(self, task: Task, workers: int, scratch: Path, *, address: str | None = None,
                  kind: str | None = None, actors: int | None = None, slots_per_actor: int | None = None,
                  gpu_resource: str = "GPU", actor_options: dict[str, Any] | None = None,
-                 ready_timeout_s: float = 300.0):
+                 ready_timeout_s: float = 300.0, reprobe_s: tuple[float, float] | None | str = "env"):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self._started_ray = not import_ray().is_initialized()  # then `close` shuts down the Ray it starts
@@ -150,6 +151,12 @@ class RayEvaluator:
         if self.kind not in KINDS:
             raise EvoError(f"unknown Ray actor kind {self.kind!r}; valid values: {', '.join(KINDS)}")
         self._digest = task_hash(task)  # the engine's view of the folder, as in every job the pipeline builds
+        self._last_rung = family_of(task).fidelities[-1].name
+        self.runs_rungs = False  # whether the actors' backend takes jobs at any rung (set by the first actor up)
+        self._backend_name = "backend"
+        self._reprobe = reprobe_setting() if reprobe_s == "env" else reprobe_s
+        if isinstance(self._reprobe, str):
+            raise ValueError(f"reprobe_s must be (first, max) seconds or None, got {reprobe_s!r}")
         # The task's files go to each actor once, through the object store (a local folder is refused in an
         # actor's runtime_env; the job's is fixed when the driver connects, before any task is known).
         self._files = self._ray.put(task_files(task))
@@ -165,7 +172,9 @@ class RayEvaluator:
             self._options["runtime_env"] = {"env_vars": self.env}  # merged with the job's (evo's code)
         self._members: list[_Member] = []
         self.drained: dict[str, str] = {}  # actor name -> why it takes no jobs (task folder differs, GPU sick)
-        self._sick: list[Any] = []  # drained GPU actors, kept up (holding their GPUs) until `close`
+        self._sick: dict[str, _Sick] = {}  # drained GPU actors, kept up (holding their GPUs), probed again
+        self.reprobes = 0  # probes of drained GPUs that came back (passed or not)
+        self.restored = 0  # drained actors back in service after a probe passed
         self.lost = 0  # actors lost with a job in hand
         self.requeued = 0  # jobs sent again after their actor was lost
         self.infrastructure_failures = 0
@@ -231,7 +240,7 @@ class RayEvaluator:
             try:
                 self._admit(name, handle, ray.get(ref))
             except ray.exceptions.RayError as e:
-                failures.append(f"{name}: {_first_line(e)}")
+                failures.append(f"{name}: {first_line(e)}")
         if failures:
             log.warning("%d of %d Ray actor(s) did not start: %s", len(failures), count, "; ".join(failures))
         if not self._members:
@@ -250,7 +259,7 @@ class RayEvaluator:
             why = f"actor {name} on node {info.get('node_ip')} was drained: {info['drained_reason']}"
             log.warning("%s", why)
             self.drained[name] = why
-            self._sick.append(handle)
+            self._quarantine(name, handle)
             return False
         if info.get("task_hash") != self._digest:
             why = (f"task {self.task.name!r} differs on node {info.get('node_ip')} from the engine's (folder hash "
@@ -259,6 +268,8 @@ class RayEvaluator:
             self.drained[name] = why
             self._kill_all([handle])
             return False
+        if not self._members:  # every actor of a pool runs the same family backend
+            self.runs_rungs, self._backend_name = bool(info.get("runs_rungs")), str(info.get("backend"))
         self._members.append(_Member(name, handle, self.slots, info=info))
         self._touch()
         return True
@@ -297,6 +308,7 @@ class RayEvaluator:
         """A slot of a live actor (one not in `avoid` where one is free), waiting until one frees up. None when
         no actor is left and none is starting."""
         cond = self._condition()
+        self._schedule_reprobes()  # those drained before a loop ran (at the start) get theirs here
         async with cond:
             while True:
                 free = [m for m in self._members if m.load < m.slots]
@@ -306,7 +318,7 @@ class RayEvaluator:
                     pick.load += 1
                     self._touch()
                     return pick
-                if not self._members and not self._spawning:
+                if not self._members and not self._spawning and not (self._sick and self._reprobe):
                     return None
                 await cond.wait()
 
@@ -318,10 +330,30 @@ class RayEvaluator:
         self._touch()
 
     async def evaluate(self, program: Program) -> EvalResult:
-        """Run one program on an actor: its raw outputs or its scored report, no verdict (the pipeline audits)."""
+        """Run one program on an actor, the whole evaluation: its raw outputs or its scored report, no verdict
+        (the pipeline audits)."""
+        return await self._send({"program_id": program.id, "files": source_files(program.source),
+                                 "task": self.task.name, "task_hash": self._digest, "fidelity": None})
+
+    async def run(self, job: Job) -> EvalResult:
+        """The job at its rung on an actor (the rung and its settings travel in the message). A rung other than
+        the last is refused here, before anything is sent, when the actors' backend runs whole evaluations only."""
+        if job.task != self.task.name:
+            raise EvoError(f"this Ray pool runs {self.task.name!r}, not {job.task!r}: build one pool per task")
+        if job.task_hash != self._digest:
+            raise EvoError(f"task {job.task!r} differs from the one sent to the Ray actors (folder hash "
+                           f"{self._digest} there, {job.task_hash} in the job): its folder changed since")
+        if job.fidelity != self._last_rung and not self.runs_rungs:
+            raise EvoError(f"the Ray actors' {self._backend_name} runs only the whole evaluation "
+                           f"({self._last_rung!r}), not the rung {job.fidelity!r}")
+        return await self._send({"program_id": job.program_id, "files": dict(job.files), "task": job.task,
+                                 "task_hash": job.task_hash, "fidelity": job.fidelity,
+                                 "settings": dict(job.settings)})
+
+    async def _send(self, job: dict[str, Any]) -> EvalResult:
+        """Send a job to a free actor, once more to another if the first is lost; its answer, or a failure of
+        kind `infrastructure`."""
         ray = self._ray
-        job = {"program_id": program.id, "files": source_files(program.source), "task": self.task.name,
-               "task_hash": self._digest}
         start = time.perf_counter()
         tried: set[str] = set()
         losses: list[str] = []
@@ -334,7 +366,7 @@ class RayEvaluator:
             try:
                 answer = await member.handle.evaluate.remote(job)
             except ray.exceptions.RayError as e:
-                losses.append(f"{member.name}: {_first_line(e)}")
+                losses.append(f"{member.name}: {first_line(e)}")
                 if isinstance(e, ray.exceptions.RayActorError):
                     self._lose(member, e)
                 if attempt + 1 < ATTEMPTS:
@@ -342,6 +374,8 @@ class RayEvaluator:
                 continue
             finally:
                 await self._release(member)
+            if answer.get("unsupported"):  # the driver's check above missed it: an actor of another backend
+                raise EvoError(str(answer["unsupported"]))
             if answer.pop("refused", False):
                 losses.append(str(answer.get("error")))
                 self._drain(member, str(answer.get("error")))
@@ -371,7 +405,7 @@ class RayEvaluator:
         self.lost += 1
         self._touch()
         log.warning("Ray actor %s on %s was lost: %s; starting another", member.name, member.info.get("node_ip"),
-                    _first_line(error))
+                    first_line(error))
         self._ask_replacement()
 
     def _ask_replacement(self) -> None:
@@ -391,10 +425,76 @@ class RayEvaluator:
         if not self._remove(member):
             return  # another job of the same actor reported it first
         self.drained[member.name] = f"actor {member.name} on node {member.info.get('node_ip')} was drained: {why}"
-        self._sick.append(member.handle)
+        self._quarantine(member.name, member.handle)
         self._touch()
         log.warning("%s; asking for another GPU actor", self.drained[member.name])
         self._ask_replacement()
+
+    def _quarantine(self, name: str, handle: Any) -> None:
+        """Keep a drained GPU actor up, to be probed again after the back-off (never, without `reprobe_s`)."""
+        first = self._reprobe[0] if self._reprobe else math.inf
+        self._sick[name] = _Sick(name, handle, first, time.monotonic() + first)
+        self._schedule_reprobes()
+
+    def _schedule_reprobes(self) -> None:
+        """A re-probe task for each drained actor that lacks one in this event loop (none outside a loop:
+        `_acquire` schedules them once evaluations run)."""
+        if self._reprobe is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        for sick in self._sick.values():
+            if sick.task is None or sick.task.done() or sick.task.get_loop() is not loop:
+                sick.task = loop.create_task(self._reprobe_loop(sick))
+
+    async def _reprobe_loop(self, sick: _Sick) -> None:
+        """Probe a drained GPU again whenever its back-off ends, doubling the back-off (up to its cap) after each
+        probe that fails; one that passes returns the actor to the pool."""
+        ray = self._ray
+        assert self._reprobe is not None
+        while self._sick.get(sick.name) is sick:
+            await asyncio.sleep(max(0.0, sick.due - time.monotonic()))
+            try:
+                info = await sick.handle.reprobe.remote()
+            except ray.exceptions.RayActorError as e:  # lost with its node: nothing left to bring back
+                log.warning("drained Ray actor %s was lost: %s", sick.name, first_line(e))
+                self._sick.pop(sick.name, None)
+                await self._wake()
+                return
+            except ray.exceptions.RayError as e:
+                info = {"drained_reason": f"the re-probe failed: {first_line(e)}"}
+            self.reprobes += 1
+            if info.get("drained_reason"):
+                sick.delay = min(sick.delay * 2, self._reprobe[1])
+                sick.due = time.monotonic() + sick.delay
+                self._touch()
+                continue
+            del self._sick[sick.name]
+            self.drained.pop(sick.name, None)
+            self.restored += 1
+            log.warning("drained Ray actor %s on %s passed its GPU probe again: back in service", sick.name,
+                        info.get("node_ip"))
+            self._call_off_replacement()
+            self._admit(sick.name, sick.handle, info)
+            await self._wake()
+            return
+
+    async def _wake(self) -> None:
+        """The pool changed outside a job: jobs waiting for a slot look again."""
+        self._touch()
+        cond = self._condition()
+        async with cond:
+            cond.notify_all()
+
+    def _call_off_replacement(self) -> None:
+        """A drained actor came back: one replacement still starting (waiting for a GPU, maybe the one it holds)
+        is not needed any more. One that came up already stays (the pool is one actor larger then)."""
+        for task in self._replacements:
+            if not task.done():
+                task.cancel()
+                return
 
     async def _replace(self) -> None:
         """Start an actor in place of a lost one; it joins the pool once its constructor ran (it may wait for
@@ -408,8 +508,11 @@ class RayEvaluator:
                 self._starting[name] = handle  # killed by `close` if it never comes up
                 try:
                     info = await handle.ready.remote()
+                except asyncio.CancelledError:  # called off (a drained actor came back) or closing
+                    self._kill_all([handle])
+                    raise
                 except ray.exceptions.RayError as e:
-                    log.warning("a replacement Ray actor failed to start: %s", _first_line(e))
+                    log.warning("a replacement Ray actor failed to start: %s", first_line(e))
                     continue
                 finally:
                     self._starting.pop(name, None)
@@ -430,13 +533,14 @@ class RayEvaluator:
 
     def close(self) -> None:
         """Stop every actor (a GPU actor stops its worker first); shut Ray down if this evaluator started it."""
-        for task in list(self._replacements):
+        for task in [*self._replacements, *(s.task for s in self._sick.values() if s.task is not None)]:
             task.cancel()
         try:
             self._ray.get([m.handle.close.remote() for m in self._members], timeout=60)
         except Exception:  # noqa: BLE001 - dead actors stop their workers by dying
             pass
-        self._kill_all([*(m.handle for m in self._members), *self._starting.values(), *self._sick])
+        self._kill_all([*(m.handle for m in self._members), *self._starting.values(),
+                        *(s.handle for s in self._sick.values())])
         self._members.clear()
         self._starting.clear()
         self._sick.clear()
@@ -454,24 +558,3 @@ def _result(answer: dict[str, Any]) -> EvalResult:
     if answer.get("output") is not None:  # what the candidate printed, where the local backend keeps it
         result.output = answer["output"]
     return result
-
-
-def simulated_result(source: object, seconds: float, ranges: list[tuple[float, float]]) -> EvalResult:
-    """A made-up result for a source, the same on every call: a score in [0, 1) and descriptors inside
-    `ranges` (the simulated evaluators of `benchmarks/scale.py`)."""
-    digest = hashlib.sha256(repr(source).encode()).digest()
-    fractions = [b / 256 for b in digest]
-    descriptors = tuple(lo + (hi - lo) * fractions[1 + i] for i, (lo, hi) in enumerate(ranges))
-    return EvalResult(True, score=fractions[0], descriptors=descriptors, wall_s=seconds)
-
-
-def disconnect() -> None:
-    """Leave the Ray cluster this process connected to (`connect`); a Ray started here stops."""
-    ray = import_ray()
-    if ray.is_initialized():
-        ray.shutdown()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:500]

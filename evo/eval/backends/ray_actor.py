@@ -6,8 +6,10 @@ differs is refused, never run. It never runs candidate code itself: it hands eac
 own backend, built on this node as one machine builds it (the sandbox for `math`; the zygote worker and its
 judge on the actor's GPU for `kernels`; the training harness for `training`). A GPU actor probes its GPU
 (`gpu_health.py`) before it takes jobs and after a job failed as a sick GPU makes jobs fail, and drains
-itself when the probe fails. Answers are plain dicts: the candidate's raw outputs or the harness's report,
-for the driver to score and audit.
+itself when the probe fails; the driver asks a drained actor to probe again after a back-off (`reprobe`),
+and one whose probe passes takes jobs again. A job's rung (`fidelity`, with its settings) reaches the family's
+backend as a `Job` where that backend takes jobs (`JobRunner`). Answers are plain dicts: the candidate's raw
+outputs or the harness's report, for the driver to score and audit.
 
 Only this module, `ray.py` and `ray_llm.py` import Ray.
 """
@@ -28,10 +30,10 @@ from typing import Any
 
 import ray
 
-from evo.eval.backends.base import EvalResult, Evaluator
+from evo.eval.backends.base import EvalResult, Evaluator, JobRunner
 from evo.eval.backends.gpu_health import PROBE_TIMEOUT_S, Health, probe, suspicious
-from evo.eval.backends.ray import RUN_ENV, simulated_result
-from evo.eval.families.base import task_hash
+from evo.eval.backends.ray_connect import RUN_ENV, simulated_result
+from evo.eval.families.base import Job, task_hash
 from evo.program import MAIN_FILE, Program
 from evo.task import TASKS_ENV, Task, load_task
 
@@ -100,6 +102,9 @@ class _NodeTask:
         os.environ[TASKS_ENV] = os.pathsep.join(filter(None, [str(here), os.environ.get(TASKS_ENV)]))
         self.task: Task = load_task(task_name)
         self.digest = task_hash(self.task, fresh=True)
+        from evo.eval.families import family_of
+
+        self.last_rung = family_of(self.task).fidelities[-1].name
 
     def refusal(self, wanted: str) -> dict[str, Any] | None:
         """The answer that refuses a job whose task hash is not this node's, or None."""
@@ -150,6 +155,9 @@ class EvalActor:
         self.device = "cpu"
         self.health: Health | None = None  # the last probe's (GPU actors only)
         self.drained: str | None = None  # why this actor takes no more jobs
+        self._last_drain = ""
+        self._drains = 0  # times it was drained: a job that saw one begin while it ran is not believed
+        self._slots, self._options = slots, backend_options  # for a backend built once a re-probe passes
         self._probe_started = -math.inf
         self._probe_lock = asyncio.Lock()
         self.backend: Evaluator | None = None
@@ -163,7 +171,7 @@ class EvalActor:
             self._probe_started = time.monotonic()
             self.health = probe(self.device, probe_timeout_s)  # before the harness: a sick GPU starts nothing
             if not self.health.ok:
-                self.drained = self.health.reason
+                self._drain(self.health.reason)
                 return
         self.backend = self._backend(slots, backend_options)
 
@@ -180,9 +188,10 @@ class EvalActor:
         return family.backend(task, slots, scratch, **options)
 
     async def ready(self) -> dict[str, Any]:
-        """Who and where this actor is, its task hash (the driver drains one whose hash differs), its health
-        and the run's settings it got."""
+        """Who and where this actor is, its task hash (the driver drains one whose hash differs), its health,
+        its backend (whether it takes jobs at any rung) and the run's settings it got."""
         return {**_identity(self.name, self.counters, self.node_task.digest), "kind": self.kind,
+                "backend": type(self.backend).__name__, "runs_rungs": isinstance(self.backend, JobRunner),
                 "device": self.device, "env": {k: os.environ.get(k) for k in RUN_ENV},
                 "health": "drained" if self.drained else "healthy" if self.health else "-",
                 "drained_reason": self.drained, "probe": self.health.to_dict() if self.health else None}
@@ -198,13 +207,22 @@ class EvalActor:
             return refused
         if self.drained or self.backend is None:
             return self._drained_answer()
+        fidelity = job.get("fidelity")
+        runner = self.backend if isinstance(self.backend, JobRunner) else None
+        last = self.node_task.last_rung
+        if runner is None and fidelity not in (None, last):
+            return {"unsupported": f"the Ray actors' {type(self.backend).__name__} runs only the whole evaluation "
+                                   f"({last!r}), not the rung {fidelity!r}"}
         self.counters.start()
-        started = time.monotonic()
-        program = Program(source=_source(job["files"]), id=job["program_id"])
+        started, drains = time.monotonic(), self._drains
         result: EvalResult | None = None
         try:
             try:
-                result = await self.backend.evaluate(program)
+                if runner is not None and fidelity is not None:
+                    result = await runner.run(Job(job["program_id"], dict(job["files"]), self.node_task.task.name,
+                                                  job["task_hash"], fidelity, dict(job.get("settings") or {})))
+                else:
+                    result = await self.backend.evaluate(Program(source=_source(job["files"]), id=job["program_id"]))
             except Exception as e:  # the harness itself broke (a reference that died on the GPU, ...)
                 self.counters.last_error = f"{type(e).__name__}: {e}"[:300]
                 if self.kind == "gpu":
@@ -214,12 +232,12 @@ class EvalActor:
             else:
                 if self.kind == "gpu" and not result.ok and suspicious(result.failure, result.error):
                     await self._recheck(started)
-            if self.drained:  # the GPU was found sick while this job ran on it: its answer is not believed
+            if self.drained or self._drains != drains:  # the GPU was found sick while this job ran: not believed
                 return self._drained_answer()
             assert result is not None
             return _answer(result, node_ip=_node_ip(), actor=self.name)
         finally:
-            self.counters.finish(result, counted=not self.drained)
+            self.counters.finish(result, counted=not self.drained and self._drains == drains)
 
     async def _recheck(self, since: float) -> None:
         """Probe the GPU again, unless a probe started after `since` (a failure of several jobs at once is
@@ -230,12 +248,32 @@ class EvalActor:
                 self.health = await asyncio.to_thread(probe, self.device, self.probe_timeout_s)
             if not self.health or self.health.ok or self.drained:
                 return
-            self.drained = self.health.reason
+            self._drain(self.health.reason)
             log.warning("Ray actor %s drained: %s", self.name, self.drained)
 
+    def _drain(self, why: str) -> None:
+        self.drained = self._last_drain = why
+        self._drains += 1
+
+    async def reprobe(self) -> dict[str, Any]:
+        """Probe the GPU again (the driver asks a drained actor after a back-off): a probe that passes returns
+        the actor to service (its harness started if the GPU was sick from the start); `ready`'s answer."""
+        async with self._probe_lock:
+            self._probe_started = time.monotonic()
+            self.health = await asyncio.to_thread(probe, self.device, self.probe_timeout_s)
+            if not self.health.ok:
+                self._drain(self.health.reason)
+            elif self.drained:
+                if self.backend is None:
+                    self.backend = await asyncio.to_thread(self._backend, self._slots, self._options)
+                log.warning("Ray actor %s passed its GPU probe again: back in service", self.name)
+                self.drained = None
+        return await self.ready()
+
     def _drained_answer(self) -> dict[str, Any]:
-        error = f"the GPU of actor {self.name} on node {_node_ip()} is drained: {self.drained}"
-        return _answer(EvalResult(False, failure="infrastructure", error=error), drained=self.drained)
+        why = self.drained or self._last_drain
+        error = f"the GPU of actor {self.name} on node {_node_ip()} is drained: {why}"
+        return _answer(EvalResult(False, failure="infrastructure", error=error), drained=why)
 
     def close(self) -> None:
         """Stop the backend (a GPU actor's worker and its judge; an actor that dies closes the worker's stdin,

@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from evo.errors import EvoError
-from evo.eval.backends.ray import NAMESPACE, _first_line, connect
+from evo.eval.backends.ray_connect import NAMESPACE, connect, first_line
 from evo.llm.endpoints import Endpoint
 
 PREFIX = "evo-llm-"
@@ -105,7 +105,7 @@ def start_replicas(model: str, replicas: int, *, gpus_per_replica: int = 1, serv
     except ray.exceptions.RayError as e:
         for h in handles:
             _kill(ray, h)
-        raise EvoError(f"an LLM replica of {model} did not start: {_first_line(e)}") from e
+        raise EvoError(f"an LLM replica of {model} did not start: {first_line(e)}") from e
     return [Endpoint(i["url"], model) for i in infos]
 
 
@@ -121,7 +121,7 @@ def replica_status(ray: ModuleType, timeout_s: float = 10.0) -> list[dict[str, A
         try:
             rows.append(ray.get(ray.get_actor(name, namespace=NAMESPACE).info.remote(), timeout=timeout_s))
         except Exception as e:  # noqa: BLE001 - an actor lost with its node, or hung past the timeout
-            rows.append({"name": name, "healthy": False, "error": _first_line(e)})
+            rows.append({"name": name, "healthy": False, "error": first_line(e)})
     return rows
 
 

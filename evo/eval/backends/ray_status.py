@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from evo.eval.backends.ray import NAMESPACE, _first_line, connect
+from evo.eval.backends.ray_connect import NAMESPACE, connect, first_line
 from evo.eval.backends.ray_llm import PREFIX, replica_status
 
 
@@ -27,7 +27,7 @@ def cluster_status(address: str | None = None) -> dict[str, Any]:
             handle = ray.get_actor(entry["name"], namespace=NAMESPACE)
             actors.append(ray.get(handle.stats.remote(), timeout=10))
         except Exception as e:  # noqa: BLE001 - an actor that is dying or busy past the timeout
-            actors.append({"name": entry["name"], "error": _first_line(e)})
+            actors.append({"name": entry["name"], "error": first_line(e)})
     live = [a for a in actors if "error" not in a]
     working = [a for a in live if a.get("health") != "drained"]
     return {"nodes": nodes, "actors": actors, "in_flight": sum(a["in_flight"] for a in live),

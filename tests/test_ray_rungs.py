@@ -1,0 +1,90 @@
+"""Evaluation rungs through the Ray backend, on a real local Ray cluster (`ray.cluster_utils.Cluster`): the job's
+rung and its settings reach the actor's family backend (the training harness's `short` rung trains for a tenth
+of the budget on the node), and a rung the actors' backend cannot run (the kernel harness runs whole
+evaluations only) is refused on the driver before anything is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray backend's tests need Ray: pip install -e '.[dev]'")
+from ray.cluster_utils import Cluster  # noqa: E402
+from training_corpus import build_corpus  # noqa: E402
+
+from evo.errors import EvoError  # noqa: E402
+from evo.eval.backends.ray import RayEvaluator  # noqa: E402
+from evo.eval.families import family_of  # noqa: E402
+from evo.eval.pipeline import Pipeline  # noqa: E402
+from evo.program import Program  # noqa: E402
+from evo.task import load_task  # noqa: E402
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = {"device": "cpu", "eval_tokens": 4096, "rescore_batches": 1, "probe_trials": 2}
+# A candidate that waits out whatever budget it is handed: its training time tells which rung it ran at.
+PATIENT = (REPO / "tasks" / "training" / "lm_budget" / "seed.py").read_text().replace(
+    "def train(data, budget):\n", "def train(data, budget):\n    while budget.remaining() > 0.5:\n        pass\n")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    ray.init(address=c.address, namespace="evo-tests", log_to_driver=False)
+    try:
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+def test_the_short_rung_of_a_training_task_runs_on_the_actor_at_a_tenth_of_the_budget(
+        cluster: Cluster, tmp_path: Path) -> None:
+    assert "def train(data, budget):\n    while" in PATIENT
+    corpus = build_corpus(tmp_path / "corpus", train_bytes=200_000, val_bytes=8_192)
+    task = load_task("training/lm_budget")
+    budget = 30.0
+    evaluator = RayEvaluator(task, 1, tmp_path / "scratch",
+                             actor_options={"data": str(corpus), "budget_s": budget, **SMOKE})
+    pipeline = Pipeline(task, evaluator)
+    try:
+        assert evaluator.runs_rungs and evaluator.actors()[0]["backend"] == "TrainingEvaluator"
+        short = pipeline.evaluate_sync(Program(source=PATIENT), "short")
+        assert short.ok, short.error
+        # a tenth of 30 s on the node (the harness's grace on top); the whole rung would wait ~30 s
+        assert 1.0 < short.metrics["train_s"] < budget / 10 + 4.0, short.metrics
+        assert ray.get(evaluator._members[0].handle.stats.remote())["done"] == 1
+    finally:
+        pipeline.close()
+
+
+def test_a_rung_the_kernel_harness_cannot_run_is_refused_before_it_is_sent(cluster: Cluster, tmp_path: Path) -> None:
+    from evo.eval.bench import BenchConfig
+
+    node = cluster.add_node(num_cpus=1, resources={"fake_gpu": 1})
+    cluster.wait_for_nodes()
+    task = load_task("kernels/rmsnorm_fwd")
+    evaluator = RayEvaluator(task, 1, tmp_path, gpu_resource="fake_gpu", slots_per_actor=1,
+                             actor_options={"config": BenchConfig(iters=2, warmup=1, compile_baseline=False)})
+    pipeline = Pipeline(task, evaluator)
+    try:
+        assert not evaluator.runs_rungs
+        source = (REPO / "kernels" / "rmsnorm_fwd.py").read_text()
+        with pytest.raises(EvoError, match=r"^the Ray actors' KernelEvaluator runs only the whole evaluation "
+                                           r"\('timing'\), not the rung 'correctness'$"):
+            pipeline.evaluate_sync(Program(source=source), "correctness")
+        job = family_of(task).job(task, Program(source=source))
+        with pytest.raises(EvoError, match="differs from the one sent to the Ray actors"):
+            asyncio.run(evaluator.run(dataclasses.replace(job, task_hash="0" * 32)))
+        stats = ray.get(evaluator._members[0].handle.stats.remote())
+        assert stats["done"] == 0 and stats["in_flight"] == 0, "nothing reached the actor"
+        whole = pipeline.evaluate_sync(Program(source=source))  # the last rung runs as before
+        assert whole.ok, whole.error
+        assert ray.get(evaluator._members[0].handle.stats.remote())["done"] == 1
+    finally:
+        pipeline.close()
+        cluster.remove_node(node)
