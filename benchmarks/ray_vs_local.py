@@ -11,8 +11,12 @@ first, then Ray on a Ray started here with this machine's GPU.
 
 Ray missing (a machine with only torch and triton): `--ray-wheels DIR` puts the wheels of DIR, unzipped, on
 the path of this process and of Ray's workers. Build DIR where a package index answers, for the machine's
-Python: `python3 benchmarks/ray_vs_local.py --make-wheels DIR --python-version 3.12` (Ray's wheel without its
-Java jars, 75 MiB -> 45 MiB, and its dependencies). Prints a table; `--json PATH` writes the figures.
+Python: `python3 benchmarks/ray_vs_local.py --make-wheels DIR --python-version 3.12`: Ray's wheel slimmed to
+what a driver, its actors and `ray start` use (75.6 MiB -> 23 MiB: no Java jars, no Ray libraries such as
+rllib or serve, no dashboard web page, the binaries' symbols stripped, LZMA), and only the dependencies the GPU
+machines lack (jsonschema and its own: 0.5 MiB; `--all-deps` for a machine without requests, protobuf, ...).
+`--ray-wheels DIR --smoke` checks them in a few seconds (a local Ray, an actor, runtime_env env_vars) and stops.
+Prints a table; `--json PATH` writes the figures.
 """
 
 from __future__ import annotations
@@ -33,26 +37,74 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 RAY_VERSION = "2.60.0"
-RAY_DEPS = ("msgpack", "jsonschema", "referencing", "rpds-py", "jsonschema-specifications", "attrs", "protobuf",
-            "pyyaml", "requests", "urllib3", "idna", "charset-normalizer", "certifi", "filelock", "packaging",
-            "click")
+# Ray's own requirements that the GPU machines lack (they have click, filelock, msgpack, packaging, protobuf,
+# pyyaml, requests and what those need): only these travel beside Ray's wheel. `--all-deps` takes every one.
+RAY_DEPS_MISSING = ("jsonschema", "referencing", "rpds-py", "jsonschema-specifications")
+RAY_DEPS = (*RAY_DEPS_MISSING, "msgpack", "attrs", "protobuf", "pyyaml", "requests", "urllib3", "idna",
+            "charset-normalizer", "certifi", "filelock", "packaging", "click")
+# What a Python driver, its actors (runtime_env env_vars, py_modules) and `ray start` never import: Ray's
+# libraries on top of its core, the Java worker, the dashboard's web page (its Python stays: `ray start` may
+# run the dashboard and runs its agents on every node), Cython headers. Checked by `--check-wheel`.
+STRIPPED = ("ray/jars/", "ray/rllib/", "ray/data/", "ray/serve/", "ray/llm/", "ray/train/", "ray/tune/",
+            "ray/air/", "ray/workflow/", "ray/dashboard/client/build/", "ray/includes/", "ray/_raylet.pxd",
+            "ray/_raylet.pyi")
+ELF = b"\x7fELF"
 
 
-def make_wheels(folder: Path, python_version: str) -> None:
-    """Download Ray and its dependencies for `python_version` on manylinux x86_64, Ray's Java jars taken out."""
+def _strip_symbols(data: bytes) -> bytes:
+    """An ELF file without its symbol tables (what a debugger reads, not the loader): Ray's three binaries
+    are 110 MiB of which 30 are symbols. Unchanged where `strip` is missing or fails."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "elf"
+        path.write_bytes(data)
+        try:
+            subprocess.run(["strip", "--strip-unneeded", str(path)], check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError):
+            return data
+        return path.read_bytes()
+
+
+def slim_wheel(wheel: Path) -> None:
+    """Rewrite Ray's wheel in place: the parts in `STRIPPED` left out, the binaries' symbols stripped, and the
+    whole compressed with LZMA (Python's zipfile, hence pip, reads it); RECORD rewritten to match."""
+    import base64
+    import hashlib
+
+    slim = wheel.with_suffix(".slim")
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(slim, "w", zipfile.ZIP_LZMA) as dst:
+        record_name = next(n for n in src.namelist() if n.endswith(".dist-info/RECORD"))
+        record: list[str] = []
+        for item in src.infolist():
+            name = item.filename
+            if name == record_name or name.startswith(STRIPPED):
+                continue
+            data = src.read(item)
+            if data[:4] == ELF:
+                data = _strip_symbols(data)
+            out = zipfile.ZipInfo(name, date_time=item.date_time)
+            out.external_attr = item.external_attr  # the binaries' execute bits
+            out.compress_type = zipfile.ZIP_LZMA
+            dst.writestr(out, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            record.append(f"{name},sha256={digest},{len(data)}")
+        record.append(f"{record_name},,")
+        dst.writestr(record_name, "\n".join(record) + "\n")
+    slim.replace(wheel)
+
+
+def make_wheels(folder: Path, python_version: str, all_deps: bool = False) -> None:
+    """Download Ray for `python_version` on manylinux x86_64, slimmed (`slim_wheel`), and the dependencies the
+    GPU machines lack (`all_deps`: every one)."""
     folder.mkdir(parents=True, exist_ok=True)
     base = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--python-version", python_version,
             "--implementation", "cp", "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
             "-d", str(folder)]
     subprocess.run([*base, "--no-deps", f"ray=={RAY_VERSION}"], check=True)
-    subprocess.run([*base, "--no-deps", *RAY_DEPS], check=True)
+    subprocess.run([*base, "--no-deps", *(RAY_DEPS if all_deps else RAY_DEPS_MISSING)], check=True)
     for wheel in folder.glob("ray-*.whl"):
-        slim = wheel.with_suffix(".slim")
-        with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(slim, "w", zipfile.ZIP_DEFLATED) as dst:
-            for item in src.infolist():
-                if not item.filename.startswith("ray/jars/"):  # the Java worker: not used by a Python driver
-                    dst.writestr(item, src.read(item))
-        slim.replace(wheel)
+        before = wheel.stat().st_size
+        slim_wheel(wheel)
+        print(f"{wheel.name}: {before / 2**20:.1f} MiB -> {wheel.stat().st_size / 2**20:.1f} MiB")
     total = sum(p.stat().st_size for p in folder.glob("*.whl"))
     print(f"{folder}: {len(list(folder.glob('*.whl')))} wheels, {total / 2**20:.1f} MiB")
 
@@ -62,12 +114,35 @@ def use_wheels(folder: Path) -> None:
     site = Path(tempfile.mkdtemp(prefix="evo-ray-site-"))
     for wheel in sorted(folder.glob("*.whl")):
         with zipfile.ZipFile(wheel) as z:
-            z.extractall(site)
-    for exe in site.glob("ray/core/**/*"):  # zip files keep no modes here: Ray's binaries (raylet, gcs) must run
-        if exe.is_file():
-            exe.chmod(0o755)
+            for item in z.infolist():
+                path = Path(z.extract(item, site))
+                mode = item.external_attr >> 16
+                if mode & 0o111 or path.parent.name in ("gcs", "raylet"):  # Ray's binaries (raylet, gcs) must run
+                    path.chmod(0o755)
     sys.path.insert(0, str(site))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), str(REPO), os.environ.get("PYTHONPATH")]))
+
+
+def smoke() -> None:
+    """A local Ray of one CPU, an actor on it with an environment variable through its runtime_env: what the Ray
+    backend needs of an install (a missing piece of a slimmed wheel fails here, in seconds)."""
+    import ray
+
+    start = time.monotonic()
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        class Probe:
+            def env(self, name: str) -> str | None:
+                return os.environ.get(name)
+
+        actor = ray.remote(num_cpus=1)(Probe).options(runtime_env={"env_vars": {"EVO_SMOKE": "yes"}}).remote()
+        got = ray.get(actor.env.remote("EVO_SMOKE"), timeout=120)
+    finally:
+        ray.shutdown()
+    if got != "yes":
+        sys.exit(f"Ray from {ray.__file__}: the actor saw EVO_SMOKE={got!r}, not 'yes'")
+    print(f"Ray {ray.__version__} from {Path(ray.__file__).parent}: a local Ray, an actor and its runtime_env work "
+          f"({time.monotonic() - start:.1f} s)")
 
 
 def run_one(backend: str, task: str, seconds: float, workers: int, seed: int, folder: Path) -> dict[str, Any]:
@@ -101,13 +176,20 @@ def main() -> None:
     ap.add_argument("--ray-wheels", type=Path, help="a folder of wheels (Ray and its dependencies) to use")
     ap.add_argument("--make-wheels", type=Path, help="build that folder here, then stop")
     ap.add_argument("--python-version", default="3.12", help="for --make-wheels")
+    ap.add_argument("--all-deps", action="store_true", help="for --make-wheels: every dependency of Ray, not "
+                    "only those the GPU machines lack")
+    ap.add_argument("--smoke", action="store_true", help="check Ray (with --ray-wheels: those wheels) on a local "
+                    "Ray in a few seconds, then stop")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
     if args.make_wheels:
-        make_wheels(args.make_wheels, args.python_version)
+        make_wheels(args.make_wheels, args.python_version, args.all_deps)
         return
     if args.ray_wheels:
         use_wheels(args.ray_wheels)
+    if args.smoke:
+        smoke()
+        return
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if "ray" in backends:
         try:
