@@ -225,3 +225,43 @@ def test_llm_replicas_on_the_cluster_are_routed_around_when_one_dies(cluster: Cl
     finally:
         assert stop_replicas() >= 1
     assert cluster_status()["llm"] == []
+
+
+def _replica_info(name: str, timeout_s: float = 120.0) -> dict[str, object]:
+    """The replica's `info` once it answers: a call to a restarting actor waits for its restart (the event); one
+    sent before the cluster saw its node die fails, and is sent again."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return ray.get(ray.get_actor(name, namespace="evo").info.remote(), timeout=timeout_s)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ValueError):
+            if time.monotonic() > deadline:
+                raise
+
+
+def test_an_llm_replica_lost_with_its_node_starts_again_on_a_node_with_a_free_gpu(cluster: Cluster,
+                                                                                 tmp_path: Path) -> None:
+    script = tmp_path / "toy_server.py"
+    script.write_text(_TOY_SERVER.format(repo=str(Path(__file__).resolve().parents[1])))
+    nodes = [_gpu_node(cluster) for _ in range(3)]
+    endpoints = start_replicas("toy-coder", 2, gpus_per_replica=1, gpu_resource=GPU, start_timeout_s=60,
+                               command=[sys.executable, str(script), "{port}"])
+    try:
+        before = {name: _replica_info(name) for name in ("evo-llm-0", "evo-llm-1")}
+        lost = next(n for n in nodes if n.node_id == before["evo-llm-0"]["node_id"])  # type: ignore[attr-defined]
+        spare = next(n for n in nodes if n.node_id not in {i["node_id"] for i in before.values()})  # type: ignore[attr-defined]
+        cluster.remove_node(lost)
+        nodes.remove(lost)
+        after = _replica_info("evo-llm-0")
+        assert after["node_id"] == spare.node_id and after["restarted"] is True  # type: ignore[attr-defined]
+        assert after["healthy"] and after["url"] != before["evo-llm-0"]["url"]
+        assert _replica_info("evo-llm-1") == {**before["evo-llm-1"], "log_tail": ""}, "the other one untouched"
+        urls = {e.url for e in replica_endpoints()}
+        assert urls == {after["url"], before["evo-llm-1"]["url"]} and len(endpoints) == 2, "two replicas, as asked"
+        client = LLMClient(replica_endpoints(), retries=1, backoff_s=0.05)
+        reply = asyncio.run(client.chat([{"role": "user", "content": "write a program"}]))
+        assert reply.endpoint in urls
+    finally:
+        assert stop_replicas() == 2
+        for node in nodes:
+            cluster.remove_node(node)

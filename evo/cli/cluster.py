@@ -51,7 +51,8 @@ def status(ray_address: str | None, as_json: bool) -> None:
         replicas = Table("replica", "url", "model", "GPUs", "health", title="LLM replicas")
         for r in report["llm"]:
             replicas.add_row(r["name"], r.get("url", "-"), str(r.get("model", "-")), str(r.get("gpus", "-")),
-                             "healthy" if r.get("healthy") else f"DOWN {r.get('error', '')}".strip())
+                             ("healthy" + (" (restarted)" if r.get("restarted") else "")) if r.get("healthy")
+                             else f"DOWN {r.get('error', '')}".strip())
         out.print(replicas)
     alive = sum(1 for n in report["nodes"] if n["alive"])
     drained = f", {len(report['drained'])} drained" if report["drained"] else ""
@@ -70,6 +71,8 @@ def llm() -> None:
       evo cluster llm stop
 
     The replicas form the run's weighted ensemble: a replica that dies is routed around, the others answer.
+    A replica lost with its node starts again on another node with free GPUs, as soon as one has them (a new
+    URL: `evo cluster llm endpoints` lists it), so the cluster keeps the count asked for.
     """
 
 
@@ -84,9 +87,11 @@ def llm() -> None:
               "split on spaces), with {port} where its port goes.")
 @click.option("--timeout", "timeout_s", type=float, default=1800.0, show_default=True,
               help="Seconds a replica may take to answer /health.")
+@click.option("--max-restarts", type=int, default=-1, show_default=True,
+              help="How often a replica lost with its node is started again on another node (-1: always; 0: never).")
 @click.option("--ray-address", help=_ADDRESS_HELP)
 def llm_start(model: str, replicas: int, gpus_per_replica: int, serve_args: tuple[str, ...], command: str | None,
-              timeout_s: float, ray_address: str | None) -> None:
+              timeout_s: float, max_restarts: int, ray_address: str | None) -> None:
     """Start REPLICAS servers of MODEL on the cluster and print the --llm value that names them."""
     from evo.eval.backends.ray_llm import endpoints_spec, start_replicas
 
@@ -94,7 +99,7 @@ def llm_start(model: str, replicas: int, gpus_per_replica: int, serve_args: tupl
         raise click.BadParameter("the command must hold {port} where the server's port goes", param_hint="--command")
     endpoints = start_replicas(model, replicas, gpus_per_replica=gpus_per_replica, serve_args=serve_args,
                                command=command.split() if command else None, address=ray_address,
-                               start_timeout_s=timeout_s)
+                               start_timeout_s=timeout_s, max_restarts=max_restarts)
     click.echo(endpoints_spec(endpoints))
 
 

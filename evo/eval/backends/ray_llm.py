@@ -8,7 +8,11 @@ the LLM operators as today's weighted ensemble (`--llm URL#MODEL,URL#MODEL`, evo
 Each replica is a detached Ray actor (`evo-llm-N`, namespace `evo`) holding its GPUs (`num_gpus`), spread over
 the nodes; it starts the server as its child on a free port of its node, on every interface, waits until
 `/health` answers, and reports `http://NODE_IP:PORT`. The server dies with its actor (the kernel's parent-death
-signal), so a replica killed or lost with its node is a server gone, not an orphan holding a GPU. Routing is
+signal), so a replica killed or lost with its node is a server gone, not an orphan holding a GPU. The cluster
+keeps the requested count: Ray restarts a replica lost with its node (`max_restarts`, -1 by default: always) on
+another node with the GPUs it asks for, as soon as one has them free (a node that joins, GPUs let go), under the
+same name, with a new URL (`evo cluster llm endpoints` lists it; a run started before reads its `--llm` list
+once). A replica that `evo cluster llm stop` or `ray.kill` ends stays ended. Routing is
 the client's, unchanged: requests spread by weight, a replica that fails is passed over for a cool-down while
 the others answer, so proposals keep flowing when one dies; `evo cluster status` shows each replica's health
 (its `/health`, asked now) and `evo cluster llm endpoints` lists only the healthy ones.
@@ -55,6 +59,8 @@ class LLMReplica:
         argv = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
         self.name, self.model, self.gpus = name, model, gpus
         self.node_ip = ray.util.get_node_ip_address()
+        context = ray.get_runtime_context()
+        self.node_id, self.restarted = context.get_node_id(), context.was_current_actor_reconstructed
         self.url = f"http://{self.node_ip}:{port}"
         log = Path(tempfile.mkdtemp(prefix="evo-llm-")) / "server.log"
         self.server = ManagedServer(argv, f"http://127.0.0.1:{port}", start_timeout_s=start_timeout_s, log_path=log)
@@ -64,6 +70,7 @@ class LLMReplica:
         """Where this replica serves, and whether its server answers `/health` now."""
         running = self.server.running
         return {"name": self.name, "url": self.url, "model": self.model, "node_ip": self.node_ip, "gpus": self.gpus,
+                "node_id": self.node_id, "restarted": self.restarted,
                 "healthy": running and self.server.healthy(), "running": running,
                 "log": str(self.server.log_path), "log_tail": "" if running else self.server.log_tail(500)}
 
@@ -74,11 +81,13 @@ class LLMReplica:
 
 def start_replicas(model: str, replicas: int, *, gpus_per_replica: int = 1, serve_args: Sequence[str] = (),
                    command: Sequence[str] | None = None, address: str | None = None, gpu_resource: str = "GPU",
-                   start_timeout_s: float = 1800.0) -> list[Endpoint]:
+                   start_timeout_s: float = 1800.0, max_restarts: int = -1) -> list[Endpoint]:
     """Start `replicas` servers of `model` on the cluster (each on `gpus_per_replica` GPUs; 0: on CPU) and wait
-    until they answer; their endpoints. A replica that fails to start stops the others and raises `EvoError`."""
-    if replicas < 1 or gpus_per_replica < 0:
-        raise EvoError(f"--replicas must be >= 1 and --gpus-per-replica >= 0 (got {replicas}, {gpus_per_replica})")
+    until they answer; their endpoints. A replica that fails to start stops the others and raises `EvoError`.
+    `max_restarts`: how often Ray starts a replica lost with its node again elsewhere (-1: always, 0: never)."""
+    if replicas < 1 or gpus_per_replica < 0 or max_restarts < -1:
+        raise EvoError(f"--replicas must be >= 1, --gpus-per-replica >= 0 and --max-restarts >= -1 (got {replicas}, "
+                       f"{gpus_per_replica}, {max_restarts})")
     ray = connect(address)
     if _replica_names(ray):
         raise EvoError("LLM replicas already run on this cluster (`evo cluster status` lists them): "
@@ -95,7 +104,9 @@ def start_replicas(model: str, replicas: int, *, gpus_per_replica: int = 1, serv
     handles = []
     for i in range(replicas):
         name = f"{PREFIX}{i}"
-        options = remote.options(name=name, namespace=NAMESPACE, lifetime="detached", max_restarts=0,
+        # A restart reruns the constructor: a new server, on whichever node has the resources (a constructor
+        # that fails, a server that never answers, is not restarted: Ray restarts only actors that were up).
+        options = remote.options(name=name, namespace=NAMESPACE, lifetime="detached", max_restarts=max_restarts,
                                  scheduling_strategy="SPREAD", **resources)
         handles.append(options.remote(name, model, gpus_per_replica, list(serve_args), list(command or []),
                                       start_timeout_s))
