@@ -72,7 +72,8 @@ def test_a_gpu_that_fails_its_probe_at_start_is_drained_and_reported(cluster: Cl
     fault.write_text("error")
     sick, well = _gpu_node(cluster, fault), _gpu_node(cluster)
     task = load_task(TASK)
-    evaluator = RayEvaluator(task, 1, tmp_path / "scratch", kind="gpu", gpu_resource=GPU, slots_per_actor=1)
+    evaluator = RayEvaluator(task, 1, tmp_path / "scratch", kind="gpu", gpu_resource=GPU, slots_per_actor=1,
+                             reprobe_s=(0.5, 1.0))
     pipeline = Pipeline(task, evaluator)
     try:
         assert [m.info["node_id"] for m in evaluator._members] == [well.node_id]
@@ -86,6 +87,13 @@ def test_a_gpu_that_fails_its_probe_at_start_is_drained_and_reported(cluster: Cl
         healthy = _status_of(evaluator._members[0].name)
         assert healthy["health"] == "healthy" and healthy["done"] == 1
         assert name in cluster_status()["drained"]
+        # Probed again after its back-off while the fault holds: still drained. Cleared: back, its harness started.
+        asyncio.run(evaluator.wait_until(lambda: evaluator.reprobes >= 1))
+        assert name in evaluator.drained and evaluator.restored == 0
+        fault.write_text("")
+        asyncio.run(evaluator.wait_until(lambda: evaluator.restored == 1))
+        assert {m.info["node_id"] for m in evaluator._members} == {well.node_id, sick.node_id}
+        assert not evaluator.drained and _status_of(name)["health"] == "healthy"
     finally:
         pipeline.close()
         cluster.remove_node(sick)

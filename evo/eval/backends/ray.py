@@ -299,6 +299,7 @@ class RayEvaluator:
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Return once `predicate()` holds, checked whenever the pool changes (for monitors and tests)."""
         self._condition()
+        self._schedule_reprobes()
         assert self._changed is not None
         while not predicate():
             self._changed.clear()
