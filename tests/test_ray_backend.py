@@ -260,6 +260,13 @@ def test_without_ray_the_error_names_the_extra() -> None:
     assert "pip install 'evo[cluster]'" in out
 
 
+def test_cluster_llm_start_refuses_a_restart_count_below_minus_one() -> None:
+    run = subprocess.run([sys.executable, "-m", "evo", "cluster", "llm", "start", "toy", "--max-restarts", "-2"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert "--max-restarts >= -1" in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
+
+
 def test_evo_run_backend_ray_and_cluster_status_from_the_command_line(cluster: Cluster, tmp_path: Path) -> None:
     """What `ray job submit -- evo run ...` runs: the `evo` command, pointed at the cluster by $RAY_ADDRESS."""
     import os

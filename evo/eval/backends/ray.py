@@ -53,7 +53,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from evo.errors import EvoError
 from evo.eval.backends.base import EvalResult
@@ -131,14 +131,14 @@ class RayEvaluator:
     actor runs at once (default 4 per GPU, 1 per CPU actor). `gpu_resource`: the resource an actor of kind
     "gpu" asks one of ("GPU"; a custom resource stands in for a GPU in the tests). `actor_options`: keyword
     arguments for the actors' constructor (the harness's `config`, the simulation's `seconds`, ...).
-    `reprobe_s`: (first, max) seconds of the back-off before a drained GPU is probed again (default
-    `reprobe_setting()`); None never probes it again.
+    `reprobe_s`: (first, max) seconds of the back-off before a drained GPU is probed again ("env":
+    `reprobe_setting()`, from $EVO_GPU_REPROBE_S or 60 s doubling to 10 min); None never probes it again.
     """
 
     def __init__(self, task: Task, workers: int, scratch: Path, *, address: str | None = None,
                  kind: str | None = None, actors: int | None = None, slots_per_actor: int | None = None,
                  gpu_resource: str = "GPU", actor_options: dict[str, Any] | None = None,
-                 ready_timeout_s: float = 300.0, reprobe_s: tuple[float, float] | None | str = "env"):
+                 ready_timeout_s: float = 300.0, reprobe_s: tuple[float, float] | None | Literal["env"] = "env"):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self._started_ray = not import_ray().is_initialized()  # then `close` shuts down the Ray it starts
@@ -155,8 +155,6 @@ class RayEvaluator:
         self.runs_rungs = False  # whether the actors' backend takes jobs at any rung (set by the first actor up)
         self._backend_name = "backend"
         self._reprobe = reprobe_setting() if reprobe_s == "env" else reprobe_s
-        if isinstance(self._reprobe, str):
-            raise ValueError(f"reprobe_s must be (first, max) seconds or None, got {reprobe_s!r}")
         # The task's files go to each actor once, through the object store (a local folder is refused in an
         # actor's runtime_env; the job's is fixed when the driver connects, before any task is known).
         self._files = self._ray.put(task_files(task))
@@ -439,7 +437,7 @@ class RayEvaluator:
 
     def _schedule_reprobes(self) -> None:
         """A re-probe task for each drained actor that lacks one in this event loop (none outside a loop:
-        `_acquire` schedules them once evaluations run)."""
+        `_acquire` and `wait_until` schedule them once a loop runs)."""
         if self._reprobe is None:
             return
         try:
