@@ -50,6 +50,7 @@ class LiveRun:
         self.min_interval_s = min_interval_s
         self.peaks = PEAKS[gpu]  # the store does not say which GPU timed the run: the T_SOL shown assume this one
         self._sol_us: dict[str, float] | None = None  # workload -> T_SOL in µs (fixed by the task): `_load_sol`
+        self._sol_error: str | None = None
         self._lock = threading.Lock()  # one sqlite connection: one reader thread at a time
         self._elite: dict[tuple[int, int], str] = {}  # (island, cell) -> program id
         self._cell_of: dict[str, int] = {}  # admitted program -> its cell (migration keeps the cell)
@@ -279,7 +280,7 @@ class LiveRun:
                               # how many times its speed of light the best takes (1.0: at it)
                               "best_x_sol": _num(best_us / t_sol) if best_us and t_sol else None})
         return {"task": run.task.name, "seed": seed_row, "best": best_row, "peaks": self.peaks.name,
-                "workloads": workloads}
+                "workloads": workloads, "sol_error": self._sol_error}
 
     def _load_sol(self) -> None:
         """T_SOL in µs of every workload the task declares (the GPU's and the CPU's small shapes), from its FLOP
@@ -290,10 +291,13 @@ class LiveRun:
         from evo.eval.peaks import speed_of_light_s
         from evo.eval.reference_data import workloads_for
 
-        ref = self.run.task.reference
-        self._sol_us = {w.name: 1e6 * speed_of_light_s(ref.flops(dict(w.params)), ref.min_bytes(dict(w.params)),
-                                                       ref.SPEC.dtype, self.peaks)
-                        for device in ("cuda", "cpu") for w in workloads_for(ref.SPEC, device)}
+        try:
+            ref = self.run.task.reference
+            self._sol_us = {w.name: 1e6 * speed_of_light_s(ref.flops(dict(w.params)), ref.min_bytes(dict(w.params)),
+                                                           ref.SPEC.dtype, self.peaks)
+                            for device in ("cuda", "cpu") for w in workloads_for(ref.SPEC, device)}
+        except Exception as e:  # the task's own code (or torch) failing here costs the T_SOL column, not the page
+            self._sol_us, self._sol_error = {}, f"no speed of light: the task's reference failed ({e})"[:300]
 
     # -- one program -----------------------------------------------------------------------------
     def program(self, program_id: str) -> JSON | None:

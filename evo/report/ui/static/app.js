@@ -199,7 +199,8 @@ function drawSuite() {
       `<th>best µs</th><th>best / T_SOL</th></tr>` + s.workloads.map(w => `<tr data-workload="${esc(w.name)}">` +
       `<td>${esc(w.name)}</td><td class="t-sol">${esc(fmt(w.t_sol_us))}</td><td>${esc(fmt(w.seed_us))}</td>` +
       `<td>${esc(fmt(w.best_us))}</td><td class="x-sol">${w.best_x_sol === null ? "–" : esc(fmt(w.best_x_sol)) + "×"}</td></tr>`).join("") +
-      `</table><small>T_SOL on ${esc(s.peaks)} datasheet peaks</small>` : "<small>no workload timed yet</small>";
+      `</table><small>T_SOL on ${esc(s.peaks)} datasheet peaks${s.sol_error ? "; " + esc(s.sol_error) : ""}</small>`
+      : "<small>no workload timed yet</small>";
     return `<tr><td>${esc(r.info.name)}</td><td>${esc(s.task)}</td><td>${esc(fmt(s.seed?.sol_score))}</td>` +
       `<td>${esc(fmt(s.best?.sol_score))}</td><td>${esc((s.best?.id || "").slice(0, 12))}</td><td>${wl}</td></tr>`;
   }).join(""));
