@@ -21,7 +21,6 @@ import asyncio
 import dataclasses
 import gc
 import logging
-import signal
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -32,6 +31,7 @@ import numpy as np
 
 from evo.admit import record_evaluation
 from evo.ast_parse import parse_source
+from evo.clean_stop import drain, run_with_signals
 from evo.config import RunConfig
 from evo.embed import duplicate_threshold, make_embedder
 from evo.errors import EvoError, OperatorError
@@ -457,7 +457,7 @@ class Engine:
                 if failed:
                     self.request_stop("error")
                     producer.cancel()
-                    await self._drain(workers, queue)
+                    await drain(workers, queue)
                     raise failed[0].exception()  # type: ignore[misc]
                 if deadline is not None and time.monotonic() > deadline:
                     self.request_stop("time limit")
@@ -465,7 +465,7 @@ class Engine:
                     on_tick(self.stats)
                 if self._stopping:
                     producer.cancel()
-                    await self._drain(workers, queue)
+                    await drain(workers, queue)
                     break
                 if producer.done() and not finishing:
                     finishing = True
@@ -505,33 +505,11 @@ class Engine:
             return  # the operators run in this loop instead
         self._proposer = proposer
 
-    async def _drain(self, workers: list[asyncio.Task[None]], queue: asyncio.Queue[Program | None]) -> None:
-        # Workers finish the evaluation in hand (bounded by the task's timeout); queued
-        # children stay `proposed` in the store and are evaluated on resume.
-        while not queue.empty():
-            queue.get_nowait()
-        for _ in workers:
-            try:
-                queue.put_nowait(None)
-            except asyncio.QueueFull:
-                break
-        await asyncio.gather(*workers, return_exceptions=True)
-
     def run(self, on_tick: Callable[[RunStats], None] | None = None) -> RunStats:
         """Run with Ctrl-C (SIGINT) and SIGTERM mapped to a clean stop; a second Ctrl-C aborts."""
 
-        async def main() -> RunStats:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self._on_signal, sig)
-            try:
-                return await self.run_async(on_tick)
-            finally:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
-
         try:
-            stats = asyncio.run(main())
+            stats = run_with_signals(lambda: self.run_async(on_tick), self._on_signal)
         except BaseException:
             # Abandoned evaluations die at their own deadline inside the sandbox; their
             # programs stay `proposed` and are evaluated again on resume.

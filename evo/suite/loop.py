@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from evo.clean_stop import drain, run_with_signals
 from evo.config import RunConfig
 from evo.errors import EvoError
 from evo.llm.client import LLMUnavailable
@@ -220,7 +220,7 @@ class Suite:
                 if failed:
                     self.request_stop("error")
                     producer.cancel()
-                    await self._drain(workers, queue)
+                    await drain(workers, queue)
                     raise failed[0].exception()  # type: ignore[misc]
                 if deadline is not None and time.monotonic() > deadline:
                     self.request_stop("time limit")
@@ -228,7 +228,7 @@ class Suite:
                     on_tick(self)
                 if self._stopping:
                     producer.cancel()
-                    await self._drain(workers, queue)
+                    await drain(workers, queue)
                     break
                 if producer.done() and not finishing:
                     finishing = True
@@ -254,32 +254,11 @@ class Suite:
             on_tick(self)
         return self
 
-    async def _drain(self, workers: list[asyncio.Task[None]], queue: asyncio.Queue[Item]) -> None:
-        # Workers finish the evaluation in hand; queued children stay `proposed` and are evaluated on resume.
-        while not queue.empty():
-            queue.get_nowait()
-        for _ in workers:
-            try:
-                queue.put_nowait(None)
-            except asyncio.QueueFull:
-                break
-        await asyncio.gather(*workers, return_exceptions=True)
-
     def run(self, on_tick: Callable[[Suite], None] | None = None) -> Suite:
         """Run with Ctrl-C (SIGINT) and SIGTERM mapped to a clean stop (a second Ctrl-C aborts); then close."""
 
-        async def main() -> Suite:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self._on_signal, sig)
-            try:
-                return await self.run_async(on_tick)
-            finally:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
-
         try:
-            return asyncio.run(main())
+            return run_with_signals(lambda: self.run_async(on_tick), self._on_signal)
         finally:
             self.close()
 
