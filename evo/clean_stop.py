@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -40,3 +41,33 @@ async def drain(workers: list[asyncio.Task[None]], queue: asyncio.Queue[Q | None
         except asyncio.QueueFull:
             break
     await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def supervise(workers: list[asyncio.Task[None]], producer: asyncio.Task[None], queue: asyncio.Queue[Q | None],
+                    deadline: float | None, stop: Callable[[str], None], stopping: Callable[[], bool],
+                    tick: Callable[[], None]) -> None:
+    """Watch a producer and its evaluation workers until the workers end: a task that raised stops the loop and its
+    error is raised here; past `deadline` (time.monotonic) the loop is asked to stop ("time limit"); when it is
+    stopping, the producer is cancelled and the workers drained; when the producer is done, the workers empty the
+    queue and end. `tick` is called about every quarter of a second."""
+    finishing = False  # producer done: workers empty the queue, then stop
+    while any(not w.done() for w in workers):
+        pending = [w for w in workers if not w.done()] + ([] if producer.done() else [producer])
+        await asyncio.wait(pending, timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in [producer, *workers] if t.done() and not t.cancelled() and t.exception()]
+        if failed:
+            stop("error")
+            producer.cancel()
+            await drain(workers, queue)
+            raise failed[0].exception()  # type: ignore[misc]
+        if deadline is not None and time.monotonic() > deadline:
+            stop("time limit")
+        tick()
+        if stopping():
+            producer.cancel()
+            await drain(workers, queue)
+            return
+        if producer.done() and not finishing:
+            finishing = True
+            for _ in workers:
+                await queue.put(None)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from evo.clean_stop import drain, run_with_signals
+from evo.clean_stop import run_with_signals, supervise
 from evo.config import RunConfig
 from evo.errors import EvoError
 from evo.llm.client import LLMUnavailable
@@ -212,28 +212,8 @@ class Suite:
             queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=self.config.workers)
             workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.config.workers)]
             producer = asyncio.create_task(self._producer(queue))
-            finishing = False
-            while any(not w.done() for w in workers):
-                pending = [w for w in workers if not w.done()] + ([] if producer.done() else [producer])
-                await asyncio.wait(pending, timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
-                failed = [t for t in [producer, *workers] if t.done() and not t.cancelled() and t.exception()]
-                if failed:
-                    self.request_stop("error")
-                    producer.cancel()
-                    await drain(workers, queue)
-                    raise failed[0].exception()  # type: ignore[misc]
-                if deadline is not None and time.monotonic() > deadline:
-                    self.request_stop("time limit")
-                if on_tick is not None:
-                    on_tick(self)
-                if self._stopping:
-                    producer.cancel()
-                    await drain(workers, queue)
-                    break
-                if producer.done() and not finishing:
-                    finishing = True
-                    for _ in workers:
-                        await queue.put(None)
+            await supervise(workers, producer, queue, deadline, self.request_stop, lambda: self._stopping,
+                            lambda: None if on_tick is None else on_tick(self))
         finally:
             if producer is not None and not producer.done():
                 producer.cancel()
