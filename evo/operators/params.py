@@ -276,6 +276,30 @@ def _meta(moved: Sequence[tuple[Parameter, object]], text: str) -> list[dict[str
     return out
 
 
+# --- the one-parent operators' ends: read the parent's parameters, write the child ------------
+
+
+def parent_parameters(request: ProposalRequest, operator: str,
+                      purpose: str) -> tuple[str, tuple[Parameter, ...]]:
+    """The first parent's main text and its declared parameters; an `OperatorError` (`purpose` says what
+    the parameters were wanted for) when it declares none."""
+    (text,) = parent_texts(request, 1, operator)
+    params = _parse_cached(text)
+    if not params:
+        raise OperatorError(f"the parent declares no `# evo:` parameters to {purpose}")
+    return text, params
+
+
+def parameters_child(request: ProposalRequest, operator: str, text: str,
+                     moved: Sequence[tuple[Parameter, object]], **meta: object) -> Proposal:
+    """The first parent with the `moved` values written into `text`, as `operator`'s proposal; its
+    `meta["changed"]` says what changed, and `meta` adds to it."""
+    child = write_parameters(text, {p.name: v for p, v in moved})
+    parent = request.parents[0]
+    return Proposal(source=with_main_text(parent.source, child), parents=(parent.id,), operator=operator,
+                    meta={"changed": _meta(moved, text), **meta})
+
+
 class ParamMutation:
     """Mutate each declared parameter with probability `indpb` (at least one changes).
 
@@ -330,10 +354,7 @@ class ParamMutation:
         return _declares(parents[0])
 
     async def propose(self, request: ProposalRequest) -> list[Proposal]:
-        (text,) = parent_texts(request, self.arity, self.name)
-        params = _parse_cached(text)
-        if not params:
-            raise OperatorError("the parent declares no `# evo:` parameters to mutate")
+        text, params = parent_parameters(request, self.name, "mutate")
         rnd = _local_random(request.rng)
         for _ in range(self.ATTEMPTS):  # a float pinned at a bound can draw itself again
             values = self._mutate(params, rnd)
@@ -342,16 +363,7 @@ class ParamMutation:
                 break
         else:
             raise OperatorError(f"no parameter changed in {self.ATTEMPTS} attempts (all pinned at bounds?)")
-        child = write_parameters(text, {p.name: v for p, v in moved})
-        parent = request.parents[0]
-        return [
-            Proposal(
-                source=with_main_text(parent.source, child),
-                parents=(parent.id,),
-                operator=self.name,
-                meta={"changed": _meta(moved, text)},
-            )
-        ]
+        return [parameters_child(request, self.name, text, moved)]
 
 
 class ParamCrossover:

@@ -16,8 +16,14 @@ from collections.abc import Sequence
 
 from evo.errors import OperatorError
 from evo.operators.base import Proposal, ProposalRequest
-from evo.operators.constants import parent_texts, with_main_text
-from evo.operators.params import Parameter, _declares, _differs, _meta, _parse_cached, write_parameters
+from evo.operators.params import (
+    Parameter,
+    _declares,
+    _differs,
+    _parse_cached,
+    parameters_child,
+    parent_parameters,
+)
 from evo.program import Program, source_text
 
 
@@ -50,10 +56,7 @@ class ParamTransplant:
         return _declares(parents[0])
 
     async def propose(self, request: ProposalRequest) -> list[Proposal]:
-        (text,) = parent_texts(request, self.arity, self.name)
-        params = _parse_cached(text)
-        if not params:
-            raise OperatorError("the parent declares no `# evo:` parameters to transplant into")
+        text, params = parent_parameters(request, self.name, "transplant into")
         if not request.foreign:
             raise OperatorError("no elite of a related task was offered: transplant takes parameter settings from "
                                 "the other tasks of a suite run (`evo run --suite ...`); give it weight 0 otherwise")
@@ -67,8 +70,5 @@ class ParamTransplant:
             keep = request.rng.random(len(settings)) < 0.5
             keep[int(request.rng.integers(len(settings)))] = True
             settings = [s for s, k in zip(settings, keep, strict=True) if k]
-        child = write_parameters(text, {p.name: v for p, v in settings})
-        parent = request.parents[0]
         transfer = [{"task": str(donor.meta.get("task", "")), "program": donor.id, "role": "parent"}]
-        return [Proposal(source=with_main_text(parent.source, child), parents=(parent.id,), operator=self.name,
-                         meta={"changed": _meta(settings, text), "transfer": transfer})]
+        return [parameters_child(request, self.name, text, settings, transfer=transfer)]
