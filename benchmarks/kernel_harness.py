@@ -60,8 +60,8 @@ def bound_summary(reports: list[dict]) -> dict[str, float]:
         for b in (r.get("bounds") or {}).values():
             n += 1
             attempts += int(b.get("attempts", 1)) - 1
-            lo = (b["floor_s"] - b["claimed_s"]) / b["slack_s"]
-            hi = (b["claimed_s"] - b["typical_s"]) / b["slack_s"]
+            lo = (b["gap_s"] - b["gap_high_s"]) / b["slack_s"]
+            hi = (b["gap_low_s"] - b["gap_s"]) / b["slack_s"]
             worst = max(worst, lo, hi)
     return {"workloads": n, "worst_in_slack": worst, "retimed": attempts}
 
@@ -117,19 +117,17 @@ def main() -> None:
         ev = KernelEvaluator(task, 1, scratch, config=config, pool=pool)
         text = seed_path(f"kernels/{args.noise_task}").read_text()
         medians: dict[str, list[float]] = {}
-        late: dict[str, int] = {}
         for _ in range(args.repeats):
             report = ev.evaluate_source_sync(text)
             for w in report["workloads"]:
                 if w["time_s"]:
                     medians.setdefault(w["workload"], []).append(w["time_s"])
-                    late[w["workload"]] = late.get(w["workload"], 0) + int(w.get("late") or 0)
         ev.close()
         noise = {}
         for wname, ts in medians.items():
             cv = statistics.stdev(ts) / statistics.mean(ts) if len(ts) > 1 else 0.0
             noise[wname] = {"mean_us": statistics.mean(ts) * 1e6, "cv": cv, "n": len(ts),
-                            "medians_us": [round(t * 1e6, 3) for t in ts], "late_samples": late.get(wname, 0)}
+                            "medians_us": [round(t * 1e6, 3) for t in ts]}
         out["noise"] = {"task": args.noise_task, "workloads": noise}
     finally:
         pool.close()

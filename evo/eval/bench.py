@@ -41,7 +41,7 @@ from evo.eval.integrity import (
 )
 from evo.eval.kernel_spec import as_tuple
 from evo.eval.reference_data import WorkloadData, seeds_per_workload, workloads_for
-from evo.eval.timing import HEAD_START_CYCLES, BenchConfig, L2Flusher, host_latency_s, sync, timed_sample
+from evo.eval.timing import BenchConfig, L2Flusher, host_latency_s, sync, timed_sample
 
 __all__ = ["BenchConfig", "GpuPhases", "Runner", "WorkloadData", "seeds_per_workload", "workloads_for"]
 
@@ -83,7 +83,6 @@ class Runner:
         self._outs: dict[int, tuple[Any, ...]] = {}
         self._kept: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._staged: dict[str, list[tuple[Any, ...]]] = {}
-        self._head = HEAD_START_CYCLES
         self._key = 0
         self.seconds: dict[str, float] = {}
 
@@ -177,12 +176,10 @@ class Runner:
     def _op_go(self, h: dict[str, Any]) -> None:
         i = int(h["i"])
         with torch.no_grad():
-            s = timed_sample(self.run, self._sets[i % len(self._sets)], self.device, self.flush, self.latency_s,
-                             self._head)
-        self._head = s.head
+            s = timed_sample(self.run, self._sets[i % len(self._sets)], self.device, self.flush, self.latency_s)
         out = as_tuple(s.out)
         self._outs[i] = out
-        wire.send(self.sock, {"ok": True, "t": s.time_s, "escaped": s.escaped_s, "late": s.late,
+        wire.send(self.sock, {"ok": True, "t": s.time_s, "escaped": s.escaped_s,
                               "digest": wire.digest(out, self._key)})
 
     def _op_keep(self, h: dict[str, Any]) -> None:

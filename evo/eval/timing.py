@@ -1,13 +1,17 @@
-"""Timing on the GPU: CUDA events around each call, one synchronise per iteration, the L2 flushed before it.
+"""Timing on the GPU: CUDA events around each call, the L2 flushed and the device idle before it.
 
 Used in two places: the reference job times PyTorch eager and `torch.compile` with `time_call`, and a
 candidate's process times each of its timed calls with `timed_sample`, one call per request of the judge
 (`evo/eval/judge.py`), which bounds those times with its own clock.
 
-A head start (the GPU sleeps ~100 us before the start event) lets the host enqueue the call before the GPU
-reaches it, so the events time the GPU's work, not Python's launch overhead. Work hidden on another stream
-shows as a gap between the end event and a second event recorded after a synchronise, beyond the host's
-latency measured just then (`escaped_s`).
+A call's time runs from the start event, recorded on an idle device, to the end event: the host's launch of
+the call is in it, as a user pays it in eager mode. No head start (a sleep before the start event that hides
+the launch): a candidate's work on another stream runs beside such a sleep, where neither the events nor the
+judge's clock can see it (on an H100, up to the sleep's length of free work per call). With the device idle
+at the start event, everything the call launches runs after it: on the timed stream it is in the events;
+on another stream it either ends before the end event (and is in the time) or after it, and then shows as a
+gap between the end event and a second event recorded after a synchronise, beyond the host's latency
+measured just then (`escaped_s`), and in the judge's clock.
 """
 
 from __future__ import annotations
@@ -56,11 +60,10 @@ class Timing:
     samples: list[float]
     escaped_s: float  # median time of work that ran after the timed stream's end event
     last_outputs: list[Any]  # what the timed calls returned, one per input set (rechecked)
-    late: int = 0  # samples taken again because the GPU had waited for the host
 
     def to_dict(self) -> dict[str, Any]:
         return {"median_s": self.median_s, "spread": self.spread, "escaped_s": self.escaped_s,
-                "n": len(self.samples), "late": self.late}
+                "n": len(self.samples)}
 
 
 def _quantile(xs: Sequence[float], q: float) -> float:
@@ -70,17 +73,6 @@ def _quantile(xs: Sequence[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-HEAD_START_CYCLES = 200_000  # ~100 us of GPU clock
-MAX_HEAD_START_CYCLES = 20_000_000  # ~10 ms
-LATE_RETRIES = 3
-
-
-def _head_start(cycles: int = HEAD_START_CYCLES) -> None:
-    """Keep the GPU busy before the start event, so that the host has enqueued the call by the time the
-    GPU reaches it: the events then time the GPU's work, not Python's launch overhead."""
-    torch.cuda._sleep(cycles)
-
-
 def host_latency_s(device: str, flush: L2Flusher, n: int = 20) -> float:
     """Median gap between an end event and a second event recorded after a synchronise, with no work."""
     if not device.startswith("cuda"):
@@ -88,7 +80,6 @@ def host_latency_s(device: str, flush: L2Flusher, n: int = 20) -> float:
     gaps = []
     for _ in range(n):
         flush()
-        _head_start()
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
         torch.cuda.synchronize()
@@ -100,47 +91,33 @@ def host_latency_s(device: str, flush: L2Flusher, n: int = 20) -> float:
 
 @dataclass
 class Sample:
-    """One timed call: its time, work seen after its end event, late retries, and what it returned."""
+    """One timed call: its time, work seen after its end event, and what it returned."""
 
     time_s: float
     escaped_s: float
-    late: int
-    head: int  # head start used, for the next sample (grows after a late one)
     out: Any
 
 
 def timed_sample(fn: Callable[..., Any], inputs: Sequence[Any], device: str, flush: L2Flusher,
-                 latency_s: float = 0.0, head: int = HEAD_START_CYCLES) -> Sample:
+                 latency_s: float = 0.0) -> Sample:
     """Time one call of `fn` on `inputs` (see the module docstring)."""
     if not device.startswith("cuda"):
         flush()
         t0 = time.perf_counter()
         out = fn(*inputs)
-        return Sample(time.perf_counter() - t0, 0.0, 0, head, out)
-    late = 0
-    for attempt in range(LATE_RETRIES + 1):
-        flush()
-        start, end, after = (torch.cuda.Event(enable_timing=True) for _ in range(3))
-        _head_start(head)
-        start.record()
-        out = fn(*inputs)
-        end.record()
-        # Had the GPU reached the start event before the call was enqueued, it may have waited for
-        # the host (a busy or descheduled host: seen as 10-20x medians in one worker of ten). Then
-        # the sample is taken again behind a longer head start; the last attempt counts regardless.
-        if not start.query() or attempt == LATE_RETRIES:
-            break
-        torch.cuda.synchronize()
-        late += 1
-        head = min(4 * head, MAX_HEAD_START_CYCLES)
+        return Sample(time.perf_counter() - t0, 0.0, out)
+    flush()
+    torch.cuda.synchronize()  # the flush done, and whatever ran before on any stream: nothing overlaps the call
+    start, end, after = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+    start.record()
+    out = fn(*inputs)
+    end.record()
     torch.cuda.synchronize()  # waits for every stream, including any the candidate hid work on
     after.record()
     torch.cuda.synchronize()
-    # The same gap once more with nothing to wait for but the same head start: the host's latency at
-    # this very moment, after a wait as long as the call's (a machine busy compiling wakes this thread
-    # late, by tens of microseconds at times, and later after a long wait than after a short one).
+    # The same gap once more with nothing to wait for: the host's latency at this very moment (a machine
+    # busy compiling wakes this thread late, by tens of microseconds at times).
     idle_a, idle_b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    _head_start(head)
     idle_a.record()
     torch.cuda.synchronize()
     idle_b.record()
@@ -151,7 +128,7 @@ def timed_sample(fn: Callable[..., Any], inputs: Sequence[Any], device: str, flu
     # A gap of a few microseconds beyond the host's latency is the host waking late, not hidden
     # work: note it only past 5 us and 10% of the time.
     hidden = hidden if hidden > max(5e-6, 0.1 * timed) else 0.0
-    return Sample(timed, hidden, late, head, out)
+    return Sample(timed, hidden, out)
 
 
 def time_call(fn: Callable[..., Any], input_sets: Sequence[Sequence[Any]], config: BenchConfig, device: str,
@@ -162,16 +139,14 @@ def time_call(fn: Callable[..., Any], input_sets: Sequence[Sequence[Any]], confi
         fn(*input_sets[i % len(input_sets)])
     sync(device)
     samples, escaped = [], []
-    head, late = HEAD_START_CYCLES, 0
     for i in range(max(config.iters, len(input_sets))):  # every input set timed at least once
         k = i % len(input_sets)
-        s = timed_sample(fn, input_sets[k], device, flush, latency_s, head)
-        head, late = s.head, late + s.late
+        s = timed_sample(fn, input_sets[k], device, flush, latency_s)
         samples.append(s.time_s)  # hidden work is judged by the stream_join check, not folded into the time
         escaped.append(s.escaped_s)
         last[k] = s.out
     med = statistics.median(samples)
-    return Timing(med, spread_of(samples), samples, statistics.median(escaped), last, late)
+    return Timing(med, spread_of(samples), samples, statistics.median(escaped), last)
 
 
 def spread_of(samples: Sequence[float]) -> float:
