@@ -26,7 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -237,6 +239,19 @@ def evaluate(spec: TrainingSpec, files: dict[str, str], scratch: Path, descripto
         remove(folder)
 
 
+@contextmanager
+def in_own_folder(scratch: Path, program_id: str) -> Iterator[Path]:
+    """A fresh folder under `scratch` for one evaluation (the sandbox may read it), removed when done.
+
+    Each evaluation has its own: a candidate's leftovers are looked for beside its own work dir."""
+    own = Path(tempfile.mkdtemp(prefix=f"{program_id[:12]}-", dir=scratch))
+    os.chmod(own, 0o755)
+    try:
+        yield own
+    finally:
+        remove(own)
+
+
 class TrainingEvaluator:
     """The training family's backend: `workers` evaluations at once (one per GPU on a GPU machine), each
     `evaluate` above in a thread of this process, its candidate code in sandboxed children."""
@@ -252,14 +267,9 @@ class TrainingEvaluator:
 
     async def evaluate(self, program: Program) -> EvalResult:
         loop = asyncio.get_running_loop()
-        # Each evaluation in its own folder: a candidate's leftovers are looked for beside its own work dir.
-        own = Path(tempfile.mkdtemp(prefix=f"{program.id[:12]}-", dir=self.scratch))
-        os.chmod(own, 0o755)
-        try:
+        with in_own_folder(self.scratch, program.id) as own:
             return await loop.run_in_executor(self._pool, evaluate, self.spec, source_files(program.source), own,
                                               self.descriptors)
-        finally:
-            remove(own)
 
     async def run(self, job: Job) -> EvalResult:
         """The job at its rung: the `short` rung trains for its `budget_fraction` of the budget (a cheap first
@@ -271,12 +281,8 @@ class TrainingEvaluator:
             return await self.evaluate(job.program)
         loop = asyncio.get_running_loop()
         spec = self.spec.with_(budget_s=self.spec.budget_s * fraction)
-        own = Path(tempfile.mkdtemp(prefix=f"{job.program_id[:12]}-", dir=self.scratch))
-        os.chmod(own, 0o755)
-        try:
+        with in_own_folder(self.scratch, job.program_id) as own:
             return await loop.run_in_executor(self._pool, evaluate, spec, dict(job.files), own, self.descriptors)
-        finally:
-            remove(own)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

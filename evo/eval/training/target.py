@@ -35,7 +35,7 @@ from pathlib import Path
 
 from evo.errors import EvoError
 from evo.eval.backends.base import EvalResult
-from evo.eval.training.harness import score_weights, train_one
+from evo.eval.training.harness import in_own_folder, score_weights, train_one
 from evo.eval.training.launch import remove
 from evo.eval.training.spec import TrainingSpec
 from evo.program import Program, source_files
@@ -246,12 +246,8 @@ class TimeToTargetEvaluator:
 
     async def evaluate(self, program: Program) -> EvalResult:
         loop = asyncio.get_running_loop()
-        own = Path(tempfile.mkdtemp(prefix=f"{program.id[:12]}-", dir=self.scratch))
-        os.chmod(own, 0o755)
-        try:
+        with in_own_folder(self.scratch, program.id) as own:
             return await loop.run_in_executor(self._pool, self.evaluate_files, source_files(program.source), own)
-        finally:
-            remove(own)
 
     def evaluate_files(self, files: dict[str, str], scratch: Path) -> EvalResult:
         """The cascade, the test, and the fitness (mean training time, on the record's clock when re-timed)."""
