@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import random
+import re
 from pathlib import Path
 
+import pytest
+
 from evo.audit import Verdict
-from evo.eval.pipeline import Pipeline, source_shape
+from evo.eval.pipeline import Pipeline, _zero_numbers, source_shape
 from evo.program import Program
 from evo.task import load_task
 
@@ -80,3 +84,46 @@ class _Unreachable:
 
     def close(self) -> None:
         pass
+
+
+# The one-regex original of `_zero_numbers` (slow: every branch tried at every position), kept as the reference
+# that the faster two-pass version must equal on every text.
+_REFERENCE = re.compile(r"""(?P<kept>#[^\n]*|[rRbBuUfF]{0,2}(?:'''(?:\\.|[^\\])*?'''|\"\"\"(?:\\.|[^\\])*?\"\"\"|"""
+                        r"""'(?:\\.|[^'\\\n])*'|"(?:\\.|[^"\\\n])*"))"""
+                        r"|(?<![\w.])(?:0[xXoObB][0-9a-fA-F_]+|\d[\d_]*(?:\.[\d_]*)?(?:[eE][-+]?\d+)?|\.\d[\d_]*"
+                        r"(?:[eE][-+]?\d+)?)[jJ]?(?!\w)")
+
+
+def _reference_zero_numbers(text: str) -> str:
+    return _REFERENCE.sub(lambda m: m.group("kept") or "0", text)
+
+
+TRICKY = [
+    'PATH = "out1.txt"  # 2 files\nx1 = 0x1F + 0o17 + 0b101 + 1_000.5e-3 + 2j + .5 + 5. + 1e10J\n',
+    "s = f'{x1:.3f} {2}' + rb'\\d1' + Rb\"2\" + u'3' + BR'''4\n5''' + F\"\"\"{6}\"\"\"\n",
+    "a = '''doc 1\\''' 2''' + 3\nb = 'it\\'s 4' # 5 'q'\nc = \"#6\" + 7\n",
+    "x = 1if y else 2\nz = 3.real + 1..__class__ + a.b1 + 1.e5 + 0x_ff + 1__2\n",
+    "unterminated = 'abc 1\nnext = 2\n'''never closed 3\n4\n",
+    "bad = '''a\\\nb''' + 5 + \"\"\"c\\\n\"\"\" + 6\nq = ''''x'''' + 7\n",
+    "١٢ = 3 + ١٢٣ + x١ + '٤'  # non-ASCII digits and names\n",
+    "r'' + r'\\' 1' + 2 # end\n",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_zero_numbers_equals_the_reference_on_tricky_sources(text: str) -> None:
+    assert _zero_numbers(text) == _reference_zero_numbers(text)
+
+
+def test_zero_numbers_equals_the_reference_on_the_repository_and_random_texts() -> None:
+    files = sorted((REPO / "tasks").rglob("*.py")) + sorted((REPO / "kernels").rglob("*.py")) \
+        + sorted((REPO / "evo" / "operators").rglob("*.py"))
+    assert len(files) > 20
+    for path in files:
+        text = path.read_text()
+        assert _zero_numbers(text) == _reference_zero_numbers(text), path
+    pieces = [*"0123456789._xXoObBeEjJ+-#'\"\\\n rRfFuU(=,", "'''", '"""', "0x1F", "1e-3", "x1", "١٢", "\\\n", "''''"]
+    rng = random.Random(12)
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 24)))
+        assert _zero_numbers(text) == _reference_zero_numbers(text), text

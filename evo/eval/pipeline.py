@@ -224,16 +224,37 @@ def evaluate_source(task: Task | str, source: Source, *, backend: Evaluator | No
 
 
 SCREEN_CACHE = 8192  # screen verdicts kept per pipeline, by source shape
-# Strings and comments (kept as they are: a digit inside a string is text the screen may read), then a number
-# literal that is not part of a name (x1): decimal, float, exponent, hex/octal/binary, complex.
-_LEXEMES = re.compile(r"""(?P<kept>#[^\n]*|[rRbBuUfF]{0,2}(?:'''(?:\\.|[^\\])*?'''|\"\"\"(?:\\.|[^\\])*?\"\"\"|"""
-                      r"""'(?:\\.|[^'\\\n])*'|"(?:\\.|[^"\\\n])*"))"""
-                      r"|(?<![\w.])(?:0[xXoObB][0-9a-fA-F_]+|\d[\d_]*(?:\.[\d_]*)?(?:[eE][-+]?\d+)?|\.\d[\d_]*"
-                      r"(?:[eE][-+]?\d+)?)[jJ]?(?!\w)")
+# What `source_shape` keeps as it is: comments and strings (a digit inside a string is text the screen may read).
+# No number literal contains `#`, a quote or a letter that prefixes a string, and no string or comment starts
+# inside a number, so these spans can be found first and the numbers zeroed in the code between them. A string's
+# prefix (`rb`, `f`) is left to the code between: letters, which no number rule matches. Each alternative is
+# unrolled (runs of plain characters, then one escape or lone quote at a time) rather than a lazy match of one
+# character at a time: the same output (tests/test_screen_cache.py holds the one-regex original to compare).
+_KEPT = re.compile(r"#[^\n]*"
+                   r"|'''[^\\']*(?:(?:\\.|'(?!''))[^\\']*)*'''"
+                   r'|"""[^\\"]*(?:(?:\\.|"(?!""))[^\\"]*)*"""'
+                   r"|'[^'\\\n]*(?:\\.[^'\\\n]*)*'"
+                   r'|"[^"\\\n]*(?:\\.[^"\\\n]*)*"')
+# A number literal not part of a name (x1): decimal, float, exponent, hex/octal/binary, complex. The first
+# character is matched by a class and the rest checked behind it, so that the regex engine skips to candidate
+# characters instead of trying every branch at every position (twice as fast).
+_NUMBER = re.compile(r"[\d.](?<![\w.][\d.])(?:(?<=0)[xXoObB][0-9a-fA-F_]+|(?<=\d)[\d_]*(?:\.[\d_]*)?(?:[eE][-+]?\d+)?"
+                     r"|(?<=\.)\d[\d_]*(?:[eE][-+]?\d+)?)[jJ]?(?!\w)")
 
 
 def _zero_numbers(text: str) -> str:
-    return _LEXEMES.sub(lambda m: m.group("kept") or "0", text)
+    """`text` with every number literal outside strings and comments written as 0."""
+    out: list[str] = []
+    pos = 0
+    zero = _NUMBER.sub
+    for kept in _KEPT.finditer(text):
+        start = kept.start()
+        if start > pos:
+            out.append(zero("0", text[pos:start]))
+        out.append(kept.group())
+        pos = kept.end()
+    out.append(zero("0", text[pos:]))
+    return "".join(out)
 
 
 def source_shape(source: Source) -> str:
