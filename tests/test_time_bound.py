@@ -1,0 +1,55 @@
+"""The judge's bound on reported times (`evo.eval.judge.time_bound`), on numbers shaped like an H100's."""
+
+from __future__ import annotations
+
+import random
+
+from evo.eval.judge import time_bound
+
+US = 1e-6
+# A trusted no-op's gap per call (clock less reported time): 1.3 ms, 10th and 90th percentiles 40 us apart.
+CALIBRATION = {"overhead_s": 1300 * US, "overhead_low_s": 1280 * US, "overhead_high_s": 1320 * US}
+
+
+def calls(work_us: float, n: int = 30, hidden_us: float = 0.0, stalls: int = 0, seed: int = 0) -> tuple[list[float], list[float]]:
+    """Reported times and the judge's clock for `n` calls: host jitter of +-15 us, `stalls` calls descheduled
+    for 3 ms inside the call (in both), `hidden_us` of work per call after the end event (in the clock only)."""
+    rng = random.Random(seed)
+    claimed, clock = [], []
+    for i in range(n):
+        t = work_us + (3000 if i < stalls else 0) + rng.uniform(-2, 2)
+        claimed.append(t * US)
+        clock.append((t + 1300 + rng.uniform(-15, 15) + hidden_us) * US)
+    return claimed, clock
+
+
+def test_an_honest_kernel_passes_even_with_calls_stalled_inside() -> None:
+    claimed, clock = calls(27, stalls=12)  # 12 of 30 calls stalled by 3 ms: in the clock and the events alike
+    bound = time_bound(claimed, clock, CALIBRATION, "cuda:0")
+    assert bound.verdict is None, bound.verdict
+
+
+def test_work_hidden_after_the_end_event_is_refused() -> None:
+    # A side stream's 60 us finishing after the end event: beyond the no-op's 90th percentile (20 us over its
+    # median) and the slack (10 us), which together are the bound's resolution.
+    claimed, clock = calls(5, hidden_us=60)
+    verdict = time_bound(claimed, clock, CALIBRATION, "cuda:0").verdict
+    assert verdict is not None and "outside the timed events" in verdict
+
+
+def test_hidden_work_within_the_slack_is_the_bounds_resolution() -> None:
+    claimed, clock = calls(100, hidden_us=8)  # under max(10 us, 15% of 100 us)
+    assert time_bound(claimed, clock, CALIBRATION, "cuda:0").verdict is None
+
+
+def test_a_reported_time_longer_than_the_clock_allows_is_refused() -> None:
+    claimed, clock = calls(27)
+    forged = [t + 200 * US for t in claimed]  # claims 200 us more than the clock saw
+    verdict = time_bound(forged, clock, CALIBRATION, "cuda:0").verdict
+    assert verdict is not None and "forged" in verdict
+
+
+def test_a_few_slow_round_trips_move_nothing() -> None:
+    claimed, clock = calls(27)
+    clock = [c + (5000 * US if i % 10 == 0 else 0.0) for i, c in enumerate(clock)]  # 3 of 30 answers 5 ms late
+    assert time_bound(claimed, clock, CALIBRATION, "cuda:0").verdict is None
