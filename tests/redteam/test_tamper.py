@@ -66,7 +66,7 @@ def test_honest_seed_passes_with_its_times_inside_the_clock_bound(evaluator: Ker
     bounds = report["bounds"]
     assert set(bounds) == {w["workload"] for w in report["workloads"]}
     for b in bounds.values():  # what the judge measured: the reported median sits within the clock's slack
-        assert b["gap_low_s"] - b["slack_s"] <= b["gap_s"] <= b["gap_high_s"] + b["slack_s"]
+        assert 0 <= b["gap_s"] <= b["gap_high_s"] + b["slack_s"]
 
 
 class Listener:
