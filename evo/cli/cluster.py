@@ -67,12 +67,13 @@ def llm() -> None:
 
     \b
       evo cluster llm start Qwen/Qwen2.5-Coder-7B-Instruct --replicas 4 --gpus-per-replica 2
-      evo run TASK ... --backend ray --llm "$(evo cluster llm endpoints)"
+      evo run TASK ... --backend ray --llm ray
       evo cluster llm stop
 
     The replicas form the run's weighted ensemble: a replica that dies is routed around, the others answer.
-    A replica lost with its node starts again on another node with free GPUs, as soon as one has them (a new
-    URL: `evo cluster llm endpoints` lists it), so the cluster keeps the count asked for.
+    A replica lost with its node (or its server) starts again on a node with free GPUs, as soon as one has
+    them, at a new URL, so the cluster keeps the count asked for; a run with `--llm ray` follows them (new
+    URLs, replicas added with --add, stopped ones). `--llm "$(evo cluster llm endpoints)"` fixes the list.
     """
 
 
@@ -89,9 +90,12 @@ def llm() -> None:
               help="Seconds a replica may take to answer /health.")
 @click.option("--max-restarts", type=int, default=-1, show_default=True,
               help="How often a replica lost with its node is started again on another node (-1: always; 0: never).")
+@click.option("--weight", type=float, default=1.0, show_default=True,
+              help="Each replica's share of a run's requests, against the other replicas.")
+@click.option("--add", is_flag=True, help="Start them beside the replicas that run already (another model too).")
 @click.option("--ray-address", help=_ADDRESS_HELP)
 def llm_start(model: str, replicas: int, gpus_per_replica: int, serve_args: tuple[str, ...], command: str | None,
-              timeout_s: float, max_restarts: int, ray_address: str | None) -> None:
+              timeout_s: float, max_restarts: int, weight: float, add: bool, ray_address: str | None) -> None:
     """Start REPLICAS servers of MODEL on the cluster and print the --llm value that names them."""
     from evo.eval.backends.ray_llm import endpoints_spec, start_replicas
 
@@ -99,7 +103,7 @@ def llm_start(model: str, replicas: int, gpus_per_replica: int, serve_args: tupl
         raise click.BadParameter("the command must hold {port} where the server's port goes", param_hint="--command")
     endpoints = start_replicas(model, replicas, gpus_per_replica=gpus_per_replica, serve_args=serve_args,
                                command=command.split() if command else None, address=ray_address,
-                               start_timeout_s=timeout_s, max_restarts=max_restarts)
+                               start_timeout_s=timeout_s, max_restarts=max_restarts, weight=weight, add=add)
     click.echo(endpoints_spec(endpoints))
 
 

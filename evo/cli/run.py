@@ -112,7 +112,8 @@ def _run_engine(engine: Any, quiet: bool) -> None:
               "(e.g. http://127.0.0.1:8000 of `vllm serve`; several form a weighted ensemble and the bandit "
               "learns which model to ask); vllm:PATH (evo starts `vllm serve PATH` for the run and stops it at "
               "its end; more arguments: llm_serve_args in --config); or in process: transformers:PATH (CPU), "
-              "vllm-offline:PATH (vLLM's offline engine).")
+              "vllm-offline:PATH (vLLM's offline engine); ray[:ADDRESS]: the Ray cluster's LLM replicas (`evo cluster "
+              "llm start`), followed as they restart elsewhere, join or stop.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), help="Where candidates run: this machine "
               "(local, the default) or a Ray cluster (ray; needs `pip install 'evo[cluster]'`).")
 @click.option("--ray-address", help="The Ray cluster for --backend ray: auto, ray://HOST:10001, ... "

@@ -19,6 +19,11 @@ Endpoints serving the same model form one *model group* (`model_groups`): the op
 chooses a group per call (`prefer=`), the client sends the call to that group first and fails
 over to the other groups only when the whole group has failed it.
 
+With a `roster` (`--llm ray`: a Ray cluster's LLM replicas), the endpoint list is re-read while
+the search runs (`evo.llm.endpoints.Roster`): a replica restarted at a new URL replaces its old
+one with its weight, new replicas join, stopped ones leave, and an outage's pause ends early
+when the list changes.
+
 HTTP goes through `httpx2` (the maintained continuation of httpx, already a dependency of
 `huggingface_hub` and so of `transformers`); the `openai` package is not needed.
 """
@@ -38,7 +43,7 @@ import httpx2
 import numpy as np
 
 from evo.errors import EvoError
-from evo.llm.endpoints import SPEC_EXAMPLE, Endpoint, model_groups, parse_endpoints, server_message
+from evo.llm.endpoints import SPEC_EXAMPLE, Endpoint, Roster, model_groups, parse_endpoints, server_message
 
 __all__ = [
     "Completion",
@@ -135,7 +140,8 @@ class LLMClient:
     wait between attempts on an endpoint that already failed (doubling each time).
     `cooldown_s` is how long a failed endpoint is passed over by new requests while other
     endpoints are healthy. `pause_s` and `max_pause_s` bound the pause of an outage (see the
-    module docstring). Use it as an async context manager, or call `aclose()`.
+    module docstring). `roster`: the registry the endpoints follow (their first list is its).
+    Use it as an async context manager, or call `aclose()`.
     """
 
     def __init__(
@@ -148,7 +154,9 @@ class LLMClient:
         cooldown_s: float = 30.0,
         pause_s: float = 5.0,
         max_pause_s: float = 60.0,
+        roster: Roster | None = None,
     ) -> None:
+        endpoints = roster.endpoints if roster is not None else endpoints
         if not endpoints:
             raise EvoError(f"No LLM endpoint given: pass at least one, e.g. --llm {SPEC_EXAMPLE}")
         if any(not (math.isfinite(e.weight) and e.weight > 0) for e in endpoints):
@@ -158,7 +166,9 @@ class LLMClient:
                 "LLMClient needs concurrency >= 1, retries >= 0, timeout_s > 0, backoff_s >= 0 and "
                 "0 <= pause_s <= max_pause_s."
             )
-        self.endpoints = list(endpoints)
+        self.endpoints = list(endpoints)  # replaced whole (never changed in place) when the roster changes
+        self.roster = roster
+        self._roster_version = roster.version if roster is not None else 0
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self.retries = retries
@@ -261,14 +271,15 @@ class LLMClient:
 
     # ----- endpoint choice and retries -----
 
-    def _pick(self, rng: np.random.Generator, tried: set[int], prefer: Sequence[int] | None = None) -> int:
-        """An endpoint index by weight: untried-and-healthy, then untried, then any; at each step
-        the preferred endpoints (a model group) first, then the others."""
+    def _pick(self, rng: np.random.Generator, tried: set[int], prefer: Sequence[int] | None,
+              endpoints: Sequence[Endpoint]) -> int:
+        """An index of `endpoints` by weight: untried-and-healthy, then untried, then any; at each
+        step the preferred endpoints (a model group) first, then the others."""
         now = time.monotonic()
-        indices = list(range(len(self.endpoints)))
+        indices = list(range(len(endpoints)))
         preferred = [i for i in prefer if 0 <= i < len(indices)] if prefer else indices
         untried = [i for i in indices if i not in tried]
-        healthy = [i for i in untried if self._down_until.get(self.endpoints[i].url, 0.0) <= now]
+        healthy = [i for i in untried if self._down_until.get(endpoints[i].url, 0.0) <= now]
         first = set(preferred)
         candidates = (
             [i for i in healthy if i in first] or healthy
@@ -277,22 +288,24 @@ class LLMClient:
         )
         if len(candidates) == 1:
             return candidates[0]
-        weights = np.array([self.endpoints[i].weight for i in candidates], dtype=float)
+        weights = np.array([endpoints[i].weight for i in candidates], dtype=float)
         return candidates[int(rng.choice(len(candidates), p=weights / weights.sum()))]
 
     async def _post_chat(
-        self, payload: dict[str, Any], rng: np.random.Generator, prefer: Sequence[int] | None = None
+        self, payload: dict[str, Any], rng: np.random.Generator, prefer: Sequence[int] | None,
+        endpoints: Sequence[Endpoint],
     ) -> tuple[dict[str, Any], Endpoint]:
-        """POST one chat completion with failover and backoff; returns the body and who answered."""
+        """POST one chat completion with failover and backoff; returns the body and who answered.
+        `endpoints`: the list of the call (`prefer` indexes it), whatever a roster changes meanwhile."""
         tried: set[int] = set()
         errors: list[str] = []
         retry_after: float | None = None
         for attempt in range(self.retries + 1):
-            index = self._pick(rng, tried, prefer)
-            endpoint = self.endpoints[index]
+            index = self._pick(rng, tried, prefer, endpoints)
+            endpoint = endpoints[index]
             if index in tried:
                 # Every endpoint has failed this request already: wait before hammering one again.
-                delay = self.backoff_s * 2 ** max(0, attempt - len(self.endpoints))
+                delay = self.backoff_s * 2 ** max(0, attempt - len(endpoints))
                 if retry_after is not None:
                     delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
                 await asyncio.sleep(delay)
@@ -308,11 +321,13 @@ class LLMClient:
                 errors.append(f"attempt {attempt + 1} on {endpoint.url}: {exc}")
                 self.failures[endpoint.url] += 1
                 self._down_until[endpoint.url] = time.monotonic() + self.cooldown_s
+                if self.roster is not None:
+                    self.roster.stale()  # it may have moved: the registry is read again soon
                 continue
             self.successes[endpoint.url] += 1
             self._down_until.pop(endpoint.url, None)
             return body, endpoint
-        urls = ", ".join(dict.fromkeys(e.url for e in self.endpoints))
+        urls = ", ".join(dict.fromkeys(e.url for e in endpoints))
         raise LLMUnavailable(
             f"No LLM server answered after {self.retries + 1} attempts ({urls}):\n  "
             + "\n  ".join(errors)
@@ -330,13 +345,28 @@ class LLMClient:
 
     async def _await_turn(self) -> bool:
         """Wait while an outage pauses the calls; True if this call is the one probing."""
+        changed = self._follow()
         while self._outage_since is not None:
+            if changed:
+                self._paused_until = 0.0  # the endpoints changed: try them now, not after the pause
             wait = self._paused_until - time.monotonic()
             if wait <= 0 and not self._probing:
                 self._probing = True
                 return True
             await asyncio.sleep(min(max(wait, 0.05), 1.0))
+            changed = self._follow()
         return False
+
+    def _follow(self) -> bool:
+        """Take up the roster's endpoints if they changed (and start a re-read if one is due); whether they did."""
+        if self.roster is None:
+            return False
+        self.roster.kick()
+        if self.roster.version == self._roster_version:
+            return False
+        self._roster_version = self.roster.version
+        self.endpoints = self.roster.endpoints
+        return True
 
     def _outage(self, error: LLMUnavailable, probing: bool) -> None:
         now = time.monotonic()
@@ -370,7 +400,7 @@ class LLMClient:
         max_tokens: int = 1024,
         temperature: float = 0.8,
         rng: np.random.Generator | None = None,
-        prefer: Sequence[int] | None = None,
+        prefer: Sequence[int] | str | None = None,
     ) -> Completion:
         """Sample `n` answers to `messages`.
 
@@ -378,8 +408,8 @@ class LLMClient:
         field), so that a seeded search asks for the same samples where the server honours it.
         A server that answers `n > 1` with fewer choices (as `transformers serve` does) gets the
         missing samples as separate requests, and is remembered so that later calls send it
-        n separate requests at once. `prefer` (endpoint indices, e.g. a value of `model_groups`)
-        are tried first; the others only when all of them failed this call.
+        n separate requests at once. `prefer` (endpoint indices, e.g. a value of `model_groups`, or
+        a model group's label) are tried first; the others only when all of them failed this call.
         During an outage the call first waits for its turn (see the module docstring).
         """
         if n < 1:
@@ -403,8 +433,11 @@ class LLMClient:
         max_tokens: int,
         temperature: float,
         rng: np.random.Generator | None,
-        prefer: Sequence[int] | None,
+        prefer: Sequence[int] | str | None,
     ) -> Completion:
+        endpoints = self.endpoints
+        if isinstance(prefer, str):  # a label, resolved in this call's list: a roster may have changed it
+            prefer = model_groups(endpoints).get(prefer)
         seeded = rng is not None
         rng = rng if rng is not None else self._rng
         start = time.perf_counter()
@@ -423,9 +456,9 @@ class LLMClient:
             return body
 
         bodies: list[tuple[dict[str, Any], Endpoint]] = []
-        ask_n = n > 1 and not all(e.root in self._ignores_n for e in self.endpoints)
+        ask_n = n > 1 and not all(e.root in self._ignores_n for e in endpoints)
         if n == 1 or ask_n:
-            body, endpoint = await self._post_chat(payload(n), rng, prefer)
+            body, endpoint = await self._post_chat(payload(n), rng, prefer, endpoints)
             bodies.append((body, endpoint))
             if n > 1 and len(body.get("choices") or []) < n:
                 self._ignores_n.add(endpoint.root)
@@ -433,7 +466,7 @@ class LLMClient:
         if missing > 0:
             # Payloads are built first so the seeds drawn from rng do not depend on task timing.
             payloads = [payload(1) for _ in range(missing)]
-            bodies += await asyncio.gather(*(self._post_chat(p, rng, prefer) for p in payloads))
+            bodies += await asyncio.gather(*(self._post_chat(p, rng, prefer, endpoints) for p in payloads))
 
         texts: list[str] = []
         reasoning: list[str] = []
@@ -491,8 +524,9 @@ class PreferredModel:
         temperature: float = 0.8,
         rng: np.random.Generator | None = None,
     ) -> Completion:
+        # By label: the group's indices move when a roster changes the client's endpoints.
         return await self.client.chat(messages, n=n, max_tokens=max_tokens, temperature=temperature, rng=rng,
-                                      prefer=self.indices)
+                                      prefer=self.label)
 
     async def aclose(self) -> None:
         return None

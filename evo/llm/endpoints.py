@@ -2,21 +2,28 @@
 
 An `Endpoint` is one OpenAI-compatible server (its URL, the model to ask for, its share of the
 requests); `parse_endpoints` reads the `--llm` syntax; `model_groups` groups the endpoints that
-serve one model, the unit the operator bandit chooses among.
+serve one model, the unit the operator bandit chooses among. A `Roster` is an ensemble that
+changes while a search runs (`--llm ray`: the LLM replicas of a Ray cluster, restarted on other
+nodes with new URLs, added, stopped), re-read from its registry by a worker thread.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 import httpx2
 
 from evo.errors import EvoError
 
-__all__ = ["SPEC_EXAMPLE", "Endpoint", "model_groups", "parse_endpoints", "probe_endpoints"]
+__all__ = ["SPEC_EXAMPLE", "Endpoint", "Roster", "model_groups", "parse_endpoints", "probe_endpoints"]
+
+log = logging.getLogger(__name__)
 
 SPEC_EXAMPLE = "http://127.0.0.1:8000@2,http://gpu-b:8000#Qwen/Qwen2.5-Coder-7B-Instruct@1"
 
@@ -163,3 +170,99 @@ def server_message(response: httpx2.Response) -> str:
         if body.get("message"):
             return str(body["message"])
     return str(body)[:500]
+
+
+class Roster:
+    """The endpoints of a registry that changes under a running search, by key (a replica's name).
+
+    `read()` (blocking; it may raise) returns the endpoints that serve now, by key. `refresh` reads
+    it and merges: a key whose URL changed is *replaced* (its new URL, the weight it had: one log
+    line says so), a new key is added with its weight, a key no longer listed is dropped. A read
+    that fails or lists nothing keeps the last endpoints (a client needs one to fail over to, and
+    its outage pause waits for them to come back). `kick` starts a refresh in a worker thread when
+    one is due: every `refresh_s` seconds, or `retry_s` after `stale` (an endpoint failed a
+    request). `version` grows with every change, for the client to pick the new list up.
+    `initial`: the first endpoints, when the caller has read them already (else `read()` now).
+    """
+
+    def __init__(self, read: Callable[[], Mapping[str, Endpoint]], *, what: str, refresh_s: float = 30.0,
+                 retry_s: float = 2.0, initial: Mapping[str, Endpoint] | None = None) -> None:
+        if not (refresh_s > 0 and retry_s >= 0):
+            raise EvoError(f"the endpoints of {what} are re-read every refresh_s > 0 seconds (got {refresh_s}) "
+                           f"and retry_s >= 0 after a failure (got {retry_s})")
+        self.read, self.what, self.refresh_s, self.retry_s = read, what, refresh_s, retry_s
+        self._current = dict(read() if initial is None else initial)
+        if not self._current:
+            raise EvoError(f"{what} lists no LLM endpoint that answers now")
+        self._seen = dict(self._current)  # every key's last endpoint: its weight is kept when it comes back
+        self.version = 0
+        self._last = time.monotonic()
+        self._due = self._last + refresh_s
+        self._thread: threading.Thread | None = None
+        self._failing = False  # the last read failed or listed nothing (said once, not at every read)
+        self._lock = threading.Lock()
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        """The endpoints now, in the order their keys were first seen."""
+        with self._lock:
+            return list(self._current.values())
+
+    def stale(self) -> None:
+        """An endpoint failed: re-read `retry_s` after the last read (it may have moved)."""
+        self._due = min(self._due, self._last + self.retry_s)
+
+    def kick(self) -> None:
+        """Start a refresh in a worker thread if one is due and none runs."""
+        if time.monotonic() >= self._due and (self._thread is None or not self._thread.is_alive()):
+            self._due = time.monotonic() + self.refresh_s  # before the thread: one kick, one read
+            self._thread = threading.Thread(target=self.refresh, name="evo-llm-roster", daemon=True)
+            self._thread.start()
+
+    def refresh(self) -> bool:
+        """Read the registry now and merge (see the class); whether the endpoints changed."""
+        try:
+            found = dict(self.read())
+        except Exception as exc:  # noqa: BLE001 - the registry is away for now (a head restarting, a timeout)
+            found, why = {}, f"{type(exc).__name__}: {exc}"
+        else:
+            why = "it lists no endpoint that answers"
+        self._last = time.monotonic()
+        self._due = self._last + self.refresh_s
+        if not found:
+            if not self._failing:
+                log.warning("could not re-read the LLM endpoints of %s (%s); keeping the last known ones",
+                            self.what, str(why).splitlines()[0][:300])
+            self._failing = True
+            return False
+        self._failing = False
+        with self._lock:
+            merged = merge_endpoints(self._current, found, self._seen, self.what)
+            changed = list(merged.items()) != list(self._current.items())
+            self._current = merged
+        if changed:
+            self.version += 1
+        return changed
+
+
+def merge_endpoints(old: Mapping[str, Endpoint], found: Mapping[str, Endpoint], seen: dict[str, Endpoint],
+                    what: str) -> dict[str, Endpoint]:
+    """`old` updated to `found` (see `Roster`), one log line per change. `seen` (updated here) holds the last
+    endpoint of every key ever listed: a key that comes back after a drop keeps its weight and, at a new
+    URL, is said to be replaced."""
+    merged: dict[str, Endpoint] = {}
+    for key, endpoint in old.items():
+        if key not in found:
+            log.warning("LLM endpoint %s (%s) dropped: %s no longer lists it as serving", key, endpoint.url, what)
+    for key in [*(k for k in old if k in found), *(k for k in found if k not in old)]:  # old order, then new
+        before = seen.get(key)
+        now = found[key] if before is None else replace(found[key], weight=before.weight)
+        if before is None:
+            log.warning("LLM endpoint %s added: %s (weight %g)", key, now.url, now.weight)
+        elif now.url != before.url or now.model != before.model:
+            log.warning("LLM endpoint %s replaced: %s -> %s (weight %g kept); requests go to the new URL",
+                        key, before.url, now.url, now.weight)
+        elif key not in old:
+            log.warning("LLM endpoint %s back: %s", key, now.url)
+        merged[key] = seen[key] = now
+    return merged

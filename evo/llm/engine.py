@@ -13,7 +13,8 @@ so `LLMOperator(TransformersEngine(path), "diff")` works as with an `LLMClient`.
   time, in a worker thread so the event loop (evaluations, other operators) keeps going.
 - `VLLMEngine`: vLLM's offline `LLM`, which batches the requests that arrive together.
 - `make_llm(spec)`: the `--llm` syntax: `http://...` (servers), `vllm:PATH` (a `vllm serve` that
-  evo starts and stops, `evo.llm.serve.ManagedLLM`), `transformers:PATH`, `vllm-offline:PATH`.
+  evo starts and stops, `evo.llm.serve.ManagedLLM`), `transformers:PATH`, `vllm-offline:PATH`,
+  `ray[:ADDRESS]` (a Ray cluster's LLM replicas, followed while the run goes on).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ SPEC_EXAMPLES = (
     "URL[#model][@weight],...), "
     "vllm:/path/to/model or vllm:Qwen/Qwen2.5-Coder-7B-Instruct (evo starts `vllm serve` for the run, CUDA), "
     "transformers:/path/to/model (in-process, CPU), "
-    "vllm-offline:/path/to/model (vLLM's offline engine in process, CUDA)"
+    "vllm-offline:/path/to/model (vLLM's offline engine in process, CUDA), "
+    "ray or ray:ADDRESS (the LLM replicas of `evo cluster llm start`, followed as they move)"
 )
 KINDS = ("transformers", "vllm", "vllm-offline")
 _SEED_BOUND = 2**31 - 1  # as LLMClient draws its `seed` field: fits every server's int32
@@ -361,6 +363,8 @@ def _split_spec(spec: str) -> tuple[str, str]:
     spec = spec.strip()
     if spec.startswith(("http://", "https://")):
         return "http", spec
+    if spec == "ray" or spec.startswith("ray:"):  # the address is optional: the run's connection, $RAY_ADDRESS
+        return "ray", spec.removeprefix("ray").removeprefix(":").strip()
     kind, colon, path = spec.partition(":")
     if colon and kind in KINDS:
         if not path.strip():
@@ -384,6 +388,11 @@ def check_llm_spec(spec: str, serve_args: Sequence[str] = (), probe: bool = Fals
         from evo.llm.serve import tensor_parallel_of, vllm_command
 
         vllm_command(rest, 0, tensor_parallel_of(serve_args), serve_args, what=f"--llm vllm:{rest}")
+    elif kind == "ray":
+        # Ray only: connecting here would fix the connection before the run's Ray backend makes its own.
+        from evo.eval.backends.ray_connect import import_ray
+
+        import_ray()
     elif kind == "vllm-offline":
         from evo.llm.serve import check_vllm_and_gpus
 
@@ -399,12 +408,18 @@ def make_llm(
     `http://...`/`https://...` (comma-separated `URL[#model][@weight]`): `LLMClient`;
     `vllm:PATH`: `ManagedLLM`, a `vllm serve PATH` (with `serve_args`) that starts on the first
     call and stops on `aclose`, its log in `log_dir/llm-server.log` (a temporary file without
-    `log_dir`); `transformers:PATH`: `TransformersEngine`; `vllm-offline:PATH`: `VLLMEngine`.
+    `log_dir`); `transformers:PATH`: `TransformersEngine`; `vllm-offline:PATH`: `VLLMEngine`;
+    `ray[:ADDRESS]`: an `LLMClient` following the cluster's LLM replicas (`replica_roster`).
     Raises `EvoError` with examples for anything else.
     """
     kind, rest = _split_spec(spec)
     if kind == "http":
         return LLMClient(parse_endpoints(rest), **kwargs)
+    if kind == "ray":
+        # The Ray backend's module (Ray is imported there only); the run's connection, if made, is reused.
+        from evo.eval.backends.ray_llm import replica_roster
+
+        return LLMClient([], roster=replica_roster(rest or None), **kwargs)
     if kind == "vllm":
         from evo.llm.serve import managed_vllm
 
