@@ -33,6 +33,7 @@ from evo.store import Store
 from evo.store.lessons import (
     Lesson,
     Outcome,
+    RecentOutcomes,
     add_lesson,
     latest_lessons,
     lessons,
@@ -134,9 +135,11 @@ class LessonStats:
 
 
 def collect(store: Store, task: Task, evaluations: int, elite_descriptors: Sequence[Sequence[float]] = (),
-            n_cells: int | None = None, specs: Sequence[DescriptorSpec] = (), window: int = WINDOW) -> LessonStats:
+            n_cells: int | None = None, specs: Sequence[DescriptorSpec] = (), window: int = WINDOW,
+            outcomes: Sequence[Outcome] | None = None) -> LessonStats:
     """Statistics of the last `window` evaluations, and of the archive from its elites' descriptors
-    (`specs`: the grid's axes; none for embedding cells, whose `n_cells` count empty cells instead)."""
+    (`specs`: the grid's axes; none for embedding cells, whose `n_cells` count empty cells instead).
+    `outcomes`: those evaluations already read (`RecentOutcomes`), else they are read here."""
     operators: dict[str, Tally] = defaultdict(Tally)
     changes: dict[str, Tally] = defaultdict(Tally)
     parameters: dict[str, Tally] = defaultdict(Tally)
@@ -146,7 +149,7 @@ def collect(store: Store, task: Task, evaluations: int, elite_descriptors: Seque
     check_examples: dict[str, str] = {}
     best: list[tuple[float, str, str | None, str]] = []
     looked = 0
-    for o in recent_outcomes(store, window):
+    for o in recent_outcomes(store, window) if outcomes is None else outcomes:
         looked += 1
         if o.operator == "seed":
             continue
@@ -300,6 +303,7 @@ class LessonKeeper:
         self.written = 0  # lessons written by this keeper
         self._pending: asyncio.Task[None] | None = None
         self._pending_args: tuple[LessonStats, str] | None = None
+        self._recent = RecentOutcomes(store, WINDOW)
         # Carried once, when the run is created: a resume must not need the earlier run's directory.
         if lessons_from and store.get_meta("lessons_carried_from") is None:
             carry_lessons(store, Path(lessons_from), task)
@@ -348,7 +352,7 @@ class LessonKeeper:
             elites = [row["descriptors"] for table in population.tables() for row in table]
             specs = getattr(first, "specs", ())  # grid cells over the task's descriptors; CVT cells have none
             n_cells = int(first.archive.cells)
-        return collect(self.store, self.task, done, elites, n_cells, specs)
+        return collect(self.store, self.task, done, elites, n_cells, specs, outcomes=self._recent.read())
 
     def _store(self, stats: LessonStats, text: str, source: str, why: str, extra: dict[str, Any]) -> None:
         lesson = add_lesson(self.store, self.run, self.task.name, stats.evaluations, source, text,

@@ -28,9 +28,9 @@ from evo.errors import OperatorError
 from evo.lessons import LessonKeeper, parse_lesson
 from evo.llm.client import Endpoint, LLMClient
 from evo.llm.prompts import build_messages, lessons_section
-from evo.program import Program
+from evo.program import Program, Status
 from evo.store import Store
-from evo.store.lessons import lessons
+from evo.store.lessons import RecentOutcomes, lessons, recent_outcomes
 from evo.task import load_task
 
 TOY = Path(__file__).parent / "fixtures" / "tasks" / "toy" / "quadratic"
@@ -223,3 +223,63 @@ def test_a_model_lesson_that_is_cut_off_or_never_comes_falls_back_to_the_structu
     assert lesson.text.startswith("Lessons after 30 evaluations")
     expected = "had not written the lesson" if route else "cut off while thinking"
     assert expected in lesson.data["model_error"]
+
+
+def test_recent_outcomes_kept_between_lessons_equal_a_fresh_read(tmp_path: Path) -> None:
+    """The engine's lessons read only the evaluations since the last lesson; what they see must equal a full read,
+    after new evaluations (more than the window too), a re-timing of a child and of a parent, and a parent that
+    is stored or evaluated only after its child."""
+    store = Store.in_dir(tmp_path, readonly=False)
+    kept = RecentOutcomes(store, window=5)
+    rng = random.Random(3)
+
+    def made(parent: Program | None, op: str = "constants") -> Program:
+        child = Program(source=f"X = {rng.random()}\n", parents=(parent.id,) if parent else (), operator=op,
+                        meta={"changed": [{"name": "X", "line": 1}]})
+        store.add_program(child, None)
+        return child
+
+    def evaluate(p: Program, score: float | None) -> None:
+        p.status, p.score = (Status.EVALUATED, score) if score is not None else (Status.FAILED, None)
+        p.error = None if score is not None else "invalid output 7"
+        p.verdict = None if score is not None else json.dumps({"reasons": [{"check": "c", "reason": "r"}]})
+        store.record_evaluation(p, {"admission": "new" if score is not None else None,
+                                    "reason_kind": None if score is not None else "invalid", "reason": p.error},
+                                None)
+
+    def same() -> None:
+        assert kept.read() == list(recent_outcomes(store, 5))
+
+    seed = made(None, "seed")
+    evaluate(seed, 1.0)
+    same()
+    children = [made(seed) for _ in range(3)]
+    for c in children:
+        evaluate(c, rng.random())
+    same()
+    for c in [made(children[0]) for _ in range(8)]:  # more than the window at once
+        evaluate(c, rng.random() if rng.random() < 0.7 else None)
+    same()
+    newest = kept.read()[0]
+    retimed = store.get_program(newest.program_id)
+    retimed.score = 42.0
+    store.record_retiming(retimed, {"old": newest.score, "new": 42.0})
+    same()
+    parent = store.get_program(kept.read()[1].program_id)  # a parent of a child made now, re-timed after
+    child = made(parent)
+    evaluate(child, 0.5)
+    same()
+    if parent.score is not None:
+        parent.score += 1.0
+        store.record_retiming(parent, {})
+        same()
+    late = Program(source="X = 0\n", operator="constants")  # the parent enters the store after its child
+    orphan = made(late)
+    evaluate(orphan, 0.25)
+    same()
+    assert kept.read()[0].parent_score is None
+    store.add_program(late, None)
+    evaluate(late, 3.0)
+    same()
+    assert kept.read()[1].parent_score == 3.0
+    store.close()

@@ -134,31 +134,83 @@ class Outcome:
     parent_id: str | None
 
 
+_OUTCOMES = (
+    "SELECT ev.seq, p.id, p.operator, p.status, p.score, CASE WHEN p.status != 'evaluated' THEN p.verdict END,"
+    " p.meta, ev.data, par.score,"
+    " json_extract(p.parents, '$[0]')"
+    " FROM events ev JOIN programs p ON p.id = ev.program_id"
+    " LEFT JOIN programs par ON par.id = json_extract(p.parents, '$[0]')"
+    " WHERE ev.kind = 'evaluated' AND ev.seq > ? ORDER BY ev.seq DESC LIMIT ?"
+)
+
+
 def recent_outcomes(store: Store, window: int) -> Iterator[Outcome]:
     """The last `window` finished evaluations, newest first, with the first parent's score (a delta)."""
+    for _, outcome in _outcomes_after(store, 0, window):
+        yield outcome
+
+
+def _outcomes_after(store: Store, after: int, window: int) -> list[tuple[int, Outcome]]:
+    """(event seq, outcome) of the last `window` finished evaluations whose event comes after `after`, newest first."""
     # From the `evaluated` events (their kind is indexed) to the programs (by id): nothing joins on
     # events.program_id, which has no index. A passing program's verdict (kilobytes of JSON, every check) is
     # neither read nor parsed: lessons look at the reasons of refusals only (parsing 2,000 verdicts was most of
     # a lesson's cost, every 200 evaluations).
-    cur = store.db.execute(
-        "SELECT p.id, p.operator, p.status, p.score, CASE WHEN p.status != 'evaluated' THEN p.verdict END,"
-        " p.meta, ev.data, par.score,"
-        " json_extract(p.parents, '$[0]')"
-        " FROM events ev JOIN programs p ON p.id = ev.program_id"
-        " LEFT JOIN programs par ON par.id = json_extract(p.parents, '$[0]')"
-        " WHERE ev.kind = 'evaluated' ORDER BY ev.seq DESC LIMIT ?",
-        (window,),
-    )
-    for pid, operator, status, score, verdict, meta, data, parent_score, parent_id in cur.fetchall():
+    out = []
+    for seq, pid, operator, status, score, verdict, meta, data, parent_score, parent_id in \
+            store.db.execute(_OUTCOMES, (after, window)).fetchall():
         info = json.loads(data) if data else {}
         try:
             parsed_verdict = json.loads(verdict) if verdict else None
         except ValueError:
             parsed_verdict = None
-        yield Outcome(operator, status == "evaluated", info.get("admission"), score, parent_score,
-                      info.get("reason_kind"), info.get("reason"),
-                      parsed_verdict if isinstance(parsed_verdict, dict) else None,
-                      json.loads(meta) if meta else {}, pid, parent_id)
+        out.append((seq, Outcome(operator, status == "evaluated", info.get("admission"), score, parent_score,
+                                 info.get("reason_kind"), info.get("reason"),
+                                 parsed_verdict if isinstance(parsed_verdict, dict) else None,
+                                 json.loads(meta) if meta else {}, pid, parent_id)))
+    return out
+
+
+class RecentOutcomes:
+    """`recent_outcomes(store, window)` as a list, kept by reading only the evaluations finished since the last
+    call (a lesson every 200 evaluations otherwise reads and parses 2,000 rows, most of its cost).
+
+    What a kept outcome holds cannot change afterwards, save through a re-timing (a program's score, status and
+    verdict, its parent's score), which writes a `retimed` event: after one, everything is read again. A parent
+    that had no score when read (not stored or not evaluated yet) is looked up again on every call.
+    """
+
+    def __init__(self, store: Store, window: int) -> None:
+        self.store, self.window = store, window
+        self._kept: list[tuple[int, Outcome]] = []  # newest first
+        self._seen = 0  # the newest event read (of any kind): evaluations and re-timings after it are new
+
+    def read(self) -> list[Outcome]:
+        """The last `window` finished evaluations, newest first: equal to `list(recent_outcomes(...))`."""
+        db = self.store.db
+        newest = db.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
+        retimed = db.execute("SELECT MAX(seq) FROM events WHERE kind = 'retimed'").fetchone()[0] or 0
+        after = 0 if retimed > self._seen else self._kept[0][0] if self._kept else 0
+        kept = self._kept if after else []
+        self._kept = (_outcomes_after(self.store, after, self.window) + kept)[: self.window]
+        self._seen = newest
+        unscored = {o.parent_id for _, o in self._kept if o.parent_id is not None and o.parent_score is None}
+        if unscored:
+            scores = _scores(self.store, unscored)
+            for _, o in self._kept:
+                if o.parent_id is not None and o.parent_score is None:
+                    o.parent_score = scores.get(o.parent_id)
+        return [o for _, o in self._kept]
+
+
+def _scores(store: Store, ids: set[str]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    ordered = sorted(ids)
+    for i in range(0, len(ordered), 500):  # within SQLite's limit on bound parameters
+        chunk = ordered[i : i + 500]
+        out.update(store.db.execute(f"SELECT id, score FROM programs WHERE id IN ({','.join('?' * len(chunk))})",
+                                    chunk).fetchall())
+    return out
 
 
 def recent_rejections(store: Store, window: int) -> list[tuple[str, str, str]]:
