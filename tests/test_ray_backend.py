@@ -16,6 +16,17 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray backend's tests need Ray: pip install -e '.[dev]'")
 from ray.cluster_utils import Cluster  # noqa: E402
+from ray_fixtures import (  # noqa: E402
+    FAST_HEALTH_CHECKS,
+    RMSNORM_SOURCE,
+    TASK,
+    add_node,
+    gpu_node,
+    local_cluster,
+    rmsnorm_on_gpu,
+    seed,
+    slow_seed,
+)
 
 from evo.config import RunConfig  # noqa: E402
 from evo.engine import Engine  # noqa: E402
@@ -29,32 +40,13 @@ from evo.store import Store  # noqa: E402
 from evo.task import load_task  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
-TASK = "math/circle_packing_26"
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    """One Ray cluster for the module: a head with 2 CPUs (actors of 1 CPU each)."""
-    # Health checks every 0.5 s: a node removed without notice is seen dead in ~2 s instead of ~15 s.
-    c = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "include_dashboard": False,
-        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3}})
-    ray.init(address=c.address, namespace="evo-tests", log_to_driver=False)
-    try:
+    """One Ray cluster for the module: a head with 2 CPUs (actors of 1 CPU each), dead nodes seen fast."""
+    with local_cluster(FAST_HEALTH_CHECKS) as c:
         yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()
-
-
-def _seed(task_name: str = TASK) -> str:
-    return (load_task(task_name).root / "seed.py").read_text()
-
-
-def _slow_seed(seconds: float) -> str:
-    """The seed, taking `seconds` longer: long enough to be caught in flight (the task's timeout is 10 s)."""
-    return "import time\n" + _seed() + f"\n_build = construct_packing\n" \
-        f"def construct_packing():\n    time.sleep({seconds})\n    return _build()\n"
 
 
 def _stored_evaluations(run_dir: Path) -> int:
@@ -101,14 +93,14 @@ def test_an_actor_killed_mid_evaluation_loses_nothing(cluster: Cluster, tmp_path
         assert len(evaluator.actors()) == 2
 
         async def main() -> object:
-            job = asyncio.create_task(pipeline.evaluate(Program(source=_slow_seed(3.0))))
+            job = asyncio.create_task(pipeline.evaluate(Program(source=slow_seed(3.0))))
             await evaluator.wait_until(lambda: any(m["load"] for m in evaluator.actors()))
             busy = next(m for m in evaluator._members if m.load)
             ray.kill(busy.handle, no_restart=True)
             return await job
 
         result = asyncio.run(main())
-        expected = pipeline.evaluate_sync(Program(source=_seed()))
+        expected = pipeline.evaluate_sync(Program(source=seed()))
         assert result.ok, result.error
         assert result.score == expected.score
         assert evaluator.lost == 1 and evaluator.requeued == 1 and evaluator.infrastructure_failures == 0
@@ -150,7 +142,7 @@ def test_a_job_lost_twice_is_an_infrastructure_failure(cluster: Cluster, tmp_pat
     evaluator = RayEvaluator(task, 1, tmp_path)
     try:
         async def main() -> object:
-            job = asyncio.create_task(evaluator.evaluate(Program(source=_slow_seed(5.0))))
+            job = asyncio.create_task(evaluator.evaluate(Program(source=slow_seed(5.0))))
             for lost in (1, 2):  # kill whichever actor holds the job, twice
                 await evaluator.wait_until(lambda: any(m.load for m in evaluator._members))
                 ray.kill(evaluator._members[0].handle, no_restart=True)
@@ -166,8 +158,7 @@ def test_a_job_lost_twice_is_an_infrastructure_failure(cluster: Cluster, tmp_pat
 
 
 def test_a_node_removed_mid_run_costs_only_time(cluster: Cluster, tmp_path: Path) -> None:
-    node = cluster.add_node(num_cpus=1, resources={"spare": 1})
-    cluster.wait_for_nodes()
+    node = add_node(cluster, {"spare": 1})
     task = load_task(TASK)
     evaluator = RayEvaluator(task, 3, tmp_path)  # 3 CPU actors over the head (2) and the new node (1)
     try:
@@ -175,7 +166,7 @@ def test_a_node_removed_mid_run_costs_only_time(cluster: Cluster, tmp_path: Path
         assert len(on_node) == 1
 
         async def main() -> list[object]:
-            jobs = [asyncio.create_task(evaluator.evaluate(Program(source=_slow_seed(2.0)))) for _ in range(3)]
+            jobs = [asyncio.create_task(evaluator.evaluate(Program(source=slow_seed(2.0)))) for _ in range(3)]
             await evaluator.wait_until(lambda: on_node[0].load > 0)
             cluster.remove_node(node, allow_graceful=False)
             return list(await asyncio.gather(*jobs))
@@ -321,17 +312,12 @@ def test_a_driver_killed_with_sigkill_resumes_on_the_cluster(cluster: Cluster, t
 def test_a_gpu_actor_runs_the_harness_on_the_gpu_ray_gave_it(cluster: Cluster, tmp_path: Path) -> None:
     """A custom resource stands in for a GPU: the actor lands on the node that has it and runs today's harness
     there (the zygote worker and its judge; Triton's interpreter without CUDA)."""
-    from evo.eval.bench import BenchConfig
-
-    node = cluster.add_node(num_cpus=1, resources={"fake_gpu": 1})
-    cluster.wait_for_nodes()
-    task = load_task("kernels/rmsnorm_fwd")
-    evaluator = RayEvaluator(task, 1, tmp_path, gpu_resource="fake_gpu", slots_per_actor=1,
-                             actor_options={"config": BenchConfig(iters=2, warmup=1, compile_baseline=False)})
+    node = gpu_node(cluster)
+    task, evaluator = rmsnorm_on_gpu(tmp_path)
     pipeline = Pipeline(task, evaluator)
     try:
         assert [m.info["node_id"] for m in evaluator._members] == [node.node_id]
-        source = (Path(__file__).resolve().parents[1] / "kernels" / "rmsnorm_fwd.py").read_text()
+        source = RMSNORM_SOURCE.read_text()
         result = pipeline.evaluate_sync(Program(source=source))
         assert result.ok, result.error
         checks = {name: passed for name, passed, _ in result.checks}

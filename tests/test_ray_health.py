@@ -16,6 +16,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray backend's tests need Ray: pip install -e '.[dev]'")
 from ray.cluster_utils import Cluster  # noqa: E402
+from ray_fixtures import FAST_HEALTH_CHECKS, GPU, TASK, gpu_node, local_cluster, seed, slow_seed  # noqa: E402
 
 from evo.eval.backends.gpu_health import FAULT_ENV  # noqa: E402
 from evo.eval.backends.ray import INFRASTRUCTURE, RayEvaluator  # noqa: E402
@@ -27,40 +28,19 @@ from evo.program import Program  # noqa: E402
 from evo.task import load_task  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
-TASK = "math/circle_packing_26"
-GPU = "fake_gpu"
 CUDA_FAILURE = ("def construct_packing():\n"
                 "    raise RuntimeError('CUDA error: an illegal memory access was encountered')\n")
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    c = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "include_dashboard": False,
-        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3}})
-    ray.init(address=c.address, namespace="evo-tests", log_to_driver=False)
-    try:
+    with local_cluster(FAST_HEALTH_CHECKS) as c:
         yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()
 
 
 def _gpu_node(cluster: Cluster, fault_file: Path | None = None) -> object:
     """A node with one stand-in GPU; with `fault_file`, its workers' environment names it (the probe reads it)."""
-    env = {FAULT_ENV: str(fault_file)} if fault_file is not None else None
-    node = cluster.add_node(num_cpus=1, resources={GPU: 1}, env_vars=env)
-    cluster.wait_for_nodes()
-    return node
-
-
-def _seed() -> str:
-    return (load_task(TASK).root / "seed.py").read_text()
-
-
-def _slow_seed(seconds: float) -> str:
-    return "import time\n" + _seed() + f"\n_build = construct_packing\n" \
-        f"def construct_packing():\n    time.sleep({seconds})\n    return _build()\n"
+    return gpu_node(cluster, {FAULT_ENV: str(fault_file)} if fault_file is not None else None)
 
 
 def _status_of(name: str) -> dict[str, object]:
@@ -79,7 +59,7 @@ def test_a_gpu_that_fails_its_probe_at_start_is_drained_and_reported(cluster: Cl
         assert [m.info["node_id"] for m in evaluator._members] == [well.node_id]
         (name, why), = evaluator.drained.items()
         assert "CUDA error" in why and FAULT_ENV in why
-        result = pipeline.evaluate_sync(Program(source=_seed()))
+        result = pipeline.evaluate_sync(Program(source=seed()))
         assert result.ok, result.error
         drained = _status_of(name)
         assert drained["health"] == "drained" and "CUDA error" in str(drained["drained_reason"])
@@ -110,10 +90,10 @@ def test_a_gpu_found_sick_mid_run_is_drained_and_its_jobs_move_once(cluster: Clu
     added: list[object] = []
     try:
         (first,) = evaluator._members
-        expected = pipeline.evaluate_sync(Program(source=_seed()))
+        expected = pipeline.evaluate_sync(Program(source=seed()))
 
         async def main() -> list[object]:
-            slow = asyncio.create_task(pipeline.evaluate(Program(source=_slow_seed(6.0))))
+            slow = asyncio.create_task(pipeline.evaluate(Program(source=slow_seed(6.0))))
             await evaluator.wait_until(lambda: first.load == 1)
             failing = asyncio.create_task(pipeline.evaluate(Program(source=CUDA_FAILURE)))
             await evaluator.wait_until(lambda: first.load == 2)
@@ -174,7 +154,7 @@ def test_a_drained_gpu_returns_to_service_once_its_probe_passes_again(cluster: C
         assert not evaluator._starting and evaluator.requeued == 1 and evaluator.infrastructure_failures == 0
         status = _status_of(first.name)
         assert status["health"] == "healthy" and status["drained_reason"] is None
-        assert pipeline.evaluate_sync(Program(source=_seed())).ok
+        assert pipeline.evaluate_sync(Program(source=seed())).ok
         assert sorted(a["name"] for a in cluster_status()["actors"]) == [first.name], "the replacement is gone"
     finally:
         pipeline.close()

@@ -14,6 +14,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray backend's tests need Ray: pip install -e '.[dev]'")
 from ray.cluster_utils import Cluster  # noqa: E402
+from ray_fixtures import REPO, RMSNORM_SOURCE, gpu_node, local_cluster, rmsnorm_on_gpu  # noqa: E402
 from training_corpus import build_corpus  # noqa: E402
 
 from evo.errors import EvoError  # noqa: E402
@@ -24,7 +25,6 @@ from evo.program import Program  # noqa: E402
 from evo.task import load_task  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
-REPO = Path(__file__).resolve().parents[1]
 SMOKE = {"device": "cpu", "eval_tokens": 4096, "rescore_batches": 1, "probe_trials": 2}
 # A candidate that waits out whatever budget it is handed: its training time tells which rung it ran at.
 PATIENT = (REPO / "tasks" / "training" / "lm_budget" / "seed.py").read_text().replace(
@@ -33,13 +33,8 @@ PATIENT = (REPO / "tasks" / "training" / "lm_budget" / "seed.py").read_text().re
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    ray.init(address=c.address, namespace="evo-tests", log_to_driver=False)
-    try:
+    with local_cluster() as c:
         yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()
 
 
 def test_the_short_rung_of_a_training_task_runs_on_the_actor_at_a_tenth_of_the_budget(
@@ -63,17 +58,12 @@ def test_the_short_rung_of_a_training_task_runs_on_the_actor_at_a_tenth_of_the_b
 
 
 def test_a_rung_the_kernel_harness_cannot_run_is_refused_before_it_is_sent(cluster: Cluster, tmp_path: Path) -> None:
-    from evo.eval.bench import BenchConfig
-
-    node = cluster.add_node(num_cpus=1, resources={"fake_gpu": 1})
-    cluster.wait_for_nodes()
-    task = load_task("kernels/rmsnorm_fwd")
-    evaluator = RayEvaluator(task, 1, tmp_path, gpu_resource="fake_gpu", slots_per_actor=1,
-                             actor_options={"config": BenchConfig(iters=2, warmup=1, compile_baseline=False)})
+    node = gpu_node(cluster)
+    task, evaluator = rmsnorm_on_gpu(tmp_path)
     pipeline = Pipeline(task, evaluator)
     try:
         assert not evaluator.runs_rungs
-        source = (REPO / "kernels" / "rmsnorm_fwd.py").read_text()
+        source = RMSNORM_SOURCE.read_text()
         with pytest.raises(EvoError, match=r"^the Ray actors' KernelEvaluator runs only the whole evaluation "
                                            r"\('timing'\), not the rung 'correctness'$"):
             pipeline.evaluate_sync(Program(source=source), "correctness")
