@@ -275,3 +275,52 @@ def test_a_bad_refresh_setting_is_refused_with_the_fix(monkeypatch: pytest.Monke
     monkeypatch.setenv("EVO_LLM_REFRESH_S", "often")
     with pytest.raises(EvoError, match=r"EVO_LLM_REFRESH_S='often' is not a number of seconds"):
         replica_roster()
+
+
+_EVERYWHERE = '''
+import sys, threading
+sys.path.insert(0, {tests!r})
+from http.server import ThreadingHTTPServer
+from llm_fixtures import ToyCoderServer, _ToyCoderHandler
+
+class OnEveryInterface(ToyCoderServer):  # the replica reports its node's address, not loopback
+    def __init__(self, port):
+        ThreadingHTTPServer.__init__(self, ("0.0.0.0", port), _ToyCoderHandler)
+        self.model, self.calls, self._lock = "toy-coder", 0, threading.Lock()
+
+OnEveryInterface(int(sys.argv[1])).serve_forever()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_replicas_added_beside_the_running_ones_join_and_stopped_ones_leave(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray", reason="the Ray backend's tests need Ray: pip install -e '.[dev]'")
+    from evo.eval.backends.ray_llm import replica_roster, start_replicas, stop_replicas
+
+    script = tmp_path / "toy_server.py"
+    script.write_text(_EVERYWHERE.format(tests=str(Path(__file__).parent)))
+    command = [sys.executable, str(script), "{port}"]
+    ray.init(num_cpus=2, namespace="evo-tests", log_to_driver=False, include_dashboard=False)
+    try:
+        first, = start_replicas("toy-coder", 1, gpus_per_replica=0, command=command, start_timeout_s=60, weight=2)
+        with pytest.raises(EvoError, match="or add more beside them with --add"):
+            start_replicas("toy-coder", 1, gpus_per_replica=0, command=command)
+        client = LLMClient([], roster=replica_roster(refresh_s=0.5), retries=2, backoff_s=0.05)
+        assert [(e.url, e.weight) for e in client.endpoints] == [(first.url, 2.0)]
+        added, = start_replicas("toy-coder", 1, gpus_per_replica=0, command=command, start_timeout_s=60, add=True)
+        assert added.url != first.url and ray.get_actor("evo-llm-1", namespace="evo") is not None
+
+        async def scenario() -> None:
+            await _until(client, lambda: added.url in {e.url for e in client.endpoints}, timeout_s=30)
+            ray.kill(ray.get_actor("evo-llm-0", namespace="evo"), no_restart=True)  # stopped for good
+            await _until(client, lambda: [e.url for e in client.endpoints] == [added.url], timeout_s=30)
+            assert {(await client.chat(MESSAGES)).endpoint for _ in range(4)} == {added.url}
+            await client.aclose()
+
+        asyncio.run(scenario())
+    finally:
+        try:
+            stop_replicas()
+        finally:
+            ray.shutdown()
