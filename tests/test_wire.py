@@ -71,3 +71,22 @@ def test_the_digest_is_keyed_and_sees_every_byte() -> None:
         assert wire.digest([y], 42) != d
     odd = torch.arange(7, dtype=torch.uint8)
     assert wire.digest([odd, x], 42) != wire.digest([x, odd], 42)  # each position under its own key
+
+
+def test_buffers_kept_between_messages_carry_each_message_whole() -> None:
+    """The judge's inbox and the child's outbox are reused: a small message after a large one, and a larger one
+    after that, each come back exactly (no bytes of an earlier message, no short read)."""
+    inbox, outbox = wire.Buffer(), wire.Buffer()
+    a, b = socket.socketpair()
+    wire.widen(a)
+    wire.widen(b)
+    with a, b:
+        for n in (50_000, 3, 120_000):
+            xs = [torch.randn(n), torch.arange(n % 7 + 1, dtype=torch.int16)]
+            meta, views = wire.pack_tensors(xs, outbox)
+            wire.send(a, {"tensors": meta}, views)
+            header, payload = wire.recv(b, 1 << 24, inbox)
+            back = wire.unpack_tensors(header["tensors"], payload, "cpu")
+            assert all(torch.equal(x, y) for x, y in zip(xs, back, strict=True))
+            # What came back is a copy: the next message into the same inbox cannot change it.
+            assert back[0].data_ptr() != inbox.take(1).data_ptr()

@@ -75,6 +75,7 @@ class Runner:
                  before: Snapshot | None = None):
         self.sock, self.run, self.data, self.device, self.config = sock, run, data, device, config
         self.flush = L2Flusher(device, l2_bytes)
+        self.outbox = wire.Buffer(pinned=device.startswith("cuda"))
         self.latency_s = latency_s
         self.phases = phases or Unshared()
         self.before = before
@@ -126,7 +127,7 @@ class Runner:
             mutated = not all(torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
                               for a, b in zip(inputs, before, strict=True))
             aliased = aliases(got, inputs)
-            meta, views = wire.pack_tensors(got)  # (on the CPU these are views of the outputs themselves)
+            meta, views = wire.pack_tensors(got, self.outbox)
             wire.send(self.sock, {"ok": True, "mutated": mutated, "aliased": aliased, "tensors": meta}, views)
             del views
             scrub(list(got))
@@ -193,7 +194,7 @@ class Runner:
     def _op_fetch(self, h: dict[str, Any]) -> None:
         with self.phases.checking():
             out = self._kept.pop((str(h["w"]), int(h["i"])), ())
-            meta, views = wire.pack_tensors(out)
+            meta, views = wire.pack_tensors(out, self.outbox)
         wire.send(self.sock, {"ok": True, "tensors": meta}, views)
 
     # -- what only this process sees -----------------------------------------------------------

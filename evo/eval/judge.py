@@ -108,16 +108,17 @@ class Session:
     def __init__(self, sock: socket.socket, device: str, lock: Callable[[], Any] | None):
         self.sock, self.device = sock, device
         self.lock = lock  # the GPU held shared while the judge compares on it
+        self.inbox = wire.Buffer(pinned=device.startswith("cuda"))  # outputs of hundreds of MB, every check
         self.seconds: dict[str, float] = {}
 
     def ask(self, header: dict[str, Any], max_payload: int = 0) -> tuple[dict[str, Any], bytearray | None]:
         wire.send(self.sock, header)
-        reply, payload = wire.recv(self.sock, max_payload)
+        reply, payload = wire.recv(self.sock, max_payload, self.inbox if max_payload else None)
         if reply.get("ok") is not True:
             raise Refused("runs", f"{header.get('op')} {header.get('w', '')}: {str(reply.get('error'))[:400]}")
         return reply, payload
 
-    def compare(self, meta: Any, payload: bytearray | None, expected: list[torch.Tensor], atol: float,
+    def compare(self, meta: Any, payload: bytearray | memoryview | None, expected: list[torch.Tensor], atol: float,
                 rtol: float) -> tuple[str | None, list[Any]]:
         got = wire.unpack_tensors(meta, payload, self.device)
         with self.lock() if self.lock is not None else nullcontext():

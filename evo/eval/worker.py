@@ -40,7 +40,7 @@ from typing import Any
 import torch
 import triton  # noqa: F401
 
-from evo.eval import fs_guard
+from evo.eval import fs_guard, wire
 from evo.eval.families.base import task_hash
 from evo.eval.gpu_lock import GpuLock
 from evo.eval.reference_data import WorkloadData
@@ -302,6 +302,8 @@ def serve(device: str, session: Path, parallel: int) -> None:
                                  "traceback": traceback.format_exc()[-3000:], "wall_s": 0.0})
                     continue
                 mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                wire.widen(mine)
+                wire.widen(theirs)
                 request = {"id": job["id"], "kind": job["kind"], "key": _task_key(job), "task_root": job["task_root"],
                            "session_seed": job["session_seed"], "config": job.get("config", {}),
                            "expected_dir": job.get("expected_dir"), "prepared": job.get("prepared", {}),

