@@ -240,8 +240,7 @@ class Roster:
             merged = merge_endpoints(self._current, found, self._seen, self.what)
             changed = list(merged.items()) != list(self._current.items())
             self._current = merged
-        if changed:
-            self.version += 1
+            self.version += changed
         return changed
 
 
