@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from evo.audit import Verdict
+from evo.eval import pipeline
 from evo.eval.pipeline import Pipeline, _zero_numbers, source_shape
 from evo.program import Program
 from evo.task import load_task
@@ -119,7 +120,7 @@ def test_zero_numbers_equals_the_reference_on_the_repository_and_random_texts() 
     files = sorted((REPO / "tasks").rglob("*.py")) + sorted((REPO / "kernels").rglob("*.py")) \
         + sorted((REPO / "evo" / "operators").rglob("*.py"))
     assert len(files) > 20
-    for path in files:
+    for path in files * 2:  # the second time from the memo of gaps
         text = path.read_text()
         assert _zero_numbers(text) == _reference_zero_numbers(text), path
     pieces = [*"0123456789._xXoObBeEjJ+-#'\"\\\n rRfFuU(=,", "'''", '"""', "0x1F", "1e-3", "x1", "١٢", "\\\n", "''''"]
@@ -127,3 +128,14 @@ def test_zero_numbers_equals_the_reference_on_the_repository_and_random_texts() 
     for _ in range(20_000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 24)))
         assert _zero_numbers(text) == _reference_zero_numbers(text), text
+
+
+def test_the_memo_of_gaps_stays_bounded_and_right(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "_GAPS_KEPT", 16)
+    monkeypatch.setattr(pipeline, "_GAPS", {})
+    rng = random.Random(5)
+    texts = [f"x{i} = {rng.random()} + 'a{i % 3}'  # {i}\ny = {i % 7}\n" for i in range(200)]
+    for text in texts + texts[::-1]:
+        assert _zero_numbers(text) == _reference_zero_numbers(text)
+        assert len(pipeline._GAPS) <= 16
+    assert source_shape(texts[0]) != source_shape(texts[1]) and source_shape("y = 1\n") == source_shape("y = 2\n")

@@ -242,18 +242,30 @@ _NUMBER = re.compile(r"[\d.](?<![\w.][\d.])(?:(?<=0)[xXoObB][0-9a-fA-F_]+|(?<=\d
                      r"|(?<=\.)\d[\d_]*(?:[eE][-+]?\d+)?)[jJ]?(?!\w)")
 
 
+_GAPS: dict[str, str] = {}  # code between strings and comments -> with its numbers zeroed (a pure function)
+_GAPS_KEPT = 8192  # entries before the memo starts afresh: a child repeats all but a few of its parent's gaps
+
+
+def _zero_gap(gap: str) -> str:
+    zeroed = _GAPS.get(gap)
+    if zeroed is None:
+        if len(_GAPS) >= _GAPS_KEPT:
+            _GAPS.clear()
+        zeroed = _GAPS[gap] = _NUMBER.sub("0", gap)
+    return zeroed
+
+
 def _zero_numbers(text: str) -> str:
     """`text` with every number literal outside strings and comments written as 0."""
     out: list[str] = []
     pos = 0
-    zero = _NUMBER.sub
     for kept in _KEPT.finditer(text):
         start = kept.start()
         if start > pos:
-            out.append(zero("0", text[pos:start]))
+            out.append(_zero_gap(text[pos:start]))
         out.append(kept.group())
         pos = kept.end()
-    out.append(zero("0", text[pos:]))
+    out.append(_zero_gap(text[pos:]))
     return "".join(out)
 
 
