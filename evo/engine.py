@@ -86,7 +86,13 @@ class Engine:
         registry: dict[str, Callable[[], Operator]] = dict(OPERATORS)
         op_weights = config.operator_weights()
         if config.llm:
-            client = self.llm_client = make_llm(config.llm, log_dir=self.run_dir, serve_args=config.llm_serve_args)
+            roster = None
+            if config.llm == "ray" or config.llm.startswith("ray:"):  # replicas followed as Ray moves them
+                from evo.eval.backends.ray_llm import replica_roster
+
+                roster = replica_roster(config.llm.removeprefix("ray").removeprefix(":").strip() or None)
+            client = self.llm_client = make_llm(config.llm, log_dir=self.run_dir, serve_args=config.llm_serve_args,
+                                                roster=roster)
             llm_registry, op_weights = llm_operators(client, op_weights, n=config.llm_samples,
                                                      max_tokens=config.llm_max_tokens,
                                                      temperature=config.llm_temperature)

@@ -159,6 +159,18 @@ def test_population_and_operators_never_import_the_store(package: str) -> None:
                           "let the engine pass in what is needed")
 
 
+def test_the_llm_stack_never_imports_the_evaluation_side() -> None:
+    """evo/llm depends on stdlib, HTTP and model libraries only (ARCHITECTURE.md); what needs Ray (the
+    cluster's replica roster) is built by the engine and handed in."""
+    offences = {}
+    for name, path in _modules():
+        if _within(name, "evo.llm"):
+            names = imported_modules(path.read_text(), name, is_package=path.name == "__init__.py")
+            if bad := sorted(n for n in names if _within(n, "evo.eval") or _within(n, "ray")):
+                offences[_rel(path)] = bad
+    assert not offences, f"evo/llm imports the evaluation side or Ray: {offences}"
+
+
 def test_no_module_passes_the_line_limit() -> None:
     counts = {_rel(path): len(path.read_text().splitlines()) for _, path in _modules()}
     unknown = [p for p in OVER_THE_LIMIT if p not in counts]

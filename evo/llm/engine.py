@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import threading
 import time
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ import numpy as np
 
 from evo.errors import EvoError
 from evo.llm.client import Completion, LLMClient, LoopLock, parse_endpoints
-from evo.llm.endpoints import probe_endpoints
+from evo.llm.endpoints import Roster, probe_endpoints
 
 if TYPE_CHECKING:
     from evo.llm.serve import ManagedLLM
@@ -389,10 +390,10 @@ def check_llm_spec(spec: str, serve_args: Sequence[str] = (), probe: bool = Fals
 
         vllm_command(rest, 0, tensor_parallel_of(serve_args), serve_args, what=f"--llm vllm:{rest}")
     elif kind == "ray":
-        # Ray only: connecting here would fix the connection before the run's Ray backend makes its own.
-        from evo.eval.backends.ray_connect import import_ray
-
-        import_ray()
+        # Ray's presence only: connecting here would fix the connection before the run's Ray backend makes its own.
+        if importlib.util.find_spec("ray") is None:
+            raise EvoError(f"--llm {spec} follows a Ray cluster's LLM replicas, and Ray is not installed: "
+                           "pip install 'evo[cluster]'")
     elif kind == "vllm-offline":
         from evo.llm.serve import check_vllm_and_gpus
 
@@ -401,7 +402,8 @@ def check_llm_spec(spec: str, serve_args: Sequence[str] = (), probe: bool = Fals
 
 
 def make_llm(
-    spec: str, *, log_dir: Path | None = None, serve_args: Sequence[str] = (), **kwargs: Any
+    spec: str, *, log_dir: Path | None = None, serve_args: Sequence[str] = (), roster: Roster | None = None,
+    **kwargs: Any
 ) -> LLMClient | ManagedLLM | TransformersEngine | VLLMEngine:
     """The LLM a `--llm` spec names; `kwargs` go to its constructor.
 
@@ -409,17 +411,18 @@ def make_llm(
     `vllm:PATH`: `ManagedLLM`, a `vllm serve PATH` (with `serve_args`) that starts on the first
     call and stops on `aclose`, its log in `log_dir/llm-server.log` (a temporary file without
     `log_dir`); `transformers:PATH`: `TransformersEngine`; `vllm-offline:PATH`: `VLLMEngine`;
-    `ray[:ADDRESS]`: an `LLMClient` following the cluster's LLM replicas (`replica_roster`).
+    `ray[:ADDRESS]`: an `LLMClient` following `roster`, the cluster's LLM replicas (the caller builds it with
+    `evo.eval.backends.ray_llm.replica_roster`: Ray lives on the evaluation side, never under `evo/llm`).
     Raises `EvoError` with examples for anything else.
     """
     kind, rest = _split_spec(spec)
     if kind == "http":
         return LLMClient(parse_endpoints(rest), **kwargs)
     if kind == "ray":
-        # The Ray backend's module (Ray is imported there only); the run's connection, if made, is reused.
-        from evo.eval.backends.ray_llm import replica_roster
-
-        return LLMClient([], roster=replica_roster(rest or None), **kwargs)
+        if roster is None:
+            raise EvoError(f"--llm {spec}: no roster of the cluster's LLM replicas was given (the run builds one "
+                           "with evo.eval.backends.ray_llm.replica_roster)")
+        return LLMClient([], roster=roster, **kwargs)
     if kind == "vllm":
         from evo.llm.serve import managed_vllm
 
