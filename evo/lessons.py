@@ -62,13 +62,14 @@ class Tally:
     improved: int = 0
     gains: list[float] = field(default_factory=list)
 
-    def add(self, o: Outcome) -> None:
-        self.tried += 1
-        self.failed += not o.ok
-        self.admitted += o.admission in ("new", "improve")
-        if o.ok and o.score is not None and o.parent_score is not None:
-            self.gains.append(o.score - o.parent_score)
-            self.improved += o.score > o.parent_score
+    @classmethod
+    def of(cls, outcomes: Sequence[Outcome]) -> Tally:
+        """The tally of `outcomes` (gains in their order)."""
+        gains = [o.score - o.parent_score for o in outcomes
+                 if o.ok and o.score is not None and o.parent_score is not None]
+        return cls(len(outcomes), sum(not o.ok for o in outcomes),
+                   sum(o.admission in ("new", "improve") for o in outcomes),
+                   sum(g > 0 for g in gains), gains)  # a - b > 0 exactly when a > b, for floats too
 
     def line(self, name: str, metric: str, sign: float = 1.0) -> str:
         """One bullet; `sign` turns the oriented gains back into the metric's units (-1 when minimised)."""
@@ -140,9 +141,10 @@ def collect(store: Store, task: Task, evaluations: int, elite_descriptors: Seque
     """Statistics of the last `window` evaluations, and of the archive from its elites' descriptors
     (`specs`: the grid's axes; none for embedding cells, whose `n_cells` count empty cells instead).
     `outcomes`: those evaluations already read (`RecentOutcomes`), else they are read here."""
-    operators: dict[str, Tally] = defaultdict(Tally)
-    changes: dict[str, Tally] = defaultdict(Tally)
-    parameters: dict[str, Tally] = defaultdict(Tally)
+    # Outcomes grouped by what they are tallied under, then tallied once per group: a lesson looks at 2,000.
+    operators: dict[str, list[Outcome]] = defaultdict(list)
+    changes: dict[str, list[Outcome]] = defaultdict(list)
+    parameters: dict[str, list[Outcome]] = defaultdict(list)
     failures: Counter[str] = Counter()
     examples: dict[str, str] = {}
     checks: Counter[str] = Counter()
@@ -153,12 +155,12 @@ def collect(store: Store, task: Task, evaluations: int, elite_descriptors: Seque
         looked += 1
         if o.operator == "seed":
             continue
-        operators[o.operator].add(o)
-        changes[_kind_of_change(o)].add(o)
+        operators[o.operator].append(o)
+        changes[_kind_of_change(o)].append(o)
         for change in o.meta.get("changed") or []:
             if isinstance(change, dict):
                 name = str(change.get("name") or f"the literal on line {change.get('line')}")
-                parameters[name].add(o)
+                parameters[name].append(o)
         if not o.ok:
             key = f"{o.reason_kind or 'failed'}: {_shape(o.reason or '')}"
             failures[key] += 1
@@ -174,9 +176,13 @@ def collect(store: Store, task: Task, evaluations: int, elite_descriptors: Seque
     rejections: Counter[str] = Counter(f"{op}: {kind}: {_shape(reason)}"
                                        for op, kind, reason in recent_rejections(store, window))
     best.sort(key=lambda b: -b[0])
-    return LessonStats(evaluations, looked, task.config.metric, task.orient(1.0), dict(operators), dict(changes), dict(parameters),
-                       failures, examples, checks, check_examples, rejections,
+    return LessonStats(evaluations, looked, task.config.metric, task.orient(1.0), _tallies(operators), _tallies(changes),
+                       _tallies(parameters), failures, examples, checks, check_examples, rejections,
                        unexplored(specs, elite_descriptors, n_cells), best[:BEST_DIFFS])
+
+
+def _tallies(groups: dict[str, list[Outcome]]) -> dict[str, Tally]:
+    return {name: Tally.of(group) for name, group in groups.items()}
 
 
 def unexplored(specs: Sequence[DescriptorSpec], elites: Sequence[Sequence[float]], n_cells: int | None) -> list[str]:

@@ -25,12 +25,12 @@ from llm_fixtures import JsonHandler, ToyCoderServer
 from evo.config import RunConfig
 from evo.engine import Engine
 from evo.errors import OperatorError
-from evo.lessons import LessonKeeper, parse_lesson
+from evo.lessons import LessonKeeper, _kind_of_change, collect, parse_lesson
 from evo.llm.client import Endpoint, LLMClient
 from evo.llm.prompts import build_messages, lessons_section
 from evo.program import Program, Status
 from evo.store import Store
-from evo.store.lessons import RecentOutcomes, lessons, recent_outcomes
+from evo.store.lessons import Outcome, RecentOutcomes, lessons, recent_outcomes
 from evo.task import load_task
 
 TOY = Path(__file__).parent / "fixtures" / "tasks" / "toy" / "quadratic"
@@ -283,3 +283,51 @@ def test_recent_outcomes_kept_between_lessons_equal_a_fresh_read(tmp_path: Path)
     same()
     assert kept.read()[1].parent_score == 3.0
     store.close()
+
+
+def test_lesson_tallies_equal_one_outcome_at_a_time(tmp_path: Path) -> None:
+    """`collect` tallies each group at once; the figures (gains in order, names in order of first sight) must be
+    those of adding the outcomes one at a time, as it did before."""
+    rng = random.Random(7)
+    scores = [None, 0.0, 1.0, 1.5, -2.0, float("inf"), float("nan"), 1e308, -1e308, 5e-324]
+    outcomes = []
+    for i in range(600):
+        ok = rng.random() < 0.8
+        changed = [{"name": rng.choice(["A", "B", "C", None]), "line": rng.randint(1, 9)}
+                   for _ in range(rng.randint(0, 3))]
+        meta = rng.choice([{"changed": changed}, {"mode": "diff", "n_blocks": rng.randint(1, 5)}, {"mode": "rewrite"}, {}])
+        outcomes.append(Outcome(rng.choice(["constants", "params", "llm_diff", "seed"]), ok,
+                                rng.choice(["new", "improve", "rejected", None]), rng.choice(scores) if ok else None,
+                                rng.choice(scores), None if ok else "invalid", None if ok else f"bad {i}", None, meta,
+                                f"p{i}", rng.choice([None, f"p{i - 1}"])))
+
+    def one_at_a_time(groups: dict[str, list[Outcome]]) -> list[tuple[str, int, int, int, int, list[float]]]:
+        out = []
+        for name, group in groups.items():
+            tried = failed = admitted = improved = 0
+            gains: list[float] = []
+            for o in group:
+                tried += 1
+                failed += not o.ok
+                admitted += o.admission in ("new", "improve")
+                if o.ok and o.score is not None and o.parent_score is not None:
+                    gains.append(o.score - o.parent_score)
+                    improved += o.score > o.parent_score
+            out.append((name, tried, failed, admitted, improved, gains))
+        return out
+
+    expected: dict[str, dict[str, list[Outcome]]] = {"operators": {}, "changes": {}, "parameters": {}}
+    for o in outcomes:
+        if o.operator == "seed":
+            continue
+        expected["operators"].setdefault(o.operator, []).append(o)
+        expected["changes"].setdefault(_kind_of_change(o), []).append(o)
+        for c in o.meta.get("changed") or []:
+            expected["parameters"].setdefault(str(c.get("name") or f"the literal on line {c.get('line')}"), []).append(o)
+    store = Store.in_dir(tmp_path, readonly=False)
+    stats = collect(store, load_task("math/circle_packing_26"), 600, outcomes=outcomes)
+    store.close()
+    for field_name, groups in expected.items():
+        got = [(name, t.tried, t.failed, t.admitted, t.improved, t.gains) for name, t in getattr(stats, field_name).items()]
+        # nan != nan: compare gains by their text
+        assert repr(got) == repr(one_at_a_time(groups)), field_name
