@@ -71,3 +71,13 @@ async def supervise(workers: list[asyncio.Task[None]], producer: asyncio.Task[No
             finishing = True
             for _ in workers:
                 await queue.put(None)
+
+
+async def next_admission(admitted: asyncio.Event, timeout_s: float = 0.2) -> None:
+    """Wait until an evaluation is admitted (`admitted` set anew), or `timeout_s` at most: a producer with no
+    parent to mutate yet polls this way instead of spinning."""
+    admitted.clear()
+    try:
+        await asyncio.wait_for(admitted.wait(), timeout=timeout_s)
+    except TimeoutError:
+        pass

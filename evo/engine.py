@@ -31,7 +31,7 @@ import numpy as np
 
 from evo.admit import record_evaluation
 from evo.ast_parse import parse_source
-from evo.clean_stop import run_with_signals, supervise
+from evo.clean_stop import next_admission, run_with_signals, supervise
 from evo.config import RunConfig
 from evo.embed import duplicate_threshold, make_embedder
 from evo.errors import EvoError, OperatorError
@@ -392,11 +392,7 @@ class Engine:
                                    f"Failures so far: {dict(self.stats.failures)}. Check a seed with `evo eval`; "
                                    f"once fixed, `evo resume {self.run_dir}` evaluates the seeds again.")
                 assert self._admitted is not None
-                self._admitted.clear()
-                try:
-                    await asyncio.wait_for(self._admitted.wait(), timeout=0.2)
-                except TimeoutError:
-                    pass
+                await next_admission(self._admitted)
                 continue
             try:
                 children = await self.propose()

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from evo.clean_stop import run_with_signals, supervise
+from evo.clean_stop import next_admission, run_with_signals, supervise
 from evo.config import RunConfig
 from evo.errors import EvoError
 from evo.llm.client import LLMUnavailable
@@ -136,11 +136,7 @@ class Suite:
                 if queue.empty() and not any(self._inflight.values()):
                     self._check_dead()
                 assert self._admitted is not None
-                self._admitted.clear()
-                try:
-                    await asyncio.wait_for(self._admitted.wait(), timeout=0.2)
-                except TimeoutError:
-                    pass
+                await next_admission(self._admitted)
                 continue
             name = self.bandit.choose(self.rng, eligible)
             self.bandit.grant(name)
