@@ -41,7 +41,7 @@ from evo.eval.integrity import (
 )
 from evo.eval.kernel_spec import as_tuple
 from evo.eval.reference_data import WorkloadData, seeds_per_workload, workloads_for
-from evo.eval.timing import BenchConfig, L2Flusher, host_latency_s, sync, timed_sample
+from evo.eval.timing import BenchConfig, L2Flusher, sync, timed_sample
 
 __all__ = ["BenchConfig", "GpuPhases", "Runner", "WorkloadData", "seeds_per_workload", "workloads_for"]
 
@@ -142,7 +142,7 @@ class Runner:
             budget = min(budget, torch.cuda.get_device_properties(self.device).total_memory // 32)
         with self.phases.checking():
             for w in self.data.workloads:
-                seeds = self.data.seeds[w.name][: self.config.input_sets]
+                seeds = self.data.timing_seeds[w.name]
                 sets = [self.data.inputs[(w.name, s)] for s in seeds]
                 size = sum(x.numel() * x.element_size() for xs in sets for x in xs if isinstance(x, torch.Tensor))
                 if size <= budget:
@@ -162,15 +162,16 @@ class Runner:
 
     def _op_time_setup(self, h: dict[str, Any]) -> None:
         w = self.data.workload(str(h["w"]))
-        seeds = self.data.seeds[w.name][: self.config.input_sets]
+        seeds = self.data.timing_seeds[w.name]
         self._sets = self._staged.pop(w.name, None) or [self.data.inputs_of(w, s, self.device) for s in seeds]
         self._outs = {}
         self._key = int(h["key"])
-        if h.get("remeasure"):  # a re-timing: the host may have been slow the first time
-            self.latency_s = max(self.latency_s, host_latency_s(self.device, self.flush))
+        # Warmed up on a correctness round's inputs: the timing's own sets stay unseen until their timed calls.
+        warm = self.data.inputs_of(w, self.data.seeds[w.name][0], self.device)
         with torch.no_grad():
-            for i in range(self.config.warmup):
-                self.run(*self._sets[i % len(self._sets)])
+            for _ in range(self.config.warmup):
+                self.run(*warm)
+        del warm
         sync(self.device)
         wire.send(self.sock, {"ok": True, "sets": len(self._sets)})
 

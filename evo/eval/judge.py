@@ -56,7 +56,6 @@ from evo.task import load_module
 # How far a reported time may sit from what the judge's clock allows (see `TimeBound`): on a GPU the clock
 # sees microseconds of host jitter per call; Triton's interpreter on a CPU, milliseconds.
 SLACK = {"cuda": (10e-6, 0.15), "cpu": (5e-3, 0.5)}
-TIMING_ATTEMPTS = 3  # a workload whose times contradict the clock is timed again (a host that woke late)
 SPOT_CHECKS = 2  # timed calls per workload whose outputs are fetched and compared
 EVIDENCE = ("dynamic:timer_integrity", "dynamic:global_flags", "dynamic:thread_count", "dynamic:files_left",
             "dynamic:stream_join")
@@ -175,10 +174,18 @@ def time_bound(claimed: list[float], clock: list[float], calibration: dict[str, 
     return TimeBound(med, gap, low, high, max(a, r * med))
 
 
-def _timed_batch(s: Session, w: Workload, n: int, key: int, remeasure: bool) -> tuple[list[dict[str, Any]], list[float]]:
+def timed_calls(config: BenchConfig) -> int:
+    """Timed calls per workload: at most 2 x input_sets - 1, so that calls on an input set seen before (in this
+    timing: the sets are unseen before it) are fewer than half, and the median is a call that computed. A
+    candidate that answers repeats from a cache gains nothing. Timed once: a second timing of the same sets
+    would be all repeats (a first one that failed its bound on purpose, then a cached one)."""
+    return max(1, min(config.iters, 2 * config.input_sets - 1))
+
+
+def _timed_batch(s: Session, w: Workload, n: int, key: int) -> tuple[list[dict[str, Any]], list[float]]:
     """`n` timed calls of one workload: each answer and the judge's clock for it, from the previous answer to
     this one (no moment between calls when the clock is stopped: work done then would be in no one's time)."""
-    s.ask({"op": "time_setup", "w": w.name, "key": key, "remeasure": remeasure})
+    s.ask({"op": "time_setup", "w": w.name, "key": key})
     answers, clock = [], []
     last = time.perf_counter()
     for i in range(n):
@@ -201,13 +208,13 @@ def calibrate(s: Session, exp: Expected, config: BenchConfig) -> dict[str, Any]:
     """The clock's overhead per timed call, per workload, against a trusted child answering with a no-op:
     its median and its 10th and 90th percentiles, after a batch that warms the path (digest weights, caches)."""
     out: dict[str, Any] = {}
-    n = max(config.iters, config.input_sets)
+    n = max(config.iters, timed_calls(config))  # percentiles want more calls than a candidate's timing has
     s.ask({"op": "timing_begin"})
     try:
         for w in exp.data.workloads:
-            _timed_batch(s, w, max(config.warmup, 3), random.SystemRandom().randrange(2**62), False)
+            _timed_batch(s, w, max(config.warmup, 3), random.SystemRandom().randrange(2**62))
             s.ask({"op": "keep", "w": w.name, "keep": []})
-            answers, clock = _timed_batch(s, w, n, random.SystemRandom().randrange(2**62), False)
+            answers, clock = _timed_batch(s, w, n, random.SystemRandom().randrange(2**62))
             claimed = _floats(answers, "t")
             # The no-op's own event time is near zero; what it reports is in the overhead too.
             trusted = [c - t for c, t in zip(clock, claimed, strict=True)]
@@ -304,7 +311,7 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
     # Timing: the GPU held alone; every timed call under the judge's clock, its outputs committed by digest.
     t0 = time.perf_counter()
     s.ask({"op": "stage"})
-    n = max(config.iters, config.input_sets)
+    n = timed_calls(config)
     calibration = prepared.get("calibration") or {}
     picked: dict[str, list[tuple[int, int, int]]] = {}  # workload -> (call, key, digest)
     escaped_any: list[str] = []
@@ -315,16 +322,11 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
             if not isinstance(cal, dict) or not isinstance(cal.get("overhead_s"), (int, float)):
                 raise Refused("dynamic:time_bound", f"workload {w.name}: no calibration of the judge's clock "
                               "(the reference job's); a time that cannot be bounded is not believed")
-            bound: TimeBound | None = None
-            for attempt in range(TIMING_ATTEMPTS):
-                key = rng.randrange(2**62)
-                answers, clock = _timed_batch(s, w, n, key, remeasure=attempt > 0)
-                claimed = _floats(answers, "t")
-                bound = time_bound(claimed, clock, cal, s.device)
-                if bound.verdict is None:
-                    break
-            assert bound is not None
-            result["bounds"][w.name] = {**bound.to_dict(), "attempts": attempt + 1,
+            key = rng.randrange(2**62)
+            answers, clock = _timed_batch(s, w, n, key)
+            claimed = _floats(answers, "t")
+            bound = time_bound(claimed, clock, cal, s.device)
+            result["bounds"][w.name] = {**bound.to_dict(), "calls": n,
                                         **{k: float(cal[k]) for k in ("overhead_s", "overhead_low_s", "overhead_high_s")
                                            if isinstance(cal.get(k), (int, float))}}
             if bound.verdict is not None:
@@ -350,7 +352,7 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
     # The picked timed calls: their outputs as committed inside their timing windows, and right.
     t0 = time.perf_counter()
     for w in data.workloads:
-        sets = data.seeds[w.name][: config.input_sets]
+        sets = data.timing_seeds[w.name]
         for i, key, committed in picked.get(w.name, []):
             seed = sets[i % len(sets)]
             expected = exp.of(w.name, seed)

