@@ -230,11 +230,11 @@ SCREEN_CACHE = 8192  # screen verdicts kept per pipeline, by source shape
 # prefix (`rb`, `f`) is left to the code between: letters, which no number rule matches. Each alternative is
 # unrolled (runs of plain characters, then one escape or lone quote at a time) rather than a lazy match of one
 # character at a time: the same output (tests/test_screen_cache.py holds the one-regex original to compare).
-_KEPT = re.compile(r"#[^\n]*"
+_KEPT = re.compile(r"(#[^\n]*"
                    r"|'''[^\\']*(?:(?:\\.|'(?!''))[^\\']*)*'''"
                    r'|"""[^\\"]*(?:(?:\\.|"(?!""))[^\\"]*)*"""'
                    r"|'[^'\\\n]*(?:\\.[^'\\\n]*)*'"
-                   r'|"[^"\\\n]*(?:\\.[^"\\\n]*)*"')
+                   r'|"[^"\\\n]*(?:\\.[^"\\\n]*)*")')  # one group: what `re.split` keeps
 # A number literal not part of a name (x1): decimal, float, exponent, hex/octal/binary, complex. The first
 # character is matched by a class and the rest checked behind it, so that the regex engine skips to candidate
 # characters instead of trying every branch at every position (twice as fast).
@@ -257,16 +257,9 @@ def _zero_gap(gap: str) -> str:
 
 def _zero_numbers(text: str) -> str:
     """`text` with every number literal outside strings and comments written as 0."""
-    out: list[str] = []
-    pos = 0
-    for kept in _KEPT.finditer(text):
-        start = kept.start()
-        if start > pos:
-            out.append(_zero_gap(text[pos:start]))
-        out.append(kept.group())
-        pos = kept.end()
-    out.append(_zero_gap(text[pos:]))
-    return "".join(out)
+    pieces = _KEPT.split(text)  # code, string or comment, code, ..., code
+    pieces[::2] = map(_zero_gap, pieces[::2])
+    return "".join(pieces)
 
 
 def source_shape(source: Source) -> str:
