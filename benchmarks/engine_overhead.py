@@ -15,7 +15,8 @@ The target (500 candidates/s with 10,000 programs stored) applies to phase 2. Ea
 reports proposals (rejected ones included), CPU time, and a per-stage breakdown from timers
 wrapped around `Engine.propose`, `Engine.record`, the operators, the embedder, the novelty
 search and the store's writes. Stages nest (indented under their parent); an `other` row is the
-parent's time outside its timed children.
+parent's time outside its timed children. The garbage collector's time (by generation, from
+`gc.callbacks`) is printed under the table: it lands inside whichever stage allocated.
 
     .venv/bin/python benchmarks/engine_overhead.py              # 10,000 then 5,000 more
     .venv/bin/python benchmarks/engine_overhead.py --quick      # 500 then 500: a smoke run
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import json
 import math
 import os
@@ -88,6 +90,31 @@ class InstantEvaluator:
 
     def close(self) -> None:
         pass
+
+
+class GcTimer:
+    """Time spent in the garbage collector (it runs inside whichever stage allocates): by generation."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.collections = [0, 0, 0]
+        self.longest = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+            return
+        took = time.perf_counter() - self._start
+        self.seconds[info["generation"]] += took
+        self.collections[info["generation"]] += 1
+        self.longest = max(self.longest, took)
+
+    def report(self, candidates: int) -> dict[str, Any]:
+        total = sum(self.seconds)
+        return {"seconds": round(total, 4), "us_per_candidate": round(1e6 * total / max(candidates, 1), 1),
+                "by_generation_s": [round(x, 4) for x in self.seconds], "collections": self.collections,
+                "longest_ms": round(1e3 * self.longest, 1)}
 
 
 class StageTimer:
@@ -180,8 +207,13 @@ def run_phase(name: str, make: Callable[[], Engine]) -> dict[str, Any]:
     timer = StageTimer()
     timer.instrument(engine)
     load_before = os.getloadavg()[0]
+    collector = GcTimer()
+    gc.callbacks.append(collector)
     t0, c0 = time.perf_counter(), time.process_time()
-    stats = asyncio.run(engine.run_async())
+    try:
+        stats = asyncio.run(engine.run_async())
+    finally:
+        gc.callbacks.remove(collector)
     seconds, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     engine.close()
     evaluated = stats.done - stats.done_at_start
@@ -203,6 +235,7 @@ def run_phase(name: str, make: Callable[[], Engine]) -> dict[str, Any]:
         "best_score": stats.best_score,
         "coverage": round(stats.coverage, 4),
         "stages": timer.report(seconds),
+        "garbage_collection": collector.report(evaluated),  # inside the stages' times, not beside them
     }
 
 
@@ -234,6 +267,9 @@ def print_tables(phases: list[dict[str, Any]], console: Console) -> None:
         per_call = f"{1e6 * s['seconds'] / s['calls']:.0f}" if s["calls"] else ""
         stages.add_row(stage, f"{s['calls']:,}", f"{s['seconds']:.2f}", f"{s['share']:.0%}", per_call)
     console.print(stages)
+    g = phases[-1]["garbage_collection"]
+    console.print(f"garbage collection (inside the stages above): {g['seconds']:.2f} s, {g['us_per_candidate']:.0f} us a "
+                  f"candidate; collections by generation {g['collections']}, the longest {g['longest_ms']:.0f} ms")
 
 
 def parse_weights(text: str) -> dict[str, float]:

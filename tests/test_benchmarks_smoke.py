@@ -28,3 +28,7 @@ def test_engine_overhead_quick_writes_its_report(tmp_path: Path) -> None:
     for phase in (fill, measure):
         assert phase["proposals"] > 0 and phase["candidates_per_s"] > 0
         assert {"propose", "record", "  store add_program", "  store record_evaluation"} <= set(phase["stages"])
+        # 500 evaluations allocate far more than a young generation's threshold: the collector ran, and was timed
+        collected = phase["garbage_collection"]
+        assert sum(collected["collections"]) >= 1 and collected["seconds"] > 0
+        assert collected["longest_ms"] <= 1e3 * collected["seconds"] + 1e-6
