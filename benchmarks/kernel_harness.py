@@ -55,12 +55,13 @@ def stage_medians(reports: list[dict]) -> dict[str, float]:
 def bound_summary(reports: list[dict]) -> dict[str, float]:
     """How the calls' gaps (the judge's clock less the reported time) sit against the no-op's, over every workload
     of the reports: the worst excess over its 90th percentile in units of the slack (over 1.0 is refused)."""
-    worst, n = 0.0, 0
+    worst, n, graphs = 0.0, 0, 0
     for r in reports:
         for b in (r.get("bounds") or {}).values():
             n += 1
+            graphs += bool(b.get("graph"))
             worst = max(worst, (b["gap_s"] - b["gap_high_s"]) / b["slack_s"])
-    return {"workloads": n, "worst_in_slack": worst}
+    return {"workloads": n, "worst_in_slack": worst, "timed_as_graphs": graphs}
 
 
 def main() -> None:
@@ -143,7 +144,7 @@ def main() -> None:
     print("\nthe judge's clock bound on honest candidates (worst distance to an edge, in slacks; 1.0 fails):")
     for r in out["throughput"]["rows"]:
         b = r["bounds"]
-        print(f"{r['task']:28s} workloads {b['workloads']:4d}  worst {b['worst_in_slack']:.2f}")
+        print(f"{r['task']:28s} workloads {b['workloads']:4d}  worst {b['worst_in_slack']:.2f}  as CUDA graphs {b['timed_as_graphs']}")
     print(f"\nnoise ({args.noise_task}, {args.repeats} fresh child processes):")
     for wname, v in out["noise"]["workloads"].items():
         print(f"  {wname:28s} {v['mean_us']:9.2f} us  CV {v['cv']:.2%}")

@@ -182,10 +182,11 @@ def timed_calls(config: BenchConfig) -> int:
     return max(1, min(config.iters, 2 * config.input_sets - 1))
 
 
-def _timed_batch(s: Session, w: Workload, n: int, key: int) -> tuple[list[dict[str, Any]], list[float]]:
+def _timed_batch(s: Session, w: Workload, n: int, key: int) -> tuple[list[dict[str, Any]], list[float], bool]:
     """`n` timed calls of one workload: each answer and the judge's clock for it, from the previous answer to
-    this one (no moment between calls when the clock is stopped: work done then would be in no one's time)."""
-    s.ask({"op": "time_setup", "w": w.name, "key": key})
+    this one (no moment between calls when the clock is stopped: work done then would be in no one's time);
+    and whether the child says it replayed a CUDA graph (its word only, for the report)."""
+    setup, _ = s.ask({"op": "time_setup", "w": w.name, "key": key})
     answers, clock = [], []
     last = time.perf_counter()
     for i in range(n):
@@ -194,7 +195,7 @@ def _timed_batch(s: Session, w: Workload, n: int, key: int) -> tuple[list[dict[s
         clock.append(now - last)
         last = now
         answers.append(reply)
-    return answers, clock
+    return answers, clock, setup.get("graph") is True
 
 
 def _floats(answers: list[dict[str, Any]], key: str) -> list[float]:
@@ -214,7 +215,7 @@ def calibrate(s: Session, exp: Expected, config: BenchConfig) -> dict[str, Any]:
         for w in exp.data.workloads:
             _timed_batch(s, w, max(config.warmup, 3), random.SystemRandom().randrange(2**62))
             s.ask({"op": "keep", "w": w.name, "keep": []})
-            answers, clock = _timed_batch(s, w, n, random.SystemRandom().randrange(2**62))
+            answers, clock, _ = _timed_batch(s, w, n, random.SystemRandom().randrange(2**62))
             claimed = _floats(answers, "t")
             # The no-op's own event time is near zero; what it reports is in the overhead too.
             trusted = [c - t for c, t in zip(clock, claimed, strict=True)]
@@ -323,10 +324,10 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
                 raise Refused("dynamic:time_bound", f"workload {w.name}: no calibration of the judge's clock "
                               "(the reference job's); a time that cannot be bounded is not believed")
             key = rng.randrange(2**62)
-            answers, clock = _timed_batch(s, w, n, key)
+            answers, clock, graph = _timed_batch(s, w, n, key)
             claimed = _floats(answers, "t")
             bound = time_bound(claimed, clock, cal, s.device)
-            result["bounds"][w.name] = {**bound.to_dict(), "calls": n,
+            result["bounds"][w.name] = {**bound.to_dict(), "calls": n, "graph": graph,
                                         **{k: float(cal[k]) for k in ("overhead_s", "overhead_low_s", "overhead_high_s")
                                            if isinstance(cal.get(k), (int, float))}}
             if bound.verdict is not None:
@@ -343,7 +344,8 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
             if esc > max(20e-6, 0.25 * med):
                 escaped_any.append(f"workload {w.name}: {esc * 1e6:.1f} us of work ran outside the timed stream "
                                    "(side stream or deferred work)")
-            result["workloads"][w.name] = {"median_s": med, "spread": spread_of(claimed), "escaped_s": esc, "n": n}
+            result["workloads"][w.name] = {"median_s": med, "spread": spread_of(claimed), "escaped_s": esc, "n": n,
+                                           "graph": graph}
     finally:
         s.ask({"op": "timing_end"})
     s.seconds["timing"] = time.perf_counter() - t0

@@ -1,17 +1,19 @@
-"""Timing on the GPU: CUDA events around each call, the L2 flushed and the device idle before it.
+"""Timing on the GPU: a CUDA graph of the call replayed between CUDA events, the L2 flushed and the device idle.
 
 Used in two places: the reference job times PyTorch eager and `torch.compile` with `time_call`, and a
-candidate's process times each of its timed calls with `timed_sample`, one call per request of the judge
+candidate's process times each of its timed calls with `timed_replay`, one call per request of the judge
 (`evo/eval/judge.py`), which bounds those times with its own clock.
 
-A call's time runs from the start event, recorded on an idle device, to the end event: the host's launch of
-the call is in it, as a user pays it in eager mode. No head start (a sleep before the start event that hides
-the launch): a candidate's work on another stream runs beside such a sleep, where neither the events nor the
-judge's clock can see it (on an H100, up to the sleep's length of free work per call). With the device idle
-at the start event, everything the call launches runs after it: on the timed stream it is in the events;
-on another stream it either ends before the end event (and is in the time) or after it, and then shows as a
-gap between the end event and a second event recorded after a synchronise, beyond the host's latency
-measured just then (`escaped_s`), and in the judge's clock.
+The call is recorded once into a CUDA graph (`Replay.capture`), on inputs of its real shapes that are not the
+timing's, and each timed call copies its input set into the graph's inputs and replays it. What is timed is
+then the GPU's work alone: no Python runs in a replay (an answer cached in Python cannot serve it), its launch
+is one cheap host call, and work on another stream must join the graph before its capture ends (an unjoined
+stream fails the capture), so it finishes inside the replay. The start event is recorded on an idle device,
+with no head start (a sleep before the start event, which eager timing needs to hide Python's launch, lets
+work on another stream run unseen beside it). Work that still escapes shows as a gap between the end event and
+a second event recorded after a synchronise, beyond the host's latency measured just then (`escaped_s`), and in
+the judge's clock. A call that cannot be captured (a host synchronisation inside it) is timed eagerly,
+`timed_sample`, its launch then inside its time.
 """
 
 from __future__ import annotations
@@ -114,16 +116,17 @@ def timed_sample(fn: Callable[..., Any], inputs: Sequence[Any], device: str, flu
     start.record()
     out = fn(*inputs)
     end.record()
+    _spin(end)
     torch.cuda.synchronize()  # waits for every stream, including any the candidate hid work on
     after.record()
-    torch.cuda.synchronize()
+    _spin(after)
     # The same gap once more with nothing to wait for: the host's latency at this very moment (a machine
     # busy compiling wakes this thread late, by tens of microseconds at times).
     idle_a, idle_b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     idle_a.record()
-    torch.cuda.synchronize()
+    _spin(idle_a)
     idle_b.record()
-    torch.cuda.synchronize()
+    _spin(idle_b)
     timed = start.elapsed_time(end) / 1e3
     host_now = idle_a.elapsed_time(idle_b) / 1e3
     hidden = max(0.0, end.elapsed_time(after) / 1e3 - max(host_now, latency_s))
@@ -133,17 +136,92 @@ def timed_sample(fn: Callable[..., Any], inputs: Sequence[Any], device: str, flu
     return Sample(timed, hidden, out)
 
 
+@dataclass
+class Replay:
+    """One call of a function recorded as a CUDA graph: its static inputs, what it returned, the graph."""
+
+    graph: Any  # torch.cuda.CUDAGraph
+    inputs: tuple[Any, ...]
+    outputs: tuple[Any, ...]
+    tick: torch.Tensor  # a one-element counter every capture bumps first: a graph is never empty
+
+    @classmethod
+    def capture(cls, fn: Callable[..., Any], like: Sequence[Any], device: str) -> Replay:
+        """Record `fn` on copies of `like` (already warmed up: compilation and autotuning done)."""
+        inputs = tuple(x.clone() if isinstance(x, torch.Tensor) else x for x in like)
+        tick = torch.zeros(1, device=device)
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize()
+        with torch.cuda.graph(graph):
+            tick.add_(1)
+            out = fn(*inputs)
+        torch.cuda.synchronize()
+        outputs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+        return cls(graph, inputs, outputs, tick)
+
+    def load(self, inputs: Sequence[Any]) -> None:
+        """Copy an input set into the graph's inputs (the shapes and every non-tensor must match)."""
+        if len(inputs) != len(self.inputs):
+            raise ValueError(f"{len(inputs)} inputs for a graph recorded with {len(self.inputs)}")
+        for dst, src in zip(self.inputs, inputs, strict=True):
+            if isinstance(dst, torch.Tensor):
+                dst.copy_(src)
+            elif dst != src:
+                raise ValueError(f"a non-tensor input differs from the one the graph was recorded with ({src!r})")
+
+
+def _spin(event: torch.cuda.Event) -> None:
+    # Polled, not waited on: a thread that sleeps in a synchronise wakes tens of microseconds late on a busy
+    # host, and later after a long wait than after a short one (the judge's clock would count it as work).
+    while not event.query():
+        pass
+
+
+def timed_replay(replay: Replay, inputs: Sequence[Any], flush: L2Flusher, latency_s: float = 0.0) -> Sample:
+    """Time one replay of `replay` on `inputs` (see the module docstring); the outputs returned are copies."""
+    replay.load(inputs)
+    flush()
+    torch.cuda.synchronize()  # the copy and the flush done: nothing overlaps the call
+    start, end, after = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+    start.record()
+    replay.graph.replay()
+    end.record()
+    _spin(end)
+    torch.cuda.synchronize()  # waits for every stream, including any work that escaped the graph
+    after.record()
+    _spin(after)
+    idle_a, idle_b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    idle_a.record()
+    _spin(idle_a)
+    idle_b.record()
+    _spin(idle_b)
+    timed = start.elapsed_time(end) / 1e3
+    host_now = idle_a.elapsed_time(idle_b) / 1e3
+    hidden = max(0.0, end.elapsed_time(after) / 1e3 - max(host_now, latency_s))
+    hidden = hidden if hidden > max(5e-6, 0.1 * timed) else 0.0
+    out = tuple(o.clone() if isinstance(o, torch.Tensor) else o for o in replay.outputs)
+    return Sample(timed, hidden, out)
+
+
 def time_call(fn: Callable[..., Any], input_sets: Sequence[Sequence[Any]], config: BenchConfig, device: str,
               flush: L2Flusher, latency_s: float = 0.0) -> Timing:
-    """Time `fn` over rotated input sets: fixed iterations, L2 flushed, one synchronise per iteration."""
+    """Time `fn` over rotated input sets: fixed iterations, L2 flushed, one synchronise per iteration; replayed
+    from a CUDA graph as a candidate's calls are, eagerly where it cannot be captured."""
     last: list[Any] = [None] * len(input_sets)
     for i in range(config.warmup):
         fn(*input_sets[i % len(input_sets)])
     sync(device)
+    replay = None
+    if device.startswith("cuda"):
+        try:
+            replay = Replay.capture(fn, input_sets[0], device)
+        except Exception:  # noqa: BLE001 - not capturable (torch.compile's guards, a host sync): timed eagerly
+            torch.cuda.synchronize()
     samples, escaped = [], []
     for i in range(max(config.iters, len(input_sets))):  # every input set timed at least once
         k = i % len(input_sets)
-        s = timed_sample(fn, input_sets[k], device, flush, latency_s)
+        s = timed_replay(replay, input_sets[k], flush, latency_s) if replay is not None else \
+            timed_sample(fn, input_sets[k], device, flush, latency_s)
         samples.append(s.time_s)  # hidden work is judged by the stream_join check, not folded into the time
         escaped.append(s.escaped_s)
         last[k] = s.out
