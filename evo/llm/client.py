@@ -524,9 +524,11 @@ class PreferredModel:
         temperature: float = 0.8,
         rng: np.random.Generator | None = None,
     ) -> Completion:
-        # By label: the group's indices move when a roster changes the client's endpoints.
+        # By label where a roster changes the client's endpoints (the group's indices move); by the indices the
+        # group was made with where the list is fixed (two servers may share a label, one group each).
+        prefer: Sequence[int] | str = self.label if self.client.roster is not None else self.indices
         return await self.client.chat(messages, n=n, max_tokens=max_tokens, temperature=temperature, rng=rng,
-                                      prefer=self.label)
+                                      prefer=prefer)
 
     async def aclose(self) -> None:
         return None
