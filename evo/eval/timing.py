@@ -110,11 +110,18 @@ def timed_sample(fn: Callable[..., Any], inputs: Sequence[Any], device: str, flu
         t0 = time.perf_counter()
         out = fn(*inputs)
         return Sample(time.perf_counter() - t0, 0.0, out)
+    timed, hidden, out = _on_idle_device(lambda: fn(*inputs), flush, latency_s)
+    return Sample(timed, hidden, out)
+
+
+def _on_idle_device(call: Callable[[], Any], flush: L2Flusher, latency_s: float) -> tuple[float, float, Any]:
+    """`call` between CUDA events on an idle device, the L2 flushed: its time, the work seen after its end
+    event, and what it returned."""
     flush()
     torch.cuda.synchronize()  # the flush done, and whatever ran before on any stream: nothing overlaps the call
     start, end, after = (torch.cuda.Event(enable_timing=True) for _ in range(3))
     start.record()
-    out = fn(*inputs)
+    out = call()
     end.record()
     _spin(end)
     torch.cuda.synchronize()  # waits for every stream, including any the candidate hid work on
@@ -133,7 +140,7 @@ def timed_sample(fn: Callable[..., Any], inputs: Sequence[Any], device: str, flu
     # A gap of a few microseconds beyond the host's latency is the host waking late, not hidden
     # work: note it only past 5 us and 10% of the time.
     hidden = hidden if hidden > max(5e-6, 0.1 * timed) else 0.0
-    return Sample(timed, hidden, out)
+    return timed, hidden, out
 
 
 @dataclass
@@ -180,25 +187,7 @@ def _spin(event: torch.cuda.Event) -> None:
 def timed_replay(replay: Replay, inputs: Sequence[Any], flush: L2Flusher, latency_s: float = 0.0) -> Sample:
     """Time one replay of `replay` on `inputs` (see the module docstring); the outputs returned are copies."""
     replay.load(inputs)
-    flush()
-    torch.cuda.synchronize()  # the copy and the flush done: nothing overlaps the call
-    start, end, after = (torch.cuda.Event(enable_timing=True) for _ in range(3))
-    start.record()
-    replay.graph.replay()
-    end.record()
-    _spin(end)
-    torch.cuda.synchronize()  # waits for every stream, including any work that escaped the graph
-    after.record()
-    _spin(after)
-    idle_a, idle_b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    idle_a.record()
-    _spin(idle_a)
-    idle_b.record()
-    _spin(idle_b)
-    timed = start.elapsed_time(end) / 1e3
-    host_now = idle_a.elapsed_time(idle_b) / 1e3
-    hidden = max(0.0, end.elapsed_time(after) / 1e3 - max(host_now, latency_s))
-    hidden = hidden if hidden > max(5e-6, 0.1 * timed) else 0.0
+    timed, hidden, _ = _on_idle_device(replay.graph.replay, flush, latency_s)
     out = tuple(o.clone() if isinstance(o, torch.Tensor) else o for o in replay.outputs)
     return Sample(timed, hidden, out)
 
