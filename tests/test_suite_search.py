@@ -57,13 +57,14 @@ low = -1.0
 high = 1.0
 bins = 8
 '''
-SEED = '''A = 0.0  # evo: float(-1.0, 1.0)
-B = 0.0  # evo: float(-1.0, 1.0)
+SEED_AT = '''A = {a}  # evo: float(-1.0, 1.0)
+B = {b}  # evo: float(-1.0, 1.0)
 
 
 def solve():
     return [A, B]
 '''
+SEED = SEED_AT.format(a=0.0, b=0.0)
 CONFIG = '''workers = 2
 lessons_every = 0
 [operators]
@@ -76,12 +77,14 @@ transplant = 1.0
 def tasks_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Two cheap math tasks, `pair/near_a` and `pair/near_b`, whose seeds declare the same parameters."""
     root = tmp_path / "tasks"
-    for name, target in (("near_a", [0.3, -0.2]), ("near_b", [0.35, -0.25])):
+    # Seeds that start apart: a transplant has another legal value to carry from the first proposal on (with
+    # equal seeds it had none until a task's elite moved, and a 12-evaluation run made no transplant 1 in 5).
+    for name, target, start in (("near_a", [0.3, -0.2], (0.1, -0.1)), ("near_b", [0.35, -0.25], (0.0, 0.0))):
         folder = root / "pair" / name
         folder.mkdir(parents=True)
         (folder / "task.toml").write_text(TASK_TOML)
         (folder / "reference.py").write_text(REFERENCE.format(target=target))
-        (folder / "seed.py").write_text(SEED)
+        (folder / "seed.py").write_text(SEED_AT.format(a=start[0], b=start[1]))
     monkeypatch.setenv("EVO_TASKS_PATH", str(root))
     return root
 
