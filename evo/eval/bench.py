@@ -82,7 +82,6 @@ class Runner:
         self._timing = ExitStack()
         self._sets: list[tuple[Any, ...]] = []
         self._replay: Replay | None = None
-        self._replay_error = ""
         self._outs: dict[int, tuple[Any, ...]] = {}
         self._kept: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._staged: dict[str, list[tuple[Any, ...]]] = {}
@@ -175,17 +174,17 @@ class Runner:
             for _ in range(self.config.warmup):
                 self.run(*warm)
         sync(self.device)
-        self._replay, self._replay_error = None, ""
+        self._replay, graph_error = None, ""
         if self.device.startswith("cuda"):
             try:
                 with torch.no_grad():
                     self._replay = Replay.capture(self.run, warm, self.device)
             except Exception as e:  # noqa: BLE001 - not capturable: timed eagerly, its launch in its time
-                self._replay_error = f"{type(e).__name__}: {str(e)[:200]}"
+                graph_error = f"{type(e).__name__}: {str(e)[:200]}"
                 torch.cuda.synchronize()
         del warm
         wire.send(self.sock, {"ok": True, "sets": len(self._sets), "graph": self._replay is not None,
-                              "graph_error": self._replay_error})
+                              "graph_error": graph_error})
 
     def _op_go(self, h: dict[str, Any]) -> None:
         i = int(h["i"])

@@ -134,8 +134,7 @@ class TimeBound:
 
     claimed_s: float  # median of the reported event times
     gap_s: float  # median over calls of (the judge's clock for the call) - (its reported time)
-    gap_low_s: float  # the trusted no-op's gap at its 10th percentile
-    gap_high_s: float  # and at its 90th
+    gap_high_s: float  # the trusted no-op's gap at its 90th percentile
     slack_s: float
 
     @property
@@ -153,25 +152,23 @@ class TimeBound:
         return None
 
     def to_dict(self) -> dict[str, float]:
-        return {"claimed_s": self.claimed_s, "gap_s": self.gap_s, "gap_low_s": self.gap_low_s,
-                "gap_high_s": self.gap_high_s, "slack_s": self.slack_s}
+        return {"claimed_s": self.claimed_s, "gap_s": self.gap_s, "gap_high_s": self.gap_high_s,
+                "slack_s": self.slack_s}
 
 
 def time_bound(claimed: list[float], clock: list[float], calibration: dict[str, Any], device: str) -> TimeBound:
     """Bound what the clock saw beyond each reported time (the call's gap) by the trusted no-op's gaps.
 
     Call by call, so that host time inside a call (a descheduled process, a slow launch) is in both the clock
-    and the event time and cancels; the median over calls, against the no-op's 10th and 90th percentiles, so
+    and the event time and cancels; the median over calls, against the no-op's 90th percentile, so
     that a few calls of milliseconds (a new digest key, a host descheduled) move nothing. A call's time starts
     on an idle device (`evo/eval/timing.py`): work outside the events can only end after the end event, where
     the clock sees it."""
-    mid = float(calibration["overhead_s"])
-    low = float(calibration.get("overhead_low_s", mid))
-    high = float(calibration.get("overhead_high_s", mid))
+    high = float(calibration.get("overhead_high_s", calibration["overhead_s"]))
     a, r = SLACK["cuda" if device.startswith("cuda") else "cpu"]
     med = statistics.median(claimed)
     gap = statistics.median(c - t for c, t in zip(clock, claimed, strict=True))
-    return TimeBound(med, gap, low, high, max(a, r * med))
+    return TimeBound(med, gap, high, max(a, r * med))
 
 
 def timed_calls(config: BenchConfig) -> int:
