@@ -356,7 +356,7 @@ def test_outage_pauses_the_calls_and_probes_one_at_a_time(scripted: Scripted, ca
                                        return_exceptions=True)
         return results, time.perf_counter() - start
 
-    with caplog.at_level(logging.WARNING, logger="evo.llm.client"):
+    with caplog.at_level(logging.WARNING, logger="evo.llm.failover"):
         results, seconds = asyncio.run(go())
     failed = [r for r in results if isinstance(r, LLMUnavailable)]
     assert len(failed) == 2  # requests 2 and 3: the probes that found it still down

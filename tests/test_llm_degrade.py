@@ -73,7 +73,7 @@ def test_evaluations_go_on_while_the_llm_server_is_down_and_llm_children_come_on
     client = engine.llm_client
     assert isinstance(client, LLMClient)
     # Short retries and outage pauses: the test is about who waits, not how long.
-    client.backoff_s, client.pause_s, client.max_pause_s = 0.05, 0.2, 0.5
+    client.backoff_s, client.failover.pause_s, client.failover.max_pause_s = 0.05, 0.2, 0.5
     db = tmp_path / "run" / "evo.db"
     seen: dict[str, int] = {}
     server: ToyCoderServer | None = None

@@ -1,19 +1,13 @@
 """An async client for OpenAI-compatible chat servers (`vllm serve`, `transformers serve`, ...).
 
-One `LLMClient` talks to an ensemble of endpoints, each with a weight: every HTTP request picks
-an endpoint at random in proportion to the weights, so a big and a small model can share the
-work in a chosen ratio. Failures are expected over a long search (a server restarts, a GPU node
-is pre-empted, a server sheds load with 429), so a request that fails for a transient reason
-is retried, first on the endpoints it has not tried yet (at once), then with exponential
-backoff; an endpoint that failed is avoided by later requests for a cool-down period. Only
-when every attempt failed does `chat` raise `LLMUnavailable`. A request the server rejects
-(a 4xx other than 408/429) is a mistake of ours and is not retried: `LLMRequestError`.
-
-When every endpoint is down (the run outlives a server restart, a node reboots), the client
-declares an outage: the call that found it raises `LLMUnavailable`, later calls wait (the
-proposals pause) while one probe call at a time tries again after a pause that doubles from
-`pause_s` up to `max_pause_s`; a warning is logged (logger `evo.llm.client`) when the outage
-starts, when the pause grows, and when the servers answer again.
+One `LLMClient` talks to an ensemble of endpoints, each with a weight; which endpoint each HTTP
+request goes to, the cool-down of one that failed and the pause of an outage (every endpoint
+down) are `evo.llm.failover.Failover`'s. Failures are expected over a long search (a server
+restarts, a GPU node is pre-empted, a server sheds load with 429), so a request that fails for a
+transient reason is retried, first on the endpoints it has not tried yet (at once), then with
+exponential backoff. Only when every attempt failed does `chat` raise `LLMUnavailable` (and the
+calls after it wait out the outage's pause). A request the server rejects (a 4xx other than
+408/429) is a mistake of ours and is not retried: `LLMRequestError`.
 
 Endpoints serving the same model form one *model group* (`model_groups`): the operator bandit
 chooses a group per call (`prefer=`), the client sends the call to that group first and fails
@@ -31,8 +25,6 @@ HTTP goes through `httpx2` (the maintained continuation of httpx, already a depe
 from __future__ import annotations
 
 import asyncio
-import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -43,7 +35,15 @@ import httpx2
 import numpy as np
 
 from evo.errors import EvoError
-from evo.llm.endpoints import SPEC_EXAMPLE, Endpoint, Roster, model_groups, parse_endpoints, server_message
+from evo.llm.endpoints import (
+    SPEC_EXAMPLE,
+    Endpoint,
+    Roster,
+    model_groups,
+    parse_endpoints,
+    server_message,
+)
+from evo.llm.failover import Failover
 
 __all__ = [
     "Completion",
@@ -57,8 +57,6 @@ __all__ = [
     "model_groups",
     "parse_endpoints",
 ]
-
-log = logging.getLogger(__name__)
 
 # Statuses worth another try: the server is overloaded, restarting or behind a flaky proxy.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -139,8 +137,8 @@ class LLMClient:
     `retries` is how many more attempts a request gets after its first; `backoff_s` the first
     wait between attempts on an endpoint that already failed (doubling each time).
     `cooldown_s` is how long a failed endpoint is passed over by new requests while other
-    endpoints are healthy. `pause_s` and `max_pause_s` bound the pause of an outage (see the
-    module docstring). `roster`: the registry the endpoints follow (their first list is its).
+    endpoints are healthy. `pause_s` and `max_pause_s` bound the pause of an outage (see
+    `evo.llm.failover`). `roster`: the registry the endpoints follow (their first list is its).
     Use it as an async context manager, or call `aclose()`.
     """
 
@@ -156,34 +154,18 @@ class LLMClient:
         max_pause_s: float = 60.0,
         roster: Roster | None = None,
     ) -> None:
-        endpoints = roster.endpoints if roster is not None else endpoints
-        if not endpoints:
-            raise EvoError(f"No LLM endpoint given: pass at least one, e.g. --llm {SPEC_EXAMPLE}")
-        if any(not (math.isfinite(e.weight) and e.weight > 0) for e in endpoints):
-            raise EvoError("Every LLM endpoint weight must be a positive number.")
+        self.failover = Failover(endpoints, roster=roster, cooldown_s=cooldown_s, pause_s=pause_s,
+                                 max_pause_s=max_pause_s)
         if concurrency < 1 or retries < 0 or timeout_s <= 0 or backoff_s < 0 or not 0 <= pause_s <= max_pause_s:
             raise EvoError(
                 "LLMClient needs concurrency >= 1, retries >= 0, timeout_s > 0, backoff_s >= 0 and "
                 "0 <= pause_s <= max_pause_s."
             )
-        self.endpoints = list(endpoints)  # replaced whole (never changed in place) when the roster changes
         self.roster = roster
-        self._roster_version = roster.version if roster is not None else 0
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
-        self.cooldown_s = cooldown_s
-        self.pause_s = pause_s
-        self.max_pause_s = max_pause_s
-        self.outages = 0  # outages declared so far (every endpoint failed a call)
-        self._outage_since: float | None = None  # monotonic start of the current outage
-        self._paused_until = 0.0  # no call starts before this (monotonic) during an outage
-        self._pause = pause_s  # the next pause of this outage
-        self._probing = False  # a call is testing whether the outage is over
-        self.successes: Counter[str] = Counter()  # endpoint url -> requests it answered
-        self.failures: Counter[str] = Counter()  # endpoint url -> transient failures it caused
-        self._down_until: dict[str, float] = {}  # endpoint url -> monotonic time its cool-down ends
         self._model_names: dict[str, str] = {}  # endpoint root -> model resolved from /v1/models
         self._ignores_n: set[str] = set()  # roots of servers that answered n > 1 with one choice
         self._rng = np.random.default_rng()
@@ -192,6 +174,33 @@ class LLMClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http: httpx2.AsyncClient | None = None
         self._semaphore: asyncio.Semaphore | None = None
+
+    # What the failover knows, read here as well: the client's face to operators, serve and tests.
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        """The endpoints now (a roster's latest list)."""
+        return self.failover.endpoints
+
+    @property
+    def successes(self) -> Counter[str]:
+        """Endpoint url -> requests it answered."""
+        return self.failover.successes
+
+    @property
+    def failures(self) -> Counter[str]:
+        """Endpoint url -> transient failures it caused."""
+        return self.failover.failures
+
+    @property
+    def outages(self) -> int:
+        """Outages declared so far (every endpoint failed a call)."""
+        return self.failover.outages
+
+    @property
+    def in_outage(self) -> bool:
+        """Whether the last calls found every endpoint down (and none has answered since)."""
+        return self.failover.in_outage
 
     async def __aenter__(self) -> LLMClient:
         return self
@@ -269,27 +278,7 @@ class LLMClient:
             self._model_names[root] = names[0]
         return self._model_names[root]
 
-    # ----- endpoint choice and retries -----
-
-    def _pick(self, rng: np.random.Generator, tried: set[int], prefer: Sequence[int] | None,
-              endpoints: Sequence[Endpoint]) -> int:
-        """An index of `endpoints` by weight: untried-and-healthy, then untried, then any; at each
-        step the preferred endpoints (a model group) first, then the others."""
-        now = time.monotonic()
-        indices = list(range(len(endpoints)))
-        preferred = [i for i in prefer if 0 <= i < len(indices)] if prefer else indices
-        untried = [i for i in indices if i not in tried]
-        healthy = [i for i in untried if self._down_until.get(endpoints[i].url, 0.0) <= now]
-        first = set(preferred)
-        candidates = (
-            [i for i in healthy if i in first] or healthy
-            or [i for i in untried if i in first] or untried
-            or preferred
-        )
-        if len(candidates) == 1:
-            return candidates[0]
-        weights = np.array([endpoints[i].weight for i in candidates], dtype=float)
-        return candidates[int(rng.choice(len(candidates), p=weights / weights.sum()))]
+    # ----- one chat completion, with retries -----
 
     async def _post_chat(
         self, payload: dict[str, Any], rng: np.random.Generator, prefer: Sequence[int] | None,
@@ -301,7 +290,7 @@ class LLMClient:
         errors: list[str] = []
         retry_after: float | None = None
         for attempt in range(self.retries + 1):
-            index = self._pick(rng, tried, prefer, endpoints)
+            index = self.failover.pick(rng, tried, prefer, endpoints)
             endpoint = endpoints[index]
             if index in tried:
                 # Every endpoint has failed this request already: wait before hammering one again.
@@ -319,13 +308,9 @@ class LLMClient:
                 tried.add(index)
                 retry_after = exc.retry_after
                 errors.append(f"attempt {attempt + 1} on {endpoint.url}: {exc}")
-                self.failures[endpoint.url] += 1
-                self._down_until[endpoint.url] = time.monotonic() + self.cooldown_s
-                if self.roster is not None:
-                    self.roster.stale()  # it may have moved: the registry is read again soon
+                self.failover.failed(endpoint)
                 continue
-            self.successes[endpoint.url] += 1
-            self._down_until.pop(endpoint.url, None)
+            self.failover.answered(endpoint)
             return body, endpoint
         urls = ", ".join(dict.fromkeys(e.url for e in endpoints))
         raise LLMUnavailable(
@@ -335,60 +320,6 @@ class LLMClient:
             f"endpoints (e.g. --llm {SPEC_EXAMPLE}).",
             last_error=errors[-1] if errors else "",
         )
-
-    # ----- outages: every endpoint down -----
-
-    @property
-    def in_outage(self) -> bool:
-        """Whether the last calls found every endpoint down (and none has answered since)."""
-        return self._outage_since is not None
-
-    async def _await_turn(self) -> bool:
-        """Wait while an outage pauses the calls; True if this call is the one probing."""
-        changed = self._follow()
-        while self._outage_since is not None:
-            if changed:
-                self._paused_until = 0.0  # the endpoints changed: try them now, not after the pause
-            wait = self._paused_until - time.monotonic()
-            if wait <= 0 and not self._probing:
-                self._probing = True
-                return True
-            await asyncio.sleep(min(max(wait, 0.05), 1.0))
-            changed = self._follow()
-        return False
-
-    def _follow(self) -> bool:
-        """Take up the roster's endpoints if they changed (and start a re-read if one is due); whether they did."""
-        if self.roster is None:
-            return False
-        self.roster.kick()
-        if self.roster.version == self._roster_version:
-            return False
-        self._roster_version = self.roster.version
-        self.endpoints = self.roster.endpoints
-        return True
-
-    def _outage(self, error: LLMUnavailable, probing: bool) -> None:
-        now = time.monotonic()
-        if self._outage_since is None:
-            self._outage_since = now
-            self._pause = self.pause_s
-            self.outages += 1
-            log.warning("LLM server(s) unreachable (%s). LLM proposals pause and retry in %.0f s; "
-                        "evaluations go on.", error.last_error or str(error).splitlines()[0], self._pause)
-        elif probing:
-            self._pause = min(self._pause * 2, self.max_pause_s)
-            log.warning("LLM server(s) still unreachable after %.0f s; next try in %.0f s.",
-                        now - self._outage_since, self._pause)
-        else:
-            return  # a call that was in flight when the outage began: the pause is set already
-        self._paused_until = now + self._pause
-
-    def _recovered(self) -> None:
-        if self._outage_since is not None:
-            log.warning("LLM server(s) answer again after %.0f s: LLM proposals resume.",
-                        time.monotonic() - self._outage_since)
-            self._outage_since = None
 
     # ----- the public call -----
 
@@ -410,20 +341,19 @@ class LLMClient:
         missing samples as separate requests, and is remembered so that later calls send it
         n separate requests at once. `prefer` (endpoint indices, e.g. a value of `model_groups`, or
         a model group's label) are tried first; the others only when all of them failed this call.
-        During an outage the call first waits for its turn (see the module docstring).
+        During an outage the call first waits for its turn (see `evo.llm.failover`).
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        probing = await self._await_turn()
+        probing = await self.failover.await_turn()
         try:
             completion = await self._chat(messages, n, max_tokens, temperature, rng, prefer)
         except LLMUnavailable as exc:
-            self._outage(exc, probing)
+            self.failover.outage(exc.last_error or str(exc).splitlines()[0], probing)
             raise
         finally:
-            if probing:
-                self._probing = False
-        self._recovered()
+            self.failover.end_turn(probing)
+        self.failover.recovered()
         return completion
 
     async def _chat(
@@ -435,7 +365,7 @@ class LLMClient:
         rng: np.random.Generator | None,
         prefer: Sequence[int] | str | None,
     ) -> Completion:
-        endpoints = self.endpoints
+        endpoints = self.failover.endpoints
         if isinstance(prefer, str):  # a label, resolved in this call's list: a roster may have changed it
             prefer = model_groups(endpoints).get(prefer)
         seeded = rng is not None
