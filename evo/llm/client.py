@@ -40,6 +40,7 @@ from evo.llm.endpoints import (
     Endpoint,
     Roster,
     model_groups,
+    model_ids,
     parse_endpoints,
     server_message,
 )
@@ -258,18 +259,16 @@ class LLMClient:
         """The model names a server lists at `GET /v1/models` (one attempt, no retries)."""
         root = Endpoint(url).root
         try:
-            body = await self._send("GET", f"{root}/v1/models")
+            return model_ids(await self._send("GET", f"{root}/v1/models"))
         except _Transient as exc:
             raise LLMUnavailable(f"Could not list the models of {root}: {exc}") from exc
-        return [str(m["id"]) for m in body.get("data", []) if isinstance(m, dict) and "id" in m]
 
     async def _model_of(self, endpoint: Endpoint) -> str:
         if endpoint.model is not None:
             return endpoint.model
         root = endpoint.root
         if root not in self._model_names:
-            body = await self._send("GET", f"{root}/v1/models")  # _Transient propagates: an attempt failed
-            names = [str(m["id"]) for m in body.get("data", []) if isinstance(m, dict) and "id" in m]
+            names = model_ids(await self._send("GET", f"{root}/v1/models"))  # _Transient propagates: an attempt failed
             if not names:
                 raise LLMRequestError(
                     f"{root} lists no model at /v1/models: name one in the endpoint, e.g. {root}#MODEL"

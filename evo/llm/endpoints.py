@@ -15,13 +15,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
 
 from evo.errors import EvoError
 
-__all__ = ["SPEC_EXAMPLE", "Endpoint", "Roster", "model_groups", "parse_endpoints", "probe_endpoints"]
+__all__ = ["SPEC_EXAMPLE", "Endpoint", "Roster", "model_groups", "model_ids", "parse_endpoints", "probe_endpoints"]
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,7 @@ def probe_endpoints(endpoints: Sequence[Endpoint], timeout_s: float = 3.0) -> li
                                 f"({server_message(response)}); {later}")
                 continue
             try:
-                data = response.json().get("data", [])
-                served = [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
+                served = model_ids(response.json())
             except (ValueError, AttributeError):
                 problems.append(f"the LLM server {root} answers GET /v1/models with something that is not an "
                                 f"OpenAI model list: is it an OpenAI-compatible server? {later}")
@@ -151,6 +151,11 @@ def probe_endpoints(endpoints: Sequence[Endpoint], timeout_s: float = 3.0) -> li
                                     f"{', '.join(served)}): mend the '#model' part of --llm, or the calls will "
                                     "be refused")
     return problems
+
+
+def model_ids(body: Mapping[str, Any]) -> list[str]:
+    """The model names in the JSON body of a server's `GET /v1/models` (an OpenAI model list)."""
+    return [str(m["id"]) for m in body.get("data", []) if isinstance(m, dict) and "id" in m]
 
 
 def server_message(response: httpx2.Response) -> str:
