@@ -8,8 +8,10 @@ holds, and bounds the reported times with its own clock. The runner answers one 
 - `check`: one correctness call on a workload's inputs (fresh, stressed or repeated), outputs NaN-poisoned
   before and sent as data after; the GPU held shared with other checking children;
 - `timing_begin` / `timing_end`: hold the GPU alone between them;
-- `time_setup`, then `go` once per timed call: one call timed with CUDA events, and a digest of its output
-  under the judge's key, committed before the judge's clock for that call stops (`evo/eval/wire.py`);
+- `stage`: the timing's masked sets onto the device (`evo/eval/masked.py`), while the GPU is shared;
+- `time_setup`, then `go` once per timed call, with the key of its input set: the set unmasked, one call
+  timed with CUDA events, and a digest of its output under the judge's digest key, committed before the
+  judge's clock for that call stops (`evo/eval/wire.py`);
 - `keep` / `fetch`: the outputs of the timed calls the judge picked, sent as data;
 - `facts`: what only this process can observe (threads, flags, harness functions, files, stream).
 """
@@ -28,6 +30,7 @@ from typing import Any, Protocol
 
 import torch
 
+from evo.eval import masked as masking
 from evo.eval import wire
 from evo.eval.integrity import (
     Snapshot,
@@ -80,11 +83,11 @@ class Runner:
         self.phases = phases or Unshared()
         self.before = before
         self._timing = ExitStack()
-        self._sets: list[tuple[Any, ...]] = []
+        self._sets: list[masking.MaskedSet] = []
         self._replay: Replay | None = None
         self._outs: dict[int, tuple[Any, ...]] = {}
         self._kept: dict[tuple[str, int], tuple[Any, ...]] = {}
-        self._staged: dict[str, list[tuple[Any, ...]]] = {}
+        self._staged: dict[str, list[masking.MaskedSet]] = {}
         self._key = 0
         self.seconds: dict[str, float] = {}
 
@@ -137,18 +140,17 @@ class Runner:
     # -- timing -----------------------------------------------------------------------------------
 
     def _op_stage(self, h: dict[str, Any]) -> None:
-        """Put the timing inputs on the device while the GPU is shared (up to STAGED_BYTES)."""
+        """Put the timing's masked sets on the device while the GPU is shared (up to STAGED_BYTES)."""
         budget = STAGED_BYTES
         if self.device.startswith("cuda"):  # children waiting to time all hold theirs: keep it small
             budget = min(budget, torch.cuda.get_device_properties(self.device).total_memory // 32)
         with self.phases.checking():
             for w in self.data.workloads:
-                seeds = self.data.timing_seeds[w.name]
-                sets = [self.data.inputs[(w.name, s)] for s in seeds]
-                size = sum(x.numel() * x.element_size() for xs in sets for x in xs if isinstance(x, torch.Tensor))
-                if size <= budget:
+                sets = self.data.masked.get(w.name, [])
+                size = sum(masking.nbytes(m) for m in sets)
+                if sets and size <= budget:
                     budget -= size
-                    self._staged[w.name] = [self.data.inputs_of(w, s, self.device) for s in seeds]
+                    self._staged[w.name] = [_masked_to(m, self.device) for m in sets]
             sync(self.device)
         wire.send(self.sock, {"ok": True})
 
@@ -163,8 +165,7 @@ class Runner:
 
     def _op_time_setup(self, h: dict[str, Any]) -> None:
         w = self.data.workload(str(h["w"]))
-        seeds = self.data.timing_seeds[w.name]
-        self._sets = self._staged.pop(w.name, None) or [self.data.inputs_of(w, s, self.device) for s in seeds]
+        self._sets = self._staged.pop(w.name, None) or [_masked_to(m, self.device) for m in self.data.masked[w.name]]
         self._outs = {}
         self._key = int(h["key"])
         # Warmed up, and recorded as a CUDA graph, on a correctness round's inputs: the timing's own sets stay
@@ -188,10 +189,13 @@ class Runner:
 
     def _op_go(self, h: dict[str, Any]) -> None:
         i = int(h["i"])
-        inputs = self._sets[i % len(self._sets)]
+        # Unmasked with the key that came with this call, inside the judge's clock for it: the set did not
+        # exist in this process before (evo/eval/masked.py).
+        inputs = masking.unmask(self._sets[i % len(self._sets)], int(h["key"]), self.device)
         with torch.no_grad():
             s = timed_replay(self._replay, inputs, self.flush, self.latency_s) if self._replay is not None else \
                 timed_sample(self.run, inputs, self.device, self.flush, self.latency_s)
+        del inputs
         out = as_tuple(s.out)
         self._outs[i] = out
         wire.send(self.sock, {"ok": True, "t": s.time_s, "escaped": s.escaped_s,
@@ -236,3 +240,7 @@ class Runner:
             facts.append(("dynamic:files_left", not left,
                           f"the candidate left files behind: {', '.join(left[:5])}" if left else ""))
         wire.send(self.sock, {"ok": True, "facts": facts, "seconds": self.seconds})
+
+
+def _masked_to(masked: masking.MaskedSet, device: str) -> masking.MaskedSet:
+    return tuple(m.to(device) if isinstance(m, masking.MaskedTensor) else m for m in masked)

@@ -12,6 +12,9 @@ What it decides, and why the candidate cannot forge it:
   process. Every checked call's outputs come here as data and are compared here (`compare_outputs`):
   fresh inputs on every workload, hidden ones included, in an order drawn here, the stress round, repeated
   calls, and timed calls picked at random after their timing (below);
+- inputs of the timing: the seeds of its sets and the keys that mask them (`evo/eval/masked.py`) are drawn
+  here and told only to the reference job; a set's key goes with each timed call that uses it, so no
+  candidate's process holds a timing input before that call's clock runs (no answer made ahead);
 - time: for every timed call the judge's own clock runs from the request to the answer, which carries the
   call's event time and a digest of its outputs under a key drawn here. A reference child (trusted code)
   answered the same requests with a no-op earlier (`calibrate`): the clock's overhead per call beyond the
@@ -49,7 +52,7 @@ import torch
 from evo.eval import wire
 from evo.eval.integrity import CORRECTNESS_CHECKS, classify_mismatch
 from evo.eval.kernel_spec import Workload, compare_outputs, stress_description, stress_inputs
-from evo.eval.reference_data import WorkloadData
+from evo.eval.reference_data import TimingPlan, WorkloadData, draw_timing_plan
 from evo.eval.timing import BenchConfig, spread_of
 from evo.task import load_module
 
@@ -76,18 +79,28 @@ class Expected:
 
     reference: ModuleType
     data: WorkloadData  # seeds and workloads only: the judge holds no inputs
+    plan: TimingPlan  # the timing's seeds and mask keys, drawn here (secret from every candidate's process)
     outputs: dict[tuple[str, int, bool], list[torch.Tensor]] = field(default_factory=dict)
 
     def of(self, w: str, seed: int, stressed: bool = False) -> list[torch.Tensor]:
         return self.outputs[(w, seed, stressed)]
 
+    def mask_keys(self, w: str) -> list[int]:
+        return [key for _, key in self.plan[w]]
 
-def load_expected(task_root: Path, session_seed: int, device: str, config: BenchConfig, out_dir: Path) -> Expected:
-    """Read the reference job's files onto `device` and delete them."""
+
+def plan_task(task_root: Path, session_seed: int, device: str, config: BenchConfig) -> Expected:
+    """A task's workloads and seeds, and a fresh timing plan; no expected output yet (`load_expected`)."""
     reference = load_module(task_root / "reference.py", f"evo_reference_judge_{abs(hash((str(task_root), session_seed)))}")
     data = WorkloadData(reference, device, session_seed, config, with_inputs=False)
-    exp = Expected(reference, data)
-    for w, seed, stressed, path in data.expected_files(out_dir):
+    plan = draw_timing_plan(data.workloads, config, data.seeds)
+    data.timing_seeds = {name: [seed for seed, _ in sets] for name, sets in plan.items()}
+    return Expected(reference, data, plan)
+
+
+def load_expected(exp: Expected, device: str, out_dir: Path) -> Expected:
+    """Read the reference job's files onto `device` and delete them."""
+    for w, seed, stressed, path in exp.data.expected_files(out_dir):
         exp.outputs[(w, seed, stressed)] = [t.to(device) for t in torch.load(path, weights_only=True)]
         path.unlink()
     return exp
@@ -179,15 +192,17 @@ def timed_calls(config: BenchConfig) -> int:
     return max(1, min(config.iters, 2 * config.input_sets - 1))
 
 
-def _timed_batch(s: Session, w: Workload, n: int, key: int) -> tuple[list[dict[str, Any]], list[float], bool]:
+def _timed_batch(s: Session, w: Workload, n: int, key: int, mask_keys: list[int]
+                 ) -> tuple[list[dict[str, Any]], list[float], bool]:
     """`n` timed calls of one workload: each answer and the judge's clock for it, from the previous answer to
     this one (no moment between calls when the clock is stopped: work done then would be in no one's time);
-    and whether the child says it replayed a CUDA graph (its word only, for the report)."""
+    and whether the child says it replayed a CUDA graph (its word only, for the report). Call i uses input
+    set i % sets, whose mask key goes with the call: the child cannot unmask it before its clock runs."""
     setup, _ = s.ask({"op": "time_setup", "w": w.name, "key": key})
     answers, clock = [], []
     last = time.perf_counter()
     for i in range(n):
-        reply, _ = s.ask({"op": "go", "i": i})
+        reply, _ = s.ask({"op": "go", "i": i, "key": mask_keys[i % len(mask_keys)]})
         now = time.perf_counter()
         clock.append(now - last)
         last = now
@@ -210,9 +225,10 @@ def calibrate(s: Session, exp: Expected, config: BenchConfig) -> dict[str, Any]:
     s.ask({"op": "timing_begin"})
     try:
         for w in exp.data.workloads:
-            _timed_batch(s, w, max(config.warmup, 3), random.SystemRandom().randrange(2**62))
+            keys = exp.mask_keys(w.name)
+            _timed_batch(s, w, max(config.warmup, 3), random.SystemRandom().randrange(2**62), keys)
             s.ask({"op": "keep", "w": w.name, "keep": []})
-            answers, clock, _ = _timed_batch(s, w, n, random.SystemRandom().randrange(2**62))
+            answers, clock, _ = _timed_batch(s, w, n, random.SystemRandom().randrange(2**62), keys)
             claimed = _floats(answers, "t")
             # The no-op's own event time is near zero; what it reports is in the overhead too.
             trusted = [c - t for c, t in zip(clock, claimed, strict=True)]
@@ -321,7 +337,7 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
                 raise Refused("dynamic:time_bound", f"workload {w.name}: no calibration of the judge's clock "
                               "(the reference job's); a time that cannot be bounded is not believed")
             key = rng.randrange(2**62)
-            answers, clock, graph = _timed_batch(s, w, n, key)
+            answers, clock, graph = _timed_batch(s, w, n, key, exp.mask_keys(w.name))
             claimed = _floats(answers, "t")
             bound = time_bound(claimed, clock, cal, s.device)
             result["bounds"][w.name] = {**bound.to_dict(), "calls": n, "graph": graph,
@@ -420,12 +436,13 @@ def serve(control: socket.socket, device: str, lock_path: Path | None) -> None:
             config = BenchConfig(**req.get("config", {}))
             key = str(req["key"])
             if req["kind"] == "reference":
+                exp = plan_task(Path(req["task_root"]), int(req["session_seed"]), device, config)
+                wire.send(child, {"op": "plan", "timing": {w: [list(p) for p in sets] for w, sets in exp.plan.items()}})
                 hello, _ = wire.recv(child)
                 if hello.get("ok") is not True:
                     report({"id": req["id"], "judged": {"error": str(hello.get("error"))[:2000]}})
                     return
-                expected[key] = load_expected(Path(req["task_root"]), int(req["session_seed"]), device, config,
-                                              Path(req["expected_dir"]))
+                expected[key] = load_expected(exp, device, Path(req["expected_dir"]))
                 while len(expected) > 2:  # `evo bench` walks the suite: keep the newest tasks only
                     expected.pop(next(iter(expected)))
                 calibration = calibrate(s, expected[key], config)

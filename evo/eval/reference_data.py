@@ -1,21 +1,24 @@
 """The reference data of a kernel task in one worker session: inputs, seeds, and the reference job.
 
-The worker's zygote generates a task's inputs once (`WorkloadData`) and its forked children inherit them.
-The reference job (trusted code only, in a child of its own) computes the expected outputs of every
-workload's seed pool and writes them to files that only the judge reads (`evo/eval/judge.py`): no process
-that imports a candidate ever holds an expected output. It also times PyTorch eager and `torch.compile`,
-the baselines of the SOL score.
+The worker's zygote generates a task's correctness inputs once (`WorkloadData`) and its forked children
+inherit them. The reference job (trusted code only, in a child of its own) computes the expected outputs of
+every workload's seed pool and writes them to files that only the judge reads (`evo/eval/judge.py`): no
+process that imports a candidate ever holds an expected output. It also makes the timing's inputs, from
+seeds only the judge and it know, and writes them masked (`evo/eval/masked.py`) for the zygote; and it
+times PyTorch eager and `torch.compile` on them, the baselines of the SOL score.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import torch
 
+from evo.eval import masked as masking
 from evo.eval.kernel_spec import Workload, as_tuple, stress_inputs
 from evo.eval.timing import BenchConfig, L2Flusher, host_latency_s, time_call
 
@@ -31,7 +34,7 @@ CHECK_SEEDS = 3  # at least, per workload: the correctness rounds' fresh inputs
 
 
 def seeds_per_workload(n_workloads: int, config: BenchConfig) -> int:
-    """Seeds of the correctness rounds per workload (the timing's seeds are others: `WorkloadData.timing_seeds`)."""
+    """Seeds of the correctness rounds per workload (the timing's are the judge's: `draw_timing_plan`)."""
     return max(CHECK_SEEDS, math.ceil(config.min_trials / max(n_workloads, 1)))
 
 
@@ -52,12 +55,34 @@ def _to(x: Any, device: str) -> Any:
 
 
 
+TimingPlan = dict[str, list[tuple[int, int]]]  # workload -> its timing's input sets, as (seed, mask key)
+
+
+def draw_timing_plan(workloads: tuple[Workload, ...], config: BenchConfig, seeds: dict[str, list[int]]) -> TimingPlan:
+    """The judge's secret: per workload, `config.input_sets` seeds that no correctness round uses, each with
+    the key that masks its inputs until its timed calls (`evo/eval/masked.py`)."""
+    rng = random.SystemRandom()
+    plan: TimingPlan = {}
+    for w in workloads:
+        taken = set(seeds.get(w.name, []))
+        drawn: list[int] = []
+        while len(drawn) < config.input_sets:
+            seed = rng.randrange(2**31 - 1)
+            if seed not in taken:
+                taken.add(seed)
+                drawn.append(seed)
+        plan[w.name] = [(seed, rng.randrange(1, 2**63)) for seed in drawn]
+    return plan
+
+
 class WorkloadData:
     """A task's inputs for one session, held on the CPU, and the seeds of every workload.
 
     The worker's zygote builds it once per task (generating inputs on the CPU is the slowest step
     of an evaluation: ~0.1-1 s a set at real sizes) and its forked children inherit it. It holds no
-    expected output: those live in the judge only.
+    expected output: those live in the judge only. Of the timing it holds only the masked sets
+    (`masked`, loaded once the reference job wrote them) and never their seeds: those are the judge's
+    (`timing_seeds`, set in the judge and in the reference job only).
     """
 
     def __init__(self, reference: ModuleType, device: str, session_seed: int, config: BenchConfig,
@@ -65,13 +90,11 @@ class WorkloadData:
         self.reference = reference
         self.workloads = workloads_for(reference.SPEC, device)
         n = seeds_per_workload(len(self.workloads), config)
-        pools = {w.name: workload_seeds(session_seed, w, n + config.input_sets) for w in self.workloads}
-        self.seeds = {name: pool[:n] for name, pool in pools.items()}
-        # The timed calls' inputs: seeds no correctness round uses, so that a candidate meets them first in its
-        # timing (an answer cached from a check cannot serve a timed call).
-        self.timing_seeds = {name: pool[n:] for name, pool in pools.items()}
+        self.seeds = {w.name: workload_seeds(session_seed, w, n) for w in self.workloads}
+        self.timing_seeds: dict[str, list[int]] = {}
+        self.masked: dict[str, list[masking.MaskedSet]] = {}
         self.inputs = {(w.name, s): tuple(reference.make_inputs(dict(w.params), s, "cpu"))
-                       for w in self.workloads for s in pools[w.name]} if with_inputs else {}
+                       for w in self.workloads for s in self.seeds[w.name]} if with_inputs else {}
         # The stress round (`SPEC.stress`): per workload, the first seed's inputs, scaled when handed out
         # (deterministic, so the reference job and the candidate job see the same inputs; nothing more held).
         stress = getattr(reference.SPEC, "stress", None)
@@ -89,18 +112,39 @@ class WorkloadData:
     def expected_files(self, out_dir: Path) -> list[tuple[str, int, bool, Path]]:
         """Every expected-output file of the reference job: (workload, seed, stressed, path)."""
         files = [(w.name, s, False, expected_path(out_dir, w, s)) for w in self.workloads
-                 for s in self.seeds[w.name] + self.timing_seeds[w.name]]
+                 for s in self.seeds[w.name] + self.timing_seeds.get(w.name, [])]
         files += [(w.name, self.stress_seeds[w.name], True, expected_path(out_dir, w, self.stress_seeds[w.name], True))
                   for w in self.workloads if w.name in self.stress_seeds]
         return files
+
+    def load_masked(self, masked_dir: Path) -> None:
+        """The timing's masked sets, as the reference job wrote them (in the zygote, before a candidate forks)."""
+        missing = [w.name for w in self.workloads if not masked_path(masked_dir, w).is_file()]
+        if missing:
+            raise FileNotFoundError(f"no masked timing inputs for workloads {', '.join(missing)} in {masked_dir}: "
+                                    "the task's reference job has not run in this worker session")
+        self.masked = {w.name: masking.load(masked_path(masked_dir, w)) for w in self.workloads}
+
+
+def masked_path(masked_dir: Path, workload: Workload) -> Path:
+    return masked_dir / f"{workload.name}.pt"
 
 
 # -- the reference job -----------------------------------------------------------------------------
 
 
+def make_timing_inputs(reference: ModuleType, data: WorkloadData, plan: TimingPlan) -> dict[str, list[tuple[Any, ...]]]:
+    """The timing's input sets of the judge's plan, on the CPU (in the reference job only: trusted)."""
+    return {w.name: [tuple(reference.make_inputs(dict(w.params), seed, "cpu")) for seed, _ in plan[w.name]]
+            for w in data.workloads}
+
+
 def prepare_reference(reference: ModuleType, data: WorkloadData, out_dir: Path, device: str,
-                      config: BenchConfig, l2_bytes: int) -> dict[str, Any]:
-    """Expected outputs of every workload's seed pool (to files) and baseline times; trusted code only."""
+                      config: BenchConfig, l2_bytes: int, plan: TimingPlan,
+                      timing_inputs: dict[str, list[tuple[Any, ...]]], masked_dir: Path) -> dict[str, Any]:
+    """Expected outputs of every workload's seed pool and timing sets (to files for the judge), the timing's
+    sets masked (to files for the zygote; also kept in `data` for the no-op calibration), and baseline
+    times; trusted code only."""
     flush = L2Flusher(device, l2_bytes)
     latency = host_latency_s(device, flush)
     compiled = None
@@ -109,19 +153,28 @@ def prepare_reference(reference: ModuleType, data: WorkloadData, out_dir: Path, 
             compiled = torch.compile(reference.run)
         except Exception:  # noqa: BLE001 - no compiler here: eager is the baseline
             compiled = None
+    data.timing_seeds = {name: [seed for seed, _ in sets] for name, sets in plan.items()}
     baselines: dict[str, Any] = {}
     for w in data.workloads:
         seeds = data.seeds[w.name]
         (out_dir / w.name).mkdir(parents=True, exist_ok=True)
-        input_sets = []
-        for s in seeds + data.timing_seeds[w.name]:
-            inputs = data.inputs_of(w, s, device)
+        for s in seeds:
             with torch.no_grad():
-                out = as_tuple(reference.run(*inputs))
+                out = as_tuple(reference.run(*data.inputs_of(w, s, device)))
             torch.save([o.detach().cpu() for o in out], expected_path(out_dir, w, s))
             del out
-            if s in data.timing_seeds[w.name]:  # the baselines are timed on the candidates' timing inputs
-                input_sets.append(inputs)
+        input_sets = []  # the baselines are timed on the candidates' timing inputs
+        masked_sets = []
+        for (seed, key), cpu_inputs in zip(plan[w.name], timing_inputs[w.name], strict=True):
+            inputs = tuple(_to(x, device) for x in cpu_inputs)
+            with torch.no_grad():
+                out = as_tuple(reference.run(*inputs))
+            torch.save([o.detach().cpu() for o in out], expected_path(out_dir, w, seed))
+            del out
+            input_sets.append(inputs)
+            masked_sets.append(masking.mask(cpu_inputs, key, device))
+        masking.save(masked_sets, masked_path(masked_dir, w))
+        data.masked[w.name] = masked_sets
         if w.name in data.stress_seeds:  # the stress round's expected outputs (see `kernel_spec.Stress`)
             with torch.no_grad():
                 out = as_tuple(reference.run(*data.stress_inputs_of(w, device)))
@@ -141,4 +194,3 @@ def prepare_reference(reference: ModuleType, data: WorkloadData, out_dir: Path, 
         baselines[w.name] = entry
         del input_sets, eager
     return {"workloads": baselines, "latency_s": latency}
-

@@ -24,6 +24,7 @@ candidate's child writes decides a check or a time. Children are Landlocked and 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -166,6 +167,11 @@ def _task_key(job: dict[str, Any]) -> str:
     return f"{job['task']}#{job['task_hash']}#{int(job['session_seed'])}"
 
 
+def _masked_dir(session: Path, job: dict[str, Any]) -> Path:
+    """Where a task's reference job writes the timing's masked sets, for the zygote (evo/eval/masked.py)."""
+    return session / f"masked-{hashlib.sha256(_task_key(job).encode()).hexdigest()[:16]}"
+
+
 class JobError(Exception):
     """A job this worker cannot take (an unknown task, a task folder that differs from the engine's, bad files)."""
 
@@ -194,6 +200,7 @@ def _resolve(job: dict[str, Any], session: Path) -> dict[str, Any]:
     if job["kind"] == "reference":
         local["expected_dir"] = str(session / f"expected-{job['id']}")
         Path(local["expected_dir"]).mkdir(parents=True, exist_ok=True)
+        local["masked_dir"] = str(_masked_dir(session, job))
         return local
     files = job.get("files")
     if not isinstance(files, dict) or MAIN_FILE not in files:
@@ -256,19 +263,27 @@ def serve(device: str, session: Path, parallel: int) -> None:
         out.write(json.dumps({"id": job["id"], **payload}) + "\n")
         out.flush()
 
-    datas: dict[tuple[str, int], WorkloadData] = {}
+    datas: dict[tuple[str, int], tuple[WorkloadData, Path]] = {}
 
     def data_for(job: dict[str, Any]) -> WorkloadData:
-        """The task's inputs, generated here once so that every forked child inherits them."""
+        """The task's inputs, generated here once so that every forked child inherits them; the timing's masked
+        sets, read once its reference job has written them (a new reference job makes new ones)."""
         key = (job["task_root"], int(job["session_seed"]))
         if key not in datas:
             while len(datas) >= 2:  # `evo bench` walks the suite task by task: keep the newest only
-                datas.pop(next(iter(datas)))
+                _, gone = datas.pop(next(iter(datas)))
+                shutil.rmtree(gone, ignore_errors=True)
             reference = load_module(Path(job["task_root"]) / "reference.py", "evo_reference_zygote")
             torch.set_num_threads(min(8, os.cpu_count() or 1))
-            datas[key] = WorkloadData(reference, device, key[1], BenchConfig(**job.get("config", {})))
+            datas[key] = (WorkloadData(reference, device, key[1], BenchConfig(**job.get("config", {}))),
+                          _masked_dir(session, job))
             torch.set_num_threads(1)
-        return datas[key]
+        data, masked_dir = datas[key]
+        if job["kind"] == "reference":
+            data.masked = {}
+        elif not data.masked:
+            data.load_masked(masked_dir)
+        return data
 
     next_memory_poll = 0.0
     print(json.dumps({"ready": True, "device": device, "pid": os.getpid()}), flush=True)

@@ -32,7 +32,7 @@ from evo.eval.gpu_lock import GpuLock
 from evo.eval.integrity import Snapshot
 from evo.eval.kernel_spec import as_tuple
 from evo.eval.peaks import peaks_for
-from evo.eval.reference_data import WorkloadData, prepare_reference
+from evo.eval.reference_data import TimingPlan, WorkloadData, make_timing_inputs, prepare_reference
 from evo.eval.timing import BenchConfig, sync
 from evo.task import load_module
 
@@ -122,9 +122,16 @@ def _run_child(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLo
     reference = data.reference  # imported once in the zygote (trusted code), inherited by the fork
     facts = _device_facts(device)
     if job["kind"] == "reference":
+        # The timing's seeds and mask keys, from the judge to this child only (the zygote, which every
+        # candidate's child is forked from, never holds them).
+        msg, _ = wire.recv(sock)
+        plan: TimingPlan = {str(w): [(int(seed), int(key)) for seed, key in sets]
+                            for w, sets in (msg.get("timing") or {}).items()}
+        timing_inputs = make_timing_inputs(reference, data, plan)  # on the CPU, before the GPU is held
         with lock.timing(), _at_normal_priority():
             prepared = prepare_reference(reference, data, Path(job["expected_dir"]), device, config,
-                                         facts["l2_bytes"])
+                                         facts["l2_bytes"], plan, timing_inputs, Path(job["masked_dir"]))
+            del timing_inputs
             wire.send(sock, {"ok": True})  # the files are written: the judge reads them, then calibrates
             Runner(sock, _noop_for(reference, data, device), data, device, config, facts["l2_bytes"],
                    prepared["latency_s"]).serve()

@@ -21,7 +21,7 @@ GAPS = Path(__file__).parent / "gaps"
 SCREEN_PASSES = {"gpu_work_at_import"}
 
 
-@pytest.mark.parametrize("name", ["forged_evidence", "gpu_work_at_import", "precompute_from_memory"])
+@pytest.mark.parametrize("name", ["forged_evidence", "gpu_work_at_import"])
 def test_the_gap_passes_the_judge_today(rmsnorm_harness: KernelEvaluator, name: str) -> None:
     report = rmsnorm_harness.evaluate_source_sync((GAPS / f"{name}.py").read_text())
     assert report["status"] == "ok" and report["passed"], report.get("error")
@@ -31,11 +31,3 @@ def test_the_gap_passes_the_judge_today(rmsnorm_harness: KernelEvaluator, name: 
 def test_the_screen_refuses_every_gap(path: Path) -> None:
     passed = audit(path.read_text(), Level.SCREEN, "kernels/rmsnorm_fwd").passed
     assert passed is (path.stem in SCREEN_PASSES)
-
-
-def test_precomputed_answers_really_serve_the_timed_calls(rmsnorm_harness: KernelEvaluator) -> None:
-    """The gap is real, not a candidate that passes by computing: its timed calls find their answers ready."""
-    source = (GAPS / "precompute_from_memory.py").read_text()
-    probe = source.replace("        return hit.to(x.device, copy=True)", "        raise RuntimeError('answered ahead')")
-    report = rmsnorm_harness.evaluate_source_sync(probe)
-    assert not report.get("passed") and "answered ahead" in str(report.get("checks")), report.get("checks")

@@ -1,6 +1,6 @@
 """expect: dynamic:time_bound
-Precomputes every input's answer at import (the inputs sit in the zygote's memory) and answers timed calls
-from the cache, reporting the time an honest kernel would take.
+Precomputes the answer of every input it finds at import (the checks' inputs sit in the zygote's memory; the
+timing's are masked there) and answers from the cache, reporting the time an honest kernel would take.
 """
 
 import torch

@@ -1,0 +1,72 @@
+"""The timing's inputs, masked until their timed calls (evo/eval/masked.py): exact round trips, nothing in clear."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from evo.eval import masked
+
+
+def _inputs() -> tuple[object, ...]:
+    g = torch.Generator().manual_seed(3)
+    return (torch.randn(33, 7, generator=g).to(torch.bfloat16),  # 462 bytes: padded to whole words
+            torch.randn(5, 4, generator=g).t(),  # transposed: its layout must come back
+            torch.randint(-100, 100, (17,), generator=g, dtype=torch.int8),
+            torch.rand(9, generator=g) > 0.5,
+            torch.randint(0, 1 << 40, (3, 2), generator=g),
+            1e-5, 4, None)
+
+
+def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    for x, y in zip(a, b, strict=True):
+        if isinstance(x, torch.Tensor):
+            if not (isinstance(y, torch.Tensor) and x.dtype == y.dtype and x.shape == y.shape
+                    and x.stride() == y.stride() and torch.equal(x, y)):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def test_unmask_gives_back_every_input_exactly(tmp_path: Path) -> None:
+    inputs = _inputs()
+    m = masked.mask(inputs, 123456789012345, "cpu")
+    assert _same(masked.unmask(m, 123456789012345, "cpu"), inputs)
+    masked.save([m, m], tmp_path / "w.pt")
+    back = masked.load(tmp_path / "w.pt")
+    assert len(back) == 2 and _same(masked.unmask(back[1], 123456789012345, "cpu"), inputs)
+
+
+def test_the_masked_bits_hold_no_input_in_clear() -> None:
+    x = torch.arange(4096, dtype=torch.int64)  # an input anyone could guess
+    m = masked.mask((x,), 99, "cpu")[0]
+    assert isinstance(m, masked.MaskedTensor)
+    assert not torch.equal(m.bits, x) and (m.bits == x).sum() < 4
+    # Bytes of the bits look uniform: every byte value, none much more often than 1/256.
+    counts = torch.bincount(m.bits.view(torch.uint8).to(torch.int64), minlength=256)
+    assert counts.min() > 0 and counts.max() < 4 * counts.float().mean()
+
+
+def test_another_key_gives_other_inputs() -> None:
+    inputs = _inputs()
+    m = masked.mask(inputs, 5, "cpu")
+    wrong = masked.unmask(m, 6, "cpu")
+    assert not torch.equal(wrong[0].view(torch.int16), inputs[0].view(torch.int16))  # type: ignore[union-attr]
+
+
+def test_two_sets_masked_with_their_own_keys_share_no_stream() -> None:
+    x = torch.zeros(64, dtype=torch.int64)  # zeros: the masked bits are the stream itself
+    a, b = masked.mask((x,), 7, "cpu")[0], masked.mask((x,), 8, "cpu")[0]
+    assert isinstance(a, masked.MaskedTensor) and isinstance(b, masked.MaskedTensor)
+    assert not torch.equal(a.bits, b.bits)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_the_stream_made_on_the_gpu_unmasks_there() -> None:
+    inputs = _inputs()
+    m = masked.mask(inputs, 42, "cuda")
+    back = masked.unmask(tuple(t.to("cuda") if isinstance(t, masked.MaskedTensor) else t for t in m), 42, "cuda")
+    assert _same(tuple(x.cpu() if isinstance(x, torch.Tensor) else x for x in back), inputs)
