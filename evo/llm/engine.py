@@ -55,6 +55,10 @@ _SEED_BOUND = 2**31 - 1  # as LLMClient draws its `seed` field: fits every serve
 # different threads at once would interleave. Seeding and sampling happen under this lock.
 _TORCH_RNG_LOCK = threading.Lock()
 
+# What a generate gives back: the texts, the prompt's tokens, the tokens generated, and per text
+# whether the token limit cut it off.
+_Generated = tuple[list[str], int, int, list[bool]]
+
 
 @runtime_checkable
 class ChatLLM(Protocol):
@@ -78,6 +82,14 @@ def _check_args(n: int, max_tokens: int) -> None:
         raise ValueError(f"n must be >= 1, got {n}")
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+
+
+def _completion(engine: TransformersEngine | VLLMEngine, generated: _Generated, start: float) -> Completion:
+    """The `Completion` of what an in-process engine generated since `start` (`time.perf_counter`)."""
+    texts, prompt_tokens, completion_tokens, truncated = generated
+    return Completion(texts=texts, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                      model=engine.model_path, endpoint=engine.name, seconds=time.perf_counter() - start,
+                      truncated=truncated)
 
 
 class TransformersEngine:
@@ -164,8 +176,8 @@ class TransformersEngine:
 
     def _generate(
         self, messages: list[dict[str, str]], n: int, max_tokens: int, temperature: float, seed: int | None
-    ) -> tuple[list[str], int, int, list[bool]]:
-        """Blocking: (texts, prompt tokens, completion tokens, cut off by the limit). Runs in a worker thread."""
+    ) -> _Generated:
+        """Blocking: what `n` samples of `messages` generated. Runs in a worker thread."""
         import torch
 
         self._load()
@@ -230,25 +242,15 @@ class TransformersEngine:
         seed = int(rng.integers(_SEED_BOUND)) if rng is not None else None
         start = time.perf_counter()
         async with self._call_lock.get():
-            texts, prompt_tokens, completion_tokens, truncated = await asyncio.to_thread(
-                self._generate, messages, n, max_tokens, temperature, seed
-            )
-        return Completion(
-            texts=texts,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            model=self.model_path,
-            endpoint=self.name,
-            seconds=time.perf_counter() - start,
-            truncated=truncated,
-        )
+            generated = await asyncio.to_thread(self._generate, messages, n, max_tokens, temperature, seed)
+        return _completion(self, generated, start)
 
 
 @dataclass
 class _Request:
     messages: list[dict[str, str]]
     params: Any  # vllm.SamplingParams
-    future: asyncio.Future[tuple[list[str], int, int, list[bool]]] = field(repr=False)
+    future: asyncio.Future[_Generated] = field(repr=False)
 
 
 class VLLMEngine:
@@ -300,7 +302,7 @@ class VLLMEngine:
         self._llm = None
         gc.collect()
 
-    def _generate(self, batch: list[_Request]) -> list[tuple[list[str], int, int, list[bool]]]:
+    def _generate(self, batch: list[_Request]) -> list[_Generated]:
         """Blocking: one `LLM.chat` over the whole batch. Runs in a worker thread."""
         outputs = self._llm.chat(
             [r.messages for r in batch], sampling_params=[r.params for r in batch], use_tqdm=False
@@ -343,20 +345,11 @@ class VLLMEngine:
         seed = int(rng.integers(_SEED_BOUND)) if rng is not None else None
         params = self._SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, seed=seed)
         start = time.perf_counter()
-        future: asyncio.Future[tuple[list[str], int, int, list[bool]]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[_Generated] = asyncio.get_running_loop().create_future()
         self._pending.append(_Request(messages, params, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())
-        texts, prompt_tokens, completion_tokens, truncated = await future
-        return Completion(
-            texts=texts,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            model=self.model_path,
-            endpoint=self.name,
-            seconds=time.perf_counter() - start,
-            truncated=truncated,
-        )
+        return _completion(self, await future, start)
 
 
 def _split_spec(spec: str) -> tuple[str, str]:
