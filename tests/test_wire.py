@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 
 import pytest
 import torch
@@ -90,3 +92,38 @@ def test_buffers_kept_between_messages_carry_each_message_whole() -> None:
             assert all(torch.equal(x, y) for x, y in zip(xs, back, strict=True))
             # What came back is a copy: the next message into the same inbox cannot change it.
             assert back[0].data_ptr() != inbox.take(1).data_ptr()
+
+
+def test_a_timed_call_is_clocked_to_the_answers_send_not_to_its_late_reading() -> None:
+    """The judge's clock for a timed call ends when the child sent its answer (the kernel's stamp), so a judge
+    thread that reads the answer late (its interpreter lock held by another child's comparison) adds nothing."""
+    ours, theirs = wire.clock_pair()
+    pid = os.fork()
+    if pid == 0:  # the child: answers at once
+        ours.close()
+        try:
+            h = wire.next_packet(theirs, spin=True)
+            wire.send_packet(theirs, {"ok": True, "i": h["i"]})
+        finally:
+            os._exit(0)
+    theirs.close()
+    try:
+        sent = wire.request(ours, {"op": "go", "i": 7})
+        time.sleep(0.3)  # the fault: a reader late by 300 ms
+        reply, seconds = wire.answer_to(ours, sent)
+    finally:
+        os.waitpid(pid, 0)
+        ours.close()
+    assert reply == {"ok": True, "i": 7}
+    assert 0 < seconds < 0.2, seconds
+
+
+def test_a_packet_that_is_not_a_json_object_breaks_the_protocol() -> None:
+    ours, theirs = wire.clock_pair()
+    theirs.send(b"[1, 2]")
+    with pytest.raises(wire.WireError):
+        wire.next_packet(ours)
+    theirs.close()
+    with pytest.raises(wire.HungUp):
+        wire.next_packet(ours)
+    ours.close()

@@ -9,9 +9,9 @@ holds, and bounds the reported times with its own clock. The runner answers one 
   before and sent as data after; the GPU held shared with other checking children;
 - `timing_begin` / `timing_end`: hold the GPU alone between them;
 - `stage`: the timing's masked sets onto the device (`evo/eval/masked.py`), while the GPU is shared;
-- `time_setup`, then `go` once per timed call, with the key of its input set: the set unmasked, one call
-  timed with CUDA events, and a digest of its output under the judge's digest key, committed before the
-  judge's clock for that call stops (`evo/eval/wire.py`);
+- `time_setup`, then `go` once per timed call, as packets on the clock socket (`wire.clock_pair`), with the
+  key of its input set: the set unmasked, one call timed with CUDA events, and a digest of its output under
+  the judge's digest key, committed before the judge's clock for that call stops (`evo/eval/wire.py`);
 - `keep` / `fetch`: the outputs of the timed calls the judge picked, sent as data;
 - `facts`: what only this process can observe (threads, flags, harness functions, files, stream).
 """
@@ -75,8 +75,9 @@ class Runner:
 
     def __init__(self, sock: socket.socket, run: Callable[..., Any], data: WorkloadData, device: str,
                  config: BenchConfig, l2_bytes: int, latency_s: float, phases: GpuPhases | None = None,
-                 before: Snapshot | None = None):
+                 before: Snapshot | None = None, clock: socket.socket | None = None):
         self.sock, self.run, self.data, self.device, self.config = sock, run, data, device, config
+        self.clock = clock  # the timed calls' packets (`wire.clock_pair`)
         self.flush = L2Flusher(device, l2_bytes)
         self.outbox = wire.Buffer(pinned=device.startswith("cuda"))
         self.latency_s = latency_s
@@ -186,6 +187,20 @@ class Runner:
         del warm
         wire.send(self.sock, {"ok": True, "sets": len(self._sets), "graph": self._replay is not None,
                               "graph_error": graph_error})
+        self._serve_timed_calls(int(h.get("calls", 0)))
+
+    def _serve_timed_calls(self, n: int) -> None:
+        """The judge's `n` timed calls, one packet each way on the clock socket, the next request polled for."""
+        if self.clock is None:
+            return
+        for _ in range(n):
+            h = wire.next_packet(self.clock, spin=self.device.startswith("cuda"))
+            try:
+                self._op_go(h)
+            except Exception as e:  # noqa: BLE001 - the candidate's error is its answer
+                traceback.print_exc(file=sys.stderr)
+                wire.send_packet(self.clock, {"ok": False, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+                return
 
     def _op_go(self, h: dict[str, Any]) -> None:
         i = int(h["i"])
@@ -198,8 +213,9 @@ class Runner:
         del inputs
         out = as_tuple(s.out)
         self._outs[i] = out
-        wire.send(self.sock, {"ok": True, "t": s.time_s, "escaped": s.escaped_s,
-                              "digest": wire.digest(out, self._key)})
+        assert self.clock is not None  # `go` comes only over the clock socket
+        wire.send_packet(self.clock, {"ok": True, "t": s.time_s, "escaped": s.escaped_s,
+                                      "digest": wire.digest(out, self._key)})
 
     def _op_keep(self, h: dict[str, Any]) -> None:
         for i in h.get("keep", []):

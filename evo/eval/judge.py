@@ -15,8 +15,9 @@ What it decides, and why the candidate cannot forge it:
 - inputs of the timing: the seeds of its sets and the keys that mask them (`evo/eval/masked.py`) are drawn
   here and told only to the reference job; a set's key goes with each timed call that uses it, so no
   candidate's process holds a timing input before that call's clock runs (no answer made ahead);
-- time: for every timed call the judge's own clock runs from the request to the answer, which carries the
-  call's event time and a digest of its outputs under a key drawn here. A reference child (trusted code)
+- time: for every timed call the judge's own clock runs from the request to the answer (as the kernel stamped
+  the answer's packet: `wire.timed_exchange`), which carries the call's event time and a digest of its
+  outputs under a key drawn here. A reference child (trusted code)
   answered the same requests with a no-op earlier (`calibrate`): the clock's overhead per call beyond the
   reported time (the gap), as a median and 10th/90th percentiles. The candidate's median gap must not exceed
   the no-op's 90th percentile by more than a slack: above it, work was done outside the timed events (hidden
@@ -117,8 +118,10 @@ class Refused(Exception):
 class Session:
     """One child, driven over its socket."""
 
-    def __init__(self, sock: socket.socket, device: str, lock: Callable[[], Any] | None):
+    def __init__(self, sock: socket.socket, device: str, lock: Callable[[], Any] | None,
+                 clock: socket.socket | None = None):
         self.sock, self.device = sock, device
+        self.clock = clock  # the timed calls' packets (`wire.clock_pair`)
         self.lock = lock  # the GPU held shared while the judge compares on it
         self.inbox = wire.Buffer(pinned=device.startswith("cuda"))  # outputs of hundreds of MB, every check
         self.seconds: dict[str, float] = {}
@@ -129,6 +132,15 @@ class Session:
         if reply.get("ok") is not True:
             raise Refused("runs", f"{header.get('op')} {header.get('w', '')}: {str(reply.get('error'))[:400]}")
         return reply, payload
+
+    def timed(self, header: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        """One timed call over the clock socket: the answer, and the seconds from the request to the answer."""
+        if self.clock is None:
+            raise Refused("dynamic:time_bound", "no clock socket to this child: its times cannot be bounded")
+        reply, seconds = wire.timed_exchange(self.clock, header)
+        if reply.get("ok") is not True:
+            raise Refused("runs", f"{header.get('op')}: {str(reply.get('error'))[:400]}")
+        return reply, seconds
 
     def compare(self, meta: Any, payload: bytearray | memoryview | None, expected: list[torch.Tensor], atol: float,
                 rtol: float) -> tuple[str | None, list[Any]]:
@@ -160,8 +172,8 @@ class TimeBound:
         if self.gap_s < 0:
             # No noise can do this; a time reported too long only costs the candidate its score, so nothing
             # nearer the no-op's gap than this is refused (a quiet moment after a busy calibration is not a lie).
-            return (f"reported {self.claimed_s * 1e6:.2f} us per call, more than the judge's clock saw from one "
-                    "answer to the next: the times were forged")
+            return (f"reported {self.claimed_s * 1e6:.2f} us per call, more than the judge's clock saw from its "
+                    "request to its answer: the times were forged")
         return None
 
     def to_dict(self) -> dict[str, float]:
@@ -194,18 +206,20 @@ def timed_calls(config: BenchConfig) -> int:
 
 def _timed_batch(s: Session, w: Workload, n: int, key: int, mask_keys: list[int]
                  ) -> tuple[list[dict[str, Any]], list[float], bool]:
-    """`n` timed calls of one workload: each answer and the judge's clock for it, from the previous answer to
-    this one (no moment between calls when the clock is stopped: work done then would be in no one's time);
-    and whether the child says it replayed a CUDA graph (its word only, for the report). Call i uses input
-    set i % sets, whose mask key goes with the call: the child cannot unmask it before its clock runs."""
-    setup, _ = s.ask({"op": "time_setup", "w": w.name, "key": key})
+    """`n` timed calls of one workload: each answer and the judge's clock for it, from the request to the
+    kernel's stamp of the answer (`wire.timed_exchange`: neither this thread's wake-up nor its wait for the
+    interpreter's lock, while other children's checks are compared here, is in it); and whether the child says
+    it replayed a CUDA graph (its word only, for the report).
+
+    Call i uses input set i % sets, whose mask key goes with the request, so the child holds no input of the
+    call before its clock starts; its outputs are committed by digest in its answer. Between an answer and the
+    next request the child has nothing left to compute for one call and nothing yet for the next, so the
+    clock need not run there."""
+    setup, _ = s.ask({"op": "time_setup", "w": w.name, "key": key, "calls": n})
     answers, clock = [], []
-    last = time.perf_counter()
     for i in range(n):
-        reply, _ = s.ask({"op": "go", "i": i, "key": mask_keys[i % len(mask_keys)]})
-        now = time.perf_counter()
-        clock.append(now - last)
-        last = now
+        reply, seconds = s.timed({"op": "go", "i": i, "key": mask_keys[i % len(mask_keys)]})
+        clock.append(seconds)
         answers.append(reply)
     return answers, clock, setup.get("graph") is True
 
@@ -430,8 +444,8 @@ def serve(control: socket.socket, device: str, lock_path: Path | None) -> None:
         with send_lock:  # one record per report (the control socket is a SOCK_SEQPACKET pair)
             control.send(json.dumps(msg).encode())
 
-    def work(req: dict[str, Any], child: socket.socket) -> None:
-        s = Session(child, device, gpu_lock)
+    def work(req: dict[str, Any], child: socket.socket, clock: socket.socket | None) -> None:
+        s = Session(child, device, gpu_lock, clock)
         try:
             config = BenchConfig(**req.get("config", {}))
             key = str(req["key"])
@@ -461,10 +475,12 @@ def serve(control: socket.socket, device: str, lock_path: Path | None) -> None:
                                                 "traceback": traceback.format_exc()[-3000:]}})
         finally:
             child.close()
+            if clock is not None:
+                clock.close()
 
     while True:
         try:
-            msg, fds, _, _ = socket.recv_fds(control, 1 << 16, 1)
+            msg, fds, _, _ = socket.recv_fds(control, 1 << 16, 2)
         except OSError:
             return
         if not msg:
@@ -473,7 +489,8 @@ def serve(control: socket.socket, device: str, lock_path: Path | None) -> None:
         if not fds:
             continue
         child = socket.socket(fileno=fds[0])
-        threading.Thread(target=work, args=(req, child), daemon=True).start()
+        clock = socket.socket(fileno=fds[1]) if len(fds) > 1 else None
+        threading.Thread(target=work, args=(req, child, clock), daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:

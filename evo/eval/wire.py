@@ -10,6 +10,9 @@ the CPU and on a GPU. The candidate's process commits to the digest of every tim
 the call's timing window, under a key it learns only when timing starts; the judge later asks for a few of
 those outputs, chosen at random, and checks them against both the digest and the expected values. So an
 output cannot be put right after its window closed (see `evo/eval/judge.py`).
+
+Timed calls travel apart, one small JSON packet each way on a socket pair of their own (`clock_pair`): the
+kernel stamps each packet when it is sent, and the judge's clock for a call ends at its answer's stamp.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -162,6 +166,82 @@ def unpack_tensors(meta: Any, payload: bytearray | memoryview | None, device: st
     if at != len(buf):
         raise WireError(f"{len(buf) - at} bytes beyond the outputs' description")
     return out
+
+
+# -- timed calls: one packet each way, stamped by the kernel ---------------------------------------
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux: the send time of each packet, set by the kernel
+MAX_PACKET = 1 << 16
+
+
+def clock_pair() -> tuple[socket.socket, socket.socket]:
+    """A socket pair for timed calls: packets (one request, one answer), each stamped by the kernel when it was
+    sent, so that the receiver's clock does not depend on when its own thread woke to read it."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for sock in (ours, theirs):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            pass  # no kernel stamps here: the receiver's own clock stands in (`timed_exchange`)
+    return ours, theirs
+
+
+def _packet(data: bytes) -> dict[str, Any]:
+    if not data:
+        raise HungUp("the other side hung up")
+    try:
+        header = json.loads(data)
+    except ValueError as e:
+        raise WireError(f"a packet that is not JSON: {e}") from e
+    if not isinstance(header, dict):
+        raise WireError("a packet that is not a JSON object")
+    return header
+
+
+def timed_exchange(sock: socket.socket, header: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """Send a request packet and wait for the answer; the seconds from just before the send to the moment the
+    answer was sent, as the kernel stamped it (the receiving thread's own lateness is not in it)."""
+    return answer_to(sock, request(sock, header))
+
+
+def request(sock: socket.socket, header: dict[str, Any]) -> int:
+    """Send a request packet; the wall clock's nanoseconds just before it went (`answer_to` takes them)."""
+    data = json.dumps(header).encode()
+    sent = time.time_ns()  # CLOCK_REALTIME, the kernel stamps' clock
+    sock.send(data)
+    return sent
+
+
+def answer_to(sock: socket.socket, sent: int) -> tuple[dict[str, Any], float]:
+    """The answer packet to a request sent at `sent`, and the seconds until it was sent. Without a kernel stamp,
+    or with one outside [sent, received] (a step of the wall clock), the receipt time stands in."""
+    msg, ancillary, _, _ = sock.recvmsg(MAX_PACKET, socket.CMSG_SPACE(16))
+    received = time.time_ns()
+    stamp = received
+    for level, kind, raw in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= 16:
+            sec, nsec = struct.unpack("qq", raw[:16])
+            stamp = sec * 1_000_000_000 + nsec
+    if not sent <= stamp <= received:
+        stamp = received
+    return _packet(msg), (stamp - sent) / 1e9
+
+
+def next_packet(sock: socket.socket, spin: bool = False) -> dict[str, Any]:
+    """The next request packet; with `spin`, polled rather than slept on (a sleeping thread wakes late, and
+    that lateness would be in the caller's clock)."""
+    while True:
+        try:
+            return _packet(sock.recv(MAX_PACKET, socket.MSG_DONTWAIT if spin else 0))
+        except BlockingIOError:
+            continue
+
+
+def send_packet(sock: socket.socket, header: dict[str, Any]) -> None:
+    data = json.dumps(header).encode()
+    if len(data) > MAX_PACKET:
+        raise WireError(f"a packet of {len(data)} bytes (at most {MAX_PACKET})")
+    sock.send(data)
 
 
 DIGEST_PRIME = 2**31 - 1

@@ -133,11 +133,12 @@ class Judge:
         log.close()
         self.control.setblocking(False)
 
-    def hand_over(self, request: dict[str, Any], child_end: socket.socket) -> None:
-        """Give the judge its end of a child's socket with what it needs to drive that child."""
+    def hand_over(self, request: dict[str, Any], child_end: socket.socket, clock_end: socket.socket) -> None:
+        """Give the judge its ends of a child's sockets (requests, and timed calls) with what it needs to drive
+        that child."""
         self.control.setblocking(True)
         try:
-            socket.send_fds(self.control, [json.dumps(request).encode()], [child_end.fileno()])
+            socket.send_fds(self.control, [json.dumps(request).encode()], [child_end.fileno(), clock_end.fileno()])
         finally:
             self.control.setblocking(False)
 
@@ -319,16 +320,19 @@ def serve(device: str, session: Path, parallel: int) -> None:
                 mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
                 wire.widen(mine)
                 wire.widen(theirs)
+                clock_mine, clock_theirs = wire.clock_pair()
                 request = {"id": job["id"], "kind": job["kind"], "key": _task_key(job), "task_root": job["task_root"],
                            "session_seed": job["session_seed"], "config": job.get("config", {}),
                            "expected_dir": job.get("expected_dir"), "prepared": job.get("prepared", {}),
                            "workdir": job.get("workdir")}
-                judge.hand_over(request, theirs)
+                judge.hand_over(request, theirs, clock_theirs)
                 theirs.close()
+                clock_theirs.close()
                 pid = os.fork()
                 if pid == 0:
-                    child_main(job, device, data, lock, result_path, mine, [judge.control.fileno()])
+                    child_main(job, device, data, lock, result_path, mine, clock_mine, [judge.control.fileno()])
                 mine.close()
+                clock_mine.close()
                 running[pid] = (job, time.monotonic(), result_path)
             reports = judge.reports()
             if reports is None:

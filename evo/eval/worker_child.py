@@ -113,7 +113,7 @@ def _child_setup(job: dict[str, Any], device: str, private: Path) -> dict[str, A
 
 
 def _run_child(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLock, sock: socket.socket,
-               guards: dict[str, Any] | None) -> dict[str, Any]:
+               clock: socket.socket, guards: dict[str, Any] | None) -> dict[str, Any]:
     """The child's part: the reference job (trusted) or the candidate's runner, both driven by the judge.
 
     Nothing the candidate's child writes in its answer is believed: its checks and times reach the engine
@@ -134,7 +134,7 @@ def _run_child(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLo
             del timing_inputs
             wire.send(sock, {"ok": True})  # the files are written: the judge reads them, then calibrates
             Runner(sock, _noop_for(reference, data, device), data, device, config, facts["l2_bytes"],
-                   prepared["latency_s"]).serve()
+                   prepared["latency_s"], clock=clock).serve()
         return {**facts, "prepared": prepared}
     candidate = Path(job["candidate"])
     wire.send(sock, {"ok": True, "guards": guards})
@@ -165,7 +165,7 @@ def _run_child(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLo
     wire.send(sock, {"ok": True})
     phases = _Phases(lock)
     Runner(sock, run, data, device, config, facts["l2_bytes"], float(job.get("prepared", {}).get("latency_s", 0.0)),
-           phases, before).serve()
+           phases, before, clock).serve()
     return {**facts, "seconds": {"warm": warm_s, **phases.seconds}}
 
 
@@ -257,7 +257,7 @@ class _Phases:
 
 
 def child_main(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLock, result_path: Path,
-                sock: socket.socket, close_fds: list[int]) -> None:
+                sock: socket.socket, clock: socket.socket, close_fds: list[int]) -> None:
     # The zygote's other descriptors are not the child's: the judge's control socket (through which a
     # candidate could send the judge requests of its own) and the engine's job pipes (0 and 1).
     for fd in close_fds:
@@ -281,7 +281,7 @@ def child_main(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLo
         started = time.perf_counter()
         guard = _child_setup(job, device, private_dir(result_path))
         setup_s = time.perf_counter() - started
-        answer = {"status": "ok", **_run_child(job, device, data, lock, sock, guard)}
+        answer = {"status": "ok", **_run_child(job, device, data, lock, sock, clock, guard)}
         answer.setdefault("seconds", {})["setup"] = setup_s
     except BaseException as e:  # noqa: BLE001 - everything a child hits becomes its answer
         answer = {"status": "error", "error": f"{type(e).__name__}: {str(e)[:1000]}",
