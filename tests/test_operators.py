@@ -403,6 +403,40 @@ def test_function_crossover_refuses_when_nothing_differs() -> None:
         run(op, PROGRAM, "def radii(:\n")
 
 
+
+def test_function_crossover_reads_a_parent_in_pieces_as_parsed_whole() -> None:
+    """Statements found piece by piece (each piece parsed once for every text that has it) are
+    those of one parse of the whole text: cuts inside a docstring, brackets, a decorator's call
+    or a line continuation join the next piece, and odd line breaks take the whole-text parse."""
+    from evo.operators.crossover import _analyse, _in_pieces, _whole
+
+    variants = [
+        PROGRAM,
+        PROGRAM.replace("import math\n", "import math\nif N:\n    pass\nelse:\n    pass\ntry:\n    pass\n"
+                        "except ValueError:\n    pass\nfinally:\n    pass\n"),
+        PROGRAM.replace("STEP = -0.25", "STEP = (-0.25 +\n0.5)"),  # a continuation line at column 0
+        PROGRAM.replace("STEP = -0.25", "STEP = -0.25 \\\n; OTHER = 2"),  # one logical line on two
+        PROGRAM.replace("def ring(", "@decorate(\nlevel=2)\n@functools.cache\ndef ring("),
+        PROGRAM.replace("MARGIN = 1e-3", "MARGIN = 1e-3; LIMIT = 2"),  # two statements share a line
+        PROGRAM.replace("\n\n\ndef radii", "\n\n\x0c\ndef radii"),  # a form feed: splitlines cuts there
+    ]
+
+    def seen(located: list) -> list:
+        return [(s.first + o, s.last + o, s.kind, s.names, s.carriable, s.lines, s.free_names())
+                for s, o in located]
+
+    for text in variants:
+        pieces = _in_pieces(text)
+        if "\x0c" not in text:
+            assert pieces is not None
+            assert seen(pieces) == seen(_whole(text))
+        module = _analyse(text)
+        assert list(module.defs) == ["ring", "hex_grid", "initial_centres", "radii", "solve"]
+        assert module.defs["ring"].lines.startswith("@" if "@" in text else "def ring(")
+        assert "MARGIN" in module.bound
+        assert ("MARGIN" in module.providers) is ("LIMIT" not in text)  # a shared line is not carried
+
+
 # --- the registry -----------------------------------------------------------------------------
 
 
