@@ -437,6 +437,23 @@ def test_function_crossover_reads_a_parent_in_pieces_as_parsed_whole() -> None:
         assert ("MARGIN" in module.providers) is ("LIMIT" not in text)  # a shared line is not carried
 
 
+
+def test_operator_draw_is_numpys_weighted_choice() -> None:
+    """The operator choice's draw gives numpy's `Generator.choice(n, p=...)` index and leaves the
+    generator where that call would (the runs of one seed stay the same)."""
+    from evo.operators.choice import _cdf, draw
+
+    for seed in range(40):
+        weights = np.random.default_rng(seed).random(1 + seed % 6) * np.array([1, 0, 1, 1, 0.5, 1])[: 1 + seed % 6]
+        if not weights.any():
+            weights[0] = 1.0
+        probs = weights / weights.sum()
+        ours, numpys = np.random.default_rng(seed + 100), np.random.default_rng(seed + 100)
+        cdf = _cdf(probs)
+        assert [draw(ours, cdf) for _ in range(300)] == [int(numpys.choice(len(probs), p=probs)) for _ in range(300)]
+        assert ours.random() == numpys.random()
+
+
 # --- the registry -----------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ while the call, and any pause after it, lasts.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -41,6 +42,7 @@ class OperatorChoice:
         self.operators = [op for op, _ in operators]
         weights = np.array([w for _, w in operators], dtype=float)
         self._probs = weights / weights.sum()
+        self._cdf = _cdf(self._probs)
         self.bandit = bandit
         self.model = np.array([calls_model(op) for op in self.operators])
         self.model_slots = model_slots
@@ -60,8 +62,9 @@ class OperatorChoice:
     def _pick(self, rng: np.random.Generator, allowed: np.ndarray) -> int:
         if self.bandit is not None:
             return self.bandit.choose(rng, None if allowed.all() else allowed)
-        probs = self._probs if allowed.all() else self._probs * allowed / (self._probs * allowed).sum()
-        return int(rng.choice(len(self.operators), p=probs))
+        if allowed.all():
+            return draw(rng, self._cdf)
+        return draw(rng, _cdf(self._probs * allowed / (self._probs * allowed).sum()))
 
     def first(self, rng: np.random.Generator) -> int:
         """An operator that may be called now, before the parents are sampled."""
@@ -90,3 +93,17 @@ class OperatorChoice:
             yield
         finally:
             self.model_calls -= holds
+
+
+def _cdf(probs: np.ndarray) -> list[float]:
+    """The cumulative sums that numpy's `Generator.choice(n, p=probs)` searches, as it makes them."""
+    cdf = probs.cumsum()
+    cdf /= cdf[-1]
+    return cdf.tolist()
+
+
+def draw(rng: np.random.Generator, cdf: list[float]) -> int:
+    """`rng.choice(n, p=probs)` for the `probs` whose `_cdf` is `cdf`: the same single uniform draw and
+    the same index (numpy searches `cdf` for it from the right), without numpy's checks of `probs`
+    on every call (~60 us of the engine's ~1.5 ms a candidate)."""
+    return bisect_right(cdf, rng.random())
