@@ -359,13 +359,22 @@ class NoveltyArchive:
         top = np.argsort(-sims, kind="stable")[:k]
         return sims[top], rows[top]
 
-    def nearest(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
-        """The `k` most similar stored programs as (id, cosine similarity), best first."""
+    def _nearest(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, list[int]]:
+        """Similarities (float32) and rows of the `k` nearest, best first; rows of no vector left out."""
         k = min(k, len(self._ids))
         if k <= 0:
-            return []
+            return np.zeros(0, np.float32), []
         sims, rows = self._search(self._normalised(vector)[:1], k)
-        return [(self._ids[r], float(s)) for s, r in zip(sims, rows, strict=True) if r >= 0]
+        if rows.size and rows.min() < 0:
+            keep = rows >= 0
+            sims, rows = sims[keep], rows[keep]
+        return sims, rows.tolist()
+
+    def nearest(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """The `k` most similar stored programs as (id, cosine similarity), best first."""
+        sims, rows = self._nearest(vector, k)
+        ids = self._ids
+        return [(ids[r], s) for s, r in zip(sims.tolist(), rows, strict=True)]
 
     def exact_nearest(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Like `nearest` but always by exact scan of every vector (slow at scale: for checks)."""
@@ -399,12 +408,13 @@ class NoveltyArchive:
 
     def assess(self, vector: np.ndarray) -> NoveltyAssessment:
         """Novelty and near-duplicate verdict from one k-NN search (what screening needs)."""
-        near = self.nearest(vector, self.k)
-        if not near:
+        sims, rows = self._nearest(vector, self.k)
+        if not rows:
             return NoveltyAssessment(1.0, False, None, 0.0)
-        pid, sim = near[0]
-        novelty = max(0.0, float(np.mean([1.0 - s for _, s in near])))
-        return NoveltyAssessment(novelty, sim >= self.duplicate_threshold, pid, sim)
+        sim = float(sims[0])
+        # The mean as `novelty` takes it (numpy's pairwise sum of the float64 distances), without the list.
+        novelty = max(0.0, float(np.mean(1.0 - sims.astype(np.float64))))
+        return NoveltyAssessment(novelty, sim >= self.duplicate_threshold, self._ids[rows[0]], sim)
 
 
 def _projection(sample: np.ndarray, dims: int, rng: np.random.Generator) -> np.ndarray:
