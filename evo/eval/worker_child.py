@@ -138,24 +138,27 @@ def _run_child(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLo
         return {**facts, "prepared": prepared}
     candidate = Path(job["candidate"])
     wire.send(sock, {"ok": True, "guards": guards})
-    # Import and compile before the lock (compilation overlaps other children's timing); the small shapes run
-    # under the checking lock.
+    # Import and the small shapes under the checking lock; the real shapes compile outside it, on the host
+    # (`_compile_for_real_shapes`), overlapping other children's timing.
     warm_start = time.perf_counter()
     before = Snapshot.take(candidate.parent, device)
     try:
         sys.path.insert(0, str(candidate.parent))
-        module = load_module(candidate, "candidate")
-        run = getattr(module, "run", None)
-        if not callable(run):
-            raise TypeError("the candidate defines no callable `run(*inputs)`")
-        # The small shapes run on the GPU: as checks, never beside another child's timing (on the H100, warm-ups
-        # outside the lock stretched a timing child's calls by milliseconds, and the judge's clock refused it).
+        # Module-level code and the small shapes run on the GPU as checks do, never beside another child's timing
+        # (on the H100, warm-ups outside the lock stretched a timing child's calls by milliseconds, and the
+        # judge's clock refused it), and whatever they queued on the GPU ends before the lock is let go.
         with lock.checking():
-            for params in reference.SPEC.small:
-                inputs = reference.make_inputs(dict(params), 0, device)
-                with torch.no_grad():
-                    run(*inputs)
-            sync(device)
+            try:
+                module = load_module(candidate, "candidate")
+                run = getattr(module, "run", None)
+                if not callable(run):
+                    raise TypeError("the candidate defines no callable `run(*inputs)`")
+                for params in reference.SPEC.small:
+                    inputs = reference.make_inputs(dict(params), 0, device)
+                    with torch.no_grad():
+                        run(*inputs)
+            finally:
+                sync(device)
         _compile_for_real_shapes(module, data, device)
     except Exception as e:  # noqa: BLE001 - the candidate's failure, told to the judge
         traceback.print_exc(file=sys.stderr)  # into the child's log: `evo eval` shows it at the user's lines

@@ -1,22 +1,31 @@
-"""gap: GPU work at import, before the checking lock, beside another child's timing
-The warm-up's small shapes run under the GPU's checking lock (8d75a5d), but that lock is taken in the candidate's
-own process, after its module is imported: module-level code runs first and unlocked. On a GPU this one keeps the
-device busy with matrix products while another child may hold it for timing; the GPU time-slices between the two
-processes and the neighbour's calls stretch on the judge's clock, so an honest neighbour can be refused by the
-clock floor. It gains nothing for itself (its own timing is exclusive, its answers are right): it is sabotage of
-other candidates. The defence that would hold is the worker (trusted) holding the lock for the child from its
-start, or stopping other children while one is timed (docs/auditor.md).
+"""gap: GPU work launched while the harness records the call for compilation, outside every GPU lock
+Module-level code and the small shapes run under the GPU's checking lock, synchronised before it is let go, so
+work queued at import no longer runs beside another child's timing. One place is still unlocked: before its
+checks the harness records each real shape's call into a CUDA graph it throws away, so that its kernels compile
+on the host while other children time (`worker_child._compile_for_real_shapes`). Nothing recorded runs, but a
+call that sees the recording can launch real work on a stream of its own, and the GPU time-slices that work
+with whichever child holds it for timing: the neighbour's calls stretch, and an honest neighbour may be refused
+by its clock bound or scored slower. It gains nothing for itself (its own timing is exclusive, its answers are
+right): it is sabotage of other candidates. The defence that would hold is the recording under the checking
+lock too (compilation then no longer overlaps timing) or the worker stopping other children while one is timed
+(docs/auditor.md).
 """
 
 import torch
 
 _dev = "cuda" if torch.cuda.is_available() else "cpu"
-_n = 8192 if _dev == "cuda" else 64
-_busy = torch.randn(_n, _n, device=_dev)
-for _ in range(50):
-    _busy = torch.tanh(_busy @ _busy)
+
+
+def _busy():
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):  # not the recording stream: this runs now, for real
+        b = torch.randn(8192, 8192, device=_dev)
+        for _ in range(50):
+            b = torch.tanh(b @ b)
 
 
 def run(x, weight):
+    if _dev == "cuda" and torch.cuda.is_current_stream_capturing():
+        _busy()
     xf = x.float()
     return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5) * weight.float()).to(x.dtype)
