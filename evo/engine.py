@@ -332,7 +332,7 @@ class Engine:
                                                       ("proposed", {"operator": child.operator,
                                                                     "novelty": child.meta["novelty"]})],
                                commit=False)  # committed with the next finished evaluation
-        self.novelty.add(child.id, vector)
+        self.novelty.add_assessed(child.id, seen)  # the vector normalised once, by `assess`
         self._cache[child.id] = child
         return True
 

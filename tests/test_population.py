@@ -221,6 +221,27 @@ def test_novelty_near_duplicates_and_ordering():
         archive.add("bad", np.ones(3))
 
 
+
+def test_novelty_assessment_is_added_as_the_vector_itself():
+    """`assess` agrees with `novelty` and `nearest`, and `add_assessed` stores what `add` would (the
+    vector normalised once)."""
+    embedder = NgramEmbedder()
+    vectors = embedder.embed(PROGRAMS) * 3.0  # not unit length: both ways normalise
+    by_add, by_assessment = NoveltyArchive(embedder.dim, k=3), NoveltyArchive(embedder.dim, k=3)
+    for i, v in enumerate(vectors):
+        seen = by_assessment.assess(v)
+        assert seen.novelty == by_add.novelty(v)
+        assert (seen.nearest, seen.similarity) == (by_add.nearest(v, 1) or [(None, 0.0)])[0]
+        by_add.add(f"p{i}", v)
+        by_assessment.add_assessed(f"p{i}", seen)
+    probe = embedder.embed(mutants(PROGRAMS[2], 1))[0]
+    assert by_assessment.nearest(probe, 5) == by_add.nearest(probe, 5)
+    from evo.population.novelty import NoveltyAssessment
+
+    with pytest.raises(ValueError, match="one vector"):
+        by_assessment.add_assessed("bad", NoveltyAssessment(1.0, False, None, 0.0))
+
+
 # -- sampling ----------------------------------------------------------------------------
 
 

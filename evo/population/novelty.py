@@ -59,7 +59,7 @@ import math
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
@@ -275,6 +275,12 @@ class NoveltyArchive:
             raise ValueError(f"NoveltyArchive.add takes one vector; use add_batch for {len(x)}")
         self._append([program_id], x)
 
+    def add_assessed(self, program_id: str, seen: NoveltyAssessment) -> None:
+        """`add(program_id, vector)` for the vector `assess` was given: normalised once, not twice."""
+        if seen.vector is None or len(seen.vector) != 1:
+            raise ValueError("add_assessed takes the assessment of one vector made by NoveltyArchive.assess")
+        self._append([program_id], seen.vector)
+
     def add_batch(self, program_ids: Sequence[str], vectors: np.ndarray) -> None:
         """Store many embeddings at once, `vectors` of shape `(len(program_ids), dim)`."""
         x = self._normalised(vectors) if len(program_ids) else np.zeros((0, self.dim), np.float32)
@@ -359,12 +365,13 @@ class NoveltyArchive:
         top = np.argsort(-sims, kind="stable")[:k]
         return sims[top], rows[top]
 
-    def _nearest(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, list[int]]:
-        """Similarities (float32) and rows of the `k` nearest, best first; rows of no vector left out."""
+    def _nearest(self, x: np.ndarray, k: int) -> tuple[np.ndarray, list[int]]:
+        """Similarities (float32) and rows of the `k` nearest to the normalised `x`, best first; rows of no
+        vector left out."""
         k = min(k, len(self._ids))
         if k <= 0:
             return np.zeros(0, np.float32), []
-        sims, rows = self._search(self._normalised(vector)[:1], k)
+        sims, rows = self._search(x[:1], k)
         if rows.size and rows.min() < 0:
             keep = rows >= 0
             sims, rows = sims[keep], rows[keep]
@@ -372,7 +379,7 @@ class NoveltyArchive:
 
     def nearest(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """The `k` most similar stored programs as (id, cosine similarity), best first."""
-        sims, rows = self._nearest(vector, k)
+        sims, rows = self._nearest(self._normalised(vector), k)
         ids = self._ids
         return [(ids[r], s) for s, r in zip(sims.tolist(), rows, strict=True)]
 
@@ -408,13 +415,14 @@ class NoveltyArchive:
 
     def assess(self, vector: np.ndarray) -> NoveltyAssessment:
         """Novelty and near-duplicate verdict from one k-NN search (what screening needs)."""
-        sims, rows = self._nearest(vector, self.k)
+        x = self._normalised(vector)
+        sims, rows = self._nearest(x, self.k)
         if not rows:
-            return NoveltyAssessment(1.0, False, None, 0.0)
+            return NoveltyAssessment(1.0, False, None, 0.0, x)
         sim = float(sims[0])
         # The mean as `novelty` takes it (numpy's pairwise sum of the float64 distances), without the list.
         novelty = max(0.0, float(np.mean(1.0 - sims.astype(np.float64))))
-        return NoveltyAssessment(novelty, sim >= self.duplicate_threshold, self._ids[rows[0]], sim)
+        return NoveltyAssessment(novelty, sim >= self.duplicate_threshold, self._ids[rows[0]], sim, x)
 
 
 def _projection(sample: np.ndarray, dims: int, rng: np.random.Generator) -> np.ndarray:
@@ -475,3 +483,4 @@ class NoveltyAssessment:
     duplicate: bool
     nearest: str | None
     similarity: float
+    vector: np.ndarray | None = field(default=None, repr=False, compare=False)  # the query, normalised (1, dim)
