@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import random
+import re
 
 import numpy as np
 import pytest
@@ -452,6 +453,22 @@ def test_operator_draw_is_numpys_weighted_choice() -> None:
         cdf = _cdf(probs)
         assert [draw(ours, cdf) for _ in range(300)] == [int(numpys.choice(len(probs), p=probs)) for _ in range(300)]
         assert ours.random() == numpys.random()
+
+
+
+def test_lexer_reads_ascii_texts_alike_with_ascii_classes() -> None:
+    """The ASCII form of the lexer's pattern (taken for all-ASCII texts) matches as the full one does."""
+    from evo.operators.constants import _TOKEN, _TOKEN_ASCII
+
+    def tokens(pattern: re.Pattern[str], text: str) -> list[tuple[tuple[int, int], ...]]:
+        return [tuple(m.span(g) for g in range(8)) for m in pattern.finditer(text)]
+
+    rnd = random.Random(0)
+    texts = [PROGRAM, TRICKY.replace("ü", "u"), DONOR] + ["".join(rnd.choice("ab1_.#'\"\n -e0x\\j9F") for _ in range(30))
+                                        for _ in range(500)]
+    for text in texts:
+        assert text.isascii()
+        assert tokens(_TOKEN_ASCII, text) == tokens(_TOKEN, text)
 
 
 # --- the registry -----------------------------------------------------------------------------

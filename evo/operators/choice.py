@@ -68,6 +68,8 @@ class OperatorChoice:
 
     def first(self, rng: np.random.Generator) -> int:
         """An operator that may be called now, before the parents are sampled."""
+        if self.model_slots is None or self.model_calls < self.model_slots:  # all free: no mask to build
+            return self.bandit.choose(rng, None) if self.bandit is not None else draw(rng, self._cdf)
         allowed = self.free()
         if not allowed.any():
             # Every stream beyond the slots makes non-model children, so this means a stream too many.

@@ -51,6 +51,9 @@ _TOKEN = re.compile(
     rf"""(?:({_STRING})|(\#[^\r\n]*)|(?:({_BASED_INT})|({_FLOAT})|({_DEC}))([jJ]?)|(['"])|\Z)""",
     re.S,
 )
+# The same pattern for a text that is all ASCII (most programs): `\w`, `\W` and `\d` then match the same
+# characters either way, and the ASCII classes cost ~30% less per character.
+_TOKEN_ASCII = re.compile(_TOKEN.pattern, re.S | re.ASCII)
 _COMMENT_G, _BASED_G, _FLOAT_G, _INT_G, _IMAG_G, _BAD_QUOTE_G = 2, 3, 4, 5, 6, 7
 _EVO_COMMENT = re.compile(r"#\s*evo:")
 # After one of these, a `-` is a unary minus; after a name, a number, a string or a closing
@@ -154,7 +157,7 @@ def lex(text: str) -> Lexed:
     """
     numbers: list[tuple[int, int, int | float]] = []
     comments: list[tuple[int, int]] = []
-    for m in _TOKEN.finditer(text):
+    for m in (_TOKEN_ASCII if text.isascii() else _TOKEN).finditer(text):
         kind = m.lastindex
         if kind == _IMAG_G:
             if m.end(_IMAG_G) > m.start(_IMAG_G):
