@@ -163,9 +163,10 @@ class Cells:
         """`n` elite ids, uniform over filled cells, with replacement; [] if empty."""
         if not self._filled or n <= 0:
             return []
-        # floor(U * count) rather than rng.integers: 3x cheaper per call, and uniform to 2^-53.
-        picks = (rng.random(n) * len(self._filled)).astype(np.intp).tolist()
-        return [self._cell_pid[self._filled[i]] for i in picks]  # type: ignore[misc]
+        # floor(U * count) rather than rng.integers: 3x cheaper per call, and uniform to 2^-53. In Python
+        # floats, as numpy would compute it (the same product, truncated), without two small arrays.
+        count = len(self._filled)
+        return [self._cell_pid[self._filled[int(u * count)]] for u in rng.random(n).tolist()]  # type: ignore[misc]
 
     def elite_score(self, program_id: str) -> float | None:
         """The score of an elite, or None if the program is not an elite here."""

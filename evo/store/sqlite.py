@@ -22,8 +22,9 @@ import json
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from json.encoder import c_make_encoder, encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,23 @@ CREATE TABLE IF NOT EXISTS provenance (
 """
 
 
+_PLAIN = json.JSONEncoder()  # its `default` raises json's own TypeError for what JSON cannot hold
+
+
+def _dumps(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """`json.dumps(obj, default=default)`, the same text: the C encoder that json.dumps builds for one call
+    (fresh circular-reference markers included), without the JSONEncoder and the two Python calls around it
+    (~2.5 of ~4 us; the engine writes ~9 JSON values a candidate)."""
+    if c_make_encoder is None:  # a Python without json's C accelerator
+        return json.dumps(obj, default=default)
+    encode = c_make_encoder({}, default or _PLAIN.default, encode_basestring_ascii, None, ": ", ", ", False, False,
+                            True)
+    return "".join(encode(obj, 0))
+
+
 def _pack_source(source: Any) -> bytes:
-    return zlib.compress(json.dumps(source).encode(), 1)  # level 1: 3x faster than 6, ~10% larger
+    text = encode_basestring_ascii(source) if isinstance(source, str) else _dumps(source)  # = json.dumps(source)
+    return zlib.compress(text.encode(), 1)  # level 1: 3x faster than 6, ~10% larger
 
 
 def _unpack_source(blob: bytes) -> Any:
@@ -172,7 +188,7 @@ class Store:
     def _event(self, kind: str, program_id: str | None, data: dict[str, Any] | None, ts: float) -> None:
         self.db.execute(
             "INSERT INTO events(ts, kind, program_id, data) VALUES (?, ?, ?, ?)",
-            (ts, kind, program_id, None if data is None else json.dumps(data)),
+            (ts, kind, program_id, None if data is None else _dumps(data)),
         )
 
     def log(self, kind: str, data: dict[str, Any] | None = None, program_id: str | None = None) -> None:
@@ -220,14 +236,14 @@ class Store:
                 program.id,
                 program.hash,
                 _pack_source(program.source),
-                json.dumps(list(program.parents)),
+                _dumps(list(program.parents)),
                 program.operator,
                 program.island,
                 str(program.status),
                 program.error,
                 program.verdict,
                 None if embedding is None else np.asarray(embedding, dtype=np.float32).tobytes(),
-                json.dumps(program.meta, default=str),
+                _dumps(program.meta, default=str),
                 now,
             ),
         )
@@ -343,8 +359,8 @@ class Store:
                 (
                     str(program.status),
                     program.score,
-                    json.dumps(program.metrics),
-                    json.dumps(list(program.descriptors)),
+                    _dumps(program.metrics),
+                    _dumps(list(program.descriptors)),
                     program.error,
                     program.verdict,
                     program.id,
