@@ -264,6 +264,8 @@ def test_malformed_declarations_name_their_line(declaration: str, reason: str) -
     with pytest.raises(OperatorError, match="line 4") as info:
         parse_parameters(text)
     assert reason in str(info.value)
+    with pytest.raises(OperatorError, match="line 6"):  # a line read before (cached) still names its own place
+        parse_parameters(text.replace("\n\n", "\n\n\n\n", 1))
 
 
 def test_declarations_with_non_ascii_text() -> None:

@@ -76,21 +76,25 @@ def _fail(line: int, reason: str) -> OperatorError:
     return OperatorError(f"malformed parameter declaration at line {line}: {reason}; {_SYNTAX}")
 
 
+class _Refused(Exception):
+    """A declaration's fault, said without its line (the caller knows where the line stands)."""
+
+
 @lru_cache(maxsize=4096)  # relatives share their declarations: parse each distinct one once
-def _parse_spec(spec: str, line: int) -> tuple[Kind, tuple[Any, ...]]:
+def _spec(spec: str) -> tuple[Kind, tuple[Any, ...]]:
     try:
         node = parse_expression(spec).body
     except SyntaxError:
-        raise _fail(line, f"cannot read the spec `{spec}`") from None
+        raise _Refused(f"cannot read the spec `{spec}`") from None
     if isinstance(node, ast.List):
         try:
             choices = ast.literal_eval(node)
         except _LITERAL_ERRORS:
-            raise _fail(line, "choices must be literals (numbers, strings, bools, None)") from None
+            raise _Refused("choices must be literals (numbers, strings, bools, None)") from None
         if len(choices) < 2:
-            raise _fail(line, "a choice needs at least two options")
+            raise _Refused("a choice needs at least two options")
         if any(type(a) is type(b) and a == b for i, a in enumerate(choices) for b in choices[:i]):
-            raise _fail(line, "choices must be distinct")
+            raise _Refused("choices must be distinct")
         return "choice", tuple(choices)
     if (
         isinstance(node, ast.Call)
@@ -103,14 +107,14 @@ def _parse_spec(spec: str, line: int) -> tuple[Kind, tuple[Any, ...]]:
         try:
             lo, hi = (ast.literal_eval(a) for a in node.args)
         except _LITERAL_ERRORS:
-            raise _fail(line, "bounds must be number literals") from None
+            raise _Refused("bounds must be number literals") from None
         allowed = (int,) if kind == "int" else (int, float)
         if type(lo) not in allowed or type(hi) not in allowed:
-            raise _fail(line, f"{kind} bounds must be {kind} literals")
+            raise _Refused(f"{kind} bounds must be {kind} literals")
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise _fail(line, f"bounds must be finite with lo < hi, got ({lo}, {hi})")
+            raise _Refused(f"bounds must be finite with lo < hi, got ({lo}, {hi})")
         return kind, (lo, hi) if kind == "int" else (float(lo), float(hi))
-    raise _fail(line, f"unknown spec `{spec}`")
+    raise _Refused(f"unknown spec `{spec}`")
 
 
 def _char_col(line_text: str, byte_col: int) -> int:
@@ -126,44 +130,54 @@ def _parse_line(code: str) -> list[ast.stmt]:
     return parse_source(code).body
 
 
-def _parse_declaration(text: str, comment: tuple[int, int]) -> Parameter:
-    cstart, cend = comment
-    line_start = text.rfind("\n", 0, cstart) + 1
-    line = text.count("\n", 0, cstart) + 1
-    code = text[line_start:cstart]
+@lru_cache(maxsize=4096)  # a child repeats all but the line or two a parameter operator changed
+def _declaration(code: str, spec: str) -> tuple[str, Kind, tuple[Any, ...], Any, int, int]:
+    """The parameter that the code `code` of a line declares with `spec`, wherever the line stands:
+    (name, kind, domain, value, the value's first and end columns); `_Refused` says what is wrong.
+    Read once per distinct line: `ast.literal_eval` leaves cyclic garbage for the collector every call."""
     if not code.strip():
-        raise _fail(line, "`# evo:` must end the line of an assignment")
+        raise _Refused("`# evo:` must end the line of an assignment")
     if code[0].isspace():
-        raise _fail(line, "parameters are declared at module level, on one line, without indentation")
+        raise _Refused("parameters are declared at module level, on one line, without indentation")
     try:
         stmts = _parse_line(code)
     except SyntaxError:
-        raise _fail(line, "the assignment must fit on its line") from None
+        raise _Refused("the assignment must fit on its line") from None
     stmt = stmts[0] if len(stmts) == 1 else None
     if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
         target: ast.expr = stmt.targets[0]
     elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
         target = stmt.target
     else:
-        raise _fail(line, "expected one assignment to one name, like `ROWS = 5`")
+        raise _Refused("expected one assignment to one name, like `ROWS = 5`")
     if not isinstance(target, ast.Name):
-        raise _fail(line, "expected one assignment to one name, like `ROWS = 5`")
+        raise _Refused("expected one assignment to one name, like `ROWS = 5`")
     value_node = stmt.value
     assert value_node is not None  # checked above for AnnAssign; always set for Assign
     try:
         value = ast.literal_eval(value_node)
     except _LITERAL_ERRORS:
-        raise _fail(line, f"the value of {target.id} must be a literal") from None
-    spec = text[cstart:cend].split("evo:", 1)[1].strip()
-    kind, domain = _parse_spec(spec, line)
-    start = line_start + _char_col(code, value_node.col_offset)
-    end = line_start + _char_col(code, value_node.end_col_offset or 0)
+        raise _Refused(f"the value of {target.id} must be a literal") from None
+    kind, domain = _spec(spec)
+    start = _char_col(code, value_node.col_offset)
+    end = _char_col(code, value_node.end_col_offset or 0)
     if kind == "float" and type(value) is int:
         value = float(value)  # `X = 0  # evo: float(0, 1)` is a float parameter at 0.0
-    param = Parameter(target.id, kind, domain, value, (start, end), line)
-    if not param.contains(value):
-        raise _fail(line, f"{target.id} = {value!r} lies outside its domain {spec}")
-    return param
+    if not Parameter(target.id, kind, domain, value, (start, end), 0).contains(value):
+        raise _Refused(f"{target.id} = {value!r} lies outside its domain {spec}")
+    return target.id, kind, domain, value, start, end
+
+
+def _parse_declaration(text: str, comment: tuple[int, int]) -> Parameter:
+    cstart, cend = comment
+    line_start = text.rfind("\n", 0, cstart) + 1
+    line = text.count("\n", 0, cstart) + 1
+    spec = text[cstart:cend].split("evo:", 1)[1].strip()
+    try:
+        name, kind, domain, value, start, end = _declaration(text[line_start:cstart], spec)
+    except _Refused as e:
+        raise _fail(line, str(e)) from None
+    return Parameter(name, kind, domain, value, (line_start + start, line_start + end), line)
 
 
 @lru_cache(maxsize=1024)
