@@ -434,18 +434,18 @@ class Engine:
         self._reserved = self.stats.done
         self.stats.started = time.monotonic()
         self.store.log("run_started", {"done": self.stats.done, "budget": self.config.budget})
-        if self.stats.done_at_start > 0:
-            self.lessons.resumed(self.stats.done, self.population)
         # torch (imported by pyribs) leaves ~340k tracked objects; full collections over them cost
         # ~0.35 s each on the hot path. Freeze what exists now (no collection first: it would cost
         # that same 0.35-1 s once per run, and what garbage there is stays small) and collect young
-        # objects less often.
+        # objects less often (from here: the lesson of a resumed run made ~20 collections at the defaults).
         gc.freeze()
         gc_threshold = gc.get_threshold()
         gc.set_threshold(50_000, 20, 100)
         deadline = None if self.config.time_limit_s is None else time.monotonic() + self.config.time_limit_s
         producer: asyncio.Task[None] | None = None
         try:
+            if self.stats.done_at_start > 0:
+                self.lessons.resumed(self.stats.done, self.population)
             await self._start_proposer()
             await retime_elites(self, deadline)
             queue: asyncio.Queue[Program | None] = asyncio.Queue(maxsize=self.config.workers)
