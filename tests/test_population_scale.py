@@ -30,6 +30,7 @@ def _bench():
     return module
 
 
+@pytest.mark.slow  # 26 s: a 100,000-program store built twice (benchmarks/population_scale.py measures it)
 @pytest.mark.timeout(300)
 def test_sample_and_admit_at_100k_cost_at_most_3x_of_10k(tmp_path: Path) -> None:
     bench = _bench()
