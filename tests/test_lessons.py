@@ -331,3 +331,25 @@ def test_lesson_tallies_equal_one_outcome_at_a_time(tmp_path: Path) -> None:
         got = [(name, t.tried, t.failed, t.admitted, t.improved, t.gains) for name, t in getattr(stats, field_name).items()]
         # nan != nan: compare gains by their text
         assert repr(got) == repr(one_at_a_time(groups)), field_name
+
+
+def test_a_lessons_unexplored_regions_are_those_of_every_islands_table(old_run: Path) -> None:
+    from evo.lessons import unexplored
+    from evo.population.grid import GridCells
+    from evo.population.islands import Population
+    from evo.task import DescriptorSpec
+
+    specs = [DescriptorSpec("a", -1.0, 1.0, 16), DescriptorSpec("b", 0.0, 3.0, 5)]
+    population = Population(lambda: GridCells(specs), n_islands=2, migration_interval=7)
+    rng = random.Random(3)
+    for i in range(120):  # left unflushed in part: the keeper reads the archive as `tables()` does
+        population.admit(f"p{i}", i % 2, rng.random(), [rng.uniform(-1.3, 0.2), rng.choice([0.1, 1.7, 2.9])])
+    expected = unexplored(specs, [r["descriptors"] for t in population.tables() for r in t], 80)
+    assert any("no elite in" in line for line in expected)
+    store = Store.in_dir(old_run, readonly=True)
+    try:
+        keeper = LessonKeeper(store, load_task(str(_task(old_run.parent / "again"))), 0)
+        stats = keeper._stats(30, population)
+    finally:
+        store.close()
+    assert stats.unexplored == expected

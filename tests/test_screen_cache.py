@@ -139,3 +139,34 @@ def test_the_memo_of_gaps_stays_bounded_and_right(monkeypatch: pytest.MonkeyPatc
         assert _zero_numbers(text) == _reference_zero_numbers(text)
         assert len(pipeline._GAPS) <= 16
     assert source_shape(texts[0]) != source_shape(texts[1]) and source_shape("y = 1\n") == source_shape("y = 2\n")
+
+
+def test_ascii_gaps_are_zeroed_as_the_unicode_pattern_zeroes_them() -> None:
+    rng = random.Random(8)
+    pieces = [*"0123456789._xXoObBeEjJ+- (=,a", "0x1F", "1e-3", "x1", "1_0", "\n"]
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))) for _ in range(5000)]
+    for gap in [*texts, *TRICKY, SEED]:
+        if gap.isascii():
+            assert pipeline._NUMBER_ASCII.sub("0", gap) == pipeline._NUMBER.sub("0", gap), gap
+
+
+def test_a_backend_set_on_the_pipeline_is_asked_again_whether_it_takes_jobs(tmp_path: Path) -> None:
+    from evo.eval.backends.base import EvalResult
+
+    class ProgramsOnly:
+        workers = 1
+
+        async def evaluate(self, program: Program) -> EvalResult:
+            return EvalResult(False, failure="invalid", error="programs only")
+
+        def close(self) -> None:
+            pass
+
+    class TakesJobs(ProgramsOnly):
+        async def run(self, job: object) -> EvalResult:
+            return EvalResult(False, failure="invalid", error="took the job")
+
+    with Pipeline(load_task("math/circle_packing_26"), ProgramsOnly()) as p:
+        assert "programs only" in (p.evaluate_sync(Program(source=SEED)).error or "")
+        p.backend = TakesJobs()
+        assert "took the job" in (p.evaluate_sync(Program(source=SEED)).error or "")

@@ -85,6 +85,10 @@ class Pipeline:
                            "builds; give them to the backend you pass instead")
         self.backend = backend
         self.workers = backend.workers
+        # Whether the backend takes jobs, read once per backend object: `isinstance` against a runtime protocol
+        # looks up each of its members on every call (~7 us a candidate).
+        self._runner_of: object = None
+        self._runs_jobs = False
         # The audits and the scoring run here, beside the event loop: off it, and not queued behind the
         # backend's long jobs in the loop's default executor.
         self._trusted = ThreadPoolExecutor(max_workers=2, thread_name_prefix="evo-audit")
@@ -102,6 +106,14 @@ class Pipeline:
     def screen(self, program: Program) -> Verdict:
         """The static screen of one candidate (a few milliseconds)."""
         return audit(program.source, Level.SCREEN, self.task)
+
+    def _takes_jobs(self) -> bool:
+        """True when the backend is a `JobRunner` (takes the job itself, not only its program)."""
+        backend = self.backend
+        if backend is not self._runner_of:  # the first call, or a backend set on the pipeline since
+            self._runs_jobs = isinstance(backend, JobRunner)
+            self._runner_of = backend
+        return self._runs_jobs
 
     def _known_screen(self, program: Program) -> tuple[str, Verdict | None]:
         """The screen's verdict of a candidate that differs from one screened before in numbers only (a child of
@@ -127,7 +139,7 @@ class Pipeline:
         reviewer, a suspicious pass reviewed and maybe held for a publish-level re-run). `fidelity`: a rung of
         the task family's (`family.fidelities`), the last (the whole evaluation) when None."""
         rung = self.family.fidelity(fidelity)
-        if rung is not self.family.fidelities[-1] and not isinstance(self.backend, JobRunner):
+        if rung is not self.family.fidelities[-1] and not self._takes_jobs():
             raise EvoError(f"{type(self.backend).__name__} runs only the whole evaluation "
                            f"({self.family.fidelities[-1].name!r}), not the rung {rung.name!r}")
         result = await self._evaluate(program, self.level, rung.name)
@@ -164,7 +176,7 @@ class Pipeline:
         else:
             # A backend that takes jobs gets the message itself (rung, task hash); any other the program.
             backend = self.backend
-            result = await (backend.run(job) if isinstance(backend, JobRunner) else backend.evaluate(job.program))
+            result = await (backend.run(job) if self._takes_jobs() else backend.evaluate(job.program))
         if result.outputs is None:
             # Nothing left to score and the static checks passed in the screen: what remains is folding the
             # harness's checks in (tens of microseconds), cheaper here than a hop to a thread and back.
@@ -240,6 +252,9 @@ _KEPT = re.compile(r"(#[^\n]*"
 # characters instead of trying every branch at every position (twice as fast).
 _NUMBER = re.compile(r"[\d.](?<![\w.][\d.])(?:(?<=0)[xXoObB][0-9a-fA-F_]+|(?<=\d)[\d_]*(?:\.[\d_]*)?(?:[eE][-+]?\d+)?"
                      r"|(?<=\.)\d[\d_]*(?:[eE][-+]?\d+)?)[jJ]?(?!\w)")
+# The same pattern with ASCII classes, for an all-ASCII gap (most code): there `\d` and `\w` match the same
+# characters either way, and the ASCII classes cost less to test.
+_NUMBER_ASCII = re.compile(_NUMBER.pattern, re.ASCII)
 
 
 _GAPS: dict[str, str] = {}  # code between strings and comments -> with its numbers zeroed (a pure function)
@@ -251,7 +266,7 @@ def _zero_gap(gap: str) -> str:
     if zeroed is None:
         if len(_GAPS) >= _GAPS_KEPT:
             _GAPS.clear()
-        zeroed = _GAPS[gap] = _NUMBER.sub("0", gap)
+        zeroed = _GAPS[gap] = (_NUMBER_ASCII if gap.isascii() else _NUMBER).sub("0", gap)
     return zeroed
 
 
