@@ -11,18 +11,19 @@ What it decides, and why the candidate cannot forge it:
 - correctness: the expected outputs (the reference job's files, read here and deleted) exist only in this
   process. Every checked call's outputs come here as data and are compared here (`compare_outputs`):
   fresh inputs on every workload, hidden ones included, in an order drawn here, the stress round, repeated
-  calls, and timed calls picked at random after their timing (below);
+  calls, and every timed call that first saw an input set, after the timing (`rechecked_calls`);
 - inputs of the timing: the seeds of its sets and the keys that mask them (`evo/eval/masked.py`) are drawn
   here and told only to the reference job; a set's key goes with each timed call that uses it, so no
   candidate's process holds a timing input before that call's clock runs (no answer made ahead);
 - time: for every timed call the judge's own clock runs from the request to the answer (as the kernel stamped
   the answer's packet: `wire.timed_exchange`), which carries the call's event time and a digest of its
-  outputs under a key drawn here. A reference child (trusted code)
-  answered the same requests with a no-op earlier (`calibrate`): the clock's overhead per call beyond the
-  reported time (the gap), as a median and 10th/90th percentiles. The candidate's median gap must not exceed
-  the no-op's 90th percentile by more than a slack: above it, work was done outside the timed events (hidden
-  streams, outputs put right late). A negative gap (a call longer than the clock saw) is a forged time. Outputs of a few timed calls, chosen after
-  the timing, are fetched and must match both their digest and the expected values;
+  outputs under a key drawn here. A reference child (trusted code) answered the same requests with a no-op
+  earlier (`calibrate`): the clock's overhead per call beyond the reported time (the gap), as a median and
+  90th percentile. The candidate's median gap must not exceed the no-op's 90th percentile by more than a
+  slack: above it, work was done outside the timed events (hidden streams, outputs put right late). A
+  negative gap (a call longer than the clock saw) is a forged time. The outputs of every timed call that
+  first saw an input set are fetched after the timing and must match both their digest and the expected
+  values;
 - evidence: what only the child can see (threads, flags, harness functions, files, stream) must be reported,
   well formed, for every check; a missing report fails that check.
 """
@@ -60,7 +61,6 @@ from evo.task import load_module
 # How far a reported time may sit from what the judge's clock allows (see `TimeBound`): on a GPU the clock
 # sees microseconds of host jitter per call; Triton's interpreter on a CPU, milliseconds.
 SLACK = {"cuda": (10e-6, 0.15), "cpu": (5e-3, 0.5)}
-SPOT_CHECKS = 2  # timed calls per workload whose outputs are fetched and compared
 EVIDENCE = ("dynamic:timer_integrity", "dynamic:global_flags", "dynamic:thread_count", "dynamic:files_left",
             "dynamic:stream_join")
 SAMPLE_STRIDE = 997  # every 997th element of an output, kept to tell two outputs apart (fresh_inputs)
@@ -202,6 +202,15 @@ def timed_calls(config: BenchConfig) -> int:
     candidate that answers repeats from a cache gains nothing. Timed once: a second timing of the same sets
     would be all repeats (a first one that failed its bound on purpose, then a cached one)."""
     return max(1, min(config.iters, 2 * config.input_sets - 1))
+
+
+def rechecked_calls(n: int, sets: int) -> list[int]:
+    """The timed calls whose outputs are fetched after the timing and compared: every first sight of an input set
+    (call i uses set i % sets). Repeats are fewer than half of the `n` calls (`timed_calls`), so the median lies
+    between the fastest and the slowest of the first sights, every one of them right: a candidate that answers
+    any first sight wrong, or puts it right after its digest, is refused for certain, not by the luck of a draw
+    (two calls drawn of seven let four wrong answers of seven through one time in seven)."""
+    return list(range(min(n, sets)))
 
 
 def _timed_batch(s: Session, w: Workload, n: int, key: int, mask_keys: list[int]
@@ -362,7 +371,7 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
             digests = [a.get("digest") for a in answers]
             if not all(isinstance(d, int) and not isinstance(d, bool) for d in digests):
                 raise Refused("dynamic:timed_outputs", f"workload {w.name}: a timed call's answer has no digest")
-            calls = rng.sample(range(n), min(SPOT_CHECKS, n))
+            calls = rechecked_calls(n, len(exp.plan[w.name]))
             picked[w.name] = [(i, key, int(digests[i])) for i in calls]  # type: ignore[arg-type]
             s.ask({"op": "keep", "w": w.name, "keep": calls})
             escaped = _floats(answers, "escaped")

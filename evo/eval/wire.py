@@ -7,9 +7,9 @@ not add up, more bytes than allowed. Nothing here unpickles, evaluates or import
 
 `digest` is a keyed checksum of a tensor's bytes, exact integer arithmetic that gives the same number on
 the CPU and on a GPU. The candidate's process commits to the digest of every timed call's output inside
-the call's timing window, under a key it learns only when timing starts; the judge later asks for a few of
-those outputs, chosen at random, and checks them against both the digest and the expected values. So an
-output cannot be put right after its window closed (see `evo/eval/judge.py`).
+the call's timing window, under a key it learns only when timing starts; the judge later asks for the outputs
+of every call that first saw an input set and checks them against both the digest and the expected values.
+So an output cannot be put right after its window closed (see `evo/eval/judge.py`).
 
 Timed calls travel apart, one small JSON packet each way on a socket pair of their own (`clock_pair`): the
 kernel stamps each packet when it is sent, and the judge's clock for a call ends at its answer's stamp.

@@ -17,7 +17,7 @@ import pytest
 
 from evo.eval.backends.kernel import KernelEvaluator
 from evo.eval.bench import BenchConfig
-from evo.eval.judge import timed_calls
+from evo.eval.judge import rechecked_calls, timed_calls
 from evo.eval.reference_data import WorkloadData, draw_timing_plan
 from evo.task import load_module, load_task
 
@@ -138,3 +138,44 @@ def test_answers_made_ahead_serve_no_timed_call(harness: KernelEvaluator) -> Non
     # they not, the checks' calls would have raised), and only the timed calls met inputs it had never seen.
     probe = harness.evaluate_source_sync(AHEAD.replace("MISS_RAISES", "True"))
     assert not probe.get("passed") and "a timed input not made ahead" in str(probe.get("checks")), probe.get("checks")
+
+
+# Wrong on one timed call: the second input set it meets in a timing, answered with a cheap wrong kernel. Drawing
+# two calls of seven to fetch would have let this through five times in seven; every first sight is fetched.
+ONE_WRONG = '''
+import sys
+import torch
+
+_seen = []
+
+
+def run(x, weight):
+    frame, timed = sys._getframe(), False
+    while frame is not None:
+        timed = timed or frame.f_code.co_name == "_op_go"
+        frame = frame.f_back
+    if timed:
+        key = (tuple(x.shape), float(x.reshape(-1)[0]))
+        if key not in _seen:
+            _seen.append(key)
+        if _seen.index(key) == 1:
+            return x * 1.0
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5) * weight.float()).to(x.dtype)
+'''
+
+
+def test_a_wrong_answer_on_any_first_sight_of_a_timing_set_is_refused(harness: KernelEvaluator) -> None:
+    report = harness.evaluate_source_sync(ONE_WRONG)
+    assert not report.get("passed")
+    failed = [c for c in report.get("checks", []) if not c[1]]
+    assert failed and failed[0][0] == "dynamic:warmup_invariance" and "timed call 1" in failed[0][2], failed
+
+
+def test_every_first_sight_is_rechecked_and_repeats_are_under_half() -> None:
+    for sets in range(1, 9):
+        for iters in range(1, 40):
+            n = timed_calls(BenchConfig(iters=iters, input_sets=sets))
+            picked = rechecked_calls(n, sets)
+            assert sorted({i % sets for i in picked}) == list(range(min(n, sets)))
+            assert 2 * (n - len(picked)) < n

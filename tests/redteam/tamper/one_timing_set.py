@@ -1,7 +1,7 @@
 """expect: dynamic:warmup_invariance
 Defeats the timing plan from inside its own process: the runner's timed calls all use the first input set, so
 every call after the first is a repeat answered from a cache (the median argument assumes the sets rotate).
-The rotation is the child's word; what the judge holds it to is the spot checks, which compare a timed call's
+The rotation is the child's word; what the judge holds it to is the rechecks, which compare a timed call's
 outputs with the expected ones of the set that call should have used.
 """
 
