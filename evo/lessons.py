@@ -355,15 +355,12 @@ class LessonKeeper:
         n_cells = None
         if population is not None and population.islands:
             first = population.islands[0]
+            # Every island's elites' descriptors as the archive holds them (Python floats, as `tables()` gives
+            # them), without building a row dict a cell. (Reading an archive hands ribs its buffered admissions
+            # first; that costs the same batched here or later, a few ms a lesson, proportional to the batch.)
+            elites = [d for cells in population.islands for d in cells.archive.data("descriptors").tolist()]
             specs = getattr(first, "specs", ())  # grid cells over the task's descriptors; CVT cells have none
-            n_cells = int(first.num_cells)
-            if specs:
-                # Which bins hold an elite, from the population's record of its elites' descriptors (each program
-                # once: an elite of two islands fills the same bins). Reading the archives would first hand ribs
-                # their buffered admissions, ~7 ms a lesson that their own batches would otherwise absorb.
-                elites = [info[1] for pid in population.elite_ids() if (info := population.elite_info(pid))]
-            else:  # the empty cells are counted: every island's elites (Python floats, as `tables()` has them)
-                elites = [d for cells in population.islands for d in cells.archive.data("descriptors").tolist()]
+            n_cells = int(first.archive.cells)
         return collect(self.store, self.task, done, elites, n_cells, specs, outcomes=self._recent.read())
 
     def _store(self, stats: LessonStats, text: str, source: str, why: str, extra: dict[str, Any]) -> None:
