@@ -71,11 +71,12 @@ class Unshared:
 
 
 class Runner:
-    """Serves the judge's requests on `sock` with `run` (the candidate's, or a no-op for calibration)."""
+    """Serves the judge's requests on `sock`, and its timed calls on `clock`, with `run` (the candidate's, or a
+    no-op for calibration)."""
 
-    def __init__(self, sock: socket.socket, run: Callable[..., Any], data: WorkloadData, device: str,
-                 config: BenchConfig, l2_bytes: int, latency_s: float, phases: GpuPhases | None = None,
-                 before: Snapshot | None = None, clock: socket.socket | None = None):
+    def __init__(self, sock: socket.socket, clock: socket.socket, run: Callable[..., Any], data: WorkloadData,
+                 device: str, config: BenchConfig, l2_bytes: int, latency_s: float, phases: GpuPhases | None = None,
+                 before: Snapshot | None = None):
         self.sock, self.run, self.data, self.device, self.config = sock, run, data, device, config
         self.clock = clock  # the timed calls' packets (`wire.clock_pair`)
         self.flush = L2Flusher(device, l2_bytes)
@@ -151,7 +152,7 @@ class Runner:
                 size = sum(masking.nbytes(m) for m in sets)
                 if sets and size <= budget:
                     budget -= size
-                    self._staged[w.name] = [_masked_to(m, self.device) for m in sets]
+                    self._staged[w.name] = [masking.on_device(m, self.device) for m in sets]
             sync(self.device)
         wire.send(self.sock, {"ok": True})
 
@@ -166,7 +167,7 @@ class Runner:
 
     def _op_time_setup(self, h: dict[str, Any]) -> None:
         w = self.data.workload(str(h["w"]))
-        self._sets = self._staged.pop(w.name, None) or [_masked_to(m, self.device) for m in self.data.masked[w.name]]
+        self._sets = self._staged.pop(w.name, None) or [masking.on_device(m, self.device) for m in self.data.masked[w.name]]
         self._outs = {}
         self._key = int(h["key"])
         # Warmed up, and recorded as a CUDA graph, on a correctness round's inputs: the timing's own sets stay
@@ -191,8 +192,6 @@ class Runner:
 
     def _serve_timed_calls(self, n: int) -> None:
         """The judge's `n` timed calls, one packet each way on the clock socket, the next request polled for."""
-        if self.clock is None:
-            return
         for _ in range(n):
             h = wire.next_packet(self.clock, spin=self.device.startswith("cuda"))
             try:
@@ -213,7 +212,6 @@ class Runner:
         del inputs
         out = as_tuple(s.out)
         self._outs[i] = out
-        assert self.clock is not None  # `go` comes only over the clock socket
         wire.send_packet(self.clock, {"ok": True, "t": s.time_s, "escaped": s.escaped_s,
                                       "digest": wire.digest(out, self._key)})
 
@@ -256,7 +254,3 @@ class Runner:
             facts.append(("dynamic:files_left", not left,
                           f"the candidate left files behind: {', '.join(left[:5])}" if left else ""))
         wire.send(self.sock, {"ok": True, "facts": facts, "seconds": self.seconds})
-
-
-def _masked_to(masked: masking.MaskedSet, device: str) -> masking.MaskedSet:
-    return tuple(m.to(device) if isinstance(m, masking.MaskedTensor) else m for m in masked)

@@ -54,7 +54,7 @@ import torch
 from evo.eval import wire
 from evo.eval.integrity import CORRECTNESS_CHECKS, classify_mismatch
 from evo.eval.kernel_spec import Workload, compare_outputs, stress_description, stress_inputs
-from evo.eval.reference_data import TimingPlan, WorkloadData, draw_timing_plan
+from evo.eval.reference_data import WorkloadData, draw_timing_plan
 from evo.eval.timing import BenchConfig, spread_of
 from evo.task import load_module
 
@@ -80,23 +80,19 @@ class Expected:
 
     reference: ModuleType
     data: WorkloadData  # seeds and workloads only: the judge holds no inputs
-    plan: TimingPlan  # the timing's seeds and mask keys, drawn here (secret from every candidate's process)
     outputs: dict[tuple[str, int, bool], list[torch.Tensor]] = field(default_factory=dict)
 
     def of(self, w: str, seed: int, stressed: bool = False) -> list[torch.Tensor]:
         return self.outputs[(w, seed, stressed)]
-
-    def mask_keys(self, w: str) -> list[int]:
-        return [key for _, key in self.plan[w]]
 
 
 def plan_task(task_root: Path, session_seed: int, device: str, config: BenchConfig) -> Expected:
     """A task's workloads and seeds, and a fresh timing plan; no expected output yet (`load_expected`)."""
     reference = load_module(task_root / "reference.py", f"evo_reference_judge_{abs(hash((str(task_root), session_seed)))}")
     data = WorkloadData(reference, device, session_seed, config, with_inputs=False)
-    plan = draw_timing_plan(data.workloads, config, data.seeds)
-    data.timing_seeds = {name: [seed for seed, _ in sets] for name, sets in plan.items()}
-    return Expected(reference, data, plan)
+    # The timing's seeds and mask keys, drawn here: secret from every candidate's process.
+    data.timing_plan = draw_timing_plan(data.workloads, config, data.seeds)
+    return Expected(reference, data)
 
 
 def load_expected(exp: Expected, device: str, out_dir: Path) -> Expected:
@@ -118,8 +114,7 @@ class Refused(Exception):
 class Session:
     """One child, driven over its socket."""
 
-    def __init__(self, sock: socket.socket, device: str, lock: Callable[[], Any] | None,
-                 clock: socket.socket | None = None):
+    def __init__(self, sock: socket.socket, clock: socket.socket, device: str, lock: Callable[[], Any] | None):
         self.sock, self.device = sock, device
         self.clock = clock  # the timed calls' packets (`wire.clock_pair`)
         self.lock = lock  # the GPU held shared while the judge compares on it
@@ -135,8 +130,6 @@ class Session:
 
     def timed(self, header: dict[str, Any]) -> tuple[dict[str, Any], float]:
         """One timed call over the clock socket: the answer, and the seconds from the request to the answer."""
-        if self.clock is None:
-            raise Refused("dynamic:time_bound", "no clock socket to this child: its times cannot be bounded")
         reply, seconds = wire.timed_exchange(self.clock, header)
         if reply.get("ok") is not True:
             raise Refused("runs", f"{header.get('op')}: {str(reply.get('error'))[:400]}")
@@ -248,7 +241,7 @@ def calibrate(s: Session, exp: Expected, config: BenchConfig) -> dict[str, Any]:
     s.ask({"op": "timing_begin"})
     try:
         for w in exp.data.workloads:
-            keys = exp.mask_keys(w.name)
+            keys = exp.data.mask_keys(w.name)
             _timed_batch(s, w, max(config.warmup, 3), random.SystemRandom().randrange(2**62), keys)
             s.ask({"op": "keep", "w": w.name, "keep": []})
             answers, clock, _ = _timed_batch(s, w, n, random.SystemRandom().randrange(2**62), keys)
@@ -360,7 +353,7 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
                 raise Refused("dynamic:time_bound", f"workload {w.name}: no calibration of the judge's clock "
                               "(the reference job's); a time that cannot be bounded is not believed")
             key = rng.randrange(2**62)
-            answers, clock, graph = _timed_batch(s, w, n, key, exp.mask_keys(w.name))
+            answers, clock, graph = _timed_batch(s, w, n, key, exp.data.mask_keys(w.name))
             claimed = _floats(answers, "t")
             bound = time_bound(claimed, clock, cal, s.device)
             result["bounds"][w.name] = {**bound.to_dict(), "calls": n, "graph": graph,
@@ -371,7 +364,7 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
             digests = [a.get("digest") for a in answers]
             if not all(isinstance(d, int) and not isinstance(d, bool) for d in digests):
                 raise Refused("dynamic:timed_outputs", f"workload {w.name}: a timed call's answer has no digest")
-            calls = rechecked_calls(n, len(exp.plan[w.name]))
+            calls = rechecked_calls(n, len(exp.data.timing_plan[w.name]))
             picked[w.name] = [(i, key, int(digests[i])) for i in calls]  # type: ignore[arg-type]
             s.ask({"op": "keep", "w": w.name, "keep": calls})
             escaped = _floats(answers, "escaped")
@@ -453,14 +446,14 @@ def serve(control: socket.socket, device: str, lock_path: Path | None) -> None:
         with send_lock:  # one record per report (the control socket is a SOCK_SEQPACKET pair)
             control.send(json.dumps(msg).encode())
 
-    def work(req: dict[str, Any], child: socket.socket, clock: socket.socket | None) -> None:
-        s = Session(child, device, gpu_lock, clock)
+    def work(req: dict[str, Any], child: socket.socket, clock: socket.socket) -> None:
+        s = Session(child, clock, device, gpu_lock)
         try:
             config = BenchConfig(**req.get("config", {}))
             key = str(req["key"])
             if req["kind"] == "reference":
                 exp = plan_task(Path(req["task_root"]), int(req["session_seed"]), device, config)
-                wire.send(child, {"op": "plan", "timing": {w: [list(p) for p in sets] for w, sets in exp.plan.items()}})
+                wire.send(child, {"op": "plan", "timing": {w: [list(p) for p in sets] for w, sets in exp.data.timing_plan.items()}})
                 hello, _ = wire.recv(child)
                 if hello.get("ok") is not True:
                     report({"id": req["id"], "judged": {"error": str(hello.get("error"))[:2000]}})
@@ -484,8 +477,7 @@ def serve(control: socket.socket, device: str, lock_path: Path | None) -> None:
                                                 "traceback": traceback.format_exc()[-3000:]}})
         finally:
             child.close()
-            if clock is not None:
-                clock.close()
+            clock.close()
 
     while True:
         try:
@@ -495,10 +487,11 @@ def serve(control: socket.socket, device: str, lock_path: Path | None) -> None:
         if not msg:
             return
         req = json.loads(msg)
-        if not fds:
+        if len(fds) != 2:  # the worker hands over a child's two sockets together, or nothing
+            for fd in fds:
+                os.close(fd)
             continue
-        child = socket.socket(fileno=fds[0])
-        clock = socket.socket(fileno=fds[1]) if len(fds) > 1 else None
+        child, clock = (socket.socket(fileno=fd) for fd in fds)
         threading.Thread(target=work, args=(req, child, clock), daemon=True).start()
 
 

@@ -18,6 +18,7 @@ that stream from the masked bytes alone, and the inputs' own distribution is all
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,11 @@ class MaskedTensor:
 
 
 MaskedSet = tuple[MaskedTensor | Plain, ...]
+
+
+def on_device(masked: MaskedSet, device: str) -> MaskedSet:
+    """The set with its masked bits moved to `device` (staged there before the timing)."""
+    return tuple(m.to(device) if isinstance(m, MaskedTensor) else m for m in masked)
 
 
 def key_stream(key: int, index: int, words: int, device: str | torch.device) -> torch.Tensor:
@@ -85,13 +91,8 @@ def unmask(masked: MaskedSet, key: int, device: str) -> tuple[object, ...]:
             out.append(m)
             continue
         raw = (m.bits.to(device, non_blocking=True) ^ key_stream(key, j, m.bits.numel(), device)).view(torch.uint8)
-        numel = 1
-        for d in m.shape:
-            numel *= d
-        if m.dtype == torch.bool:
-            flat = raw[:numel].to(torch.bool)
-        else:
-            flat = raw[: numel * torch.empty((), dtype=m.dtype).element_size()].view(m.dtype)
+        numel = math.prod(m.shape)
+        flat = raw[:numel].to(torch.bool) if m.dtype == torch.bool else raw[: numel * m.dtype.itemsize].view(m.dtype)
         x = flat.view(m.shape)
         if x.stride() != m.stride and numel > 1 and all(st > 0 for st in m.stride):  # the reference's layout
             # (a transposed operand, say); an expanded one (stride 0) is handed out contiguous

@@ -82,7 +82,7 @@ class WorkloadData:
     of an evaluation: ~0.1-1 s a set at real sizes) and its forked children inherit it. It holds no
     expected output: those live in the judge only. Of the timing it holds only the masked sets
     (`masked`, loaded once the reference job wrote them) and never their seeds: those are the judge's
-    (`timing_seeds`, set in the judge and in the reference job only).
+    (`timing_plan`, set in the judge and in the reference job only).
     """
 
     def __init__(self, reference: ModuleType, device: str, session_seed: int, config: BenchConfig,
@@ -91,7 +91,7 @@ class WorkloadData:
         self.workloads = workloads_for(reference.SPEC, device)
         n = seeds_per_workload(len(self.workloads), config)
         self.seeds = {w.name: workload_seeds(session_seed, w, n) for w in self.workloads}
-        self.timing_seeds: dict[str, list[int]] = {}
+        self.timing_plan: TimingPlan = {}
         self.masked: dict[str, list[masking.MaskedSet]] = {}
         self.inputs = {(w.name, s): tuple(reference.make_inputs(dict(w.params), s, "cpu"))
                        for w in self.workloads for s in self.seeds[w.name]} if with_inputs else {}
@@ -102,6 +102,13 @@ class WorkloadData:
 
     def workload(self, name: str) -> Workload:
         return next(w for w in self.workloads if w.name == name)
+
+    @property
+    def timing_seeds(self) -> dict[str, list[int]]:
+        return {name: [seed for seed, _ in sets] for name, sets in self.timing_plan.items()}
+
+    def mask_keys(self, w: str) -> list[int]:
+        return [key for _, key in self.timing_plan[w]]
 
     def inputs_of(self, w: Workload, seed: int, device: str) -> tuple[Any, ...]:
         return tuple(_to(x, device) for x in self.inputs[(w.name, seed)])
@@ -153,7 +160,7 @@ def prepare_reference(reference: ModuleType, data: WorkloadData, out_dir: Path, 
             compiled = torch.compile(reference.run)
         except Exception:  # noqa: BLE001 - no compiler here: eager is the baseline
             compiled = None
-    data.timing_seeds = {name: [seed for seed, _ in sets] for name, sets in plan.items()}
+    data.timing_plan = plan
     baselines: dict[str, Any] = {}
     for w in data.workloads:
         seeds = data.seeds[w.name]

@@ -133,8 +133,8 @@ def _run_child(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLo
                                          facts["l2_bytes"], plan, timing_inputs, Path(job["masked_dir"]))
             del timing_inputs
             wire.send(sock, {"ok": True})  # the files are written: the judge reads them, then calibrates
-            Runner(sock, _noop_for(reference, data, device), data, device, config, facts["l2_bytes"],
-                   prepared["latency_s"], clock=clock).serve()
+            Runner(sock, clock, _noop_for(reference, data, device), data, device, config, facts["l2_bytes"],
+                   prepared["latency_s"]).serve()
         return {**facts, "prepared": prepared}
     candidate = Path(job["candidate"])
     wire.send(sock, {"ok": True, "guards": guards})
@@ -167,8 +167,8 @@ def _run_child(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLo
     warm_s = time.perf_counter() - warm_start
     wire.send(sock, {"ok": True})
     phases = _Phases(lock)
-    Runner(sock, run, data, device, config, facts["l2_bytes"], float(job.get("prepared", {}).get("latency_s", 0.0)),
-           phases, before, clock).serve()
+    Runner(sock, clock, run, data, device, config, facts["l2_bytes"],
+           float(job.get("prepared", {}).get("latency_s", 0.0)), phases, before).serve()
     return {**facts, "seconds": {"warm": warm_s, **phases.seconds}}
 
 
