@@ -170,22 +170,3 @@ def test_a_backend_set_on_the_pipeline_is_asked_again_whether_it_takes_jobs(tmp_
         assert "programs only" in (p.evaluate_sync(Program(source=SEED)).error or "")
         p.backend = TakesJobs()
         assert "took the job" in (p.evaluate_sync(Program(source=SEED)).error or "")
-
-
-def test_verdict_json_writes_what_to_json_writes() -> None:
-    from dataclasses import fields
-
-    from evo.audit import Level
-
-    assert tuple(f.name for f in fields(Verdict)) == pipeline._VERDICT_FIELDS  # a new field: key the memo by it
-    rng = random.Random(4)
-    names = ["syntax", "imports", "dynamic:outputs", 'q"uote\\', "ünï"]
-    for _ in range(3000):
-        reasons = [(rng.choice(names), rng.choice(["", 'line 3: "seconds": 1.5', "x\ny"]))
-                   for _ in range(rng.randint(0, 2))]
-        v = Verdict(passed=not reasons, reasons=reasons, level=rng.choice(list(Level)),
-                    checks=rng.sample(names, rng.randint(0, 5)), allowed=rng.sample(names, rng.randint(0, 1)),
-                    seconds=rng.choice([0.0, 1e-7, 3.5e-5, rng.random(), rng.random() * 1e6, 12.0]))
-        assert pipeline.verdict_json(v) == v.to_json()
-    listed = Verdict(passed=False, reasons=[["a", "b"]])  # type: ignore[list-item]
-    assert pipeline.verdict_json(listed) == listed.to_json()

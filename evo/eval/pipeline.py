@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 import re
 import tempfile
 import time
@@ -169,7 +168,7 @@ class Pipeline:
             screened = self._remember(shape, await loop.run_in_executor(self._trusted, self.screen, program))
         if not screened.passed:
             return EvalResult(False, failure="audit", error=screened.text()[:ERROR_CHARS],
-                              wall_s=time.perf_counter() - start, verdict=verdict_json(screened))
+                              wall_s=time.perf_counter() - start, verdict=screened.to_json())
         try:
             job = self.family.job(self.task, program, fidelity)
         except InvalidJob as e:
@@ -201,10 +200,10 @@ class Pipeline:
         verdict = audit(source, level or self.level, self.task, {"dynamic": checks}, screened=screened)
         if result.ok and not verdict.passed:
             return EvalResult(False, metrics=result.metrics, failure="audit", error=verdict.text()[:ERROR_CHARS],
-                              wall_s=result.wall_s, verdict=verdict_json(verdict), checks=checks, report=result.report,
+                              wall_s=result.wall_s, verdict=verdict.to_json(), checks=checks, report=result.report,
                               output=printed)
         result.checks = checks
-        result.verdict = verdict_json(verdict)
+        result.verdict = verdict.to_json()
         return result
 
     def evaluate_sync(self, program: Program, fidelity: str | None = None) -> EvalResult:
@@ -285,32 +284,6 @@ def source_shape(source: Source) -> str:
     for rel, text in sorted(source_files(source).items()):
         h.update(rel.encode() + b"\0" + _zero_numbers(text).encode() + b"\0")
     return h.hexdigest()
-
-
-# A verdict's JSON but its `seconds`, by the rest of the verdict: the full audit of every passing candidate of a
-# task says the same but for its time, and `json.dumps` of the whole (~6 us) cost more than the lookup.
-_VERDICT_FIELDS = ("passed", "reasons", "level", "checks", "allowed", "seconds")  # tests hold Verdict to these
-_JSON_AROUND: dict[tuple[object, ...], tuple[str, str]] = {}
-_JSON_KEPT = 4096
-
-
-def verdict_json(verdict: Verdict) -> str:
-    """`verdict.to_json()`, the same text: the parts around its seconds made once per distinct rest."""
-    seconds = round(verdict.seconds, 6)
-    try:
-        key = (verdict.passed, verdict.level, tuple(verdict.reasons), tuple(verdict.checks), tuple(verdict.allowed))
-        around = _JSON_AROUND.get(key)
-    except TypeError:  # a reason given as a list: not a key, and rare
-        return verdict.to_json()
-    if around is not None and math.isfinite(seconds):
-        return around[0] + float.__repr__(seconds) + around[1]
-    text = verdict.to_json()
-    head, marker, tail = text.rpartition('"seconds": ' + json.dumps(seconds))  # the last key but `status`
-    if marker and math.isfinite(seconds):
-        if len(_JSON_AROUND) >= _JSON_KEPT:
-            _JSON_AROUND.clear()
-        _JSON_AROUND[key] = (head + '"seconds": ', tail)
-    return text
 
 
 def verdict_of(result: EvalResult) -> Verdict | None:
