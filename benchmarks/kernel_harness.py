@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,13 +56,18 @@ def stage_medians(reports: list[dict]) -> dict[str, float]:
 def bound_summary(reports: list[dict]) -> dict[str, float]:
     """How the calls' gaps (the judge's clock less the reported time) sit against the no-op's, over every workload
     of the reports: the worst excess over its 90th percentile in units of the slack (over 1.0 is refused)."""
-    worst, n, graphs = 0.0, 0, 0
+    worst, n, graphs, limited, slower = 0.0, 0, 0, 0, []
     for r in reports:
         for b in (r.get("bounds") or {}).values():
             n += 1
             graphs += bool(b.get("graph"))
             worst = max(worst, (b["gap_s"] - b["gap_high_s"]) / b["slack_s"])
-    return {"workloads": n, "worst_in_slack": worst, "timed_as_graphs": graphs}
+            limited += int(b.get("clock_limited", 0))
+            if b.get("judged_s") and b["claimed_s"]:
+                slower.append(b["judged_s"] / b["claimed_s"] - 1)
+    return {"workloads": n, "worst_in_slack": worst, "timed_as_graphs": graphs, "clock_limited_calls": limited,
+            "median_judged_over_claimed": statistics.median(slower) if slower else 0.0,
+            "worst_judged_over_claimed": max(slower, default=0.0)}
 
 
 def main() -> None:
@@ -72,6 +78,8 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=6, help="children per GPU alive at once")
     ap.add_argument("--noise-task", default="rmsnorm_fwd")
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--spin-up-ms", default="20",
+                    help="comma-separated: the noise figure once per value of BenchConfig.spin_up_ms (0 = none)")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "kernel_harness.json")
     args = ap.parse_args()
 
@@ -110,23 +118,27 @@ def main() -> None:
                   f"{ok} passed, reference job {prep:.1f} s", flush=True)
         out["throughput"] = {"rows": rows, "per_gpu_minute": total_n / total_s * 60 / len(pool.devices) if total_s else 0}
 
-        # -- noise
-        task = load_task(f"kernels/{args.noise_task}")
-        ev = KernelEvaluator(task, 1, scratch, config=config, pool=pool)
+        # -- noise, once per spin-up (fresh candidates' processes, the seed's kernel)
         text = seed_path(f"kernels/{args.noise_task}").read_text()
-        medians: dict[str, list[float]] = {}
-        for _ in range(args.repeats):
-            report = ev.evaluate_source_sync(text)
-            for w in report["workloads"]:
-                if w["time_s"]:
-                    medians.setdefault(w["workload"], []).append(w["time_s"])
-        ev.close()
-        noise = {}
-        for wname, ts in medians.items():
-            cv = statistics.stdev(ts) / statistics.mean(ts) if len(ts) > 1 else 0.0
-            noise[wname] = {"mean_us": statistics.mean(ts) * 1e6, "cv": cv, "n": len(ts),
-                            "medians_us": [round(t * 1e6, 3) for t in ts]}
-        out["noise"] = {"task": args.noise_task, "workloads": noise}
+        for spin in [float(v) for v in args.spin_up_ms.split(",")] if args.repeats > 0 else []:
+            task = load_task(f"kernels/{args.noise_task}")
+            ev = KernelEvaluator(task, 1, scratch, config=replace(config, spin_up_ms=spin), pool=pool)
+            medians: dict[str, list[float]] = {}
+            failed = 0
+            for _ in range(args.repeats):
+                report = ev.evaluate_source_sync(text)
+                failed += not report.get("passed")
+                for w in report["workloads"]:
+                    if w["time_s"]:
+                        medians.setdefault(w["workload"], []).append(w["time_s"])
+            ev.close()
+            noise = {}
+            for wname, ts in medians.items():
+                cv = statistics.stdev(ts) / statistics.mean(ts) if len(ts) > 1 else 0.0
+                noise[wname] = {"mean_us": statistics.mean(ts) * 1e6, "cv": cv, "n": len(ts),
+                                "medians_us": [round(t * 1e6, 3) for t in ts]}
+            out["noise"][f"spin_up_ms={spin:g}"] = {"task": args.noise_task, "spin_up_ms": spin, "failed": failed,
+                                                   "workloads": noise}
     finally:
         pool.close()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -144,10 +156,13 @@ def main() -> None:
     print("\nthe judge's clock bound on honest candidates (worst distance to an edge, in slacks; 1.0 fails):")
     for r in out["throughput"]["rows"]:
         b = r["bounds"]
-        print(f"{r['task']:28s} workloads {b['workloads']:4d}  worst {b['worst_in_slack']:.2f}  as CUDA graphs {b['timed_as_graphs']}")
-    print(f"\nnoise ({args.noise_task}, {args.repeats} fresh child processes):")
-    for wname, v in out["noise"]["workloads"].items():
-        print(f"  {wname:28s} {v['mean_us']:9.2f} us  CV {v['cv']:.2%}")
+        print(f"{r['task']:28s} workloads {b['workloads']:4d}  worst {b['worst_in_slack']:.2f}  as CUDA graphs "
+              f"{b['timed_as_graphs']}  calls timed by the clock {b['clock_limited_calls']}  judged/claimed - 1: "
+              f"median {b['median_judged_over_claimed']:.1%} worst {b['worst_judged_over_claimed']:.1%}")
+    for label, nz in out["noise"].items():
+        print(f"\nnoise ({nz['task']}, {args.repeats} fresh child processes, {label}, {nz['failed']} refused):")
+        for wname, v in nz["workloads"].items():
+            print(f"  {wname:28s} {v['mean_us']:9.2f} us  CV {v['cv']:.2%}  n {v['n']}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1))
     print(f"wrote {args.json}")

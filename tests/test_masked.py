@@ -70,3 +70,31 @@ def test_the_stream_made_on_the_gpu_unmasks_there() -> None:
     m = masked.mask(inputs, 42, "cuda")
     back = masked.unmask(tuple(t.to("cuda") if isinstance(t, masked.MaskedTensor) else t for t in m), 42, "cuda")
     assert _same(tuple(x.cpu() if isinstance(x, torch.Tensor) else x for x in back), inputs)
+
+
+def _places(inputs: tuple[object, ...], device: str) -> tuple[object, ...]:
+    """What a recorded graph holds: clones of a set of the same shapes and layouts, here zeroed."""
+    return tuple(torch.zeros_like(x).to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
+
+
+def test_unmask_into_writes_the_same_inputs_in_place() -> None:
+    """The timed call's path (whole-word tensors XORed straight into the graph's inputs; padded, transposed
+    and bool ones through unmask) gives what unmask gives."""
+    inputs = _inputs()
+    m = masked.mask(inputs, 31337, "cpu")
+    into = _places(inputs, "cpu")
+    masked.unmask_into(m, 31337, into)
+    assert _same(into, inputs)
+    with pytest.raises(ValueError, match="non-tensor input differs"):
+        masked.unmask_into(m, 31337, into[:-1] + (3,))
+    with pytest.raises(ValueError, match="cannot be written"):
+        masked.unmask_into(m, 31337, (torch.zeros(33, 8),) + into[1:])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_unmask_into_on_the_gpu() -> None:
+    inputs = _inputs()
+    m = masked.on_device(masked.mask(inputs, 42, "cuda"), "cuda")
+    into = _places(inputs, "cuda")
+    masked.unmask_into(m, 42, into)
+    assert _same(tuple(x.cpu() if isinstance(x, torch.Tensor) else x for x in into), inputs)

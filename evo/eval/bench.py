@@ -44,7 +44,7 @@ from evo.eval.integrity import (
 )
 from evo.eval.kernel_spec import as_tuple
 from evo.eval.reference_data import WorkloadData, seeds_per_workload, workloads_for
-from evo.eval.timing import BenchConfig, L2Flusher, Replay, sync, timed_replay, timed_sample
+from evo.eval.timing import BenchConfig, L2Flusher, Replay, spin_up, sync, timed_replay, timed_sample
 
 __all__ = ["BenchConfig", "GpuPhases", "Runner", "WorkloadData", "seeds_per_workload", "workloads_for"]
 
@@ -173,10 +173,14 @@ class Runner:
         # Warmed up, and recorded as a CUDA graph, on a correctness round's inputs: the timing's own sets stay
         # unseen until their timed calls.
         warm = self.data.inputs_of(w, self.data.seeds[w.name][0], self.device)
+        warm_out: object = ()
         with torch.no_grad():
             for _ in range(self.config.warmup):
-                self.run(*warm)
+                warm_out = self.run(*warm)
         sync(self.device)
+        # The digest's weights for outputs of these sizes, made now rather than inside the first call's clock.
+        wire.prepare_digest(as_tuple(warm_out), self._key)
+        del warm_out
         self._replay, graph_error = None, ""
         if self.device.startswith("cuda"):
             try:
@@ -186,6 +190,7 @@ class Runner:
                 graph_error = f"{type(e).__name__}: {str(e)[:200]}"
                 torch.cuda.synchronize()
         del warm
+        spin_up(self.device, self.config.spin_up_ms / 1e3)
         wire.send(self.sock, {"ok": True, "sets": len(self._sets), "graph": self._replay is not None,
                               "graph_error": graph_error})
         self._serve_timed_calls(int(h.get("calls", 0)))
@@ -204,16 +209,23 @@ class Runner:
     def _op_go(self, h: dict[str, Any]) -> None:
         i = int(h["i"])
         # Unmasked with the key that came with this call, inside the judge's clock for it: the set did not
-        # exist in this process before (evo/eval/masked.py).
-        inputs = masking.unmask(self._sets[i % len(self._sets)], int(h["key"]), self.device)
+        # exist in this process before (evo/eval/masked.py). A recorded graph's inputs are written in place,
+        # and its outputs digested where they lie: the judge's clock holds as few passes over memory as can be.
+        masked, key = self._sets[i % len(self._sets)], int(h["key"])
         with torch.no_grad():
-            s = timed_replay(self._replay, inputs, self.flush, self.latency_s) if self._replay is not None else \
-                timed_sample(self.run, inputs, self.device, self.flush, self.latency_s)
-        del inputs
+            if self._replay is not None:
+                masking.unmask_into(masked, key, self._replay.inputs)
+                s = timed_replay(self._replay, None, self.flush, self.latency_s, copy=False)
+            else:
+                s = timed_sample(self.run, masking.unmask(masked, key, self.device), self.device, self.flush,
+                                 self.latency_s)
         out = as_tuple(s.out)
-        self._outs[i] = out
         wire.send_packet(self.clock, {"ok": True, "t": s.time_s, "escaped": s.escaped_s,
                                       "digest": wire.digest(out, self._key)})
+        # Kept for the judge's recheck, copied after the answer (the digest committed them): the next replay
+        # writes the graph's outputs again.
+        self._outs[i] = tuple(o.clone() if isinstance(o, torch.Tensor) else o for o in out) \
+            if self._replay is not None else out
 
     def _op_keep(self, h: dict[str, Any]) -> None:
         for i in h.get("keep", []):

@@ -101,6 +101,27 @@ def unmask(masked: MaskedSet, key: int, device: str) -> tuple[object, ...]:
     return tuple(out)
 
 
+def unmask_into(masked: MaskedSet, key: int, into: tuple[object, ...]) -> None:
+    """Write the input set that `mask` was given into `into` (a recorded graph's inputs, of the same shapes):
+    in one pass where a tensor's bytes are whole words in C order, through `unmask` elsewhere."""
+    if len(into) != len(masked):
+        raise ValueError(f"{len(masked)} masked inputs for {len(into)} places")
+    for j, (m, dst) in enumerate(zip(masked, into, strict=True)):
+        if not isinstance(m, MaskedTensor):
+            if dst != m:
+                raise ValueError(f"a non-tensor input differs from the one the graph was recorded with ({m!r})")
+            continue
+        if not isinstance(dst, torch.Tensor) or tuple(dst.shape) != m.shape or dst.dtype != m.dtype:
+            raise ValueError(f"input {j}: {m.dtype} {m.shape} cannot be written into {dst!r:.80}")
+        if (dst.is_contiguous() and dst.dtype != torch.bool and dst.numel() * dst.element_size() == m.nbytes
+                and dst.storage_offset() * dst.element_size() % 8 == 0):
+            stream = key_stream(key, j, m.bits.numel(), dst.device)
+            torch.bitwise_xor(m.bits.to(dst.device, non_blocking=True), stream,
+                              out=dst.view(-1).view(torch.uint8).view(torch.int64))
+        else:
+            dst.copy_(unmask((None,) * j + (m,), key, str(dst.device))[j])
+
+
 def save(masked: list[MaskedSet], path: Path) -> None:
     """Write one workload's masked sets (only tensors and plain values: read back with weights_only)."""
     rows = [[{"bits": m.bits, "dtype": str(m.dtype).removeprefix("torch."), "shape": list(m.shape),

@@ -37,6 +37,9 @@ class BenchConfig:
     input_sets: int = 4
     min_trials: int = 10  # fresh-input correctness calls over all workloads
     compile_baseline: bool = True
+    # The device kept busy this long before each workload's timed calls: an idle GPU lowers its clocks, and a
+    # latency-bound kernel then times up to 1.5 x slower in one process than in the next (seen on an H100).
+    spin_up_ms: float = 20.0
 
 
 
@@ -44,6 +47,19 @@ def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
 
+
+
+def spin_up(device: str, seconds: float) -> None:
+    """Keep the GPU busy with matrix products for `seconds` (nothing on a CPU), so its clocks are up."""
+    if not device.startswith("cuda") or seconds <= 0:
+        return
+    a = torch.randn(2048, 2048, device=device, dtype=torch.bfloat16)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for _ in range(4):
+            torch.mm(a, a)
+        torch.cuda.synchronize()
+    del a
 
 
 class L2Flusher:
@@ -184,11 +200,15 @@ def _spin(event: torch.cuda.Event) -> None:
         pass
 
 
-def timed_replay(replay: Replay, inputs: Sequence[Any], flush: L2Flusher, latency_s: float = 0.0) -> Sample:
-    """Time one replay of `replay` on `inputs` (see the module docstring); the outputs returned are copies."""
-    replay.load(inputs)
+def timed_replay(replay: Replay, inputs: Sequence[Any] | None, flush: L2Flusher, latency_s: float = 0.0,
+                 copy: bool = True) -> Sample:
+    """Time one replay of `replay` on `inputs` (None: already written into the graph's inputs; see the module
+    docstring); the outputs returned are copies, or with `copy=False` the graph's own (the next replay
+    overwrites them)."""
+    if inputs is not None:
+        replay.load(inputs)
     timed, hidden, _ = _on_idle_device(replay.graph.replay, flush, latency_s)
-    out = tuple(o.clone() if isinstance(o, torch.Tensor) else o for o in replay.outputs)
+    out = tuple(o.clone() if isinstance(o, torch.Tensor) and copy else o for o in replay.outputs)
     return Sample(timed, hidden, out)
 
 

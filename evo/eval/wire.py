@@ -244,39 +244,63 @@ def send_packet(sock: socket.socket, header: dict[str, Any]) -> None:
     sock.send(data)
 
 
-DIGEST_PRIME = 2**31 - 1
 _WEIGHTS: dict[tuple[str, int, int], torch.Tensor] = {}  # (device, words, key) -> k, for the calls of one batch
+_M64 = (1 << 64) - 1
 
 
-def _weights(n: int, key: int, device: torch.device) -> torch.Tensor:
-    """k_i = (i * a + b) mod (p - 1) + 1, from the key (never 0: every word counts), made once per size and key
-    (the timed calls of a workload share it)."""
+def _signed64(c: int) -> int:
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+def _shr(z: torch.Tensor, n: int) -> torch.Tensor:
+    """A logical right shift of int64 words (torch's `>>` on a signed tensor is arithmetic)."""
+    return (z >> n) & ((1 << (64 - n)) - 1)
+
+
+def digest_weights(n: int, key: int, device: torch.device | str) -> torch.Tensor:
+    """k_i: odd 32-bit words, a splitmix64 hash of (i, key), made once per size and key (the timed calls of a
+    workload share it; the child makes them before its first timed call). Odd, so that multiplying a word by
+    k_i is a bijection mod 2^32: no change of a single word leaves its term the same."""
     cache_key = (str(device), n, key)
     k = _WEIGHTS.get(cache_key)
     if k is None:
         while len(_WEIGHTS) >= 8:
             _WEIGHTS.pop(next(iter(_WEIGHTS)))
-        a = key % (DIGEST_PRIME - 1) + 1
-        b = (key // DIGEST_PRIME) % DIGEST_PRIME
-        k = _WEIGHTS[cache_key] = (torch.arange(n, device=device, dtype=torch.int64) * a + b) % (DIGEST_PRIME - 1) + 1
+        z = torch.arange(n, device=device, dtype=torch.int64) * _signed64(0x9E3779B97F4A7C15) + _signed64(key & _M64)
+        z = (z ^ _shr(z, 30)) * _signed64(0xBF58476D1CE4E5B9)
+        z = (z ^ _shr(z, 27)) * _signed64(0x94D049BB133111EB)
+        z = ((z ^ _shr(z, 31)) & 0xFFFFFFFF) | 1
+        k = _WEIGHTS[cache_key] = torch.where(z >= 1 << 31, z - (1 << 32), z).to(torch.int32)
     return k
 
 
+def _words(t: torch.Tensor) -> torch.Tensor:
+    raw = t.detach().contiguous().reshape(-1).view(torch.uint8)
+    if raw.numel() % 4 == 0:
+        return raw.view(torch.int32)
+    if raw.numel() % 2 == 0:
+        return raw.view(torch.int16).to(torch.int32)
+    return raw.to(torch.int32)
+
+
 def digest(tensors: Sequence[Any], key: int) -> int:
-    """A keyed checksum of the outputs' bytes: sum of (word + offset) * k_i mod p over 32-bit words (16-bit or
-    bytes where the size calls for it), k_i from the key (`_weights`), one key per output position. Exact in
-    int64 on any device: every product is under 2^63 and the sum of at most 2^31 terms reduced mod p under 2^62."""
+    """A keyed checksum of the outputs' bytes: the sum over 32-bit words (16-bit or bytes where the size calls
+    for it) of word * k_i mod 2^32, in int64 (exact: at most 2^32 terms under 2^31), k_i from the key
+    (`digest_weights`), one key per output position. Two passes over the outputs (a product, a sum), because
+    it runs inside the judge's clock for every timed call; exact and the same on any device, as integer
+    arithmetic (products wrap mod 2^32) is."""
     total = 0
     for pos, t in enumerate(tensors):
         if type(t) is not torch.Tensor or not t.numel():
             continue
-        raw = t.detach().contiguous().reshape(-1).view(torch.uint8)
-        if raw.numel() % 4 == 0:
-            words = raw.view(torch.int32).to(torch.int64) + 2**31
-        elif raw.numel() % 2 == 0:
-            words = raw.view(torch.int16).to(torch.int64) + 2**15
-        else:
-            words = raw.to(torch.int64)
-        k = _weights(words.numel(), key + pos, words.device)
-        total = (total + int(((words * k) % DIGEST_PRIME).sum())) % (1 << 62)
+        words = _words(t)
+        k = digest_weights(words.numel(), key + pos, words.device)
+        total = (total + int((words * k).sum(dtype=torch.int64))) % (1 << 62)
     return total
+
+
+def prepare_digest(tensors: Sequence[Any], key: int) -> None:
+    """Make the weights `digest` will use for outputs like `tensors` under `key`, before any clock runs."""
+    for pos, t in enumerate(tensors):
+        if type(t) is torch.Tensor and t.numel():
+            digest_weights(_words(t).numel(), key + pos, t.device)
