@@ -16,7 +16,14 @@ HOLD_S = 0.6
 def _hold(path: str, slots: int, mode: str, delay: float, hold: float, out: mp.Queue) -> None:
     time.sleep(delay)
     lock = GpuLock(Path(path), slots)
-    with lock.timing() if mode == "timing" else lock.checking():
+    if mode == "until_exit":  # held through the process's end: "left" is just before it exits
+        lock.hold_until_exit()
+        entered = time.monotonic()
+        time.sleep(hold)
+        out.put((mode, delay, entered, time.monotonic()))
+        return
+    held = {"timing": lock.timing, "checking": lock.checking, "driver": lock.driver_work}[mode]
+    with held():
         entered = time.monotonic()
         time.sleep(hold)
         left = time.monotonic()
@@ -70,3 +77,15 @@ def test_slots_bound_the_checkers_at_once(tmp_path: Path, slots: int) -> None:
     spans = sorted(held.values(), key=lambda s: s[1])
     most = max(sum(1 for s in spans if s[1] <= t[1] < s[2]) for t in spans)
     assert most == slots
+
+
+def test_driver_work_shares_with_checkers_takes_no_slot_and_never_meets_a_timer(tmp_path: Path) -> None:
+    held = _run(tmp_path, 1, [("checking", 0.0), ("driver", 0.15), ("timing", 0.3), ("driver", 0.45)])
+    assert _overlap(held[0.0], held[0.15])  # the one slot is the checker's: driver work does not wait for it
+    for other in (0.0, 0.15, 0.45):
+        assert not _overlap(held[0.3], held[other]), (held[0.3], held[other])
+
+
+def test_a_hold_until_exit_keeps_a_timer_out_until_the_process_is_gone(tmp_path: Path) -> None:
+    held = _run(tmp_path, 4, [("until_exit", 0.0), ("timing", 0.15)])
+    assert held[0.15][1] >= held[0.0][2]

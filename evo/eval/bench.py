@@ -44,7 +44,7 @@ from evo.eval.integrity import (
 )
 from evo.eval.kernel_spec import as_tuple
 from evo.eval.reference_data import WorkloadData, seeds_per_workload, workloads_for
-from evo.eval.timing import BenchConfig, L2Flusher, Replay, spin_up, sync, timed_replay, timed_sample
+from evo.eval.timing import BenchConfig, L2Flusher, Replay, sync, timed_replay, timed_sample
 
 __all__ = ["BenchConfig", "GpuPhases", "Runner", "WorkloadData", "seeds_per_workload", "workloads_for"]
 
@@ -190,7 +190,6 @@ class Runner:
                 graph_error = f"{type(e).__name__}: {str(e)[:200]}"
                 torch.cuda.synchronize()
         del warm
-        spin_up(self.device, self.config.spin_up_ms / 1e3)
         wire.send(self.sock, {"ok": True, "sets": len(self._sets), "graph": self._replay is not None,
                               "graph_error": graph_error})
         self._serve_timed_calls(int(h.get("calls", 0)))

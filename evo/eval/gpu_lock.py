@@ -1,7 +1,7 @@
 """Who may use a GPU when, across every evo process on the machine: file locks the kernel releases if a holder dies.
 
-A worker's children take it shared for their correctness checks and alone for their timing; the judge takes
-it shared while it compares outputs on the GPU. See `GpuLock`.
+A worker's children take it shared for their correctness checks and the driver's work (starting CUDA, ending
+it), and alone for their timing; the judge takes it shared while it compares outputs on the GPU. See `GpuLock`.
 """
 
 from __future__ import annotations
@@ -62,6 +62,24 @@ class GpuLock:
                 yield
         finally:
             _unlock(slot)
+
+    @contextmanager
+    def driver_work(self) -> Iterator[None]:
+        """Share the GPU with checkers, never with a timer, taking no slot: for the CUDA driver's own work
+        (a context made, memory given back at exit), which runs no kernel but, beside a timing, stretched its
+        calls by hundreds of microseconds on the H100 (the judge's clock saw it; the no-op's calibration,
+        timed alone, did not)."""
+        with self._through_gate(fcntl.LOCK_SH):
+            yield
+
+    def hold_until_exit(self) -> None:
+        """Take the GPU as `driver_work` does and keep it until this process exits (the kernel lets it go
+        after the process's device files have closed): a child's CUDA context is torn down outside any timing."""
+        gate = _flock(self.gate, fcntl.LOCK_EX)
+        try:
+            _flock(self.path, fcntl.LOCK_SH)
+        finally:
+            _unlock(gate)
 
     @contextmanager
     def _through_gate(self, mode: int) -> Iterator[None]:

@@ -37,9 +37,6 @@ class BenchConfig:
     input_sets: int = 4
     min_trials: int = 10  # fresh-input correctness calls over all workloads
     compile_baseline: bool = True
-    # The device kept busy this long before each workload's timed calls: an idle GPU lowers its clocks, and a
-    # latency-bound kernel then times up to 1.5 x slower in one process than in the next (seen on an H100).
-    spin_up_ms: float = 20.0
 
 
 
@@ -47,19 +44,6 @@ def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
 
-
-
-def spin_up(device: str, seconds: float) -> None:
-    """Keep the GPU busy with matrix products for `seconds` (nothing on a CPU), so its clocks are up."""
-    if not device.startswith("cuda") or seconds <= 0:
-        return
-    a = torch.randn(2048, 2048, device=device, dtype=torch.bfloat16)
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        for _ in range(4):
-            torch.mm(a, a)
-        torch.cuda.synchronize()
-    del a
 
 
 class L2Flusher:

@@ -66,7 +66,7 @@ def _copy_compiled_helpers(shared: Path, private_cache: Path) -> None:
             continue  # a helper missing from the copy is compiled again, nothing worse
 
 
-def _child_setup(job: dict[str, Any], device: str, private: Path) -> dict[str, Any] | None:
+def _child_setup(job: dict[str, Any], device: str, private: Path, lock: GpuLock) -> dict[str, Any] | None:
     """Session, limits, log, CUDA; for a candidate job also the filesystem and network guards (their statuses
     are returned, for the judge).
 
@@ -93,12 +93,13 @@ def _child_setup(job: dict[str, Any], device: str, private: Path) -> dict[str, A
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.nice(CHILD_NICENESS)  # see _at_normal_priority
     if device.startswith("cuda"):
-        torch.cuda.set_device(device)
-        gpu_fraction = float(job.get("gpu_memory_fraction", 0.9))
-        torch.cuda.set_per_process_memory_fraction(gpu_fraction)
-        # Start CUDA's own helper threads now, so that the candidate's thread count is taken after them.
-        torch.ones(1, device=device).add_(1)
-        torch.cuda.synchronize()
+        with lock.driver_work():  # a context made beside another child's timing would stretch its calls
+            torch.cuda.set_device(device)
+            gpu_fraction = float(job.get("gpu_memory_fraction", 0.9))
+            torch.cuda.set_per_process_memory_fraction(gpu_fraction)
+            # Start CUDA's own helper threads now, so that the candidate's thread count is taken after them.
+            torch.ones(1, device=device).add_(1)
+            torch.cuda.synchronize()
     if not candidate:
         return None
     # Both guards before the candidate is imported, reported to the judge from here (the candidate has not
@@ -282,7 +283,7 @@ def child_main(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLo
     guard = None
     try:
         started = time.perf_counter()
-        guard = _child_setup(job, device, private_dir(result_path))
+        guard = _child_setup(job, device, private_dir(result_path), lock)
         setup_s = time.perf_counter() - started
         answer = {"status": "ok", **_run_child(job, device, data, lock, sock, clock, guard)}
         answer.setdefault("seconds", {})["setup"] = setup_s
@@ -296,6 +297,12 @@ def child_main(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLo
         try:
             stream.flush()
         except Exception:  # noqa: BLE001 - a candidate may have replaced or closed the stream
+            pass
+    if device.startswith("cuda"):
+        try:  # the context's memory given back, and the context ended, never beside a timing
+            lock.hold_until_exit()
+            torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001, S110 - exiting either way
             pass
     os._exit(0)
 

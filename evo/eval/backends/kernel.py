@@ -206,7 +206,8 @@ class KernelEvaluator:
                    "compile_s": (base.get("compile") or {}).get("median_s"), "baseline_s": base["baseline_s"],
                    "time_s": None, "spread": None, "score": 0.0}
             if timing is not None:
-                row.update(time_s=timing["median_s"], spread=timing["spread"], clock_limited=timing.get("clock_limited", 0))
+                row.update(time_s=timing["median_s"], spread=timing["spread"], claimed_s=timing.get("claimed_s"),
+                           clock_limited=timing.get("clock_limited", 0))
                 if device_name != "cpu" and timing["median_s"] < IMPOSSIBLE_FRACTION * t_sol:
                     checks.append(("dynamic:possible_time", False, f"workload {w.name}: {timing['median_s'] * 1e6:.2f} us is "
                                    f"under 0.9 x the speed of light ({t_sol * 1e6:.2f} us): the timing was fooled"))
