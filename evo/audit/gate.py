@@ -106,11 +106,11 @@ for _name, _stops, _measures in (
      "a time under 0.9 x the speed of light is impossible: rejected, never admitted"),
     ("time_bound", "forged times: patched events or timers in the candidate's own process, work moved out of "
      "the timed events, answers cached or precomputed", "the judge's own clock around every timed call, less "
-     "the overhead calibrated against a no-op in a trusted child: the reported median may not sit below the mean "
-     "nor above the median of what the clock allows, by more than a slack (evo/eval/judge.py)"),
+     "the overhead calibrated against a no-op in a trusted child: a call's time is never less than the clock "
+     "allows within a slack; a median gap past twice the slack, or a negative one, is refused (evo/eval/judge.py)"),
     ("timed_outputs", "a cheap wrong kernel timed, its outputs put right before they are checked",
      "a digest of every timed call's outputs under a key drawn by the judge, committed inside the call's timing "
-     "window; outputs of timed calls picked afterwards at random are fetched, digested and compared"),
+     "window; the outputs of every timed call that first saw an input set are fetched, digested and compared"),
     ("net_guard", "reaching the network (the user's model server, notebooks, a cluster's control plane)",
      "the candidate's process runs with no socket but AF_UNIX (seccomp on every thread) in an empty network "
      "namespace where the OS allows, applied before the candidate is imported (evo/eval/net_guard.py)"),

@@ -18,12 +18,12 @@ What it decides, and why the candidate cannot forge it:
 - time: for every timed call the judge's own clock runs from the request to the answer (as the kernel stamped
   the answer's packet: `wire.timed_exchange`), which carries the call's event time and a digest of its
   outputs under a key drawn here. A reference child (trusted code) answered the same requests with a no-op
-  earlier (`calibrate`): the clock's overhead per call beyond the reported time (the gap), as a median and
-  90th percentile. The candidate's median gap must not exceed the no-op's 90th percentile by more than a
-  slack: above it, work was done outside the timed events (hidden streams, outputs put right late). A
-  negative gap (a call longer than the clock saw) is a forged time. The outputs of every timed call that
-  first saw an input set are fetched after the timing and must match both their digest and the expected
-  values;
+  earlier (`calibrate`): the clock's overhead per call beyond the reported time (the gap), as percentiles.
+  A call's time is never less than its clock less the no-op's 90th percentile and a slack (`time_bound`):
+  work outside the timed events (hidden streams, outputs put right late) past the slack counts in the time,
+  and a median gap past twice the slack, or a negative one (a call longer than the clock saw), is refused.
+  The outputs of every timed call that first saw an input set are fetched after the timing and must match
+  both their digest and the expected values;
 - evidence: what only the child can see (threads, flags, harness functions, files, stream) must be reported,
   well formed, for every check; a missing report fails that check.
 """
