@@ -32,3 +32,18 @@ def test_engine_overhead_quick_writes_its_report(tmp_path: Path) -> None:
         collected = phase["garbage_collection"]
         assert sum(collected["collections"]) >= 1 and collected["seconds"] > 0
         assert collected["longest_ms"] <= 1e3 * collected["seconds"] + 1e-6
+
+
+def test_timed_call_cost_takes_a_call_apart_on_the_cpu(tmp_path: Path) -> None:
+    """Its judge and child talk over the judge's clock socket; on a CPU it writes today's path and its steps."""
+    script = SCRIPT.parent / "timed_call_cost.py"
+    out = tmp_path / "t.json"
+    proc = subprocess.run([sys.executable, str(script), "--calls", "5", "--device", "cpu", "--json", str(out)],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["workloads"] and report["clock"] == {}
+    for row in report["workloads"].values():
+        assert set(row) == {"today", "parts"} and row["today"]["n"] == 5
+        assert row["today"]["median_us"] > 0  # the clock saw the digest and the round trip at least
+        assert {"unmask_into", "flush", "replay_noop", "digest", "answer_json"} == set(row["parts"])
