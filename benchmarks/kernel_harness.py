@@ -152,10 +152,12 @@ def main() -> None:
     print(f"overall: {out['throughput']['per_gpu_minute']:.1f} candidates per GPU-minute")
     if out["throughput"]["rows"]:
         keys = sorted({k for r in out["throughput"]["rows"] for k in r["seconds"]})
-        print("\nmedian seconds per child stage (held = GPU lock held: checks + timing):")
-        print(f"{'task':28s} " + " ".join(f"{k[:13]:>13s}" for k in keys))
-        for r in out["throughput"]["rows"]:
-            print(f"{r['task']:28s} " + " ".join(f"{r['seconds'].get(k, 0.0):13.3f}" for k in keys))
+        rows = out["throughput"]["rows"]
+        print("\nmedian seconds per candidate and stage (held = GPU lock held; judge_ = the judge's side, "
+              "judge_child_ = the child's as it reports):")
+        print(f"{'stage':28s} " + " ".join(f"{r['task'].split('/')[-1][:12]:>12s}" for r in rows))
+        for k in keys:
+            print(f"{k:28s} " + " ".join(f"{r['seconds'].get(k, 0.0):12.3f}" for r in rows))
     print("\nthe judge's clock bound on honest candidates (worst distance to an edge, in slacks; 1.0 fails):")
     for r in out["throughput"]["rows"]:
         b = r["bounds"]
