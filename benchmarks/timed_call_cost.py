@@ -1,6 +1,6 @@
 """What one timed call costs beyond its kernel, part by part, and how much that cost spreads.
 
-The judge's clock bound (`evo/eval/judge.py`, `time_bound`) can see work hidden outside a call's events only
+The judge's clock bound (`evo/eval/time_bound.py`) can see work hidden outside a call's events only
 down to the spread of the harness's own overhead per call (the no-op's gap). On the H100 that spread was
 hundreds of microseconds (BENCHMARKS.md, session 6). This script takes the overhead apart, in a child process
 driven over the judge's own clock socket exactly as a no-op calibration is, for each workload of a task:

@@ -1,10 +1,10 @@
-"""The judge's bound on reported times (`evo.eval.judge.time_bound`), on numbers shaped like an H100's."""
+"""The judge's bound on reported times (`evo.eval.time_bound.time_bound`), on numbers shaped like an H100's."""
 
 from __future__ import annotations
 
 import random
 
-from evo.eval.judge import time_bound
+from evo.eval.time_bound import time_bound
 
 US = 1e-6
 # A trusted no-op's gap per call (clock less reported time): 1.3 ms, 10th and 90th percentiles 40 us apart.

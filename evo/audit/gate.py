@@ -107,7 +107,7 @@ for _name, _stops, _measures in (
     ("time_bound", "forged times: patched events or timers in the candidate's own process, work moved out of "
      "the timed events, answers cached or precomputed", "the judge's own clock around every timed call, less "
      "the overhead calibrated against a no-op in a trusted child: a call's time is never less than the clock "
-     "allows within a slack; a median gap past twice the slack, or a negative one, is refused (evo/eval/judge.py)"),
+     "allows within a slack; a median gap past twice the slack, or a negative one, is refused (evo/eval/time_bound.py)"),
     ("timed_outputs", "a cheap wrong kernel timed, its outputs put right before they are checked",
      "a digest of every timed call's outputs under a key drawn by the judge, committed inside the call's timing "
      "window; the outputs of every timed call that first saw an input set are fetched, digested and compared"),

@@ -33,7 +33,7 @@ class BenchConfig:
     iters: int = 30  # timed iterations per workload of the baselines (fixed: no adaptive stopping to game)
     warmup: int = 3
     # Distinct input sets of the timed calls, unseen before them: a candidate's median is taken over
-    # 2 x input_sets - 1 calls, most of them first sights (`evo.eval.judge.timed_calls`).
+    # 2 x input_sets - 1 calls, most of them first sights (`evo.eval.time_bound.timed_calls`).
     input_sets: int = 4
     min_trials: int = 10  # fresh-input correctness calls over all workloads
     compile_baseline: bool = True

@@ -3,7 +3,7 @@ nothing from it (the judge's timing plan).
 
 The timed calls' input sets are unseen before the timing (no correctness round uses them) and a workload is
 timed over at most 2 x sets - 1 calls, so repeats are fewer than half the calls and the median is a call that
-computed (`evo.eval.judge.timed_calls`). The candidate here spends 40 ms on every input it has not seen, and
+computed (`evo.eval.time_bound.timed_calls`). The candidate here spends 40 ms on every input it has not seen, and
 answers a repeat from its cache at once: the median it is scored by must be a 40 ms call. (Before this plan the
 timing's 3 sets were those of the checks, 30 calls over them all came from the cache, and the same candidate
 was scored by a copy's time.)
@@ -17,8 +17,8 @@ import pytest
 
 from evo.eval.backends.kernel import KernelEvaluator
 from evo.eval.bench import BenchConfig
-from evo.eval.judge import rechecked_calls, timed_calls
 from evo.eval.reference_data import WorkloadData, draw_timing_plan
+from evo.eval.time_bound import rechecked_calls, timed_calls
 from evo.task import load_module, load_task
 
 SLOW_S = 0.04
