@@ -66,9 +66,10 @@ class GpuLock:
     @contextmanager
     def driver_work(self) -> Iterator[None]:
         """Share the GPU with checkers, never with a timer, taking no slot: for the CUDA driver's own work
-        (a context made, memory given back at exit), which runs no kernel but, beside a timing, stretched its
-        calls by hundreds of microseconds on the H100 (the judge's clock saw it; the no-op's calibration,
-        timed alone, did not)."""
+        (a context made, memory given back at exit), which runs no kernel but maps and clears device memory.
+        On the H100 the timings were no steadier for it (BENCHMARKS.md, session 6: the candidates' excess
+        over the no-op's overhead is a property of their own processes); it stays because a timing should
+        share the device with nothing, and it cost no throughput there."""
         with self._through_gate(fcntl.LOCK_SH):
             yield
 

@@ -93,7 +93,7 @@ def _child_setup(job: dict[str, Any], device: str, private: Path, lock: GpuLock)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.nice(CHILD_NICENESS)  # see _at_normal_priority
     if device.startswith("cuda"):
-        with lock.driver_work():  # a context made beside another child's timing would stretch its calls
+        with lock.driver_work():  # never beside another child's timing
             torch.cuda.set_device(device)
             gpu_fraction = float(job.get("gpu_memory_fraction", 0.9))
             torch.cuda.set_per_process_memory_fraction(gpu_fraction)
