@@ -69,7 +69,7 @@ class GpuLock:
         (a context made, memory given back at exit), which runs no kernel but maps and clears device memory.
         On the H100 the timings were no steadier for it (BENCHMARKS.md, session 6: the candidates' excess
         over the no-op's overhead is a property of their own processes); it stays because a timing should
-        share the device with nothing, and it cost no throughput there."""
+        share the device with nothing, and its cost in throughput was within the spread between machines."""
         with self._through_gate(fcntl.LOCK_SH):
             yield
 
