@@ -75,6 +75,7 @@ def main() -> None:
                     help="single-operator tasks for the throughput figure")
     ap.add_argument("--per-task", type=int, default=12, help="candidates per task for throughput")
     ap.add_argument("--parallel", type=int, default=6, help="children per GPU alive at once")
+    ap.add_argument("--checking-slots", type=int, default=4, help="children checking on a GPU at once")
     ap.add_argument("--noise-task", default="rmsnorm_fwd")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "kernel_harness.json")
@@ -82,8 +83,9 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="evo-harness-"))
     config = BenchConfig(compile_baseline=False)
-    pool = WorkerPool(scratch, parallel_per_device=args.parallel)
-    out: dict = {"devices": pool.devices, "config": config.__dict__, "throughput": {}, "noise": {}}
+    pool = WorkerPool(scratch, parallel_per_device=args.parallel, checking_slots=args.checking_slots)
+    out: dict = {"devices": pool.devices, "config": config.__dict__, "parallel": args.parallel,
+                 "checking_slots": args.checking_slots, "throughput": {}, "noise": {}}
     try:
         # -- throughput
         total_n, total_s, rows = 0, 0.0, []

@@ -378,7 +378,7 @@ def _stress_words(exp: Expected, w: Workload, seed: int) -> str:
 # -- the process ------------------------------------------------------------------------------------
 
 
-def serve(control: socket.socket, device: str, lock_path: Path | None) -> None:
+def serve(control: socket.socket, device: str, lock_path: Path | None, checking_slots: int = 4) -> None:
     """Take requests from the worker; one thread per child."""
     expected: dict[str, Expected] = {}
     send_lock = threading.Lock()
@@ -386,7 +386,7 @@ def serve(control: socket.socket, device: str, lock_path: Path | None) -> None:
     if lock_path is not None and device.startswith("cuda"):
         from evo.eval.gpu_lock import GpuLock
 
-        gpu_lock = GpuLock(lock_path).checking
+        gpu_lock = GpuLock(lock_path, checking_slots).checking
 
     def report(msg: dict[str, Any]) -> None:
         with send_lock:  # one record per report (the control socket is a SOCK_SEQPACKET pair)
@@ -446,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control", type=int, required=True, help="file descriptor of the worker's socket")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--lock", type=Path, default=None, help="the GPU's lock file (see evo.eval.gpu_lock)")
+    parser.add_argument("--checking-slots", type=int, default=4, help="the worker's (see evo.eval.gpu_lock)")
     args = parser.parse_args(argv)
     _nondumpable()
     # One thread per child: a thread that times a call must not wait 5 ms (the default) for another's GIL.
@@ -453,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(min(4, os.cpu_count() or 1))
     if args.device.startswith("cuda"):
         torch.cuda.set_device(args.device)
-    serve(socket.socket(fileno=args.control), args.device, args.lock)
+    serve(socket.socket(fileno=args.control), args.device, args.lock, args.checking_slots)
     return 0
 
 

@@ -127,7 +127,7 @@ class Judge:
         log = open(session / f"judge-{device.replace(':', '-')}.log", "ab")  # noqa: SIM115 - the judge's lifetime
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "evo.eval.judge", "--control", str(theirs.fileno()), "--device", device,
-             "--lock", str(lock.path)], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=log,
+             "--lock", str(lock.path), "--checking-slots", str(len(lock.slots))], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=log,
             stderr=log, start_new_session=True)
         theirs.close()
         log.close()
@@ -241,10 +241,10 @@ def _compose(job: dict[str, Any], payload: dict[str, Any], judged: dict[str, Any
     return {"status": "ok", **facts, "result": result, "log_tail": str(payload.get("log_tail", ""))}
 
 
-def serve(device: str, session: Path, parallel: int) -> None:
+def serve(device: str, session: Path, parallel: int, checking_slots: int = 4) -> None:
     """Read jobs from stdin and answer each when its child has exited and the judge has reported on it."""
     session.mkdir(parents=True, exist_ok=True)
-    lock = GpuLock(_lock_path(device))
+    lock = GpuLock(_lock_path(device), checking_slots)
     judge = Judge(device, lock, session)
     running: dict[int, tuple[dict[str, Any], float, Path]] = {}
     exited: dict[str, tuple[dict[str, Any], dict[str, Any], float]] = {}  # child gone, judge not yet heard
@@ -396,9 +396,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda:0", help="cuda:N, or cpu (Triton's interpreter)")
     parser.add_argument("--session", type=Path, required=True, help="folder for locks and answers")
     parser.add_argument("--parallel", type=int, default=4, help="children alive at once (compiling in parallel)")
+    parser.add_argument("--checking-slots", type=int, default=4,
+                        help="children (and the judge's comparisons) on the GPU at once for correctness checks")
     args = parser.parse_args(argv)
+    if args.parallel < 1 or args.checking_slots < 1:
+        parser.error("--parallel and --checking-slots are at least 1")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine stops us by closing stdin
-    serve(args.device, args.session, args.parallel)
+    serve(args.device, args.session, args.parallel, args.checking_slots)
     return 0
 
 

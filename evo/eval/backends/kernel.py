@@ -52,7 +52,8 @@ def visible_devices() -> list[str]:
 class Worker:
     """A zygote process for one device, with futures for the jobs sent to it."""
 
-    def __init__(self, device: str, session: Path, parallel: int, task_roots: list[Path] | None = None):
+    def __init__(self, device: str, session: Path, parallel: int, task_roots: list[Path] | None = None,
+                 checking_slots: int = 4):
         self.device = device
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "CUDA_VISIBLE_DEVICES",
                                                            "LD_LIBRARY_PATH", "TRITON_CACHE_DIR", "CUDA_HOME", "EVO_LOCK_DIR",
@@ -66,7 +67,7 @@ class Worker:
         env.setdefault("TRITON_CACHE_DIR", str(session / "triton-cache"))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "evo.eval.worker", "--device", device, "--session", str(session),
-             "--parallel", str(parallel)],
+             "--parallel", str(parallel), "--checking-slots", str(checking_slots)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(session / f"worker-{device.replace(':', '-')}.log", "ab"),
             env=env, text=True, bufsize=1, start_new_session=True)
         self._futures: dict[str, Future[dict[str, Any]]] = {}
@@ -244,11 +245,12 @@ class WorkerPool:
     """One zygote worker per device, shareable by the evaluators of several tasks (`evo bench`)."""
 
     def __init__(self, scratch: Path, devices: list[str] | None = None, parallel_per_device: int = 4,
-                 task_roots: list[Path] | None = None):
+                 task_roots: list[Path] | None = None, checking_slots: int = 4):
         Path(scratch).mkdir(parents=True, exist_ok=True)
         self.session = Path(tempfile.mkdtemp(prefix="session-", dir=scratch))
         self.devices = devices or visible_devices()
-        self.workers = [Worker(d, self.session, parallel_per_device, task_roots) for d in self.devices]
+        # checking_slots: children checking on one GPU at once (each holds its real shapes' memory meanwhile)
+        self.workers = [Worker(d, self.session, parallel_per_device, task_roots, checking_slots) for d in self.devices]
 
     def close(self) -> None:
         for w in self.workers:
