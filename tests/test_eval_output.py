@@ -184,3 +184,20 @@ def test_a_kernel_that_raises_an_ordinary_exception_shows_its_print_and_tracebac
     assert "tile plan: 4 x 128" in done.stdout
     assert "ArithmeticError: no tiles left" in done.stdout
     assert f'File "my_kernel.py", line {line}, in run' in done.stdout
+
+
+def test_a_time_that_is_the_judges_clock_is_said_so() -> None:
+    from evo.cli.app import out
+    from evo.cli.evaluate import _workload_table
+
+    row = {"hidden": False, "time_s": 3e-5, "spread": 0.01, "eager_s": 4e-5, "compile_s": None, "t_sol_s": 1e-5,
+           "score": 0.3}
+    report = {"device": "cuda:0", "peaks": "H100", "workloads": [{**row, "workload": "prefill", "clock_limited": 5},
+                                                                 {**row, "workload": "decode", "clock_limited": 0}]}
+    with out.capture() as shown:
+        _workload_table("kernels/rmsnorm_fwd", report)
+    text = shown.get()
+    assert "time µs of prefill: the judge's clock saw more" in text and "decode:" not in text
+    with out.capture() as shown:
+        _workload_table("kernels/rmsnorm_fwd", {**report, "workloads": [{**row, "workload": "decode"}]})
+    assert "judge's clock" not in shown.get()

@@ -159,6 +159,11 @@ def _workload_table(name: str, report: dict[str, Any]) -> None:
                       f"{w['spread']:.1%}" if w["spread"] is not None else "-", us(w["eager_s"]),
                       us(w["compile_s"]), us(w["t_sol_s"]), f"{w['score']:.3f}")
     out.print(table)
+    limited = [w["workload"] for w in report["workloads"] if w.get("clock_limited")]
+    if limited:  # the time shown is not what the candidate's own events said
+        out.print(f"time µs of {', '.join(limited)}: the judge's clock saw more than the events reported, past the "
+                  "slack, so those calls count as the clock's time (docs/auditor.md, \"Time\")",
+                  highlight=False, markup=False)
 
 
 @cli.command()
