@@ -69,89 +69,121 @@ def bound_summary(reports: list[dict]) -> dict[str, float]:
             "worst_judged_over_claimed": max(slower, default=0.0)}
 
 
+def measure_throughput(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: str, per_task: int,
+                       parallel: int) -> dict:
+    """Variants of each task's seed through the pipeline, `parallel` at once per GPU: per task and overall."""
+    total_n, total_s, rows = 0, 0.0, []
+    for name in kernel_task_names(tasks.split(",")) if per_task > 0 else []:
+        task = load_task(name)
+        ev = KernelEvaluator(task, 1, scratch, config=config, pool=pool)
+        pipeline = Pipeline(task, ev)  # every candidate the way a run takes it: screen, harness, full audit
+        t0 = time.perf_counter()
+        ev._prepare(ev._pick())  # the reference job, once per task and session
+        prep = time.perf_counter() - t0
+        texts = variants(seed_path(name).read_text(), per_task)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=parallel * len(pool.devices)) as ex:
+            results = list(ex.map(pipeline.evaluate_sync, [Program(source=t) for t in texts]))
+        reports = [r.report or {"passed": False, "error": r.error} for r in results]
+        for r, result in zip(reports, results, strict=True):
+            r["passed"] = result.ok  # the pipeline's verdict, not the harness's alone
+        wall = time.perf_counter() - t0
+        ok = sum(1 for r in reports if r.get("passed"))
+        errors = sorted({str(r.get("error"))[:120] for r in reports if not r.get("passed")})
+        rows.append({"task": name, "candidates": len(texts), "passed": ok, "wall_s": wall, "reference_s": prep,
+                     "per_gpu_minute": len(texts) / wall * 60 / len(pool.devices), "errors": errors,
+                     "seconds": stage_medians(reports), "bounds": bound_summary(reports),
+                     "bound_rows": [r.get("bounds") for r in reports]})
+        total_n += len(texts)
+        total_s += wall
+        pipeline.close()
+        print(f"{name}: {len(texts)} candidates in {wall:.1f} s ({rows[-1]['per_gpu_minute']:.0f}/GPU-min), "
+              f"{ok} passed, reference job {prep:.1f} s", flush=True)
+    return {"rows": rows, "per_gpu_minute": total_n / total_s * 60 / len(pool.devices) if total_s else 0}
+
+
+def measure_noise(pool: WorkerPool, config: BenchConfig, scratch: Path, task_name: str, repeats: int) -> dict:
+    """The seed's kernel in `repeats` fresh candidates' processes, one after another: each workload's spread."""
+    if repeats <= 0:
+        return {}
+    text = seed_path(f"kernels/{task_name}").read_text()
+    ev = KernelEvaluator(load_task(f"kernels/{task_name}"), 1, scratch, config=config, pool=pool)
+    medians: dict[str, list[float]] = {}
+    claimed: dict[str, list[float]] = {}  # the events' own medians, before the clock's limit
+    failed = 0
+    for _ in range(repeats):
+        report = ev.evaluate_source_sync(text)
+        failed += not report.get("passed")
+        for w in report["workloads"]:
+            if w["time_s"]:
+                medians.setdefault(w["workload"], []).append(w["time_s"])
+                claimed.setdefault(w["workload"], []).append(w.get("claimed_s") or w["time_s"])
+    ev.close()
+
+    def cv_of(ts: list[float]) -> float:
+        return statistics.stdev(ts) / statistics.mean(ts) if len(ts) > 1 else 0.0
+
+    noise = {wname: {"mean_us": statistics.mean(ts) * 1e6, "cv": cv_of(ts), "n": len(ts),
+                     "cv_of_events": cv_of(claimed[wname]), "medians_us": [round(t * 1e6, 3) for t in ts],
+                     "event_medians_us": [round(t * 1e6, 3) for t in claimed[wname]]}
+             for wname, ts in medians.items()}
+    return {"task": task_name, "failed": failed, "workloads": noise}
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", default="silu_fwd,softmax_fwd,rmsnorm_fwd,layernorm_fwd,gelu_tanh_fwd",
                     help="single-operator tasks for the throughput figure")
     ap.add_argument("--per-task", type=int, default=12, help="candidates per task for throughput")
-    ap.add_argument("--parallel", type=int, default=6, help="children per GPU alive at once")
-    ap.add_argument("--checking-slots", type=int, default=4, help="children checking on a GPU at once")
+    ap.add_argument("--parallel", type=_ints, default=[6],
+                    help="children per GPU alive at once; comma-separated to measure several settings in one call")
+    ap.add_argument("--checking-slots", type=_ints, default=[4],
+                    help="children checking on a GPU at once, one per --parallel value (or one for all)")
     ap.add_argument("--noise-task", default="rmsnorm_fwd")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "kernel_harness.json")
     args = ap.parse_args()
+    slots = args.checking_slots * len(args.parallel) if len(args.checking_slots) == 1 else args.checking_slots
+    if len(slots) != len(args.parallel) or min(args.parallel + slots) < 1:
+        ap.error("--checking-slots takes one value, or one per --parallel value; each at least 1")
+    settings = list(zip(args.parallel, slots, strict=True))
 
     scratch = Path(tempfile.mkdtemp(prefix="evo-harness-"))
     config = BenchConfig(compile_baseline=False)
-    pool = WorkerPool(scratch, parallel_per_device=args.parallel, checking_slots=args.checking_slots)
-    out: dict = {"devices": pool.devices, "config": config.__dict__, "parallel": args.parallel,
-                 "checking_slots": args.checking_slots, "throughput": {}, "noise": {}}
+    pools = []
+    out: dict = {"devices": [], "config": config.__dict__, "parallel": settings[0][0],
+                 "checking_slots": settings[0][1], "throughput": {}, "throughput_by_setting": [], "noise": {}}
     try:
-        # -- throughput
-        total_n, total_s, rows = 0, 0.0, []
-        for name in kernel_task_names(args.tasks.split(",")) if args.per_task > 0 else []:
-            task = load_task(name)
-            ev = KernelEvaluator(task, 1, scratch, config=config, pool=pool)
-            pipeline = Pipeline(task, ev)  # every candidate the way a run takes it: screen, harness, full audit
-            t0 = time.perf_counter()
-            ev._prepare(ev._pick())  # the reference job, once per task and session
-            prep = time.perf_counter() - t0
-            texts = variants(seed_path(name).read_text(), args.per_task)
-            t0 = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=args.parallel * len(pool.devices)) as ex:
-                results = list(ex.map(pipeline.evaluate_sync, [Program(source=t) for t in texts]))
-            reports = [r.report or {"passed": False, "error": r.error} for r in results]
-            for r, result in zip(reports, results, strict=True):
-                r["passed"] = result.ok  # the pipeline's verdict, not the harness's alone
-            wall = time.perf_counter() - t0
-            ok = sum(1 for r in reports if r.get("passed"))
-            errors = sorted({str(r.get("error"))[:120] for r in reports if not r.get("passed")})
-            rows.append({"task": name, "candidates": len(texts), "passed": ok, "wall_s": wall, "reference_s": prep,
-                         "per_gpu_minute": len(texts) / wall * 60 / len(pool.devices), "errors": errors,
-                         "seconds": stage_medians(reports), "bounds": bound_summary(reports),
-                         "bound_rows": [r.get("bounds") for r in reports]})
-            total_n += len(texts)
-            total_s += wall
-            pipeline.close()
-            print(f"{name}: {len(texts)} candidates in {wall:.1f} s ({rows[-1]['per_gpu_minute']:.0f}/GPU-min), "
-                  f"{ok} passed, reference job {prep:.1f} s", flush=True)
-        out["throughput"] = {"rows": rows, "per_gpu_minute": total_n / total_s * 60 / len(pool.devices) if total_s else 0}
-
-        # -- noise: the seed's kernel in fresh candidates' processes, one after another
-        text = seed_path(f"kernels/{args.noise_task}").read_text()
-        if args.repeats > 0:
-            task = load_task(f"kernels/{args.noise_task}")
-            ev = KernelEvaluator(task, 1, scratch, config=config, pool=pool)
-            medians: dict[str, list[float]] = {}
-            claimed: dict[str, list[float]] = {}  # the events' own medians, before the clock's limit
-            failed = 0
-            for _ in range(args.repeats):
-                report = ev.evaluate_source_sync(text)
-                failed += not report.get("passed")
-                for w in report["workloads"]:
-                    if w["time_s"]:
-                        medians.setdefault(w["workload"], []).append(w["time_s"])
-                        claimed.setdefault(w["workload"], []).append(w.get("claimed_s") or w["time_s"])
-            ev.close()
-
-            def cv_of(ts: list[float]) -> float:
-                return statistics.stdev(ts) / statistics.mean(ts) if len(ts) > 1 else 0.0
-
-            noise = {}
-            for wname, ts in medians.items():
-                noise[wname] = {"mean_us": statistics.mean(ts) * 1e6, "cv": cv_of(ts), "n": len(ts),
-                                "cv_of_events": cv_of(claimed[wname]),
-                                "medians_us": [round(t * 1e6, 3) for t in ts],
-                                "event_medians_us": [round(t * 1e6, 3) for t in claimed[wname]]}
-            out["noise"] = {"task": args.noise_task, "failed": failed, "workloads": noise}
+        # -- throughput, once per setting (each its own worker pool); noise with the first
+        for i, (parallel, checking) in enumerate(settings):
+            print(f"-- {parallel} children per GPU, {checking} checking at once", flush=True)
+            pool = WorkerPool(scratch, parallel_per_device=parallel, checking_slots=checking)
+            pools.append(pool)
+            out["devices"] = pool.devices
+            measured = measure_throughput(pool, config, scratch, args.tasks, args.per_task, parallel)
+            out["throughput_by_setting"].append({"parallel": parallel, "checking_slots": checking, **measured})
+            if i == 0:
+                out["noise"] = measure_noise(pool, config, scratch, args.noise_task, args.repeats)
+            pools.remove(pool)
+            pool.close()
+        out["throughput"] = out["throughput_by_setting"][0]
     finally:
-        pool.close()
+        for p in pools:
+            p.close()
         shutil.rmtree(scratch, ignore_errors=True)
 
     print(f"\n{'task':28s} {'cands':>5s} {'passed':>6s} {'wall s':>7s} {'/GPU-min':>9s}")
     for r in out["throughput"]["rows"]:
         print(f"{r['task']:28s} {r['candidates']:5d} {r['passed']:6d} {r['wall_s']:7.1f} {r['per_gpu_minute']:9.1f}")
     print(f"overall: {out['throughput']['per_gpu_minute']:.1f} candidates per GPU-minute")
+    for t in out["throughput_by_setting"][1:]:
+        print(f"  with {t['parallel']} children and {t['checking_slots']} checking: "
+              f"{t['per_gpu_minute']:.1f} per GPU-minute, {sum(r['passed'] for r in t['rows'])} of "
+              f"{sum(r['candidates'] for r in t['rows'])} passed")
     if out["throughput"]["rows"]:
         keys = sorted({k for r in out["throughput"]["rows"] for k in r["seconds"]})
         rows = out["throughput"]["rows"]
