@@ -7,6 +7,10 @@ Noise: one candidate evaluated `--repeats` times, each time in a fresh child pro
 context, its own compilation); the coefficient of variation of its median time per workload.
 
     python benchmarks/kernel_harness.py --json benchmarks/results/kernel_harness.json
+    python benchmarks/kernel_harness.py --parallel 8,12 --checking-slots 4,8   # two settings, one call
+
+Each setting's throughput is measured on a worker pool of its own; the noise, on the first setting's.
+The per-stage table tells where a candidate's time goes (the judge's side, the child's, the waits).
 """
 
 from __future__ import annotations
