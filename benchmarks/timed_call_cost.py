@@ -12,7 +12,9 @@ driven over the judge's own clock socket exactly as a no-op calibration is, for 
   beforehand, so its memory passes are a lower bound; the point is the host's part and its spread;
 - `parts`: each step of `today` alone, synchronised, in the child (where the time goes);
 - `clock`: the task's reference on its smallest workload, timed by events in a replayed graph, back to back
-  and after 20 ms of an idle GPU each (does an idle GPU's clock make a latency-bound kernel slower?).
+  and after 20 ms of an idle GPU each (does an idle GPU's clock make a latency-bound kernel slower?), and
+  recorded on 8 sets of buffers of its own (does where a graph's buffers lie make one process's times
+  differ from another's, as the noise figure's do?).
 
     python benchmarks/timed_call_cost.py --task rmsnorm_fwd --calls 200 --json benchmarks/results/timed_call_cost.json
 
@@ -176,6 +178,27 @@ def _clock_test(reference: Any, params: dict[str, Any], device: str, l2_bytes: i
     return out
 
 
+def _placement_test(reference: Any, params: dict[str, Any], device: str, l2_bytes: int, n: int,
+                    graphs: int = 8) -> dict[str, Any]:
+    """The same call recorded `graphs` times, each on buffers of its own (odd-sized allocations between them
+    move their addresses), each timed `n` times: if their medians differ as fresh processes' do, where a
+    graph's buffers lie is the noise, and one graph per input set would average it out."""
+    inputs = reference.make_inputs(params, 3, device)
+    flush = L2Flusher(device, l2_bytes)
+    keep: list[torch.Tensor] = []
+    medians = []
+    with torch.no_grad():
+        reference.run(*inputs)
+        for g in range(graphs):
+            keep.append(torch.empty((g + 1) * 1_000_003, dtype=torch.uint8, device=device))
+            replay = Replay.capture(reference.run, inputs, device)
+            times = [timed_replay(replay, None, flush, 0.0, copy=False).time_s for _ in range(n)]
+            medians.append(statistics.median(times) * 1e6)
+            del replay
+    return {"graph_medians_us": [round(m, 3) for m in medians],
+            "spread_of_medians": (max(medians) - min(medians)) / statistics.median(medians)}
+
+
 def child_main(ctrl_fd: int, clock_fd: int, task: str, device: str, calls: int) -> None:
     ctrl = socket.socket(fileno=ctrl_fd)
     clock = socket.socket(fileno=clock_fd)
@@ -200,6 +223,7 @@ def child_main(ctrl_fd: int, clock_fd: int, task: str, device: str, calls: int) 
     if device.startswith("cuda"):
         try:
             clock_test = _clock_test(reference, dict(smallest.params), device, l2, calls)
+            clock_test["placement"] = _placement_test(reference, dict(smallest.params), device, l2, max(10, calls // 4))
         except Exception as e:  # noqa: BLE001 - reported, the rest of the figures kept
             clock_test = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     wire.send(ctrl, {"clock": clock_test, "clock_workload": smallest.name})
@@ -271,6 +295,10 @@ def main() -> None:
             c = report["clock"][label]
             print(f"  {label:18s} median {c['median_us']:8.2f}  p10 {c['p10_us']:8.2f}  p90 {c['p90_us']:8.2f}")
         print(f"  SM clock now: {report['clock']['sm_clock_mhz_now']}")
+        place = report["clock"].get("placement", {})
+        if place:
+            print(f"  one call recorded on {len(place['graph_medians_us'])} sets of buffers, medians (us): "
+                  f"{place['graph_medians_us']} (spread {place['spread_of_medians']:.1%})")
     report["git_commit"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                                           capture_output=True, text=True).stdout.strip()
     report["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
