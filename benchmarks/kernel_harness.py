@@ -75,15 +75,13 @@ def bound_summary(reports: list[dict]) -> dict[str, float]:
             "worst_judged_over_claimed": max(slower, default=0.0),
             # work the child says ran after the end event (stream_join refuses past max(20 us, 25%)): honest
             # kernels' values, to set that threshold from
-            "escaped_us_p50_p90_max": _quantiles_us([e for e, _ in escaped]),
-            "escaped_share_p90": sorted(r for _, r in escaped)[int(0.9 * (len(escaped) - 1))] if escaped else 0.0}
+            "escaped_us_p50_p90_max": [round(_at(sorted(e for e, _ in escaped), q) * 1e6, 1) for q in (0.5, 0.9, 1.0)],
+            "escaped_share_p90": _at(sorted(r for _, r in escaped), 0.9)}
 
 
-def _quantiles_us(xs: list[float]) -> list[float]:
-    if not xs:
-        return [0.0, 0.0, 0.0]
-    s = sorted(xs)
-    return [round(s[len(s) // 2] * 1e6, 1), round(s[int(0.9 * (len(s) - 1))] * 1e6, 1), round(s[-1] * 1e6, 1)]
+def _at(ordered: list[float], q: float) -> float:
+    """The `q` quantile of sorted values, by rank (0 when there are none)."""
+    return ordered[int(q * (len(ordered) - 1))] if ordered else 0.0
 
 
 def measure_throughput(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: str, per_task: int,

@@ -131,7 +131,7 @@ class OneGraphCall:
                    if isinstance(m, masking.MaskedTensor) and dst.is_contiguous()
                    and dst.numel() * dst.element_size() == m.nbytes]
         streams = [masking.key_stream(KEY, j, m.bits.numel(), dev) for j, (m, _) in enumerate(tensors)]
-        words = [wire._words(o) for o in noop.outputs if isinstance(o, torch.Tensor)]
+        words = [wire.digest_words(o) for o in noop.outputs if isinstance(o, torch.Tensor)]
         weights = [wire.digest_weights(w.numel(), KEY + i, dev) for i, w in enumerate(words)]
         self.result = torch.zeros(1, dtype=torch.int64, device=dev)
         self.host = torch.zeros(1, dtype=torch.int64, pin_memory=True)

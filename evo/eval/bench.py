@@ -44,7 +44,7 @@ from evo.eval.integrity import (
 )
 from evo.eval.kernel_spec import as_tuple
 from evo.eval.reference_data import WorkloadData, seeds_per_workload, workloads_for
-from evo.eval.timing import BenchConfig, L2Flusher, Replay, sync, timed_replay, timed_sample
+from evo.eval.timing import BenchConfig, L2Flusher, Replay, copies, sync, timed_replay, timed_sample
 
 __all__ = ["BenchConfig", "GpuPhases", "Runner", "WorkloadData", "seeds_per_workload", "workloads_for"]
 
@@ -223,8 +223,7 @@ class Runner:
                                       "digest": wire.digest(out, self._key)})
         # Kept for the judge's recheck, copied after the answer (the digest committed them): the next replay
         # writes the graph's outputs again.
-        self._outs[i] = tuple(o.clone() if isinstance(o, torch.Tensor) else o for o in out) \
-            if self._replay is not None else out
+        self._outs[i] = copies(out) if self._replay is not None else out
 
     def _op_keep(self, h: dict[str, Any]) -> None:
         for i in h.get("keep", []):

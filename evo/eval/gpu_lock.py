@@ -76,21 +76,20 @@ class GpuLock:
     def hold_until_exit(self) -> None:
         """Take the GPU as `driver_work` does and keep it until this process exits (the kernel lets it go
         after the process's device files have closed): a child's CUDA context is torn down outside any timing."""
+        self._take(fcntl.LOCK_SH)
+
+    def _take(self, mode: int) -> int:
+        """Take the GPU in `mode`, passing the gate on the way in: whoever waits at the gate for the GPU
+        (a timer, while checkers hold it) keeps everyone who comes later out. Returns the held descriptor."""
         gate = _flock(self.gate, fcntl.LOCK_EX)
         try:
-            _flock(self.path, fcntl.LOCK_SH)
+            return _flock(self.path, mode)
         finally:
             _unlock(gate)
 
     @contextmanager
     def _through_gate(self, mode: int) -> Iterator[None]:
-        """Take the GPU in `mode`, passing the gate on the way in: whoever waits at the gate for the GPU
-        (a timer, while checkers hold it) keeps everyone who comes later out."""
-        gate = _flock(self.gate, fcntl.LOCK_EX)
-        try:
-            held = _flock(self.path, mode)
-        finally:
-            _unlock(gate)
+        held = self._take(mode)
         try:
             yield
         finally:

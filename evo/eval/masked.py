@@ -83,22 +83,22 @@ def mask(inputs: tuple[object, ...], key: int, device: str) -> MaskedSet:
     return tuple(out)
 
 
+def _unmask_tensor(m: MaskedTensor, key: int, index: int, device: str) -> torch.Tensor:
+    """The `index`-th input of a set masked with `key`, on `device`, in the reference's layout."""
+    raw = (m.bits.to(device, non_blocking=True) ^ key_stream(key, index, m.bits.numel(), device)).view(torch.uint8)
+    numel = math.prod(m.shape)
+    flat = raw[:numel].to(torch.bool) if m.dtype == torch.bool else raw[: numel * m.dtype.itemsize].view(m.dtype)
+    x = flat.view(m.shape)
+    if x.stride() != m.stride and numel > 1 and all(st > 0 for st in m.stride):  # the reference's layout
+        # (a transposed operand, say); an expanded one (stride 0) is handed out contiguous
+        x = torch.empty_strided(m.shape, m.stride, dtype=m.dtype, device=device).copy_(x)
+    return x
+
+
 def unmask(masked: MaskedSet, key: int, device: str) -> tuple[object, ...]:
     """The input set that `mask` was given, on `device` (where the masked bits already are, or are copied)."""
-    out: list[object] = []
-    for j, m in enumerate(masked):
-        if not isinstance(m, MaskedTensor):
-            out.append(m)
-            continue
-        raw = (m.bits.to(device, non_blocking=True) ^ key_stream(key, j, m.bits.numel(), device)).view(torch.uint8)
-        numel = math.prod(m.shape)
-        flat = raw[:numel].to(torch.bool) if m.dtype == torch.bool else raw[: numel * m.dtype.itemsize].view(m.dtype)
-        x = flat.view(m.shape)
-        if x.stride() != m.stride and numel > 1 and all(st > 0 for st in m.stride):  # the reference's layout
-            # (a transposed operand, say); an expanded one (stride 0) is handed out contiguous
-            x = torch.empty_strided(m.shape, m.stride, dtype=m.dtype, device=device).copy_(x)
-        out.append(x)
-    return tuple(out)
+    return tuple(_unmask_tensor(m, key, j, device) if isinstance(m, MaskedTensor) else m
+                 for j, m in enumerate(masked))
 
 
 def unmask_into(masked: MaskedSet, key: int, into: tuple[object, ...]) -> None:
@@ -119,7 +119,7 @@ def unmask_into(masked: MaskedSet, key: int, into: tuple[object, ...]) -> None:
             torch.bitwise_xor(m.bits.to(dst.device, non_blocking=True), stream,
                               out=dst.view(-1).view(torch.uint8).view(torch.int64))
         else:
-            dst.copy_(unmask((None,) * j + (m,), key, str(dst.device))[j])
+            dst.copy_(_unmask_tensor(m, key, j, str(dst.device)))
 
 
 def save(masked: list[MaskedSet], path: Path) -> None:

@@ -192,8 +192,12 @@ def timed_replay(replay: Replay, inputs: Sequence[Any] | None, flush: L2Flusher,
     if inputs is not None:
         replay.load(inputs)
     timed, hidden, _ = _on_idle_device(replay.graph.replay, flush, latency_s)
-    out = tuple(o.clone() if isinstance(o, torch.Tensor) and copy else o for o in replay.outputs)
-    return Sample(timed, hidden, out)
+    return Sample(timed, hidden, copies(replay.outputs) if copy else replay.outputs)
+
+
+def copies(outputs: Sequence[Any]) -> tuple[Any, ...]:
+    """The tensors among `outputs` copied (a recorded graph's own are overwritten by its next replay)."""
+    return tuple(o.clone() if isinstance(o, torch.Tensor) else o for o in outputs)
 
 
 def time_call(fn: Callable[..., Any], input_sets: Sequence[Sequence[Any]], config: BenchConfig, device: str,

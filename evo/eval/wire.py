@@ -274,7 +274,9 @@ def digest_weights(n: int, key: int, device: torch.device | str) -> torch.Tensor
     return k
 
 
-def _words(t: torch.Tensor) -> torch.Tensor:
+def digest_words(t: torch.Tensor) -> torch.Tensor:
+    """A tensor's bytes as the words `digest` weighs: 32-bit, or 16-bit or single bytes widened where the size
+    calls for it."""
     raw = t.detach().contiguous().reshape(-1).view(torch.uint8)
     if raw.numel() % 4 == 0:
         return raw.view(torch.int32)
@@ -293,7 +295,7 @@ def digest(tensors: Sequence[Any], key: int) -> int:
     for pos, t in enumerate(tensors):
         if type(t) is not torch.Tensor or not t.numel():
             continue
-        words = _words(t)
+        words = digest_words(t)
         k = digest_weights(words.numel(), key + pos, words.device)
         total = (total + int((words * k).sum(dtype=torch.int64))) % (1 << 62)
     return total
@@ -303,4 +305,4 @@ def prepare_digest(tensors: Sequence[Any], key: int) -> None:
     """Make the weights `digest` will use for outputs like `tensors` under `key`, before any clock runs."""
     for pos, t in enumerate(tensors):
         if type(t) is torch.Tensor and t.numel():
-            digest_weights(_words(t).numel(), key + pos, t.device)
+            digest_weights(digest_words(t).numel(), key + pos, t.device)
