@@ -21,7 +21,8 @@ GAPS = Path(__file__).parent / "gaps"
 SCREEN_PASSES: set[str] = set()
 
 
-@pytest.mark.parametrize("name", ["forged_evidence", "gpu_work_at_import", "work_in_the_unmasking"])
+@pytest.mark.parametrize("name", ["forged_evidence", "gpu_work_at_import", "work_in_the_unmasking",
+                                  "context_ended_beside_a_timing"])
 def test_the_gap_passes_the_judge_today(rmsnorm_harness: KernelEvaluator, name: str) -> None:
     report = rmsnorm_harness.evaluate_source_sync((GAPS / f"{name}.py").read_text())
     assert report["status"] == "ok" and report["passed"], report.get("error")
