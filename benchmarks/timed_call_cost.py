@@ -12,7 +12,8 @@ driven over the judge's own clock socket exactly as a no-op calibration is, for 
   beforehand, so its memory passes are a lower bound; the point is the host's part and its spread;
 - `parts`: each step of `today` alone, synchronised, in the child (where the time goes);
 - `clock`: the task's reference on its smallest workload, timed by events in a replayed graph, back to back
-  and after 20 ms of an idle GPU each (does an idle GPU's clock make a latency-bound kernel slower?), and
+  and after 20 ms of an idle GPU each (does an idle GPU's clock make a latency-bound kernel slower?), by events
+  around the graph's launch instead of inside it (the host's launch in the time), and
   recorded on 8 sets of buffers of its own (does where a graph's buffers lie make one process's times
   differ from another's, as the noise figure's do?).
 
@@ -25,6 +26,7 @@ nothing there).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import socket
@@ -163,13 +165,15 @@ def _clock_test(reference: Any, params: dict[str, Any], device: str, l2_bytes: i
         for _ in range(3):
             reference.run(*inputs)
         replay = Replay.capture(reference.run, inputs, device)
-    out: dict[str, Any] = {}
-    for label, idle_s in (("back_to_back", 0.0), ("after_20ms_idle", 0.02)):
+    out: dict[str, Any] = {"events_inside_graph": replay.events is not None}
+    outside = dataclasses.replace(replay, events=None)  # the same graph, timed by events around its launch
+    for label, idle_s, r in (("back_to_back", 0.0, replay), ("after_20ms_idle", 0.02, replay),
+                             ("events_outside", 0.0, outside)):
         times = []
         for _ in range(n):
             if idle_s:
                 time.sleep(idle_s)
-            times.append(timed_replay(replay, None, flush, 0.0, copy=False).time_s)
+            times.append(timed_replay(r, None, flush, 0.0, copy=False).time_s)
         out[label] = _spread(times)
     try:
         out["sm_clock_mhz_now"] = torch.cuda.clock_rate(device)
@@ -291,7 +295,8 @@ def main() -> None:
         print(f"\nclock test failed: {report['clock']['error']}")
     elif report["clock"]:
         print(f"\nthe reference on {report['clock_workload']}, event times (us):")
-        for label in ("back_to_back", "after_20ms_idle"):
+        print(f"  events recorded inside the graph: {report['clock']['events_inside_graph']}")
+        for label in ("back_to_back", "after_20ms_idle", "events_outside"):
             c = report["clock"][label]
             print(f"  {label:18s} median {c['median_us']:8.2f}  p10 {c['p10_us']:8.2f}  p90 {c['p90_us']:8.2f}")
         print(f"  SM clock now: {report['clock']['sm_clock_mhz_now']}")

@@ -191,6 +191,7 @@ class Runner:
                 torch.cuda.synchronize()
         del warm
         wire.send(self.sock, {"ok": True, "sets": len(self._sets), "graph": self._replay is not None,
+                              "graph_events": self._replay is not None and self._replay.events is not None,
                               "graph_error": graph_error})
         self._serve_timed_calls(int(h.get("calls", 0)))
 

@@ -152,7 +152,7 @@ def _max_payload(expected: list[torch.Tensor]) -> int:
 
 
 def _timed_batch(s: Session, w: Workload, n: int, key: int, mask_keys: list[int]
-                 ) -> tuple[list[dict[str, Any]], list[float], bool]:
+                 ) -> tuple[list[dict[str, Any]], list[float], dict[str, bool]]:
     """`n` timed calls of one workload: each answer and the judge's clock for it, from the request to the
     kernel's stamp of the answer (`wire.timed_exchange`: neither this thread's wake-up nor its wait for the
     interpreter's lock, while other children's checks are compared here, is in it); and whether the child says
@@ -161,14 +161,14 @@ def _timed_batch(s: Session, w: Workload, n: int, key: int, mask_keys: list[int]
     Call i uses input set i % sets, whose mask key goes with the request, so the child holds no input of the
     call before its clock starts; its outputs are committed by digest in its answer. Between an answer and the
     next request the child has nothing left to compute for one call and nothing yet for the next, so the
-    clock need not run there."""
+    clock need not run there. The child's word on how it timed (a CUDA graph; events inside it) is reported."""
     setup, _ = s.ask({"op": "time_setup", "w": w.name, "key": key, "calls": n})
     answers, clock = [], []
     for i in range(n):
         reply, seconds = s.timed({"op": "go", "i": i, "key": mask_keys[i % len(mask_keys)]})
         clock.append(seconds)
         answers.append(reply)
-    return answers, clock, setup.get("graph") is True
+    return answers, clock, {"graph": setup.get("graph") is True, "graph_events": setup.get("graph_events") is True}
 
 
 def _floats(answers: list[dict[str, Any]], key: str) -> list[float]:
@@ -298,10 +298,11 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
                 raise Refused("dynamic:time_bound", f"workload {w.name}: no calibration of the judge's clock "
                               "(the reference job's); a time that cannot be bounded is not believed")
             key = rng.randrange(2**62)
-            answers, clock, graph = _timed_batch(s, w, n, key, exp.data.mask_keys(w.name))
+            answers, clock, how = _timed_batch(s, w, n, key, exp.data.mask_keys(w.name))
+            graph = how["graph"]
             claimed = _floats(answers, "t")
             bound = time_bound(claimed, clock, cal, s.device)
-            result["bounds"][w.name] = {**bound.to_dict(), "calls": n, "graph": graph,
+            result["bounds"][w.name] = {**bound.to_dict(), "calls": n, **how,
                                         **{k: float(cal[k]) for k in ("overhead_s", "overhead_low_s", "overhead_high_s")
                                            if isinstance(cal.get(k), (int, float))}}
             if bound.verdict is not None:

@@ -6,13 +6,17 @@ candidate's process times each of its timed calls with `timed_replay`, one call 
 
 The call is recorded once into a CUDA graph (`Replay.capture`), on inputs of its real shapes that are not the
 timing's, and each timed call copies its input set into the graph's inputs and replays it. What is timed is
-then the GPU's work alone: no Python runs in a replay (an answer cached in Python cannot serve it), its launch
-is one cheap host call, and work on another stream must join the graph before its capture ends (an unjoined
-stream fails the capture), so it finishes inside the replay. The start event is recorded on an idle device,
-with no head start (a sleep before the start event, which eager timing needs to hide Python's launch, lets
-work on another stream run unseen beside it). Work that still escapes shows as a gap between the end event and
-a second event recorded after a synchronise, beyond the host's latency measured just then (`escaped_s`), and in
-the judge's clock. A call that cannot be captured (a host synchronisation inside it) is timed eagerly,
+then the GPU's work alone: no Python runs in a replay (an answer cached in Python cannot serve it), and work on
+another stream must join the graph before its capture ends (an unjoined stream fails the capture), so it
+finishes inside the replay. The timing events are recorded inside the graph, around the call (external event
+nodes, torch >= 2.8): the start event runs on the GPU right before the call's first kernel, so the host's
+launch of the graph, which differs from one process to another by tens of microseconds, is not in the time
+(with events outside the graph, a latency-bound kernel of 10 us measured 18 to 37 us across fresh processes on
+the H100). A torch that cannot record them falls back to events around the replay. The device is idle when a
+call starts, with no head start (a sleep before the start event, which eager timing needs to hide Python's
+launch, lets work on another stream run unseen beside it). Work that still escapes shows as a gap between the
+end event and a second event recorded after a synchronise, beyond the host's latency measured just then
+(`escaped_s`), and in the judge's clock. A call that cannot be captured (a host synchronisation inside it) is timed eagerly,
 `timed_sample`, its launch then inside its time.
 """
 
@@ -114,9 +118,11 @@ def timed_sample(fn: Callable[..., Any], inputs: Sequence[Any], device: str, flu
     return Sample(timed, hidden, out)
 
 
-def _on_idle_device(call: Callable[[], Any], flush: L2Flusher, latency_s: float) -> tuple[float, float, Any]:
+def _on_idle_device(call: Callable[[], Any], flush: L2Flusher, latency_s: float,
+                    inner: tuple[Any, Any] | None = None) -> tuple[float, float, Any]:
     """`call` between CUDA events on an idle device, the L2 flushed: its time, the work seen after its end
-    event, and what it returned."""
+    event, and what it returned. `inner`: the start and end events that `call` records itself (a graph's own),
+    which then time it instead of events around it."""
     flush()
     torch.cuda.synchronize()  # the flush done, and whatever ran before on any stream: nothing overlaps the call
     start, end, after = (torch.cuda.Event(enable_timing=True) for _ in range(3))
@@ -124,6 +130,8 @@ def _on_idle_device(call: Callable[[], Any], flush: L2Flusher, latency_s: float)
     out = call()
     end.record()
     _spin(end)
+    if inner is not None:
+        start, end = inner
     torch.cuda.synchronize()  # waits for every stream, including any the candidate hid work on
     after.record()
     _spin(after)
@@ -151,20 +159,26 @@ class Replay:
     inputs: tuple[Any, ...]
     outputs: tuple[Any, ...]
     tick: torch.Tensor  # a one-element counter every capture bumps first: a graph is never empty
+    events: tuple[Any, Any] | None = None  # start and end recorded inside the graph, around the call
 
     @classmethod
     def capture(cls, fn: Callable[..., Any], like: Sequence[Any], device: str) -> Replay:
         """Record `fn` on copies of `like` (already warmed up: compilation and autotuning done)."""
         inputs = tuple(x.clone() if isinstance(x, torch.Tensor) else x for x in like)
         tick = torch.zeros(1, device=device)
+        events = _graph_events() if graph_events_work() else None
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize()
         with torch.cuda.graph(graph):
             tick.add_(1)
+            if events is not None:
+                events[0].record()
             out = fn(*inputs)
+            if events is not None:
+                events[1].record()
         torch.cuda.synchronize()
         outputs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
-        return cls(graph, inputs, outputs, tick)
+        return cls(graph, inputs, outputs, tick, events)
 
     def load(self, inputs: Sequence[Any]) -> None:
         """Copy an input set into the graph's inputs (the shapes and every non-tensor must match)."""
@@ -175,6 +189,37 @@ class Replay:
                 dst.copy_(src)
             elif dst != src:
                 raise ValueError(f"a non-tensor input differs from the one the graph was recorded with ({src!r})")
+
+
+def _graph_events() -> tuple[Any, Any]:
+    """Two timing events that a graph's capture records as nodes of its own (not as a join of streams)."""
+    return (torch.cuda.Event(enable_timing=True, external=True),  # type: ignore[call-arg]
+            torch.cuda.Event(enable_timing=True, external=True))  # type: ignore[call-arg]
+
+
+_GRAPH_EVENTS: list[bool] = []
+
+
+def graph_events_work() -> bool:
+    """Whether this torch and driver time a graph by events recorded inside it (tried once per process)."""
+    if not _GRAPH_EVENTS:
+        ok = False
+        try:
+            start, end = _graph_events()
+            x = torch.zeros(1024, device="cuda")
+            graph = torch.cuda.CUDAGraph()
+            torch.cuda.synchronize()
+            with torch.cuda.graph(graph):
+                start.record()
+                x.add_(1)
+                end.record()
+            graph.replay()
+            torch.cuda.synchronize()
+            ok = start.elapsed_time(end) >= 0.0 and float(x[0]) == 1.0
+        except Exception:  # noqa: BLE001 - an older torch (no `external`) or a driver that refuses: events outside
+            torch.cuda.synchronize()
+        _GRAPH_EVENTS.append(ok)
+    return _GRAPH_EVENTS[0]
 
 
 def _spin(event: torch.cuda.Event) -> None:
@@ -191,7 +236,7 @@ def timed_replay(replay: Replay, inputs: Sequence[Any] | None, flush: L2Flusher,
     overwrites them)."""
     if inputs is not None:
         replay.load(inputs)
-    timed, hidden, _ = _on_idle_device(replay.graph.replay, flush, latency_s)
+    timed, hidden, _ = _on_idle_device(replay.graph.replay, flush, latency_s, replay.events)
     return Sample(timed, hidden, copies(replay.outputs) if copy else replay.outputs)
 
 
