@@ -1,8 +1,10 @@
 """How fast and how steady the kernel harness is: candidates per GPU-minute, and timing noise.
 
 Throughput: variants of the single-operator seeds (different warps, distinct texts so none is cached)
-are evaluated through one worker pool, `--parallel` children compiling at once while one times; the
-figure is candidates finished per minute of wall time after each task's one-time reference job.
+are evaluated through one worker pool, `--parallel` children compiling at once while one times, all tasks'
+candidates interleaved in one stream as a run feeds the pool (`--batches`: each task's alone, the pool drained
+between tasks); the figure is candidates finished per minute of wall time after each task's one-time
+reference job.
 Noise: one candidate evaluated `--repeats` times, each time in a fresh child process (its own CUDA
 context, its own compilation); the coefficient of variation of its median time per workload.
 
@@ -86,6 +88,46 @@ def _at(ordered: list[float], q: float) -> float:
     return ordered[int(q * (len(ordered) - 1))] if ordered else 0.0
 
 
+def measure_stream(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: str, per_task: int,
+                   parallel: int) -> dict:
+    """Every task's variants in one stream through the pool, interleaved, `parallel` in flight per GPU at all
+    times, as a run feeds it: the figure is all candidates over the wall time of the stream (each task's
+    reference job done before it starts)."""
+    names = kernel_task_names(tasks.split(",")) if per_task > 0 else []
+    pipelines, texts, prep = {}, {}, {}
+    for name in names:
+        task = load_task(name)
+        ev = KernelEvaluator(task, 1, scratch, config=config, pool=pool)
+        pipelines[name] = Pipeline(task, ev)  # every candidate the way a run takes it: screen, harness, audit
+        t0 = time.perf_counter()
+        ev._prepare(ev._pick())  # the reference job, once per task and session
+        prep[name] = time.perf_counter() - t0
+        texts[name] = variants(seed_path(name).read_text(), per_task)
+    jobs = [(name, texts[name][i]) for i in range(per_task) for name in names]  # interleaved: no task drains alone
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=parallel * len(pool.devices)) as ex:
+        results = list(ex.map(lambda job: pipelines[job[0]].evaluate_sync(Program(source=job[1])), jobs))
+    wall = time.perf_counter() - t0
+    rows = []
+    for name in names:
+        mine = [r for (n, _), r in zip(jobs, results, strict=True) if n == name]
+        reports = [r.report or {"passed": False, "error": r.error} for r in mine]
+        for r, result in zip(reports, mine, strict=True):
+            r["passed"] = result.ok  # the pipeline's verdict, not the harness's alone
+        ok = sum(1 for r in reports if r.get("passed"))
+        rows.append({"task": name, "candidates": len(mine), "passed": ok, "wall_s": wall, "reference_s": prep[name],
+                     "per_gpu_minute": len(jobs) / wall * 60 / len(pool.devices),
+                     "errors": sorted({str(r.get("error"))[:120] for r in reports if not r.get("passed")}),
+                     "seconds": stage_medians(reports), "bounds": bound_summary(reports),
+                     "bound_rows": [r.get("bounds") for r in reports]})
+        pipelines[name].close()
+    print(f"{len(jobs)} candidates of {len(names)} tasks in one stream: {wall:.1f} s "
+          f"({len(jobs) / wall * 60 / max(1, len(pool.devices)):.1f}/GPU-min), "
+          f"{sum(r['passed'] for r in rows)} passed", flush=True)
+    return {"rows": rows, "per_gpu_minute": len(jobs) / wall * 60 / len(pool.devices) if wall else 0,
+            "method": "stream"}
+
+
 def measure_throughput(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: str, per_task: int,
                        parallel: int) -> dict:
     """Variants of each task's seed through the pipeline, `parallel` at once per GPU: per task and overall."""
@@ -116,7 +158,8 @@ def measure_throughput(pool: WorkerPool, config: BenchConfig, scratch: Path, tas
         pipeline.close()
         print(f"{name}: {len(texts)} candidates in {wall:.1f} s ({rows[-1]['per_gpu_minute']:.0f}/GPU-min), "
               f"{ok} passed, reference job {prep:.1f} s", flush=True)
-    return {"rows": rows, "per_gpu_minute": total_n / total_s * 60 / len(pool.devices) if total_s else 0}
+    return {"rows": rows, "per_gpu_minute": total_n / total_s * 60 / len(pool.devices) if total_s else 0,
+            "method": "batches"}
 
 
 def measure_noise(pool: WorkerPool, config: BenchConfig, scratch: Path, task_name: str, repeats: int) -> dict:
@@ -160,6 +203,9 @@ def main() -> None:
                     help="children per GPU alive at once; comma-separated to measure several settings in one call")
     ap.add_argument("--checking-slots", type=_ints, default=[4],
                     help="children checking on a GPU at once, one per --parallel value (or one for all)")
+    ap.add_argument("--batches", action="store_true",
+                    help="time each task's candidates as a batch of its own, the pool drained between tasks "
+                         "(the figure of sessions 1-6), instead of one interleaved stream of all tasks")
     ap.add_argument("--noise-task", default="rmsnorm_fwd")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "kernel_harness.json")
@@ -181,7 +227,8 @@ def main() -> None:
             pool = WorkerPool(scratch, parallel_per_device=parallel, checking_slots=checking)
             pools.append(pool)
             out["devices"] = pool.devices
-            measured = measure_throughput(pool, config, scratch, args.tasks, args.per_task, parallel)
+            measure = measure_throughput if args.batches else measure_stream
+            measured = measure(pool, config, scratch, args.tasks, args.per_task, parallel)
             out["throughput_by_setting"].append({"parallel": parallel, "checking_slots": checking, **measured})
             if i == 0:
                 out["noise"] = measure_noise(pool, config, scratch, args.noise_task, args.repeats)

@@ -106,3 +106,19 @@ def test_a_gpu_workers_machine_without_pydantic_reads_every_task_as_the_engine_d
     assert set(unchecked) == set(list_tasks()) and len(unchecked) > 30
     for name, text in unchecked.items():
         assert text == repr(load_task(name).config), name
+
+
+def test_evaluators_of_two_tasks_share_one_pool_at_once(evaluator: KernelEvaluator) -> None:
+    """A suite's tasks share a worker pool: their jobs are told apart, so each evaluation gets its own answer
+    (ids counted per evaluator once collided, and one of two concurrent evaluations waited forever)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pair = [KernelEvaluator(load_task(f"kernels/{name}"), 1, evaluator.scratch, config=evaluator.config,
+                            pool=evaluator.pool) for name in ("rmsnorm_fwd", "silu_fwd")]
+    assert pair[0]._job(kind="reference")["id"] != pair[1]._job(kind="reference")["id"]
+    with ThreadPoolExecutor(2) as ex:
+        futures = [ex.submit(e.evaluate_source_sync, (REPO / "kernels" / f"{e.task.name.split('/')[1]}.py").read_text())
+                   for e in pair]
+        reports = [f.result(timeout=300) for f in futures]
+    for e, r in zip(pair, reports, strict=True):
+        assert r["status"] == "ok" and r["passed"], (e.task.name, r.get("error"))

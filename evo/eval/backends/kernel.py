@@ -147,7 +147,8 @@ class KernelEvaluator:
         own machine and refuses a folder that differs), seeds, limits and, for a candidate, its files' contents.
         No path of this machine: any worker, on any node, can run it."""
         cfg = self.task.config
-        return {"id": f"j{next(self._ids)}", "task": self.task.name, "task_hash": task_hash(self.task),
+        # The id names the answer among every job of the pool, which evaluators of other tasks share.
+        return {"id": f"{self.session.name}.{next(self._ids)}", "task": self.task.name, "task_hash": task_hash(self.task),
                 "timeout_s": cfg.timeout_s, "session_seed": self.session_seed, "memory_mb": cfg.memory_mb,
                 "config": asdict(self.config), **kw}
 
