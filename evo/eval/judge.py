@@ -54,7 +54,7 @@ import torch
 from evo.eval import wire
 from evo.eval.integrity import CORRECTNESS_CHECKS, classify_mismatch
 from evo.eval.kernel_spec import Workload, compare_outputs, stress_description, stress_inputs
-from evo.eval.reference_data import WorkloadData, draw_timing_plan
+from evo.eval.reference_data import NO_REFERENCE_YET, TASKS_HELD, WorkloadData, draw_timing_plan
 from evo.eval.time_bound import rechecked_calls, time_bound, timed_calls
 from evo.eval.timing import BenchConfig, spread_of
 from evo.task import load_module
@@ -406,7 +406,7 @@ def serve(control: socket.socket, device: str, lock_path: Path | None, checking_
                     report({"id": req["id"], "judged": {"error": str(hello.get("error"))[:2000]}})
                     return
                 expected[key] = load_expected(exp, device, Path(req["expected_dir"]))
-                while len(expected) > 2:  # `evo bench` walks the suite: keep the newest tasks only
+                while len(expected) > TASKS_HELD:  # the oldest task's go, as in the zygote
                     expected.pop(next(iter(expected)))
                 calibration = calibrate(s, expected[key], config)
                 wire.send(child, {"op": "bye"})
@@ -415,7 +415,7 @@ def serve(control: socket.socket, device: str, lock_path: Path | None, checking_
                 exp = expected.get(key)
                 if exp is None:
                     report({"id": req["id"], "judged": {"error": "the judge holds no expected outputs for this task "
-                                                        "(its reference job did not run here)"}})
+                                                        f"({NO_REFERENCE_YET} here, or its outputs were let go)"}})
                     return
                 report({"id": req["id"], "judged": judge_candidate(s, exp, config, req.get("prepared", {}),
                                                                    str(req.get("workdir", "")))})

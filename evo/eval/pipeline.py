@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from evo.audit import Level, Verdict, audit
 from evo.errors import EvoError
-from evo.eval.backends.base import EvalResult, Evaluator, JobRunner
+from evo.eval.backends.base import EvalResult, Evaluator, FreshInputs, JobRunner
 from evo.eval.families import InvalidJob, family_of
 from evo.program import Program, Source, source_files
 from evo.task import Task, load_task
@@ -150,7 +150,8 @@ class Pipeline:
         if why:
             review = await reviewer.review(program.source, result, why)
             if review.held:  # never admitted on the model's word: the stricter audit on a fresh run decides
-                result = reviewer.settle(review, result, await self._evaluate(program, Level.PUBLISH))
+                rerun = await self._evaluate(program, Level.PUBLISH, fresh_inputs=True)
+                result = reviewer.settle(review, result, rerun)
             else:
                 review.outcome = "admitted"
                 result.review = review.to_dict()
@@ -158,9 +159,11 @@ class Pipeline:
             reviewer.observe(result.metrics)
         return result
 
-    async def _evaluate(self, program: Program, level: Level, fidelity: str | None = None) -> EvalResult:
+    async def _evaluate(self, program: Program, level: Level, fidelity: str | None = None,
+                        fresh_inputs: bool = False) -> EvalResult:
         """Screen, run, score and audit at `level` (the pipeline's own, or `publish` for a held candidate), at the
-        rung `fidelity` (the last when None)."""
+        rung `fidelity` (the last when None); `fresh_inputs`: on inputs the backend has not used before, where it
+        can draw them (`FreshInputs`: the kernel harness), else as any run."""
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         shape, screened = self._known_screen(program)
@@ -176,7 +179,10 @@ class Pipeline:
         else:
             # A backend that takes jobs gets the message itself (rung, task hash); any other the program.
             backend = self.backend
-            result = await (backend.run(job) if self._takes_jobs() else backend.evaluate(job.program))
+            if fresh_inputs and isinstance(backend, FreshInputs):
+                result = await backend.evaluate_on_fresh_inputs(job.program)
+            else:
+                result = await (backend.run(job) if self._takes_jobs() else backend.evaluate(job.program))
         if result.outputs is None:
             # Nothing left to score and the static checks passed in the screen: what remains is folding the
             # harness's checks in (tens of microseconds), cheaper here than a hop to a thread and back.

@@ -31,6 +31,13 @@ def workloads_for(spec: Any, device: str) -> tuple[Workload, ...]:
 
 
 CHECK_SEEDS = 3  # at least, per workload: the correctness rounds' fresh inputs
+# How a worker says that a candidate's job came before its task's reference job (or after the worker let that
+# task's data go): the evaluator runs the reference job again and the candidate once more.
+NO_REFERENCE_YET = "the task's reference job has not run"
+# Tasks whose inputs (the zygote) and expected outputs (the judge) a worker keeps at once: a suite's tasks share
+# one pool, their candidates interleaved. Past it the oldest task's go, and its evaluator runs its reference
+# job again when a candidate of that task comes (`NO_REFERENCE_YET`).
+TASKS_HELD = 8
 
 
 def seeds_per_workload(n_workloads: int, config: BenchConfig) -> int:
@@ -129,7 +136,7 @@ class WorkloadData:
         missing = [w.name for w in self.workloads if not masked_path(masked_dir, w).is_file()]
         if missing:
             raise FileNotFoundError(f"no masked timing inputs for workloads {', '.join(missing)} in {masked_dir}: "
-                                    "the task's reference job has not run in this worker session")
+                                    f"{NO_REFERENCE_YET} in this worker session")
         self.masked = {w.name: masking.load(masked_path(masked_dir, w)) for w in self.workloads}
 
 

@@ -44,7 +44,7 @@ import triton  # noqa: F401
 from evo.eval import fs_guard, wire
 from evo.eval.families.base import task_hash
 from evo.eval.gpu_lock import GpuLock
-from evo.eval.reference_data import WorkloadData
+from evo.eval.reference_data import NO_REFERENCE_YET, TASKS_HELD, WorkloadData
 from evo.eval.timing import BenchConfig
 from evo.eval.worker_child import child_main, private_dir
 from evo.program import MAIN_FILE
@@ -218,6 +218,8 @@ def _resolve(job: dict[str, Any], session: Path) -> dict[str, Any]:
 
 def _compose(job: dict[str, Any], payload: dict[str, Any], judged: dict[str, Any]) -> dict[str, Any]:
     """The worker's answer from the child's exit and the judge's report: the checks and times are the judge's."""
+    if NO_REFERENCE_YET in str(judged.get("error", "")):  # the child's error then is only its socket closed
+        return {"status": "error", "error": f"the judge failed: {judged['error']}"}
     if payload.get("status") != "ok":
         return payload
     if "error" in judged:
@@ -271,7 +273,7 @@ def serve(device: str, session: Path, parallel: int, checking_slots: int = 4) ->
         sets, read once its reference job has written them (a new reference job makes new ones)."""
         key = (job["task_root"], int(job["session_seed"]))
         if key not in datas:
-            while len(datas) >= 2:  # `evo bench` walks the suite task by task: keep the newest only
+            while len(datas) >= TASKS_HELD:  # the oldest task's go (its evaluator runs its reference job again)
                 _, gone = datas.pop(next(iter(datas)))
                 shutil.rmtree(gone, ignore_errors=True)
             reference = load_module(Path(job["task_root"]) / "reference.py", "evo_reference_zygote")

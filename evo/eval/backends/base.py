@@ -59,3 +59,11 @@ class JobRunner(Protocol):
     hands such a backend every job; one without `run` gets `job.program` and can run only the last rung."""
 
     async def run(self, job: Job) -> EvalResult: ...
+
+
+@runtime_checkable
+class FreshInputs(Protocol):
+    """A backend that can run a candidate again on inputs it has not seen: a new session of the task's inputs
+    (new correctness and timing sets, new expected outputs), for the re-run of a candidate the model reviewer held."""
+
+    async def evaluate_on_fresh_inputs(self, program: Program) -> EvalResult: ...

@@ -29,7 +29,7 @@ from evo.eval.backends.base import EvalResult
 from evo.eval.families.base import task_hash
 from evo.eval.integrity import CORRECTNESS_CHECKS
 from evo.eval.peaks import peaks_for, sol_score, speed_of_light_s
-from evo.eval.reference_data import workloads_for
+from evo.eval.reference_data import NO_REFERENCE_YET, workloads_for
 from evo.eval.timing import BenchConfig
 from evo.program import MAIN_FILE, Program, source_files
 from evo.task import TASKS_ENV, Task
@@ -138,7 +138,7 @@ class KernelEvaluator:
         self.session_seed = session_seed if session_seed is not None else random.SystemRandom().randrange(2**31)
         self.devices = self.pool.devices
         self._workers = self.pool.workers
-        self._prepared: dict[str, Future[dict[str, Any]]] = {}
+        self._prepared: dict[tuple[str, int], Future[dict[str, Any]]] = {}  # (device, session seed)
         self._ids = itertools.count()
         self._lock = threading.Lock()
 
@@ -152,14 +152,17 @@ class KernelEvaluator:
                 "timeout_s": cfg.timeout_s, "session_seed": self.session_seed, "memory_mb": cfg.memory_mb,
                 "config": asdict(self.config), **kw}
 
-    def _prepare(self, worker: Worker) -> dict[str, Any]:
-        """The reference job of this task on this worker's device (once per session)."""
+    def _prepare(self, worker: Worker, session_seed: int | None = None) -> dict[str, Any]:
+        """The reference job of this task on this worker's device (once per session: `session_seed`, this
+        evaluator's own when None, draws the inputs and the expected outputs)."""
+        seed = self.session_seed if session_seed is None else session_seed
         with self._lock:
-            fut = self._prepared.get(worker.device)
+            fut = self._prepared.get((worker.device, seed))
             if fut is None:
-                fut = worker.submit(self._job(kind="reference", timeout_s=1800))
-                self._prepared[worker.device] = fut
+                fut = worker.submit(self._job(kind="reference", timeout_s=1800, session_seed=seed))
+                self._prepared[(worker.device, seed)] = fut
         answer = fut.result()
+        answer.setdefault("_future", id(fut))  # which reference job this was (`_forget_reference`)
         if answer.get("status") != "ok":
             raise EvoError(f"the reference of {self.task.name} failed on {worker.device}: {answer.get('error')}\n"
                            f"{answer.get('log_tail', '')}{answer.get('traceback', '')}")
@@ -168,12 +171,27 @@ class KernelEvaluator:
     def _pick(self) -> Worker:
         return min(self._workers, key=lambda w: w.load)
 
-    def evaluate_files_sync(self, files: dict[str, str]) -> dict[str, Any]:
-        """Run one candidate (its files: `candidate.py` and any helpers) and return the worker's answer plus scores."""
+    def evaluate_files_sync(self, files: dict[str, str], fresh_inputs: bool = False) -> dict[str, Any]:
+        """Run one candidate (its files: `candidate.py` and any helpers) and return the worker's answer plus scores.
+        `fresh_inputs`: in a session of its own (new inputs and expected outputs, a reference job of its own)
+        rather than this evaluator's."""
         worker = self._pick()
-        ref_answer = self._prepare(worker)
-        prepared = ref_answer["prepared"]
-        answer = worker.submit(self._job(kind="candidate", files=files, prepared=prepared)).result()
+        seed = random.SystemRandom().randrange(2**31) if fresh_inputs else self.session_seed
+        for again in (False, True):
+            ref_answer = self._prepare(worker, seed)
+            prepared = ref_answer["prepared"]
+            answer = worker.submit(self._job(kind="candidate", files=files, prepared=prepared,
+                                             session_seed=seed)).result()
+            if again or NO_REFERENCE_YET not in str(answer.get("error", "")):
+                break
+            with self._lock:  # the worker let this task's data go (other tasks came since): its reference again,
+                # once for all the candidates that found it gone
+                fut = self._prepared.get((worker.device, seed))
+                if fut is not None and id(fut) == ref_answer.get("_future"):
+                    del self._prepared[(worker.device, seed)]
+        if fresh_inputs:
+            with self._lock:
+                self._prepared.pop((worker.device, seed), None)  # one use: no later job asks for this seed
         return self.score(answer, prepared, ref_answer.get("device_name", "cpu"))
 
     def evaluate_path_sync(self, candidate_dir: Path) -> dict[str, Any]:
@@ -225,16 +243,21 @@ class KernelEvaluator:
         report["score"] = sum(scores) / len(scores) if scores and not failures else 0.0
         return report
 
-    async def evaluate(self, program: Program) -> EvalResult:
+    async def evaluate(self, program: Program, fresh_inputs: bool = False) -> EvalResult:
         """Run one program on the harness: its scored report and the judge's checks, no verdict (the pipeline
         audits, `evo/eval/pipeline.py`)."""
         start = time.perf_counter()
         report = await asyncio.get_running_loop().run_in_executor(None, self.evaluate_files_sync,
-                                                                  source_files(program.source))
+                                                                  source_files(program.source), fresh_inputs)
         result = report_to_result(report, time.perf_counter() - start)
         result.checks = [(str(n), bool(p), str(r or "")) for n, p, r in report.get("checks", [])]
         result.report = report
         return result
+
+    async def evaluate_on_fresh_inputs(self, program: Program) -> EvalResult:
+        """`evaluate` in a session of the task's inputs of its own: inputs and expected outputs drawn anew (a
+        reference job more), for the re-run of a held candidate (`evo/audit/reviewer.py`)."""
+        return await self.evaluate(program, fresh_inputs=True)
 
     def close(self) -> None:
         if self._own_pool:
