@@ -152,3 +152,23 @@ def test_a_run_on_fresh_inputs_shares_no_input_with_the_sessions(evaluator: Kern
     seen, seen_fresh = (_inputs_seen(r) - warm for r in (first, fresh))
     assert seen and seen_fresh
     assert not seen & seen_fresh, seen & seen_fresh
+
+
+@pytest.mark.slow
+def test_a_task_the_worker_let_go_runs_its_reference_job_again(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past `EVO_TASKS_HELD` tasks, a worker lets the oldest one's data go: that task's next candidate still gets
+    judged (its evaluator runs the reference job again), never failed for the worker's memory."""
+    from evo.eval.backends.kernel import WorkerPool
+
+    monkeypatch.setenv("EVO_TASKS_HELD", "1")
+    config = BenchConfig(iters=2, warmup=1, compile_baseline=False)
+    pool = WorkerPool(tmp_path, ["cpu"], parallel_per_device=1)
+    try:
+        rms, silu = (KernelEvaluator(load_task(f"kernels/{n}"), 1, tmp_path, config=config, pool=pool)
+                     for n in ("rmsnorm_fwd", "silu_fwd"))
+        for ev in (rms, silu, rms):  # the third finds rmsnorm's data gone
+            report = ev.evaluate_source_sync((REPO / "kernels" / f"{ev.task.name.split('/')[1]}.py").read_text())
+            assert report["status"] == "ok" and report["passed"], (ev.task.name, report.get("error"))
+    finally:
+        pool.close()

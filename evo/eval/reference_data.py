@@ -11,6 +11,7 @@ times PyTorch eager and `torch.compile` on them, the baselines of the SOL score.
 from __future__ import annotations
 
 import math
+import os
 import random
 from pathlib import Path
 from types import ModuleType
@@ -37,7 +38,7 @@ NO_REFERENCE_YET = "the task's reference job has not run"
 # Tasks whose inputs (the zygote) and expected outputs (the judge) a worker keeps at once: a suite's tasks share
 # one pool, their candidates interleaved. Past it the oldest task's go, and its evaluator runs its reference
 # job again when a candidate of that task comes (`NO_REFERENCE_YET`).
-TASKS_HELD = 8
+TASKS_HELD = int(os.environ.get("EVO_TASKS_HELD", "8"))
 
 
 def seeds_per_workload(n_workloads: int, config: BenchConfig) -> int:

@@ -56,7 +56,7 @@ class Worker:
                  checking_slots: int = 4):
         self.device = device
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "CUDA_VISIBLE_DEVICES",
-                                                           "LD_LIBRARY_PATH", "TRITON_CACHE_DIR", "CUDA_HOME", "EVO_LOCK_DIR",
+                                                           "LD_LIBRARY_PATH", "TRITON_CACHE_DIR", "CUDA_HOME", "EVO_LOCK_DIR", "EVO_TASKS_HELD",
                                                            TASKS_ENV)}
         if task_roots:  # where this machine keeps tasks the worker must find by name
             env[TASKS_ENV] = os.pathsep.join([*map(str, task_roots), *filter(None, [env.get(TASKS_ENV)])])
