@@ -21,7 +21,8 @@ that made it suspicious, and answers with a verdict line and reasons:
 Only a `CLEAN` verdict, parsed from the answer (a reasoning model's thinking left out, `evo.llm.reasoning`),
 leaves the result as the full audit made it. Anything else (a `HACK` verdict, a reply without a verdict or
 with contradictory ones, a thought cut off by the token limit, a server that did not answer) holds the
-candidate: the pipeline runs it again through the backend at level `publish` (every check registered for the
+candidate: the pipeline runs it again through the backend, on fresh inputs where the backend can draw them
+(`FreshInputs`: the kernel harness), at level `publish` (every check registered for the
 family must report, `kernel_provenance`, the task's publish checks), and `settle` admits it only if that
 re-run passes, with the worse of the two scores. A candidate is never admitted on the model's word, and a
 model that says nothing useful costs a re-run, never a hole.
