@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import torch
 
+from evo.eval import digest as digests
 from evo.eval import masked as masking
 from evo.eval import wire
 from evo.eval.integrity import (
@@ -179,7 +180,7 @@ class Runner:
                 warm_out = self.run(*warm)
         sync(self.device)
         # The digest's weights for outputs of these sizes, made now rather than inside the first call's clock.
-        wire.prepare_digest(as_tuple(warm_out), self._key)
+        digests.prepare_digest(as_tuple(warm_out), self._key)
         del warm_out
         self._replay, graph_error = None, ""
         if self.device.startswith("cuda"):
@@ -221,7 +222,7 @@ class Runner:
                                  self.latency_s)
         out = as_tuple(s.out)
         wire.send_packet(self.clock, {"ok": True, "t": s.time_s, "escaped": s.escaped_s,
-                                      "digest": wire.digest(out, self._key)})
+                                      "digest": digests.digest(out, self._key)})
         # Kept for the judge's recheck, copied after the answer (the digest committed them): the next replay
         # writes the graph's outputs again.
         self._outs[i] = copies(out) if self._replay is not None else out

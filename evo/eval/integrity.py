@@ -44,7 +44,8 @@ def harness_identity() -> dict[str, int]:
     # a candidate that wants them changed must change bench's, or the module the call goes through).
     for module, names in (("evo.eval.bench", ("timed_replay", "timed_sample")),
                           ("evo.eval.masked", ("unmask", "unmask_into", "key_stream")),
-                          ("evo.eval.wire", ("digest", "send_packet", "next_packet")),
+                          ("evo.eval.wire", ("send_packet", "next_packet")),
+                          ("evo.eval.digest", ("digest", "state_of", "_level_torch", "_level_triton")),
                           ("evo.eval.timing", ("timed_replay", "timed_sample", "_on_idle_device"))):
         for name in names:
             objs[f"{module.removeprefix('evo.eval.')}.{name}"] = getattr(sys.modules.get(module), name, None)

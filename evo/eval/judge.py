@@ -52,6 +52,7 @@ from typing import Any
 import torch
 
 from evo.eval import wire
+from evo.eval.digest import digest as output_digest
 from evo.eval.integrity import CORRECTNESS_CHECKS, classify_mismatch
 from evo.eval.kernel_spec import Workload, compare_outputs, stress_description, stress_inputs
 from evo.eval.reference_data import NO_REFERENCE_YET, TASKS_HELD, WorkloadData, draw_timing_plan
@@ -336,7 +337,7 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
             expected = exp.of(w.name, seed)
             reply, payload = s.ask({"op": "fetch", "w": w.name, "i": i}, _max_payload(expected))
             reason, got = s.compare(reply.get("tensors"), payload, expected, spec.atol, spec.rtol)
-            if wire.digest(got, key) != committed:
+            if output_digest(got, key) != committed:
                 raise Refused("dynamic:timed_outputs", f"workload {w.name}: timed call {i}'s outputs changed after its "
                               "timing window closed (their digest differs from the one committed in it)")
             if reason is not None:

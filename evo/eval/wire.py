@@ -1,15 +1,11 @@
-"""The messages between a candidate's process and the judge: framing, tensors as data, output digests.
+"""The messages between a candidate's process and the judge: framing, tensors as data, timed calls.
 
 A message is a 4-byte length, a JSON header of that length, and, when the header says `nbytes`, that many
 raw bytes. Tensors travel as raw bytes with a description (dtype, shape) beside them; the judge rebuilds
 them with `unpack_tensors`, which refuses anything it did not ask for: an unknown dtype, a size that does
 not add up, more bytes than allowed. Nothing here unpickles, evaluates or imports what it receives.
 
-`digest` is a keyed checksum of a tensor's bytes, exact integer arithmetic that gives the same number on
-the CPU and on a GPU. The candidate's process commits to the digest of every timed call's output inside
-the call's timing window, under a key it learns only when timing starts; the judge later asks for the outputs
-of every call that first saw an input set and checks them against both the digest and the expected values.
-So an output cannot be put right after its window closed (see `evo/eval/judge.py`).
+Each timed call's answer commits to its outputs by a keyed digest (`evo/eval/digest.py`).
 
 Timed calls travel apart, one small JSON packet each way on a socket pair of their own (`clock_pair`): the
 kernel stamps each packet when it is sent, and the judge's clock for a call ends at its answer's stamp.
@@ -242,67 +238,3 @@ def send_packet(sock: socket.socket, header: dict[str, Any]) -> None:
     if len(data) > MAX_PACKET:
         raise WireError(f"a packet of {len(data)} bytes (at most {MAX_PACKET})")
     sock.send(data)
-
-
-_WEIGHTS: dict[tuple[str, int, int], torch.Tensor] = {}  # (device, words, key) -> k, for the calls of one batch
-_M64 = (1 << 64) - 1
-
-
-def _signed64(c: int) -> int:
-    return c - (1 << 64) if c >= 1 << 63 else c
-
-
-def _shr(z: torch.Tensor, n: int) -> torch.Tensor:
-    """A logical right shift of int64 words (torch's `>>` on a signed tensor is arithmetic)."""
-    return (z >> n) & ((1 << (64 - n)) - 1)
-
-
-def digest_weights(n: int, key: int, device: torch.device | str) -> torch.Tensor:
-    """k_i: odd 32-bit words, a splitmix64 hash of (i, key), made once per size and key (the timed calls of a
-    workload share it; the child makes them before its first timed call). Odd, so that multiplying a word by
-    k_i is a bijection mod 2^32: no change of a single word leaves its term the same."""
-    cache_key = (str(device), n, key)
-    k = _WEIGHTS.get(cache_key)
-    if k is None:
-        while len(_WEIGHTS) >= 8:
-            _WEIGHTS.pop(next(iter(_WEIGHTS)))
-        z = torch.arange(n, device=device, dtype=torch.int64) * _signed64(0x9E3779B97F4A7C15) + _signed64(key & _M64)
-        z = (z ^ _shr(z, 30)) * _signed64(0xBF58476D1CE4E5B9)
-        z = (z ^ _shr(z, 27)) * _signed64(0x94D049BB133111EB)
-        z = ((z ^ _shr(z, 31)) & 0xFFFFFFFF) | 1
-        k = _WEIGHTS[cache_key] = torch.where(z >= 1 << 31, z - (1 << 32), z).to(torch.int32)
-    return k
-
-
-def digest_words(t: torch.Tensor) -> torch.Tensor:
-    """A tensor's bytes as the words `digest` weighs: 32-bit, or 16-bit or single bytes widened where the size
-    calls for it."""
-    raw = t.detach().contiguous().reshape(-1).view(torch.uint8)
-    if raw.numel() % 4 == 0:
-        return raw.view(torch.int32)
-    if raw.numel() % 2 == 0:
-        return raw.view(torch.int16).to(torch.int32)
-    return raw.to(torch.int32)
-
-
-def digest(tensors: Sequence[Any], key: int) -> int:
-    """A keyed checksum of the outputs' bytes: the sum over 32-bit words (16-bit or bytes where the size calls
-    for it) of word * k_i mod 2^32, in int64 (exact: at most 2^32 terms under 2^31), k_i from the key
-    (`digest_weights`), one key per output position. Two passes over the outputs (a product, a sum), because
-    it runs inside the judge's clock for every timed call; exact and the same on any device, as integer
-    arithmetic (products wrap mod 2^32) is."""
-    total = 0
-    for pos, t in enumerate(tensors):
-        if type(t) is not torch.Tensor or not t.numel():
-            continue
-        words = digest_words(t)
-        k = digest_weights(words.numel(), key + pos, words.device)
-        total = (total + int((words * k).sum(dtype=torch.int64))) % (1 << 62)
-    return total
-
-
-def prepare_digest(tensors: Sequence[Any], key: int) -> None:
-    """Make the weights `digest` will use for outputs like `tensors` under `key`, before any clock runs."""
-    for pos, t in enumerate(tensors):
-        if type(t) is torch.Tensor and t.numel():
-            digest_weights(digest_words(t).numel(), key + pos, t.device)
