@@ -57,10 +57,14 @@ def _mix_t(z: torch.Tensor) -> torch.Tensor:
     return z ^ _shr(z, 31)
 
 
+_TOP = 1 << 63
+
+
 def level_keys(key: int, position: int, level: int) -> tuple[int, int]:
-    """The two 64-bit keys of one level of one output position."""
-    k0 = _mix(key ^ _mix(position * _G + level + 1))
-    return k0, _mix(k0 + _G)
+    """The two 64-bit keys of one level of one output position (the top bit set, so that Triton types every key
+    alike: 64-bit unsigned)."""
+    k0 = _mix(key ^ _mix(position * _G + level + 1)) | _TOP
+    return k0, _mix(k0 + _G) | _TOP
 
 
 def digest_words(t: torch.Tensor) -> torch.Tensor:
@@ -136,6 +140,8 @@ def digest(tensors: Sequence[Any], key: int, triton: bool | None = None) -> int:
     return fold(states, key)
 
 
-def prepare_digest(tensors: Sequence[Any], key: int) -> None:
-    """Compile what `digest` runs for outputs like `tensors`, before any clock runs (the Triton kernel on a GPU)."""
-    digest([t.clone() if type(t) is torch.Tensor else t for t in tensors], key)
+def prepare_digest(device: str) -> None:
+    """Compile (or load from Triton's cache) what `digest` runs on `device`, before any clock runs: both of the
+    Triton kernel's variants on a GPU, nothing on a CPU."""
+    if device.startswith("cuda"):
+        digest([torch.zeros(4096, dtype=torch.int32, device=device)], 1)

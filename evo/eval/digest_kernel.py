@@ -13,7 +13,9 @@ def _mix(z, m1, m2):
     return z ^ (z >> 31)
 
 
-@triton.jit
+# Sizes are not specialised on (a new output size compiles nothing); the keys always have their top bit set
+# (`digest.level_keys`), so Triton types them the same: two compilations a process family, first level or not.
+@triton.jit(do_not_specialize=["n", "lanes", "k0", "k1"])
 def digest_level(x_ptr, out_ptr, n, lanes, k0, k1, g, m1, m2, PER: tl.constexpr, BLOCK: tl.constexpr,
                  FIRST: tl.constexpr):
     """Lane l hashes x[l], x[l + lanes], ... (PER words, zeros past n) into two 64-bit words at out[2l:2l+2]."""

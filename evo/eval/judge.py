@@ -53,6 +53,7 @@ import torch
 
 from evo.eval import wire
 from evo.eval.digest import digest as output_digest
+from evo.eval.digest import prepare_digest
 from evo.eval.integrity import CORRECTNESS_CHECKS, classify_mismatch
 from evo.eval.kernel_spec import Workload, compare_outputs, stress_description, stress_inputs
 from evo.eval.reference_data import NO_REFERENCE_YET, TASKS_HELD, WorkloadData, draw_timing_plan
@@ -384,6 +385,7 @@ def serve(control: socket.socket, device: str, lock_path: Path | None, checking_
     """Take requests from the worker; one thread per child."""
     expected: dict[str, Expected] = {}
     send_lock = threading.Lock()
+    prepare_digest(device)  # the digest's Triton kernel compiled now, not in the first candidate's recheck
     gpu_lock = None
     if lock_path is not None and device.startswith("cuda"):
         from evo.eval.gpu_lock import GpuLock

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from evo.eval import digest as digests
 from evo.eval import fs_guard, net_guard, wire
 from evo.eval.bench import Runner
 from evo.eval.gpu_lock import GpuLock
@@ -99,6 +100,8 @@ def _child_setup(job: dict[str, Any], device: str, private: Path, lock: GpuLock)
             torch.cuda.set_per_process_memory_fraction(gpu_fraction)
             # Start CUDA's own helper threads now, so that the candidate's thread count is taken after them.
             torch.ones(1, device=device).add_(1)
+            # The digest's Triton kernel compiled (or loaded from the session's cache) before any clock runs.
+            digests.prepare_digest(device)
             torch.cuda.synchronize()
     if not candidate:
         return None
