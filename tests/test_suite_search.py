@@ -94,10 +94,10 @@ def _evo(*args: str) -> subprocess.CompletedProcess[str]:
                           env=dict(os.environ))
 
 
-def _evaluated_per_program(run_dir: Path) -> Counter[str]:
+def _evaluated_per_program(run_dir: Path, tasks: tuple[str, ...] = ("pair/near_a", "pair/near_b")) -> Counter[str]:
     """How many `evaluated` events each program of each task got (never more than one)."""
     counts: Counter[str] = Counter()
-    for task in ("pair/near_a", "pair/near_b"):
+    for task in tasks:
         store = Store.in_dir(member_dir(run_dir, task), readonly=True)
         try:
             counts.update(pid for _, _, _, pid, _ in store.events("evaluated"))
@@ -290,3 +290,30 @@ def test_a_stopped_suite_resumes_with_nothing_lost_or_counted_twice(tasks_root: 
     counts = _evaluated_per_program(run_dir)
     assert sum(counts.values()) == 12  # exactly the budget over both sessions
     assert max(counts.values()) == 1  # no program evaluated (or counted) twice
+
+
+@pytest.mark.slow
+def test_a_suite_of_kernel_tasks_shares_one_worker_pool(tmp_path: Path) -> None:
+    """Kernel tasks of a suite share one zygote and one judge per GPU (not one each), every task's data kept, and
+    the shared pool is closed with the suite: a two-kernel suite on the CPU (Triton's interpreter), then resumed."""
+    config = RunConfig.from_dict({"budget": 5, "workers": 2, "lessons_every": 0, "retime_on_resume": False,
+                                  "operators": {"params": 1.0}})
+    suite = Suite.create(tmp_path / "suite", "kernels/rmsnorm_fwd,kernels/silu_fwd", config)
+    pools = {id(e.evaluator.backend.pool) for e in suite.parts.members.values()}  # type: ignore[attr-defined]
+    assert len(pools) == 1 and suite.parts.pool is not None
+    workers = suite.parts.pool.workers
+    suite.run()
+    assert all(w.proc.poll() is not None for w in workers)  # closed with the suite
+    resumed = Suite.open(tmp_path / "suite", {"budget": 6})
+    resumed.run()
+    counts = _evaluated_per_program(tmp_path / "suite", ("kernels/rmsnorm_fwd", "kernels/silu_fwd"))
+    assert sum(counts.values()) == 6 and max(counts.values()) == 1
+    stores = [Store.in_dir(member_dir(tmp_path / "suite", t), readonly=True)
+              for t in ("kernels/rmsnorm_fwd", "kernels/silu_fwd")]
+    try:  # each task's seed was judged (on its own task's data): none failed for the shared worker's memory
+        for store in stores:
+            seeds = [p for p in store.iter_programs() if p.operator == "seed"]
+            assert seeds and all(p.status is Status.EVALUATED for p in seeds), [(p.status, p.error) for p in seeds]
+    finally:
+        for store in stores:
+            store.close()

@@ -17,15 +17,20 @@ from __future__ import annotations
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evo.config import RunConfig
 from evo.engine import Engine
 from evo.errors import EvoError
+from evo.eval.backends.base import Evaluator
 from evo.run_dir import RESUMABLE, RunLock, _check_writable, _make_dir
 from evo.store import DB_NAME, Store
 from evo.suite.layout import MEMBER_KEY, MEMBERS, SUITE_KEY, member_dir, suite_meta
 from evo.suite.tasks import Relation, load_suite_tasks, related_tasks, resolve_suite
+from evo.task import Task
+
+if TYPE_CHECKING:
+    from evo.eval.backends.kernel import WorkerPool
 
 # A model the suite's tasks share must be a server: an in-process model or a managed `vllm serve` would be
 # started once per task.
@@ -69,13 +74,34 @@ class SuiteParts:
     options: SuiteOptions
     members: dict[str, Engine]
     related: dict[str, list[Relation]]
+    pool: WorkerPool | None = None  # the kernel tasks' shared worker pool (evo/eval/backends/kernel.py), if any
 
     def release(self) -> None:
-        """Close every task's engine and the suite's store; drop the locks."""
+        """Close every task's engine, the kernel tasks' worker pool and the suite's store; drop the locks."""
         for engine in self.members.values():
             engine.close()
+        if self.pool is not None:
+            self.pool.close()
         self.store.close()
         self.lock.release()
+
+
+def _kernel_pipelines(run_dir: Path, tasks: list[Task], config: RunConfig
+                      ) -> tuple[WorkerPool | None, dict[str, Evaluator]]:
+    """One worker pool for the suite's kernel tasks, and each one's pipeline on it: one zygote and one judge per
+    GPU for the whole suite rather than per task (each imports torch and Triton; a judge holds a CUDA context),
+    every task's data kept (`tasks_held`). None and no pipeline where tasks build their own backends: fewer than
+    two kernel tasks, or a Ray cluster's."""
+    kernel = [t for t in tasks if t.config.family == "kernels"]
+    if len(kernel) < 2 or config.backend != "local":
+        return None, {}
+    from evo.eval.backends.kernel import WorkerPool  # torch: only for a suite of kernels
+    from evo.eval.pipeline import Pipeline
+
+    pool = WorkerPool(run_dir / "scratch", parallel_per_device=max(1, config.workers),
+                      task_roots=sorted({t.root.parent.parent for t in kernel}), tasks_held=len(kernel))
+    return pool, {t.name: Pipeline(t, workers=config.workers, scratch=member_dir(run_dir, t.name) / "scratch",
+                                   pool=pool) for t in kernel}
 
 
 def _check_config(config: RunConfig) -> None:
@@ -113,10 +139,12 @@ def create_suite(run_dir: Path, spec: str, config: RunConfig, options: SuiteOpti
     lock = RunLock.acquire(run_dir)
     store = Store.in_dir(run_dir)
     members: dict[str, Engine] = {}
+    pool = None
     try:
+        pool, pipelines = _kernel_pipelines(run_dir, tasks, config)
         for task in tasks:
             where = member_dir(run_dir, task.name)
-            engine = Engine.create(where, configs[task.name])
+            engine = Engine.create(where, configs[task.name], pipelines.get(task.name))
             members[task.name] = engine
             engine.store.set_meta(MEMBER_KEY, "../..")
             engine.store.commit()
@@ -128,14 +156,14 @@ def create_suite(run_dir: Path, spec: str, config: RunConfig, options: SuiteOpti
         store.set_meta(SUITE_KEY, meta)
         store.log("suite_created", {"tasks": meta["tasks"], "options": meta["options"]})
     except BaseException:
-        parts = SuiteParts(run_dir, store, lock, config, options, members, {})
+        parts = SuiteParts(run_dir, store, lock, config, options, members, {}, pool)
         parts.release()
         shutil.rmtree(run_dir / MEMBERS, ignore_errors=True)
         (run_dir / DB_NAME).unlink(missing_ok=True)
         if new_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    return SuiteParts(run_dir, store, lock, config, options, members, related)
+    return SuiteParts(run_dir, store, lock, config, options, members, related, pool)
 
 
 def open_suite(run_dir: Path, overrides: dict[str, Any] | None = None) -> SuiteParts:
@@ -157,6 +185,7 @@ def open_suite(run_dir: Path, overrides: dict[str, Any] | None = None) -> SuiteP
     lock = RunLock.acquire(run_dir)
     store = Store.in_dir(run_dir)
     members: dict[str, Engine] = {}
+    pool = None
     try:
         done = sum(_done(member_dir(run_dir, name)) for name in meta["tasks"])
         if config.budget < done:
@@ -164,9 +193,10 @@ def open_suite(run_dir: Path, overrides: dict[str, Any] | None = None) -> SuiteP
                            f"done: give --budget {done} or more")
         tasks = load_suite_tasks(meta.get("refs", meta["tasks"]))
         per_task = {k: v for k, v in given.items() if k != "time_limit_s"}
+        pool, pipelines = _kernel_pipelines(run_dir, tasks, config)
         for task in tasks:
             where = member_dir(run_dir, task.name)
-            members[task.name] = Engine.open(where, per_task)
+            members[task.name] = Engine.open(where, per_task, pipelines.get(task.name))
         related = {t: [Relation(str(r[0]), bool(r[1]), float(r[2])) for r in rs]
                    for t, rs in meta.get("related", {}).items()}
         stored = {**config.to_dict(), "task": "", "time_limit_s": None}
@@ -174,9 +204,9 @@ def open_suite(run_dir: Path, overrides: dict[str, Any] | None = None) -> SuiteP
             store.set_meta(SUITE_KEY, {**meta, "config": stored})
             store.log("config_changed", {"changes": {k: v for k, v in per_task.items()}, "by": "resume"})
     except BaseException:
-        SuiteParts(run_dir, store, lock, config, options, members, {}).release()
+        SuiteParts(run_dir, store, lock, config, options, members, {}, pool).release()
         raise
-    return SuiteParts(run_dir, store, lock, config, options, members, related)
+    return SuiteParts(run_dir, store, lock, config, options, members, related, pool)
 
 
 def _done(where: Path) -> int:

@@ -53,11 +53,13 @@ class Worker:
     """A zygote process for one device, with futures for the jobs sent to it."""
 
     def __init__(self, device: str, session: Path, parallel: int, task_roots: list[Path] | None = None,
-                 checking_slots: int = 4):
+                 checking_slots: int = 4, tasks_held: int | None = None):
         self.device = device
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "CUDA_VISIBLE_DEVICES",
                                                            "LD_LIBRARY_PATH", "TRITON_CACHE_DIR", "CUDA_HOME", "EVO_LOCK_DIR", "EVO_TASKS_HELD",
                                                            TASKS_ENV)}
+        if tasks_held is not None:  # tasks whose data the worker keeps at once (evo/eval/reference_data.py)
+            env["EVO_TASKS_HELD"] = str(max(1, tasks_held))
         if task_roots:  # where this machine keeps tasks the worker must find by name
             env[TASKS_ENV] = os.pathsep.join([*map(str, task_roots), *filter(None, [env.get(TASKS_ENV)])])
         env.update(PYTHONPATH=str(_REPO_ROOT), PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1",
@@ -269,12 +271,14 @@ class WorkerPool:
     """One zygote worker per device, shareable by the evaluators of several tasks (`evo bench`)."""
 
     def __init__(self, scratch: Path, devices: list[str] | None = None, parallel_per_device: int = 4,
-                 task_roots: list[Path] | None = None, checking_slots: int = 4):
+                 task_roots: list[Path] | None = None, checking_slots: int = 4, tasks_held: int | None = None):
         Path(scratch).mkdir(parents=True, exist_ok=True)
         self.session = Path(tempfile.mkdtemp(prefix="session-", dir=scratch))
         self.devices = devices or visible_devices()
         # checking_slots: children checking on one GPU at once (each holds its real shapes' memory meanwhile)
-        self.workers = [Worker(d, self.session, parallel_per_device, task_roots, checking_slots) for d in self.devices]
+        # tasks_held: tasks whose inputs and expected outputs each worker keeps (a suite's, all of them)
+        self.workers = [Worker(d, self.session, parallel_per_device, task_roots, checking_slots, tasks_held)
+                        for d in self.devices]
 
     def close(self) -> None:
         for w in self.workers:
