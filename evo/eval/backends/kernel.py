@@ -154,17 +154,20 @@ class KernelEvaluator:
                 "timeout_s": cfg.timeout_s, "session_seed": self.session_seed, "memory_mb": cfg.memory_mb,
                 "config": asdict(self.config), **kw}
 
-    def _prepare(self, worker: Worker, session_seed: int | None = None) -> dict[str, Any]:
-        """The reference job of this task on this worker's device (once per session: `session_seed`, this
-        evaluator's own when None, draws the inputs and the expected outputs)."""
-        seed = self.session_seed if session_seed is None else session_seed
+    def _reference_job(self, worker: Worker, seed: int) -> Future[dict[str, Any]]:
+        """The reference job of this task on this worker's device for the session `seed` (submitted once)."""
         with self._lock:
             fut = self._prepared.get((worker.device, seed))
             if fut is None:
                 fut = worker.submit(self._job(kind="reference", timeout_s=1800, session_seed=seed))
                 self._prepared[(worker.device, seed)] = fut
-        answer = fut.result()
-        answer.setdefault("_future", id(fut))  # which reference job this was (`_forget_reference`)
+        return fut
+
+    def _prepare(self, worker: Worker, session_seed: int | None = None) -> dict[str, Any]:
+        """The reference job's answer (once per session: `session_seed`, this evaluator's own when None, draws the
+        inputs and the expected outputs)."""
+        seed = self.session_seed if session_seed is None else session_seed
+        answer = self._reference_job(worker, seed).result()
         if answer.get("status") != "ok":
             raise EvoError(f"the reference of {self.task.name} failed on {worker.device}: {answer.get('error')}\n"
                            f"{answer.get('log_tail', '')}{answer.get('traceback', '')}")
@@ -180,6 +183,7 @@ class KernelEvaluator:
         worker = self._pick()
         seed = random.SystemRandom().randrange(2**31) if fresh_inputs else self.session_seed
         for again in (False, True):
+            reference = self._reference_job(worker, seed)
             ref_answer = self._prepare(worker, seed)
             prepared = ref_answer["prepared"]
             answer = worker.submit(self._job(kind="candidate", files=files, prepared=prepared,
@@ -187,9 +191,8 @@ class KernelEvaluator:
             if again or NO_REFERENCE_YET not in str(answer.get("error", "")):
                 break
             with self._lock:  # the worker let this task's data go (other tasks came since): its reference again,
-                # once for all the candidates that found it gone
-                fut = self._prepared.get((worker.device, seed))
-                if fut is not None and id(fut) == ref_answer.get("_future"):
+                # once for all the candidates that found it gone (the first drops the job they all used)
+                if self._prepared.get((worker.device, seed)) is reference:
                     del self._prepared[(worker.device, seed)]
         if fresh_inputs:
             with self._lock:
