@@ -51,7 +51,7 @@ def bench_suite(task_names: list[str], scratch: Path, config: BenchConfig, best_
                 devices: list[str] | None = None,
                 progress: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Score eager, compile, the seed (and a best-found file per task from `best_dir`) on every task."""
-    pool = WorkerPool(scratch, devices)
+    pool = WorkerPool(scratch, devices, tasks_held=2)  # task after task: the one at hand and the last
     rows = []
     try:
         for name in task_names:
