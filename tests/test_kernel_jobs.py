@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+from input_probe import SEEN_PRINTER, inputs_seen
 
 from evo.eval.backends.kernel import KernelEvaluator
 from evo.eval.bench import BenchConfig
@@ -124,20 +125,6 @@ def test_evaluators_of_two_tasks_share_one_pool_at_once(evaluator: KernelEvaluat
         assert r["status"] == "ok" and r["passed"], (e.task.name, r.get("error"))
 
 
-SEEN_PRINTER = '''
-_seen_run = run
-
-
-def run(x, weight):
-    print(f"seen {float(x.float().sum()):.6e}", flush=True)
-    return _seen_run(x, weight)
-'''
-
-
-def _inputs_seen(report: dict) -> set[str]:
-    return {line.split()[1] for line in str(report.get("log_tail", "")).splitlines() if line.startswith("seen ")}
-
-
 def test_a_run_on_fresh_inputs_shares_no_input_with_the_sessions(evaluator: KernelEvaluator) -> None:
     """The re-run of a held candidate (`evaluate_on_fresh_inputs`) draws a session of inputs of its own: the
     candidate sees none of the inputs that the evaluator's own session showed it."""
@@ -146,10 +133,7 @@ def test_a_run_on_fresh_inputs_shares_no_input_with_the_sessions(evaluator: Kern
     fresh = evaluator.evaluate_files_sync({MAIN_FILE: source}, fresh_inputs=True)
     for r in (first, fresh):
         assert r["status"] == "ok" and r["passed"], (r.get("error"), r.get("traceback"), r.get("log_tail"))
-    # The warm-up's small shapes (seed 0, never checked) are the same in every session: not counted.
-    ref = evaluator.task.reference
-    warm = {f"{float(ref.make_inputs(dict(p), 0, 'cpu')[0].float().sum()):.6e}" for p in ref.SPEC.small}
-    seen, seen_fresh = (_inputs_seen(r) - warm for r in (first, fresh))
+    seen, seen_fresh = (inputs_seen(r, evaluator.task.reference) for r in (first, fresh))
     assert seen and seen_fresh
     assert not seen & seen_fresh, seen & seen_fresh
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray backend's tests need Ray: pip install -e '.[dev]'")
+from input_probe import SEEN_PRINTER, inputs_seen  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 from ray_fixtures import REPO, RMSNORM_SOURCE, gpu_node, local_cluster, rmsnorm_on_gpu  # noqa: E402
 from training_corpus import build_corpus  # noqa: E402
@@ -77,4 +78,21 @@ def test_a_rung_the_kernel_harness_cannot_run_is_refused_before_it_is_sent(clust
         assert ray.get(evaluator._members[0].handle.stats.remote())["done"] == 1
     finally:
         pipeline.close()
+        cluster.remove_node(node)
+
+
+def test_a_held_kernels_rerun_on_an_actor_draws_fresh_inputs(cluster: Cluster, tmp_path: Path) -> None:
+    """The re-run of a held candidate reaches the actor's kernel harness as a run on fresh inputs: the candidate
+    sees none of the inputs its first run on the actor showed it."""
+    node = gpu_node(cluster)
+    task, evaluator = rmsnorm_on_gpu(tmp_path)
+    try:
+        source = RMSNORM_SOURCE.read_text() + SEEN_PRINTER
+        first = asyncio.run(evaluator.evaluate(Program(source=source)))
+        fresh = asyncio.run(evaluator.evaluate_on_fresh_inputs(Program(source=source)))
+        assert first.ok and fresh.ok, (first.error, fresh.error)
+        seen, seen_fresh = (inputs_seen(r.report or {}, task.reference) for r in (first, fresh))
+        assert seen and seen_fresh and not seen & seen_fresh
+    finally:
+        evaluator.close()
         cluster.remove_node(node)

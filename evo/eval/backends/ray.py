@@ -334,6 +334,13 @@ class RayEvaluator:
         return await self._send({"program_id": program.id, "files": source_files(program.source),
                                  "task": self.task.name, "task_hash": self._digest, "fidelity": None})
 
+    async def evaluate_on_fresh_inputs(self, program: Program) -> EvalResult:
+        """`evaluate`, on inputs the actor's backend has not used before where it can draw them (`FreshInputs`:
+        the kernel harness, for the re-run of a held candidate); any other backend runs it as `evaluate`."""
+        return await self._send({"program_id": program.id, "files": source_files(program.source),
+                                 "task": self.task.name, "task_hash": self._digest, "fidelity": None,
+                                 "fresh_inputs": True})
+
     async def run(self, job: Job) -> EvalResult:
         """The job at its rung on an actor (the rung and its settings travel in the message). A rung other than
         the last is refused here, before anything is sent, when the actors' backend runs whole evaluations only."""

@@ -30,7 +30,7 @@ from typing import Any
 
 import ray
 
-from evo.eval.backends.base import EvalResult, Evaluator, JobRunner
+from evo.eval.backends.base import EvalResult, Evaluator, FreshInputs, JobRunner
 from evo.eval.backends.gpu_health import PROBE_TIMEOUT_S, Health, probe, suspicious
 from evo.eval.backends.ray_connect import RUN_ENV, simulated_result
 from evo.eval.families.base import Job, task_hash
@@ -218,11 +218,14 @@ class EvalActor:
         result: EvalResult | None = None
         try:
             try:
+                program = Program(source=_source(job["files"]), id=job["program_id"])
                 if runner is not None and fidelity is not None:
                     result = await runner.run(Job(job["program_id"], dict(job["files"]), self.node_task.task.name,
                                                   job["task_hash"], fidelity, dict(job.get("settings") or {})))
+                elif job.get("fresh_inputs") and isinstance(self.backend, FreshInputs):
+                    result = await self.backend.evaluate_on_fresh_inputs(program)
                 else:
-                    result = await self.backend.evaluate(Program(source=_source(job["files"]), id=job["program_id"]))
+                    result = await self.backend.evaluate(program)
             except Exception as e:  # the harness itself broke (a reference that died on the GPU, ...)
                 self.counters.last_error = f"{type(e).__name__}: {e}"[:300]
                 if self.kind == "gpu":
