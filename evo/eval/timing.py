@@ -130,19 +130,23 @@ def _on_idle_device(call: Callable[[], Any], flush: L2Flusher, latency_s: float,
     out = call()
     end.record()
     _spin(end)
-    if inner is not None:
-        start, end = inner
+    # The time: the graph's own events where it has them. Work that escaped: from the end event recorded after
+    # the call (a graph's own end would put the host's return from the launch in that gap: 20-30 us seen as
+    # hidden work on the H100).
+    first, last = inner if inner is not None else (start, end)
     torch.cuda.synchronize()  # waits for every stream, including any the candidate hid work on
     after.record()
     _spin(after)
-    # The same gap once more with nothing to wait for: the host's latency at this very moment (a machine
-    # busy compiling wakes this thread late, by tens of microseconds at times).
+    # The same gap once more with nothing to wait for, the same steps (a poll, a synchronise): the host's latency
+    # at this very moment (a machine busy compiling wakes this thread late, by tens of microseconds at times).
+    # Without the synchronise here, honest kernels showed 14-15 us "after the end event" on the H100.
     idle_a, idle_b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     idle_a.record()
     _spin(idle_a)
+    torch.cuda.synchronize()
     idle_b.record()
     _spin(idle_b)
-    timed = start.elapsed_time(end) / 1e3
+    timed = first.elapsed_time(last) / 1e3
     host_now = idle_a.elapsed_time(idle_b) / 1e3
     hidden = max(0.0, end.elapsed_time(after) / 1e3 - max(host_now, latency_s))
     # A gap of a few microseconds beyond the host's latency is the host waking late, not hidden
