@@ -45,23 +45,29 @@ def _device_facts(device: str) -> dict[str, Any]:
     return {"device_name": "cpu", "l2_bytes": 0}
 
 
+DIGEST_KERNEL = "digest_level"  # the Triton kernel's name, which names its files in Triton's cache
+
+
 def _trusted_triton_cache() -> Path:
     """The Triton cache of this worker's trusted jobs (the reference job's; candidates write elsewhere)."""
     return Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
 
 
 def _copy_compiled_helpers(shared: Path, private_cache: Path) -> None:
-    """Copy the shared cache's compiled C helpers (Triton's driver utilities and launchers, `.so` files) into
-    a candidate's private cache, so that it does not rebuild them with gcc (~1 s a child, measured as 55 -> 49
-    candidates per GPU-minute). Copies, never links: a write through a hard link would reach the shared file.
-    Only trusted jobs write the shared cache; kernels of other candidates are not in it."""
+    """Copy the shared cache's compiled C helpers (Triton's driver utilities and launchers, `.so` files) and the
+    harness's own digest kernel (`evo/eval/digest_kernel.py`, compiled there by the reference job) into a
+    candidate's private cache, so that it neither rebuilds the helpers with gcc (~1 s a child, measured as
+    55 -> 49 candidates per GPU-minute) nor compiles the digest (~6 s a child on the H100, under the driver's
+    lock). Copies, never links: a write through a hard link would reach the shared file. Only trusted jobs
+    write the shared cache; kernels of other candidates are not in it."""
     try:
         entries = list(shared.iterdir())
     except OSError:
         return
     for entry in entries:
         try:
-            if entry.is_dir() and any(f.suffix == ".so" for f in entry.iterdir()):
+            if entry.is_dir() and any(f.suffix == ".so" or f.name.startswith(f"{DIGEST_KERNEL}.")
+                                      for f in entry.iterdir()):
                 shutil.copytree(entry, private_cache / entry.name, dirs_exist_ok=True)
         except OSError:
             continue  # a helper missing from the copy is compiled again, nothing worse
