@@ -51,6 +51,7 @@ def test_the_task_is_timed_and_its_cpu_rule_is_the_smoke_one(corpus: Path) -> No
         resolve_rule(task.root, "cpu", seeds=1)
 
 
+@pytest.mark.slow  # 20-30 s end to end: `make test-slow` (keeps `make test` under 20 minutes)
 def test_the_seed_reaches_the_target_with_p_below_001_and_passes_the_full_audit(corpus: Path, tmp_path: Path) -> None:
     result = evaluate_source("training/time_to_target", SEED.read_text(), scratch=tmp_path, data=str(corpus), **SMOKE)
     assert result.ok, result.error

@@ -131,6 +131,7 @@ def test_the_loss_is_the_harness_s_a_uniform_model_scores_8_bits_per_byte(corpus
     assert verdict_of(result).passed
 
 
+@pytest.mark.slow  # 20-30 s end to end: `make test-slow` (keeps `make test` under 20 minutes)
 def test_the_seed_trains_and_passes_the_full_audit(corpus: Path, tmp_path: Path) -> None:
     start = time.monotonic()
     result = evaluate_source("training/lm_budget", SEED.read_text(), scratch=tmp_path, data=str(corpus),
