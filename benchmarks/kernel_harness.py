@@ -130,34 +130,11 @@ def measure_stream(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: 
 
 def measure_throughput(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: str, per_task: int,
                        parallel: int) -> dict:
-    """Variants of each task's seed through the pipeline, `parallel` at once per GPU: per task and overall."""
-    total_n, total_s, rows = 0, 0.0, []
-    for name in kernel_task_names(tasks.split(",")) if per_task > 0 else []:
-        task = load_task(name)
-        ev = KernelEvaluator(task, 1, scratch, config=config, pool=pool)
-        pipeline = Pipeline(task, ev)  # every candidate the way a run takes it: screen, harness, full audit
-        t0 = time.perf_counter()
-        ev._prepare(ev._pick())  # the reference job, once per task and session
-        prep = time.perf_counter() - t0
-        texts = variants(seed_path(name).read_text(), per_task)
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=parallel * len(pool.devices)) as ex:
-            results = list(ex.map(pipeline.evaluate_sync, [Program(source=t) for t in texts]))
-        reports = [r.report or {"passed": False, "error": r.error} for r in results]
-        for r, result in zip(reports, results, strict=True):
-            r["passed"] = result.ok  # the pipeline's verdict, not the harness's alone
-        wall = time.perf_counter() - t0
-        ok = sum(1 for r in reports if r.get("passed"))
-        errors = sorted({str(r.get("error"))[:120] for r in reports if not r.get("passed")})
-        rows.append({"task": name, "candidates": len(texts), "passed": ok, "wall_s": wall, "reference_s": prep,
-                     "per_gpu_minute": len(texts) / wall * 60 / len(pool.devices), "errors": errors,
-                     "seconds": stage_medians(reports), "bounds": bound_summary(reports),
-                     "bound_rows": [r.get("bounds") for r in reports]})
-        total_n += len(texts)
-        total_s += wall
-        pipeline.close()
-        print(f"{name}: {len(texts)} candidates in {wall:.1f} s ({rows[-1]['per_gpu_minute']:.0f}/GPU-min), "
-              f"{ok} passed, reference job {prep:.1f} s", flush=True)
+    """Each task's variants as a stream of its own, the pool drained between tasks (the figure of sessions 1-6):
+    per task and overall."""
+    rows = [row for name in (kernel_task_names(tasks.split(",")) if per_task > 0 else [])
+            for row in measure_stream(pool, config, scratch, name, per_task, parallel)["rows"]]
+    total_n, total_s = sum(r["candidates"] for r in rows), sum(r["wall_s"] for r in rows)
     return {"rows": rows, "per_gpu_minute": total_n / total_s * 60 / len(pool.devices) if total_s else 0,
             "method": "batches"}
 

@@ -135,8 +135,8 @@ def digest(tensors: Sequence[Any], key: int, triton: bool | None = None) -> int:
     for pos, t in enumerate(tensors):
         if type(t) is not torch.Tensor or not t.numel():
             continue
-        a, b = state_of(t, key, pos, triton).tolist()
-        states.append((pos * _G + a, b))
+        a, b = state_of(t, key, pos, triton).tolist()  # the position is in its level keys
+        states.append((a, b))
     return fold(states, key)
 
 

@@ -22,6 +22,7 @@ end event and a second event recorded after a synchronise, beyond the host's lat
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -201,29 +202,24 @@ def _graph_events() -> tuple[Any, Any]:
             torch.cuda.Event(enable_timing=True, external=True))  # type: ignore[call-arg]
 
 
-_GRAPH_EVENTS: list[bool] = []
-
-
+@functools.cache
 def graph_events_work() -> bool:
     """Whether this torch and driver time a graph by events recorded inside it (tried once per process)."""
-    if not _GRAPH_EVENTS:
-        ok = False
-        try:
-            start, end = _graph_events()
-            x = torch.zeros(1024, device="cuda")
-            graph = torch.cuda.CUDAGraph()
-            torch.cuda.synchronize()
-            with torch.cuda.graph(graph):
-                start.record()
-                x.add_(1)
-                end.record()
-            graph.replay()
-            torch.cuda.synchronize()
-            ok = start.elapsed_time(end) >= 0.0 and float(x[0]) == 1.0
-        except Exception:  # noqa: BLE001 - an older torch (no `external`) or a driver that refuses: events outside
-            torch.cuda.synchronize()
-        _GRAPH_EVENTS.append(ok)
-    return _GRAPH_EVENTS[0]
+    try:
+        start, end = _graph_events()
+        x = torch.zeros(1024, device="cuda")
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize()
+        with torch.cuda.graph(graph):
+            start.record()
+            x.add_(1)
+            end.record()
+        graph.replay()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) >= 0.0 and float(x[0]) == 1.0
+    except Exception:  # noqa: BLE001 - an older torch (no `external`) or a driver that refuses: events outside
+        torch.cuda.synchronize()
+        return False
 
 
 def _spin(event: torch.cuda.Event) -> None:

@@ -163,11 +163,12 @@ class KernelEvaluator:
                 self._prepared[(worker.device, seed)] = fut
         return fut
 
-    def _prepare(self, worker: Worker, session_seed: int | None = None) -> dict[str, Any]:
+    def _prepare(self, worker: Worker, session_seed: int | None = None,
+                 reference: Future[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The reference job's answer (once per session: `session_seed`, this evaluator's own when None, draws the
-        inputs and the expected outputs)."""
+        inputs and the expected outputs; `reference`: that job, already looked up)."""
         seed = self.session_seed if session_seed is None else session_seed
-        answer = self._reference_job(worker, seed).result()
+        answer = (reference or self._reference_job(worker, seed)).result()
         if answer.get("status") != "ok":
             raise EvoError(f"the reference of {self.task.name} failed on {worker.device}: {answer.get('error')}\n"
                            f"{answer.get('log_tail', '')}{answer.get('traceback', '')}")
@@ -184,7 +185,7 @@ class KernelEvaluator:
         seed = random.SystemRandom().randrange(2**31) if fresh_inputs else self.session_seed
         for again in (False, True):
             reference = self._reference_job(worker, seed)
-            ref_answer = self._prepare(worker, seed)
+            ref_answer = self._prepare(worker, seed, reference)
             prepared = ref_answer["prepared"]
             answer = worker.submit(self._job(kind="candidate", files=files, prepared=prepared,
                                              session_seed=seed)).result()

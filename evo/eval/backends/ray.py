@@ -328,18 +328,17 @@ class RayEvaluator:
             cond.notify()
         self._touch()
 
-    async def evaluate(self, program: Program) -> EvalResult:
+    async def evaluate(self, program: Program, fresh_inputs: bool = False) -> EvalResult:
         """Run one program on an actor, the whole evaluation: its raw outputs or its scored report, no verdict
         (the pipeline audits)."""
         return await self._send({"program_id": program.id, "files": source_files(program.source),
-                                 "task": self.task.name, "task_hash": self._digest, "fidelity": None})
+                                 "task": self.task.name, "task_hash": self._digest, "fidelity": None,
+                                 "fresh_inputs": fresh_inputs})
 
     async def evaluate_on_fresh_inputs(self, program: Program) -> EvalResult:
         """`evaluate`, on inputs the actor's backend has not used before where it can draw them (`FreshInputs`:
         the kernel harness, for the re-run of a held candidate); any other backend runs it as `evaluate`."""
-        return await self._send({"program_id": program.id, "files": source_files(program.source),
-                                 "task": self.task.name, "task_hash": self._digest, "fidelity": None,
-                                 "fresh_inputs": True})
+        return await self.evaluate(program, fresh_inputs=True)
 
     async def run(self, job: Job) -> EvalResult:
         """The job at its rung on an actor (the rung and its settings travel in the message). A rung other than
