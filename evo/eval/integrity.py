@@ -46,7 +46,8 @@ def harness_identity() -> dict[str, int]:
                           ("evo.eval.masked", ("unmask", "unmask_into", "key_stream")),
                           ("evo.eval.wire", ("send_packet", "next_packet")),
                           ("evo.eval.digest", ("digest", "state_of", "_level_torch", "_level_triton")),
-                          ("evo.eval.timing", ("timed_replay", "timed_sample", "_on_idle_device"))):
+                          ("evo.eval.timing", ("timed_replay", "timed_sample", "_on_idle_device", "_graph_events",
+                                               "graph_events_work"))):
         for name in names:
             objs[f"{module.removeprefix('evo.eval.')}.{name}"] = getattr(sys.modules.get(module), name, None)
     return {k: id(v) for k, v in objs.items()}
