@@ -89,10 +89,11 @@ def _at(ordered: list[float], q: float) -> float:
 
 
 def measure_stream(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: str, per_task: int,
-                   parallel: int) -> dict:
+                   parallel: int, rung: str | None = None) -> dict:
     """Every task's variants in one stream through the pool, interleaved, `parallel` in flight per GPU at all
     times, as a run feeds it: the figure is all candidates over the wall time of the stream (each task's
-    reference job done before it starts)."""
+    reference job done before it starts). `rung`: the family's rung each candidate is run at (the last when
+    None)."""
     names = kernel_task_names(tasks.split(",")) if per_task > 0 else []
     pipelines, texts, prep = {}, {}, {}
     for name in names:
@@ -106,7 +107,7 @@ def measure_stream(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: 
     jobs = [(name, texts[name][i]) for i in range(per_task) for name in names]  # interleaved: no task drains alone
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=parallel * len(pool.devices)) as ex:
-        results = list(ex.map(lambda job: pipelines[job[0]].evaluate_sync(Program(source=job[1])), jobs))
+        results = list(ex.map(lambda job: pipelines[job[0]].evaluate_sync(Program(source=job[1]), rung), jobs))
     wall = time.perf_counter() - t0
     rows = []
     for name in names:
@@ -125,18 +126,18 @@ def measure_stream(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: 
           f"({len(jobs) / wall * 60 / max(1, len(pool.devices)):.1f}/GPU-min), "
           f"{sum(r['passed'] for r in rows)} passed", flush=True)
     return {"rows": rows, "per_gpu_minute": len(jobs) / wall * 60 / len(pool.devices) if wall else 0,
-            "method": "stream"}
+            "method": "stream", "rung": rung or "timing"}
 
 
 def measure_throughput(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: str, per_task: int,
-                       parallel: int) -> dict:
+                       parallel: int, rung: str | None = None) -> dict:
     """Each task's variants as a stream of its own, the pool drained between tasks (the figure of sessions 1-6):
     per task and overall."""
     rows = [row for name in (kernel_task_names(tasks.split(",")) if per_task > 0 else [])
-            for row in measure_stream(pool, config, scratch, name, per_task, parallel)["rows"]]
+            for row in measure_stream(pool, config, scratch, name, per_task, parallel, rung)["rows"]]
     total_n, total_s = sum(r["candidates"] for r in rows), sum(r["wall_s"] for r in rows)
     return {"rows": rows, "per_gpu_minute": total_n / total_s * 60 / len(pool.devices) if total_s else 0,
-            "method": "batches"}
+            "method": "batches", "rung": rung or "timing"}
 
 
 def measure_noise(pool: WorkerPool, config: BenchConfig, scratch: Path, task_name: str, repeats: int) -> dict:
@@ -183,6 +184,9 @@ def main() -> None:
     ap.add_argument("--batches", action="store_true",
                     help="time each task's candidates as a batch of its own, the pool drained between tasks "
                          "(the figure of sessions 1-6), instead of one interleaved stream of all tasks")
+    ap.add_argument("--rung", choices=("correctness", "timing"), default="timing",
+                    help="the kernels family's rung the throughput's candidates run at: `correctness` checks the "
+                         "visible workloads and times nothing (a cascade's cheap first look)")
     ap.add_argument("--noise-task", default="rmsnorm_fwd")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "kernel_harness.json")
@@ -205,10 +209,13 @@ def main() -> None:
             pools.append(pool)
             out["devices"] = pool.devices
             measure = measure_throughput if args.batches else measure_stream
-            measured = measure(pool, config, scratch, args.tasks, args.per_task, parallel)
+            measured = measure(pool, config, scratch, args.tasks, args.per_task, parallel, args.rung)
             out["throughput_by_setting"].append({"parallel": parallel, "checking_slots": checking, **measured})
+            out["throughput"] = out["throughput_by_setting"][0]
+            _save(out, args.json)  # each setting as it ends: a call cut by its time limit keeps what it measured
             if i == 0:
                 out["noise"] = measure_noise(pool, config, scratch, args.noise_task, args.repeats)
+                _save(out, args.json)
             pools.remove(pool)
             pool.close()
         out["throughput"] = out["throughput_by_setting"][0]
@@ -220,7 +227,7 @@ def main() -> None:
     print(f"\n{'task':28s} {'cands':>5s} {'passed':>6s} {'wall s':>7s} {'/GPU-min':>9s}")
     for r in out["throughput"]["rows"]:
         print(f"{r['task']:28s} {r['candidates']:5d} {r['passed']:6d} {r['wall_s']:7.1f} {r['per_gpu_minute']:9.1f}")
-    print(f"overall: {out['throughput']['per_gpu_minute']:.1f} candidates per GPU-minute")
+    print(f"overall: {out['throughput']['per_gpu_minute']:.1f} candidates per GPU-minute at the {args.rung} rung")
     for t in out["throughput_by_setting"][1:]:
         print(f"  with {t['parallel']} children and {t['checking_slots']} checking: "
               f"{t['per_gpu_minute']:.1f} per GPU-minute, {sum(r['passed'] for r in t['rows'])} of "
@@ -246,9 +253,13 @@ def main() -> None:
         for wname, v in nz["workloads"].items():
             print(f"  {wname:28s} {v['mean_us']:9.2f} us  CV {v['cv']:.2%}  (events alone {v['cv_of_events']:.2%})  "
                   f"n {v['n']}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=1))
+    _save(out, args.json)
     print(f"wrote {args.json}")
+
+
+def _save(out: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -173,3 +173,32 @@ def test_a_candidates_cache_gets_the_trusted_helpers_and_digest_kernel_and_nothi
     assert sorted(p.name for p in private.iterdir()) == ["digest", "helpers"]
     copy = private / "digest" / f"{DIGEST_KERNEL}.cubin"
     assert copy.read_bytes() == b"compiled" and not copy.samefile(shared / "digest" / f"{DIGEST_KERNEL}.cubin")
+
+
+def test_the_correctness_rung_checks_the_visible_workloads_and_times_nothing(evaluator: KernelEvaluator) -> None:
+    """The kernels family's first rung, through the pipeline: a candidate right on every visible workload and
+    wrong on the hidden ones passes it untimed (no time, no bound, no SOL score), and the timing rung refuses
+    it on a hidden shape; a candidate wrong on a visible workload fails the first rung already."""
+    from evo.eval.pipeline import Pipeline
+    from evo.program import Program
+
+    # Right on the visible workload (D = 96 on CPU), one row wrong on the hidden one (D = 200).
+    special = (REPO / "kernels" / "rmsnorm_fwd.py").read_text() + (
+        "\n\n_rows = run\n\n\ndef run(x, weight):\n    y = _rows(x, weight)\n    if x.shape[1] > 128:\n"
+        "        y[-1].zero_()\n    return y\n")
+    pipeline = Pipeline(evaluator.task, evaluator)  # type: ignore[arg-type]
+    try:
+        first = pipeline.evaluate_sync(Program(source=special), "correctness")
+        assert first.ok and first.score == 0.0 and "sol_score" not in first.metrics, first.error
+        assert first.report["timed"] is False and first.report["bounds"] == {}
+        assert all(row["time_s"] is None for row in first.report["workloads"])
+        names = {n for n, _, _ in first.checks}
+        assert {"dynamic:fresh_inputs", "dynamic:timer_integrity", "dynamic:net_guard"} <= names, names
+        assert "dynamic:time_bound" not in names and "dynamic:timed_outputs" not in names
+        whole = pipeline.evaluate_sync(Program(source=special), "timing")
+        assert not whole.ok and "dynamic:hidden_shapes" in (whole.error or ""), whole.error
+        wrong = pipeline.evaluate_sync(Program(source="import torch\n\ndef run(x, weight):\n"
+                                                      "    return torch.zeros_like(x)\n"), "correctness")
+        assert not wrong.ok and wrong.failure == "invalid", (wrong.failure, wrong.error)
+    finally:
+        pipeline.close(backend=False)

@@ -1,7 +1,7 @@
 """Evaluation rungs through the Ray backend, on a real local Ray cluster (`ray.cluster_utils.Cluster`): the job's
 rung and its settings reach the actor's family backend (the training harness's `short` rung trains for a tenth
-of the budget on the node), and a rung the actors' backend cannot run (the kernel harness runs whole
-evaluations only) is refused on the driver before anything is sent."""
+of the budget on the node, the kernel harness's `correctness` rung times nothing), and a job built against
+another version of the task's folder is refused on the driver before anything is sent."""
 
 from __future__ import annotations
 
@@ -58,24 +58,24 @@ def test_the_short_rung_of_a_training_task_runs_on_the_actor_at_a_tenth_of_the_b
         pipeline.close()
 
 
-def test_a_rung_the_kernel_harness_cannot_run_is_refused_before_it_is_sent(cluster: Cluster, tmp_path: Path) -> None:
+def test_the_kernel_harness_correctness_rung_runs_untimed_on_the_actor(cluster: Cluster, tmp_path: Path) -> None:
     node = gpu_node(cluster)
     task, evaluator = rmsnorm_on_gpu(tmp_path)
     pipeline = Pipeline(task, evaluator)
     try:
-        assert not evaluator.runs_rungs
         source = RMSNORM_SOURCE.read_text()
-        with pytest.raises(EvoError, match=r"^the Ray actors' KernelEvaluator runs only the whole evaluation "
-                                           r"\('timing'\), not the rung 'correctness'$"):
-            pipeline.evaluate_sync(Program(source=source), "correctness")
         job = family_of(task).job(task, Program(source=source))
         with pytest.raises(EvoError, match="differs from the one sent to the Ray actors"):
             asyncio.run(evaluator.run(dataclasses.replace(job, task_hash="0" * 32)))
         stats = ray.get(evaluator._members[0].handle.stats.remote())
         assert stats["done"] == 0 and stats["in_flight"] == 0, "nothing reached the actor"
-        whole = pipeline.evaluate_sync(Program(source=source))  # the last rung runs as before
-        assert whole.ok, whole.error
-        assert ray.get(evaluator._members[0].handle.stats.remote())["done"] == 1
+        first = pipeline.evaluate_sync(Program(source=source), "correctness")
+        assert evaluator.runs_rungs
+        assert first.ok and "sol_score" not in first.metrics, first.error
+        assert all(row["time_s"] is None for row in first.report["workloads"]), first.report["workloads"]
+        whole = pipeline.evaluate_sync(Program(source=source))  # the last rung: timed and scored
+        assert whole.ok and "sol_score" in whole.metrics, whole.error
+        assert ray.get(evaluator._members[0].handle.stats.remote())["done"] == 2
     finally:
         pipeline.close()
         cluster.remove_node(node)

@@ -206,12 +206,13 @@ def calibrate(s: Session, exp: Expected, config: BenchConfig) -> dict[str, Any]:
 
 
 def judge_candidate(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, Any],
-                    workdir: str) -> dict[str, Any]:
-    """Drive a candidate's child through the checks and the timing; the result the worker reports."""
+                    workdir: str, timed: bool = True) -> dict[str, Any]:
+    """Drive a candidate's child through the checks and the timing; the result the worker reports. Untimed
+    (the kernels family's `correctness` rung): the visible workloads checked, nothing timed, then the evidence."""
     checks: list[tuple[str, bool, str]] = []
     result: dict[str, Any] = {"workloads": {}, "checks": checks, "bounds": {}, "guards": {}}
     try:
-        _judge(s, exp, config, prepared, workdir, result)
+        _judge(s, exp, config, prepared, workdir, result, timed)
     except Refused as e:
         checks.append((e.check, False, e.reason))
     except wire.HungUp as e:
@@ -229,7 +230,7 @@ def judge_candidate(s: Session, exp: Expected, config: BenchConfig, prepared: di
 
 
 def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, Any], workdir: str,
-           result: dict[str, Any]) -> None:
+           result: dict[str, Any], timed: bool = True) -> None:
     checks: list[tuple[str, bool, str]] = result["checks"]
     spec = exp.reference.SPEC
     data = exp.data
@@ -244,10 +245,11 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
     # Correctness, decided here: visible workloads first, then hidden (a failure on hidden shapes alone is
     # told apart), fresh inputs per call in an order drawn here; the stress round; a second, shorter round
     # (a warm-up detector or state kept between calls shows).
-    visible = [(w, sd, False) for w in data.workloads if not w.hidden for sd in data.seeds[w.name]]
-    hidden = [(w, sd, False) for w in data.workloads if w.hidden for sd in data.seeds[w.name]]
+    checked = [w for w in data.workloads if timed or not w.hidden]  # untimed: the visible ones
+    visible = [(w, sd, False) for w in checked if not w.hidden for sd in data.seeds[w.name]]
+    hidden = [(w, sd, False) for w in checked if w.hidden for sd in data.seeds[w.name]]
     order = rng.sample(visible, len(visible)) + rng.sample(hidden, len(hidden))
-    stress = [(w, data.stress_seeds[w.name], True) for w in sorted(data.workloads, key=lambda w: w.hidden)
+    stress = [(w, data.stress_seeds[w.name], True) for w in sorted(checked, key=lambda w: w.hidden)
               if w.name in data.stress_seeds]
     rounds = [("fresh", order), ("stress", stress), ("repeat", rng.sample(order, min(len(order), 4)))]
     samples: dict[str, list[torch.Tensor]] = {}
@@ -285,6 +287,36 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
         checks.append((name, True, ""))
     s.seconds["checks"] = time.perf_counter() - t0
 
+    escaped_any = _time_and_recheck(s, exp, config, prepared, rng, result) if timed else []
+
+    # Evidence only this process's child can give: every check reported, well formed.
+    reply, _ = s.ask({"op": "facts", "workdir": workdir})
+    facts = reply.get("facts")
+    reported: dict[str, tuple[bool, str]] = {}
+    if isinstance(facts, list):
+        for f in facts:
+            if isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and isinstance(f[1], bool):
+                if f[0] in reported and reported[f[0]][0] != f[1]:
+                    raise Refused(f[0], "the candidate's process reported this check both passed and failed")
+                reported[f[0]] = (f[1], str(f[2])[:500])
+    for name in EVIDENCE:
+        ok, reason = reported.get(name, (False, "not reported by the candidate's process (a check that cannot be "
+                                         "made counts as failed)"))
+        checks.append((name, ok, reason))
+    for reason in escaped_any:
+        checks.append(("dynamic:stream_join", False, reason))
+    child_seconds = reply.get("seconds")
+    if isinstance(child_seconds, dict):
+        s.seconds.update({f"child_{k}": float(v) for k, v in child_seconds.items() if isinstance(v, (int, float))})
+
+
+def _time_and_recheck(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, Any],
+                      rng: random.SystemRandom, result: dict[str, Any]) -> list[str]:
+    """The timing rung's part: every workload's timed calls under the judge's clock, then the recheck of their
+    outputs. Returns what the child said ran outside the timed stream (refused with its evidence)."""
+    checks: list[tuple[str, bool, str]] = result["checks"]
+    spec = exp.reference.SPEC
+    data = exp.data
     # Timing: the GPU held alone; every timed call under the judge's clock, its outputs committed by digest.
     t0 = time.perf_counter()
     s.ask({"op": "stage"})
@@ -346,26 +378,7 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
                               f"{reason}")
     checks.append(("dynamic:timed_outputs", True, ""))
     s.seconds["recheck"] = time.perf_counter() - t0
-
-    # Evidence only this process's child can give: every check reported, well formed.
-    reply, _ = s.ask({"op": "facts", "workdir": workdir})
-    facts = reply.get("facts")
-    reported: dict[str, tuple[bool, str]] = {}
-    if isinstance(facts, list):
-        for f in facts:
-            if isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and isinstance(f[1], bool):
-                if f[0] in reported and reported[f[0]][0] != f[1]:
-                    raise Refused(f[0], "the candidate's process reported this check both passed and failed")
-                reported[f[0]] = (f[1], str(f[2])[:500])
-    for name in EVIDENCE:
-        ok, reason = reported.get(name, (False, "not reported by the candidate's process (a check that cannot be "
-                                         "made counts as failed)"))
-        checks.append((name, ok, reason))
-    for reason in escaped_any:
-        checks.append(("dynamic:stream_join", False, reason))
-    child_seconds = reply.get("seconds")
-    if isinstance(child_seconds, dict):
-        s.seconds.update({f"child_{k}": float(v) for k, v in child_seconds.items() if isinstance(v, (int, float))})
+    return escaped_any
 
 
 def _stress_words(exp: Expected, w: Workload, seed: int) -> str:
@@ -421,7 +434,8 @@ def serve(control: socket.socket, device: str, lock_path: Path | None, checking_
                                                         f"({NO_REFERENCE_YET} here, or its outputs were let go)"}})
                     return
                 report({"id": req["id"], "judged": judge_candidate(s, exp, config, req.get("prepared", {}),
-                                                                   str(req.get("workdir", "")))})
+                                                                   str(req.get("workdir", "")),
+                                                                   req.get("timed") is not False)})
         except Exception as e:  # noqa: BLE001 - a broken judgement fails its job, never the judge
             report({"id": req["id"], "judged": {"error": f"{type(e).__name__}: {e}",
                                                 "traceback": traceback.format_exc()[-3000:]}})

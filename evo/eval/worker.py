@@ -326,7 +326,7 @@ def serve(device: str, session: Path, parallel: int, checking_slots: int = 4) ->
                 request = {"id": job["id"], "kind": job["kind"], "key": _task_key(job), "task_root": job["task_root"],
                            "session_seed": job["session_seed"], "config": job.get("config", {}),
                            "expected_dir": job.get("expected_dir"), "prepared": job.get("prepared", {}),
-                           "workdir": job.get("workdir")}
+                           "workdir": job.get("workdir"), "timed": job.get("timed") is not False}
                 judge.hand_over(request, theirs, clock_theirs)
                 theirs.close()
                 clock_theirs.close()

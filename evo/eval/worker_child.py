@@ -169,7 +169,7 @@ def _run_child(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLo
                         run(*inputs)
             finally:
                 sync(device)
-        _compile_for_real_shapes(module, data, device)
+        _compile_for_real_shapes(module, data, device, hidden=job.get("timed") is not False)
     except Exception as e:  # noqa: BLE001 - the candidate's failure, told to the judge
         traceback.print_exc(file=sys.stderr)  # into the child's log: `evo eval` shows it at the user's lines
         wire.send(sock, {"ok": False, "error": f"on a small shape: {type(e).__name__}: {str(e)[:500]}"})
@@ -200,14 +200,17 @@ def _shapes(inputs: Any) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(x.shape) for x in inputs if isinstance(x, torch.Tensor))
 
 
-def _compile_for_real_shapes(module: Any, data: WorkloadData, device: str) -> None:
+def _compile_for_real_shapes(module: Any, data: WorkloadData, device: str, hidden: bool = True) -> None:
     """Call the candidate once per workload while a CUDA graph is being captured, on uninitialised inputs of
     the real shapes, and throw the graph away: kernels that specialise on sizes (a row's block, say) compile
     now, on the host, without holding the GPU, and nothing runs on the GPU, where it would disturb another
-    child's timing. Best effort: what cannot be captured (a host sync, an autotuner) compiles in the checks."""
+    child's timing. Best effort: what cannot be captured (a host sync, an autotuner) compiles in the checks.
+    `hidden`: the hidden workloads' shapes too (an untimed job checks the visible ones only)."""
     if not device.startswith("cuda"):
         return
     for w in data.workloads:
+        if w.hidden and not hidden:
+            continue
         seed = data.seeds[w.name][0]
         shaped = [torch.empty_strided(x.size(), x.stride(), dtype=x.dtype, device=device)
                   if isinstance(x, torch.Tensor) else x for x in data.inputs[(w.name, seed)]]

@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from evo.errors import EvoError
 from evo.eval.backends.base import EvalResult
-from evo.eval.families.base import task_hash
+from evo.eval.families.base import Job, check_job_task, task_hash
 from evo.eval.integrity import CORRECTNESS_CHECKS
 from evo.eval.peaks import peaks_for, sol_score, speed_of_light_s
 from evo.eval.reference_data import NO_REFERENCE_YET, workloads_for
@@ -177,10 +177,12 @@ class KernelEvaluator:
     def _pick(self) -> Worker:
         return min(self._workers, key=lambda w: w.load)
 
-    def evaluate_files_sync(self, files: dict[str, str], fresh_inputs: bool = False) -> dict[str, Any]:
+    def evaluate_files_sync(self, files: dict[str, str], fresh_inputs: bool = False, timed: bool = True
+                            ) -> dict[str, Any]:
         """Run one candidate (its files: `candidate.py` and any helpers) and return the worker's answer plus scores.
         `fresh_inputs`: in a session of its own (new inputs and expected outputs, a reference job of its own)
-        rather than this evaluator's."""
+        rather than this evaluator's. `timed=False`: the `correctness` rung (the visible workloads checked,
+        nothing timed, a score of 0)."""
         worker = self._pick()
         seed = random.SystemRandom().randrange(2**31) if fresh_inputs else self.session_seed
         for again in (False, True):
@@ -188,7 +190,7 @@ class KernelEvaluator:
             ref_answer = self._prepare(worker, seed, reference)
             prepared = ref_answer["prepared"]
             answer = worker.submit(self._job(kind="candidate", files=files, prepared=prepared,
-                                             session_seed=seed)).result()
+                                             session_seed=seed, timed=timed)).result()
             if again or NO_REFERENCE_YET not in str(answer.get("error", "")):
                 break
             with self._lock:  # the worker let this task's data go (other tasks came since): its reference again,
@@ -198,7 +200,9 @@ class KernelEvaluator:
         if fresh_inputs:
             with self._lock:
                 self._prepared.pop((worker.device, seed), None)  # one use: no later job asks for this seed
-        return self.score(answer, prepared, ref_answer.get("device_name", "cpu"))
+        report = self.score(answer, prepared, ref_answer.get("device_name", "cpu"))
+        report["timed"] = timed
+        return report
 
     def evaluate_path_sync(self, candidate_dir: Path) -> dict[str, Any]:
         """`evaluate_files_sync` of the `.py` files of a folder (holding `candidate.py`)."""
@@ -249,16 +253,22 @@ class KernelEvaluator:
         report["score"] = sum(scores) / len(scores) if scores and not failures else 0.0
         return report
 
-    async def evaluate(self, program: Program, fresh_inputs: bool = False) -> EvalResult:
+    async def evaluate(self, program: Program, fresh_inputs: bool = False, timed: bool = True) -> EvalResult:
         """Run one program on the harness: its scored report and the judge's checks, no verdict (the pipeline
-        audits, `evo/eval/pipeline.py`)."""
+        audits, `evo/eval/pipeline.py`). `timed=False`: the `correctness` rung (`evaluate_files_sync`)."""
         start = time.perf_counter()
         report = await asyncio.get_running_loop().run_in_executor(None, self.evaluate_files_sync,
-                                                                  source_files(program.source), fresh_inputs)
+                                                                  source_files(program.source), fresh_inputs, timed)
         result = report_to_result(report, time.perf_counter() - start)
         result.checks = [(str(n), bool(p), str(r or "")) for n, p, r in report.get("checks", [])]
         result.report = report
         return result
+
+    async def run(self, job: Job) -> EvalResult:
+        """The job at its rung (`KernelsFamily.fidelities`: its `timed` setting), once it is this evaluator's
+        task with the folder hash the job was built against."""
+        check_job_task(self.task, job)
+        return await self.evaluate(job.program, timed=bool(job.settings.get("timed", True)))
 
     async def evaluate_on_fresh_inputs(self, program: Program) -> EvalResult:
         """`evaluate` in a session of the task's inputs of its own: inputs and expected outputs drawn anew (a
@@ -296,7 +306,8 @@ def report_to_result(report: dict[str, Any], wall_s: float) -> EvalResult:
     if status != "ok":
         kind = status if status in ("timeout", "memory", "crashed") else "error"
         return EvalResult(False, failure=kind, error=str(report.get("error"))[:2000], wall_s=wall_s)
-    metrics = {"sol_score": float(report["score"])}
+    # An untimed rung's pass has no SOL score to report (its score is 0, the timing rung's job).
+    metrics = {"sol_score": float(report["score"])} if report.get("timed", True) else {}
     for row in report["workloads"]:
         if row["time_s"] is not None:
             metrics[f"time_us/{row['workload']}"] = row["time_s"] * 1e6

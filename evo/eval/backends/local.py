@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evo.errors import EvoError
 from evo.eval.backends.base import EvalResult
 from evo.eval.child import FS_GUARD, OUTPUT_LOG, OUTPUTS
-from evo.eval.families.base import task_hash
+from evo.eval.families.base import check_job_task
 from evo.eval.sandbox import Limits, run_sandboxed
 from evo.program import Program, source_files
 from evo.task import Task
@@ -158,12 +157,7 @@ class LocalEvaluator:
     async def run(self, job: Job) -> EvalResult:
         """The job, once its task is this pool's and the task's folder has the hash it was built against: the
         child is given the candidate's files from the message, never a path of the machine that built it."""
-        if job.task != self.task.name:
-            raise EvoError(f"this pool runs {self.task.name!r}, not {job.task!r}: build one pool per task")
-        here = task_hash(self.task, fresh=True) if job.task_hash != task_hash(self.task) else job.task_hash
-        if here != job.task_hash:
-            raise EvoError(f"task {job.task!r} differs here from the job's (folder hash {here} here, "
-                           f"{job.task_hash} in the job): its folder changed since the job was built")
+        check_job_task(self.task, job)
         return await self.evaluate(job.program)
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from evo.errors import EvoError
 from evo.eval.backends.base import EvalResult, Evaluator
 from evo.program import MAIN_FILE, Program, source_files
 from evo.task import Task
@@ -63,6 +64,16 @@ def task_hash(task: Task, fresh: bool = False) -> str:
             h.update(rel.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
         _HASHES[key] = h.hexdigest()[:32]
     return _HASHES[key]
+
+
+def check_job_task(task: Task, job: Job) -> None:
+    """Refuse a job built for another task, or against a folder that has changed since (its hash read again
+    before refusing: the folder may have changed here since this process first hashed it)."""
+    if job.task != task.name:
+        raise EvoError(f"this backend runs {task.name!r}, not {job.task!r}: one backend per task")
+    if job.task_hash != task_hash(task) and job.task_hash != task_hash(task, fresh=True):
+        raise EvoError(f"task {job.task!r} differs here from the job's (folder hash {task_hash(task)} here, "
+                       f"{job.task_hash} in the job): its folder changed since the job was built")
 
 
 class Family:
