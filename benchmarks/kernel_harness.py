@@ -61,12 +61,14 @@ def stage_medians(reports: list[dict]) -> dict[str, float]:
 def bound_summary(reports: list[dict]) -> dict[str, float]:
     """How the calls' gaps (the judge's clock less the reported time) sit against the no-op's, over every workload
     of the reports: the worst excess over its 90th percentile in units of the slack (over 1.0 is refused)."""
-    worst, n, graphs, inside, limited, slower, escaped = 0.0, 0, 0, 0, 0, [], []
+    worst, n, graphs, inside, whole, limited, slower, escaped, slack = 0.0, 0, 0, 0, 0, 0, [], [], []
     for r in reports:
         for b in (r.get("bounds") or {}).values():
             n += 1
             graphs += bool(b.get("graph"))
             inside += bool(b.get("graph_events"))
+            whole += bool(b.get("one_graph"))
+            slack.append(b["slack_s"])
             worst = max(worst, (b["gap_s"] - b["gap_high_s"]) / b["slack_s"])
             limited += int(b.get("clock_limited", 0))
             if b.get("judged_s") and b["claimed_s"]:
@@ -74,7 +76,9 @@ def bound_summary(reports: list[dict]) -> dict[str, float]:
             if isinstance(b.get("escaped_s"), (int, float)) and b["claimed_s"]:
                 escaped.append((b["escaped_s"], b["escaped_s"] / b["claimed_s"]))
     return {"workloads": n, "worst_in_slack": worst, "timed_as_graphs": graphs, "events_in_graph": inside,
-            "clock_limited_calls": limited,
+            "whole_call_one_graph": whole, "clock_limited_calls": limited,
+            # the clock bound's resolution on these workloads (the slack: time_bound.time_bound)
+            "slack_us_p10_p50_p90": [round(_at(sorted(slack), q) * 1e6, 1) for q in (0.1, 0.5, 0.9)],
             "median_judged_over_claimed": statistics.median(slower) if slower else 0.0,
             "worst_judged_over_claimed": max(slower, default=0.0),
             # work the child says ran after the end event (stream_join refuses past max(20 us, 25%)): honest
@@ -244,7 +248,8 @@ def main() -> None:
     for r in out["throughput"]["rows"]:
         b = r["bounds"]
         print(f"{r['task']:28s} workloads {b['workloads']:4d}  worst {b['worst_in_slack']:.2f}  as CUDA graphs "
-              f"{b['timed_as_graphs']} (events inside {b['events_in_graph']})  calls timed by the clock {b['clock_limited_calls']}  judged/claimed - 1: "
+              f"{b['timed_as_graphs']} (events inside {b['events_in_graph']}, whole call {b['whole_call_one_graph']})  "
+              f"slack us p10/p50/p90 {b['slack_us_p10_p50_p90']}  calls timed by the clock {b['clock_limited_calls']}  judged/claimed - 1: "
               f"median {b['median_judged_over_claimed']:.1%} worst {b['worst_judged_over_claimed']:.1%}  "
               f"after the end event (us, p50/p90/max) {b['escaped_us_p50_p90_max']}")
     if out["noise"]:

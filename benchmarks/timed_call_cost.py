@@ -5,11 +5,12 @@ down to the spread of the harness's own overhead per call (the no-op's gap). On 
 hundreds of microseconds (BENCHMARKS.md, session 6). This script takes the overhead apart, in a child process
 driven over the judge's own clock socket exactly as a no-op calibration is, for each workload of a task:
 
-- `today`: the timed call as the harness makes it: the set unmasked into a recorded graph's inputs, the L2
-  flushed, the graph replayed between events, the outputs digested, the answer sent;
-- `one_graph` (GPU only): a prototype of the whole call as one CUDA graph (unmasking, flush, the call, the
-  digest into page-locked memory), one launch and one poll from the host. Its unmasking XORs a stream made
-  beforehand, so its memory passes are a lower bound; the point is the host's part and its spread;
+- `today`: the timed call step by step, as the harness makes it where the whole call cannot be one graph: the
+  set unmasked into a recorded graph's inputs, the L2 flushed, the graph replayed between events, the outputs
+  digested, the answer sent;
+- `one_graph` (GPU only): the whole call as one CUDA graph, as the harness makes it where it can
+  (`evo/eval/timed_graph.py`: unmasking, flush, the call, the digest into page-locked memory), one launch and
+  one poll from the host;
 - `parts`: each step of `today` alone, synchronised, in the child (where the time goes);
 - `clock`: the task's reference on its smallest workload, timed by events in a replayed graph, back to back
   and after 20 ms of an idle GPU each (does an idle GPU's clock make a latency-bound kernel slower?), by events
@@ -48,6 +49,7 @@ from evo.eval import wire  # noqa: E402
 from evo.eval.kernel_spec import as_tuple  # noqa: E402
 from evo.eval.peaks import peaks_for  # noqa: E402
 from evo.eval.reference_data import workloads_for  # noqa: E402
+from evo.eval.timed_graph import GraphedCalls  # noqa: E402
 from evo.eval.timing import L2Flusher, Replay, sync, timed_replay, timed_sample  # noqa: E402
 from evo.task import load_module  # noqa: E402
 
@@ -79,11 +81,11 @@ class NoopCalls:
         self.replay = Replay.capture(self.run, inputs, device) if device.startswith("cuda") else None
         self.inputs = inputs
         digests.prepare_digest(device)
-        self.graph_call: OneGraphCall | None = None
+        self.graph_call: GraphedCalls | None = None
         self.graph_error = ""
         if self.replay is not None:
-            try:  # a prototype: what this torch cannot record is reported, not fatal
-                self.graph_call = OneGraphCall(self, reference, inputs)
+            try:  # what this torch cannot record is reported, not fatal
+                self.graph_call = GraphedCalls(self.run, inputs, [self.masked], KEY, self.flush, device)
             except Exception as e:  # noqa: BLE001
                 self.graph_error = f"{type(e).__name__}: {str(e)[:300]}"
                 torch.cuda.synchronize()
@@ -123,38 +125,6 @@ class NoopCalls:
                 times.append(time.perf_counter() - t0)
             out[name] = _spread(times)
         return out
-
-
-class OneGraphCall:
-    """A prototype: unmask (XOR with a stream made beforehand), flush, the no-op, digest, all one CUDA graph."""
-
-    def __init__(self, noop: NoopCalls, reference: Any, inputs: tuple[Any, ...]):
-        dev = noop.device
-        tensors = [(m, dst) for m, dst in zip(noop.masked, noop.replay.inputs, strict=True)  # type: ignore[union-attr]
-                   if isinstance(m, masking.MaskedTensor) and dst.is_contiguous()
-                   and dst.numel() * dst.element_size() == m.nbytes]
-        streams = [masking.key_stream(KEY, j, m.bits.numel(), dev) for j, (m, _) in enumerate(tensors)]
-        outs = [o for o in noop.outputs if isinstance(o, torch.Tensor)]
-        self.result = torch.zeros(2 * len(outs), dtype=torch.int64, device=dev)
-        self.host = torch.zeros(2 * len(outs), dtype=torch.int64, pin_memory=True)
-        self.done = torch.cuda.Event()
-        self.graph = torch.cuda.CUDAGraph()
-        torch.cuda.synchronize()
-        with torch.cuda.graph(self.graph):
-            for (m, dst), st in zip(tensors, streams, strict=True):
-                torch.bitwise_xor(m.bits, st, out=dst.view(-1).view(torch.uint8).view(torch.int64))
-            noop.flush()
-            for i, o in enumerate(outs):  # each output's digest state (the host folds them)
-                self.result[2 * i:2 * i + 2].copy_(digests.state_of(o, KEY, i))
-            self.host.copy_(self.result, non_blocking=True)
-        torch.cuda.synchronize()
-
-    def __call__(self) -> int:
-        self.graph.replay()
-        self.done.record()
-        while not self.done.query():
-            pass
-        return int(self.host.sum())
 
 
 def _clock_test(reference: Any, params: dict[str, Any], device: str, l2_bytes: int, n: int) -> dict[str, Any]:
@@ -214,7 +184,7 @@ def child_main(ctrl_fd: int, clock_fd: int, task: str, device: str, calls: int) 
         variants = ["today"] + (["one_graph"] if noop.graph_call is not None else [])
         wire.send(ctrl, {"w": w.name, "variants": variants, "one_graph_error": noop.graph_error})
         for variant in variants:
-            call = noop.today if variant == "today" else (lambda g=noop.graph_call: (0.0, g()))  # type: ignore[misc]
+            call = noop.today if variant == "today" else (lambda g=noop.graph_call: g(0, KEY)[:2])  # type: ignore[misc]
             for _ in range(calls):
                 wire.next_packet(clock, spin=True)
                 t, d = call()

@@ -158,21 +158,23 @@ def test_a_task_the_worker_let_go_runs_its_reference_job_again(tmp_path: Path,
         pool.close()
 
 
-def test_a_candidates_cache_gets_the_trusted_helpers_and_digest_kernel_and_nothing_else(tmp_path: Path) -> None:
+def test_a_candidates_cache_gets_the_trusted_helpers_and_harness_kernels_and_nothing_else(tmp_path: Path) -> None:
     """A candidate's private Triton cache starts with copies of the shared cache's C helpers and the harness's
-    digest kernel (so that no child compiles them again), never another kernel (a planted one would run)."""
-    from evo.eval.worker_child import DIGEST_KERNEL, _copy_compiled_helpers
+    own kernels (the digest's, the mask stream's: no child compiles them again), never another kernel (a planted
+    one would run)."""
+    from evo.eval.worker_child import HARNESS_KERNELS, _copy_compiled_helpers
 
     shared = tmp_path / "shared"
-    for entry, name in (("helpers", "cuda_utils.so"), ("digest", f"{DIGEST_KERNEL}.cubin"),
-                        ("other", "_some_kernel.cubin")):
+    planted = ("helpers", "cuda_utils.so"), ("digest", f"{HARNESS_KERNELS[0]}.cubin"), \
+        ("stream", f"{HARNESS_KERNELS[1]}.json"), ("other", "_some_kernel.cubin")
+    for entry, name in planted:
         (shared / entry).mkdir(parents=True)
         (shared / entry / name).write_bytes(b"compiled")
     private = tmp_path / "private"
     _copy_compiled_helpers(shared, private)
-    assert sorted(p.name for p in private.iterdir()) == ["digest", "helpers"]
-    copy = private / "digest" / f"{DIGEST_KERNEL}.cubin"
-    assert copy.read_bytes() == b"compiled" and not copy.samefile(shared / "digest" / f"{DIGEST_KERNEL}.cubin")
+    assert sorted(p.name for p in private.iterdir()) == ["digest", "helpers", "stream"]
+    copy = private / "digest" / f"{HARNESS_KERNELS[0]}.cubin"
+    assert copy.read_bytes() == b"compiled" and not copy.samefile(shared / "digest" / f"{HARNESS_KERNELS[0]}.cubin")
 
 
 def test_the_correctness_rung_checks_the_visible_workloads_and_times_nothing(evaluator: KernelEvaluator) -> None:

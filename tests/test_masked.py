@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +101,27 @@ def test_unmask_into_on_the_gpu() -> None:
     into = _places(inputs, "cuda")
     masked.unmask_into(m, 42, into)
     assert _same(tuple(x.cpu() if isinstance(x, torch.Tensor) else x for x in into), inputs)
+
+
+def test_the_gpus_stream_kernel_under_tritons_interpreter() -> None:
+    """The kernel a GPU masks with (`masked_kernel.xor_philox`, its seed read from device memory): masking twice
+    gives the words back, word i is the same whatever the stream's length (a graph's input and the reference's
+    are masked by launches of different sizes), another seed gives other bits, and the bytes look uniform."""
+    code = """
+import torch
+from evo.eval.masked_kernel import xor_philox
+seed, other = torch.tensor([-1234567890123]), torch.tensor([7])
+x = torch.arange(3000, dtype=torch.int64)
+once = xor_philox(x, seed)
+assert torch.equal(xor_philox(once, seed), x) and int((once == x).sum()) == 0
+z = torch.zeros(5000, dtype=torch.int64)
+assert torch.equal(xor_philox(z, seed)[:3000], xor_philox(z[:3000].clone(), seed))
+assert int((xor_philox(z, seed) == xor_philox(z, other)).sum()) == 0
+counts = torch.bincount(xor_philox(z, seed).view(torch.uint8).long(), minlength=256)
+assert counts.min() > 0 and counts.max() < 2 * counts.float().mean(), counts
+print("ok")
+"""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -42,14 +42,20 @@ def harness_identity() -> dict[str, int]:
     }
     # The child's own timed-call path, looked up where the child calls it from (bench imports these names, so
     # a candidate that wants them changed must change bench's, or the module the call goes through).
-    for module, names in (("evo.eval.bench", ("timed_replay", "timed_sample")),
-                          ("evo.eval.masked", ("unmask", "unmask_into", "key_stream")),
+    for module, names in (("evo.eval.bench", ("timed_replay", "timed_sample", "GraphedCalls")),
+                          ("evo.eval.timed_graph", ("GraphedCalls.__call__", "GraphedCalls._record", "xor_philox",
+                                                    "graph_events", "spin")),
+                          ("evo.eval.masked_kernel", ("xor_philox",)),
+                          ("evo.eval.masked", ("unmask", "unmask_into", "xor_stream")),
                           ("evo.eval.wire", ("send_packet", "next_packet")),
                           ("evo.eval.digest", ("digest", "state_of", "_level_torch", "_level_triton")),
-                          ("evo.eval.timing", ("timed_replay", "timed_sample", "_on_idle_device", "_graph_events",
-                                               "graph_events_work"))):
+                          ("evo.eval.timing", ("timed_replay", "timed_sample", "_on_idle_device", "graph_events",
+                                               "graph_events_work", "spin"))):
         for name in names:
-            objs[f"{module.removeprefix('evo.eval.')}.{name}"] = getattr(sys.modules.get(module), name, None)
+            obj: object = sys.modules.get(module)
+            for part in name.split("."):  # a method: looked up on its class, where a patch would put it
+                obj = getattr(obj, part, None)
+            objs[f"{module.removeprefix('evo.eval.')}.{name}"] = obj
     return {k: id(v) for k, v in objs.items()}
 
 

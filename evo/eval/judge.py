@@ -170,7 +170,8 @@ def _timed_batch(s: Session, w: Workload, n: int, key: int, mask_keys: list[int]
         reply, seconds = s.timed({"op": "go", "i": i, "key": mask_keys[i % len(mask_keys)]})
         clock.append(seconds)
         answers.append(reply)
-    return answers, clock, {"graph": setup.get("graph") is True, "graph_events": setup.get("graph_events") is True}
+    return answers, clock, {"graph": setup.get("graph") is True, "graph_events": setup.get("graph_events") is True,
+                            "one_graph": setup.get("one_graph") is True}
 
 
 def _floats(answers: list[dict[str, Any]], key: str) -> list[float]:

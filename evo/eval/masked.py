@@ -10,10 +10,13 @@ inside its clock: the child unmasks there (a few memory-bound passes on the devi
 calibration's time as much as in the candidate's), so no input of the timing exists in the candidate's
 process before its call.
 
-The stream is PyTorch's generator of the device the inputs are used on (Philox on a GPU), seeded with the
-key: the reference job and the candidate's child, both on the worker's device with the worker's PyTorch,
-make the same stream. It is not a cipher, but recovering inputs without the key would mean predicting
-that stream from the masked bytes alone, and the inputs' own distribution is all an attacker knows.
+The stream, on a GPU, is Triton's Philox (10 rounds) under a 64-bit seed drawn from the key and the tensor's
+position (`evo/eval/masked_kernel.py`), the seed read from device memory so that a recorded CUDA graph can
+unmask under a key that did not exist when it was recorded (`evo/eval/timed_graph.py`); on a CPU, PyTorch's
+generator seeded the same way. The reference job and the candidate's child, both on the worker's device with
+the worker's PyTorch and Triton, make the same stream. It is not a cipher, but recovering inputs without the
+key would mean predicting that stream from the masked bytes alone, and the inputs' own distribution is all an
+attacker knows.
 """
 
 from __future__ import annotations
@@ -52,14 +55,30 @@ def on_device(masked: MaskedSet, device: str) -> MaskedSet:
     return tuple(m.to(device) if isinstance(m, MaskedTensor) else m for m in masked)
 
 
-def key_stream(key: int, index: int, words: int, device: str | torch.device) -> torch.Tensor:
-    """`words` pseudo-random 64-bit words for the `index`-th tensor of a set masked with `key`, made on `device`.
+def stream_seed(key: int, index: int) -> int:
+    """The seed of the `index`-th tensor's stream under `key`, as a signed 64-bit value (a different seed per
+    tensor of a set)."""
+    sub = (key * 6364136223846793005 + index * 1442695040888963407 + 1) % 2**64
+    return sub - 2**64 if sub >= 2**63 else sub
 
-    One generator per tensor, each made at the tensor's own length: on a GPU, word i of a stream depends on
-    the stream's length (the launch's shape), so a prefix of a longer stream would not be the same bits."""
-    sub = (key * 6364136223846793005 + index * 1442695040888963407 + 1) % 2**64  # a different seed per tensor
-    g = torch.Generator(device=device).manual_seed(sub)
-    return torch.empty(words, dtype=torch.int64, device=device).random_(-(2**63), None, generator=g)
+
+def xor_stream(bits: torch.Tensor, key: int, index: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """`bits` (flat int64 words) XOR the stream of the `index`-th tensor of a set masked with `key`, on the
+    device `bits` lie on, into `out` when given: masking and unmasking are this same step."""
+    seed = stream_seed(key, index)
+    if bits.is_cuda:
+        from evo.eval.masked_kernel import xor_philox  # Triton: only where a GPU masks
+
+        return xor_philox(bits, torch.tensor([seed], dtype=torch.int64, device=bits.device), out)
+    g = torch.Generator(device=bits.device).manual_seed(seed % 2**64)
+    stream = torch.empty(bits.numel(), dtype=torch.int64, device=bits.device).random_(-(2**63), None, generator=g)
+    return torch.bitwise_xor(bits, stream, out=out) if out is not None else bits ^ stream
+
+
+def prepare_stream(device: str) -> None:
+    """Compile (or load from Triton's cache) the stream's kernel on a GPU before any clock runs; nothing on a CPU."""
+    if device.startswith("cuda"):
+        xor_stream(torch.zeros(8, dtype=torch.int64, device=device), 1, 0)
 
 
 def _bytes(x: torch.Tensor) -> torch.Tensor:
@@ -78,14 +97,14 @@ def mask(inputs: tuple[object, ...], key: int, device: str) -> MaskedSet:
         words = -(-raw.numel() // 8)
         padded = torch.zeros(words * 8, dtype=torch.uint8, device=device)
         padded[: raw.numel()] = raw
-        stream = key_stream(key, j, words, device)
-        out.append(MaskedTensor((padded.view(torch.int64) ^ stream).cpu(), x.dtype, tuple(x.shape), tuple(x.stride())))
+        out.append(MaskedTensor(xor_stream(padded.view(torch.int64), key, j).cpu(), x.dtype, tuple(x.shape),
+                                tuple(x.stride())))
     return tuple(out)
 
 
 def _unmask_tensor(m: MaskedTensor, key: int, index: int, device: str) -> torch.Tensor:
     """The `index`-th input of a set masked with `key`, on `device`, in the reference's layout."""
-    raw = (m.bits.to(device, non_blocking=True) ^ key_stream(key, index, m.bits.numel(), device)).view(torch.uint8)
+    raw = xor_stream(m.bits.to(device, non_blocking=True), key, index).view(torch.uint8)
     numel = math.prod(m.shape)
     flat = raw[:numel].to(torch.bool) if m.dtype == torch.bool else raw[: numel * m.dtype.itemsize].view(m.dtype)
     x = flat.view(m.shape)
@@ -113,13 +132,22 @@ def unmask_into(masked: MaskedSet, key: int, into: tuple[object, ...]) -> None:
             continue
         if not isinstance(dst, torch.Tensor) or tuple(dst.shape) != m.shape or dst.dtype != m.dtype:
             raise ValueError(f"input {j}: {m.dtype} {m.shape} cannot be written into {dst!r:.80}")
-        if (dst.is_contiguous() and dst.dtype != torch.bool and dst.numel() * dst.element_size() == m.nbytes
-                and dst.storage_offset() * dst.element_size() % 8 == 0):
-            stream = key_stream(key, j, m.bits.numel(), dst.device)
-            torch.bitwise_xor(m.bits.to(dst.device, non_blocking=True), stream,
-                              out=dst.view(-1).view(torch.uint8).view(torch.int64))
+        if writable_in_one_pass(m, dst):
+            xor_stream(m.bits.to(dst.device, non_blocking=True), key, j, out=whole_words(dst))
         else:
             dst.copy_(_unmask_tensor(m, key, j, str(dst.device)))
+
+
+def writable_in_one_pass(m: MaskedTensor, dst: torch.Tensor) -> bool:
+    """Whether `dst` is `m`'s bytes as whole 64-bit words in C order (no padding, no other layout), so that
+    the stream XORs straight into it."""
+    return (dst.is_contiguous() and dst.dtype != torch.bool and dst.numel() * dst.element_size() == m.nbytes
+            and dst.storage_offset() * dst.element_size() % 8 == 0)
+
+
+def whole_words(dst: torch.Tensor) -> torch.Tensor:
+    """`dst`'s memory as flat int64 words (`writable_in_one_pass` holds)."""
+    return dst.view(-1).view(torch.uint8).view(torch.int64)
 
 
 def save(masked: list[MaskedSet], path: Path) -> None:

@@ -28,6 +28,7 @@ import torch
 
 from evo.eval import digest as digests
 from evo.eval import fs_guard, net_guard, wire
+from evo.eval import masked as masking
 from evo.eval.bench import Runner
 from evo.eval.gpu_lock import GpuLock
 from evo.eval.integrity import Snapshot
@@ -45,7 +46,9 @@ def _device_facts(device: str) -> dict[str, Any]:
     return {"device_name": "cpu", "l2_bytes": 0}
 
 
-DIGEST_KERNEL = "digest_level"  # the Triton kernel's name, which names its files in Triton's cache
+# The harness's own Triton kernels (the digest's, the mask's stream), by the names that name their files in
+# Triton's cache.
+HARNESS_KERNELS = ("digest_level", "_xor_philox")
 
 
 def _trusted_triton_cache() -> Path:
@@ -55,7 +58,7 @@ def _trusted_triton_cache() -> Path:
 
 def _copy_compiled_helpers(shared: Path, private_cache: Path) -> None:
     """Copy the shared cache's compiled C helpers (Triton's driver utilities and launchers, `.so` files) and the
-    harness's own digest kernel (`evo/eval/digest_kernel.py`, compiled there by the reference job) into a
+    harness's own kernels (the digest's and the mask stream's, compiled there by the reference job) into a
     candidate's private cache, so that it neither rebuilds the helpers with gcc (~1 s a child, measured as
     55 -> 49 candidates per GPU-minute) nor compiles the digest (~6 s a child on the H100, under the driver's
     lock). Copies, never links: a write through a hard link would reach the shared file. Only trusted jobs
@@ -66,7 +69,7 @@ def _copy_compiled_helpers(shared: Path, private_cache: Path) -> None:
         return
     for entry in entries:
         try:
-            if entry.is_dir() and any(f.suffix == ".so" or f.name.startswith(f"{DIGEST_KERNEL}.")
+            if entry.is_dir() and any(f.suffix == ".so" or f.name.split(".")[0] in HARNESS_KERNELS
                                       for f in entry.iterdir()):
                 shutil.copytree(entry, private_cache / entry.name, dirs_exist_ok=True)
         except OSError:
@@ -106,8 +109,9 @@ def _child_setup(job: dict[str, Any], device: str, private: Path, lock: GpuLock)
             torch.cuda.set_per_process_memory_fraction(gpu_fraction)
             # Start CUDA's own helper threads now, so that the candidate's thread count is taken after them.
             torch.ones(1, device=device).add_(1)
-            # The digest's Triton kernel compiled (or loaded from the session's cache) before any clock runs.
+            # The harness's Triton kernels compiled (or loaded from the session's cache) before any clock runs.
             digests.prepare_digest(device)
+            masking.prepare_stream(device)
             torch.cuda.synchronize()
     if not candidate:
         return None
