@@ -1,8 +1,9 @@
 """Timing on the GPU: a CUDA graph of the call replayed between CUDA events, the L2 flushed and the device idle.
 
 Used in two places: the reference job times PyTorch eager and `torch.compile` with `time_call`, and a
-candidate's process times each of its timed calls with `timed_replay`, one call per request of the judge
-(`evo/eval/judge.py`), which bounds those times with its own clock.
+candidate's process times each of its timed calls, one call per request of the judge (`evo/eval/judge.py`),
+which bounds those times with its own clock: as one graph of the whole call where it can
+(`evo/eval/timed_graph.py`, built on the events and the poll here), else with `timed_replay`.
 
 The call is recorded once into a CUDA graph (`Replay.capture`), on inputs of its real shapes that are not the
 timing's, and each timed call copies its input set into the graph's inputs and replays it. What is timed is
