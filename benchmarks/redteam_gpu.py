@@ -47,14 +47,20 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "redteam_gpu.json")
     ap.add_argument("--bypass-screen", action="store_true",
                     help="run screen-rejected hacks in the harness too (disposable machines only)")
+    ap.add_argument("--only", default="honest,hacks,tamper",
+                    help="which corpora, comma-separated: honest (variants and the seed), hacks, tamper")
     args = ap.parse_args()
+    only = set(args.only.split(","))
+    if not only or only - {"honest", "hacks", "tamper"}:
+        ap.error(f"--only takes honest, hacks and tamper, comma-separated; got {args.only!r}")
     task = load_task("kernels/rmsnorm_fwd")
     scratch = Path(tempfile.mkdtemp(prefix="evo-redteam-"))
     ev = KernelEvaluator(task, 1, scratch, config=BenchConfig(compile_baseline=False))
     pipeline = Pipeline(task, ev)  # its full audit decides; the harness runs with or without its screen
-    hacks = sorted((REPO / "tests" / "redteam" / "hacks").glob("*.py")) + \
-        sorted((REPO / "tests" / "redteam" / "tamper").glob("*.py"))
-    honest = sorted((REPO / "tests" / "honest" / "variants").glob("*.py")) + [REPO / "kernels" / "rmsnorm_fwd.py"]
+    hacks = [p for kind in ("hacks", "tamper") if kind in only
+             for p in sorted((REPO / "tests" / "redteam" / kind).glob("*.py"))]
+    honest = sorted((REPO / "tests" / "honest" / "variants").glob("*.py")) + [REPO / "kernels" / "rmsnorm_fwd.py"] \
+        if "honest" in only else []
     rows, costs, gates = [], [], []
     try:
         for path in honest + hacks:  # honest first: a run cut short still says whether honest code passes
