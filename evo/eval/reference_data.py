@@ -148,57 +148,75 @@ def masked_path(masked_dir: Path, workload: Workload) -> Path:
 # -- the reference job -----------------------------------------------------------------------------
 
 
-def make_timing_inputs(reference: ModuleType, data: WorkloadData, plan: TimingPlan) -> dict[str, list[tuple[Any, ...]]]:
-    """The timing's input sets of the judge's plan, on the CPU (in the reference job only: trusted)."""
-    return {w.name: [tuple(reference.make_inputs(dict(w.params), seed, "cpu")) for seed, _ in plan[w.name]]
-            for w in data.workloads}
+def compiled_baseline(reference: ModuleType, config: BenchConfig) -> Any:
+    """`torch.compile` of the reference's `run` (compiled lazily, on its first calls), None without a compiler
+    or where the config leaves it out."""
+    if not config.compile_baseline:
+        return None
+    try:
+        return torch.compile(reference.run)
+    except Exception:  # noqa: BLE001 - no compiler here: eager is the baseline
+        return None
 
 
-def prepare_reference(reference: ModuleType, data: WorkloadData, out_dir: Path, device: str,
-                      config: BenchConfig, l2_bytes: int, plan: TimingPlan,
-                      timing_inputs: dict[str, list[tuple[Any, ...]]], masked_dir: Path) -> dict[str, Any]:
-    """Expected outputs of every workload's seed pool and timing sets (to files for the judge), the timing's
-    sets masked (to files for the zygote; also kept in `data` for the no-op calibration), and baseline
-    times; trusted code only."""
+def stage_reference(reference: ModuleType, data: WorkloadData, w: Workload, out_dir: Path, device: str,
+                    plan: TimingPlan, masked_dir: Path, compiled: Any) -> str | None:
+    """The untimed part of the reference job for one workload, which shares the GPU: the expected outputs of its
+    seed pool, timing sets and stress round (to files for the judge), its timing sets masked (to a file for the
+    zygote; also kept in `data` for the no-op calibration), and `compiled` warmed up on the timing sets as they
+    will be timed (so that nothing compiles while the GPU is held alone). Trusted code only. Returns the
+    compiler's error, if any (the baseline is then eager)."""
+    (out_dir / w.name).mkdir(parents=True, exist_ok=True)
+    for s in data.seeds[w.name]:
+        with torch.no_grad():
+            out = as_tuple(reference.run(*data.inputs_of(w, s, device)))
+        torch.save([o.detach().cpu() for o in out], expected_path(out_dir, w, s))
+        del out
+    masked_sets = []
+    compile_error = None
+    for seed, key in plan[w.name]:  # made one set at a time: a workload's sets can be GBs on the host
+        masked = masking.mask(tuple(reference.make_inputs(dict(w.params), seed, "cpu")), key, device)
+        inputs = masking.unmask(masked, key, device)  # the layout the timing will see (`time_baselines`)
+        with torch.no_grad():
+            out = as_tuple(reference.run(*inputs))
+            torch.save([o.detach().cpu() for o in out], expected_path(out_dir, w, seed))
+            del out
+            if compiled is not None and compile_error is None:
+                try:
+                    compiled(*inputs)
+                except Exception as e:  # noqa: BLE001 - a compile failure leaves eager as the baseline
+                    compile_error = f"{type(e).__name__}: {e}"[:500]
+        masked_sets.append(masked)
+        del inputs
+    masking.save(masked_sets, masked_path(masked_dir, w))
+    data.masked[w.name] = masked_sets
+    if w.name in data.stress_seeds:  # the stress round's expected outputs (see `kernel_spec.Stress`)
+        with torch.no_grad():
+            out = as_tuple(reference.run(*data.stress_inputs_of(w, device)))
+        torch.save([o.detach().cpu() for o in out], expected_path(out_dir, w, data.stress_seeds[w.name], True))
+        del out
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return compile_error
+
+
+def time_baselines(reference: ModuleType, data: WorkloadData, device: str, config: BenchConfig, l2_bytes: int,
+                   plan: TimingPlan, compiled: Any, compile_errors: dict[str, str | None]) -> dict[str, Any]:
+    """The timed part of the reference job, with the GPU held alone: eager and compiled baselines per workload,
+    on the timing's own sets (unmasked from `data.masked`), and the host's latency."""
     flush = L2Flusher(device, l2_bytes)
     latency = host_latency_s(device, flush)
-    compiled = None
-    if config.compile_baseline:
-        try:
-            compiled = torch.compile(reference.run)
-        except Exception:  # noqa: BLE001 - no compiler here: eager is the baseline
-            compiled = None
     data.timing_plan = plan
     baselines: dict[str, Any] = {}
     for w in data.workloads:
-        seeds = data.seeds[w.name]
-        (out_dir / w.name).mkdir(parents=True, exist_ok=True)
-        for s in seeds:
-            with torch.no_grad():
-                out = as_tuple(reference.run(*data.inputs_of(w, s, device)))
-            torch.save([o.detach().cpu() for o in out], expected_path(out_dir, w, s))
-            del out
-        input_sets = []  # the baselines are timed on the candidates' timing inputs
-        masked_sets = []
-        for (seed, key), cpu_inputs in zip(plan[w.name], timing_inputs[w.name], strict=True):
-            inputs = tuple(_to(x, device) for x in cpu_inputs)
-            with torch.no_grad():
-                out = as_tuple(reference.run(*inputs))
-            torch.save([o.detach().cpu() for o in out], expected_path(out_dir, w, seed))
-            del out
-            input_sets.append(inputs)
-            masked_sets.append(masking.mask(cpu_inputs, key, device))
-        masking.save(masked_sets, masked_path(masked_dir, w))
-        data.masked[w.name] = masked_sets
-        if w.name in data.stress_seeds:  # the stress round's expected outputs (see `kernel_spec.Stress`)
-            with torch.no_grad():
-                out = as_tuple(reference.run(*data.stress_inputs_of(w, device)))
-            torch.save([o.detach().cpu() for o in out], expected_path(out_dir, w, data.stress_seeds[w.name], True))
-            del out
+        input_sets = [masking.unmask(m, key, device)
+                      for m, (_, key) in zip(data.masked[w.name], plan[w.name], strict=True)]
         with torch.no_grad():
             eager = time_call(reference.run, input_sets, config, device, flush, latency)
-        entry: dict[str, Any] = {"seeds": seeds, "eager": eager.to_dict(), "compile": None}
-        if compiled is not None:
+        entry: dict[str, Any] = {"seeds": data.seeds[w.name], "eager": eager.to_dict(), "compile": None}
+        if compile_errors.get(w.name):
+            entry["compile_error"] = compile_errors[w.name]
+        elif compiled is not None:
             try:
                 with torch.no_grad():
                     entry["compile"] = time_call(compiled, input_sets, config, device, flush, latency).to_dict()

@@ -34,7 +34,13 @@ from evo.eval.gpu_lock import GpuLock
 from evo.eval.integrity import Snapshot
 from evo.eval.kernel_spec import as_tuple
 from evo.eval.peaks import peaks_for
-from evo.eval.reference_data import TimingPlan, WorkloadData, make_timing_inputs, prepare_reference
+from evo.eval.reference_data import (
+    TimingPlan,
+    WorkloadData,
+    compiled_baseline,
+    stage_reference,
+    time_baselines,
+)
 from evo.eval.timing import BenchConfig, sync
 from evo.task import load_module
 
@@ -103,7 +109,7 @@ def _child_setup(job: dict[str, Any], device: str, private: Path, lock: GpuLock)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.nice(CHILD_NICENESS)  # see _at_normal_priority
     if device.startswith("cuda"):
-        with lock.driver_work():  # never beside another child's timing
+        with lock.unslotted():  # never beside another child's timing
             torch.cuda.set_device(device)
             gpu_fraction = float(job.get("gpu_memory_fraction", 0.9))
             torch.cuda.set_per_process_memory_fraction(gpu_fraction)
@@ -141,11 +147,18 @@ def _run_child(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLo
         msg, _ = wire.recv(sock)
         plan: TimingPlan = {str(w): [(int(seed), int(key)) for seed, key in sets]
                             for w, sets in (msg.get("timing") or {}).items()}
-        timing_inputs = make_timing_inputs(reference, data, plan)  # on the CPU, before the GPU is held
+        # Untimed work shares the GPU, one workload at a time (on the H100, a suite's references, compilation
+        # included, held it alone one after another for minutes while other runs' candidates timed out);
+        # only the baselines' timing and the clock's calibration hold it alone.
+        compiled = compiled_baseline(reference, config)
+        compile_errors: dict[str, str | None] = {}
+        for w in data.workloads:
+            with lock.checking():
+                compile_errors[w.name] = stage_reference(reference, data, w, Path(job["expected_dir"]), device,
+                                                         plan, Path(job["masked_dir"]), compiled)
         with lock.timing(), _at_normal_priority():
-            prepared = prepare_reference(reference, data, Path(job["expected_dir"]), device, config,
-                                         facts["l2_bytes"], plan, timing_inputs, Path(job["masked_dir"]))
-            del timing_inputs
+            prepared = time_baselines(reference, data, device, config, facts["l2_bytes"], plan, compiled,
+                                      compile_errors)
             wire.send(sock, {"ok": True})  # the files are written: the judge reads them, then calibrates
             Runner(sock, clock, _noop_for(reference, data, device), data, device, config, facts["l2_bytes"],
                    prepared["latency_s"]).serve()

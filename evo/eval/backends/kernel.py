@@ -120,6 +120,9 @@ class Worker:
             self.proc.kill()
 
 
+REFERENCE_MEMORY_FACTOR = 4  # the reference job's memory limit, in the task's (a candidate's) limits
+
+
 class KernelEvaluator:
     """Evaluates kernel candidates on every visible GPU; `workers` candidates in flight in all."""
 
@@ -159,7 +162,10 @@ class KernelEvaluator:
         with self._lock:
             fut = self._prepared.get((worker.device, seed))
             if fut is None:
-                fut = worker.submit(self._job(kind="reference", timeout_s=1800, session_seed=seed))
+                # Trusted, and it holds every timing set masked on the host for the calibration: GBs for a large
+                # vocabulary (cross_entropy_fwd's reference passed 16 GB on the H100), so more than a candidate.
+                fut = worker.submit(self._job(kind="reference", timeout_s=1800, session_seed=seed,
+                                              memory_mb=REFERENCE_MEMORY_FACTOR * self.task.config.memory_mb))
                 self._prepared[(worker.device, seed)] = fut
         return fut
 
