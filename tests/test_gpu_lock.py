@@ -22,7 +22,7 @@ def _hold(path: str, slots: int, mode: str, delay: float, hold: float, out: mp.Q
         time.sleep(hold)
         out.put((mode, delay, entered, time.monotonic()))
         return
-    held = {"timing": lock.timing, "checking": lock.checking, "driver": lock.driver_work}[mode]
+    held = {"timing": lock.timing, "checking": lock.checking, "unslotted": lock.unslotted}[mode]
     with held():
         entered = time.monotonic()
         time.sleep(hold)
@@ -79,9 +79,9 @@ def test_slots_bound_the_checkers_at_once(tmp_path: Path, slots: int) -> None:
     assert most == slots
 
 
-def test_driver_work_shares_with_checkers_takes_no_slot_and_never_meets_a_timer(tmp_path: Path) -> None:
-    held = _run(tmp_path, 1, [("checking", 0.0), ("driver", 0.15), ("timing", 0.3), ("driver", 0.45)])
-    assert _overlap(held[0.0], held[0.15])  # the one slot is the checker's: driver work does not wait for it
+def test_unslotted_shares_with_checkers_takes_no_slot_and_never_meets_a_timer(tmp_path: Path) -> None:
+    held = _run(tmp_path, 1, [("checking", 0.0), ("unslotted", 0.15), ("timing", 0.3), ("unslotted", 0.45)])
+    assert _overlap(held[0.0], held[0.15])  # the one slot is the checker's: the driver's work and the judge's do not wait for it
     for other in (0.0, 0.15, 0.45):
         assert not _overlap(held[0.3], held[other]), (held[0.3], held[other])
 

@@ -64,17 +64,18 @@ class GpuLock:
             _unlock(slot)
 
     @contextmanager
-    def driver_work(self) -> Iterator[None]:
-        """Share the GPU with checkers, never with a timer, taking no slot: for the CUDA driver's own work
-        (a context made, memory given back at exit), which runs no kernel but maps and clears device memory.
-        On the H100 the timings were no steadier for it (BENCHMARKS.md, session 6: the candidates' excess
-        over the no-op's overhead is a property of their own processes); it stays because a timing should
-        share the device with nothing, and its cost in throughput was within the spread between machines."""
+    def unslotted(self) -> Iterator[None]:
+        """Share the GPU with checkers, never with a timer, taking no slot. For the CUDA driver's own work (a
+        context made, memory given back at exit), which runs no kernel but maps and clears device memory: on the
+        H100 the timings were no steadier for it (BENCHMARKS.md, session 6), but a timing should share the device
+        with nothing. And for the judge's comparisons, which the children's checks wait on: with a slot to take,
+        the judge queued behind the very checkers it was to answer (1.7-4.0 s of waiting a candidate on the H100,
+        BENCHMARKS.md session 8); its memory is not what slots bound (the outputs are on the device before)."""
         with self._through_gate(fcntl.LOCK_SH):
             yield
 
     def hold_until_exit(self) -> None:
-        """Take the GPU as `driver_work` does and keep it until this process exits (the kernel lets it go
+        """Take the GPU as `unslotted` does and keep it until this process exits (the kernel lets it go
         after the process's device files have closed): a child's CUDA context is torn down outside any timing."""
         self._take(fcntl.LOCK_SH)
 

@@ -404,7 +404,7 @@ def serve(control: socket.socket, device: str, lock_path: Path | None, checking_
     if lock_path is not None and device.startswith("cuda"):
         from evo.eval.gpu_lock import GpuLock
 
-        gpu_lock = GpuLock(lock_path, checking_slots).checking
+        gpu_lock = GpuLock(lock_path, checking_slots).unslotted
 
     def report(msg: dict[str, Any]) -> None:
         with send_lock:  # one record per report (the control socket is a SOCK_SEQPACKET pair)
