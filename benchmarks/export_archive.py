@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from evo.checkout_env import checkout_env  # noqa: E402
 from evo.errors import EvoError  # noqa: E402
 from evo.store import DB_NAME, Store  # noqa: E402
 
@@ -80,7 +80,7 @@ def export(runs: list[Path], top: int, archive: Path, jobs: int) -> tuple[list[d
 
     archive.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=archive))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = checkout_env()
     rows: list[dict[str, Any]] = []
     try:
         pending = list(enumerate(runs))
@@ -134,7 +134,7 @@ def check_seeding(files: set[Path], work: Path, workers: int) -> list[dict[str, 
                     str(row.get("objective", "maximize")), row["value"], best[key]["value"])):
                 best[key] = row
     procs = {}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = checkout_env()
     for i, ((f, task), n) in enumerate(sorted(counts.items())):
         run_dir = work / f"{i:02d}_{Path(task).name}"
         cmd = [sys.executable, "-m", "evo", "run", task, "--run-dir", str(run_dir), "--budget", str(n + 1),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from evo.checkout_env import checkout_env  # noqa: E402
 from evo.store import DB_NAME, Store  # noqa: E402
 from evo.tasks_import.common import task_name  # noqa: E402
 
@@ -157,8 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"{runs} is not empty: give a new --runs folder")
     files = problem_files(args.problems, args.only.split(",") if args.only else None)
     tasks = runs / "tasks"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "EVO_TASKS_PATH": str(tasks)}
+    env = checkout_env(EVO_TASKS_PATH=str(tasks))
     budget, workers = args.budget, args.workers
     if args.dry_run:
         env["TRITON_INTERPRET"] = "1"

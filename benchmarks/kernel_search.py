@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from evo.checkout_env import checkout_env  # noqa: E402
 from evo.store import Store  # noqa: E402
 
 CONFIG = """
@@ -55,7 +55,7 @@ def main() -> None:
         procs[name] = subprocess.Popen(
             [sys.executable, "-m", "evo", "run", f"kernels/{name}", "--run-dir", str(run_dir), "--config",
              str(config), "--time-limit", str(args.time_limit), "--quiet"],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
+            stdout=log, stderr=subprocess.STDOUT, env=checkout_env())
     for p in procs.values():
         p.wait()
     wall = time.time() - start

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from evo.checkout_env import checkout_env  # noqa: E402
 
 # Row-wise kernels compile and time quickly; in pairs (or more) that declare the same tunable parameters, so
 # that transfer has somewhere to go.
@@ -64,7 +65,7 @@ def preflight() -> None:
                  "operators; httpx2: the LLM client). Install them first, e.g. from wheels carried to the machine: "
                  "`pip install --no-index --find-links WHEELS faiss-cpu pyribs scikit-learn deap httpx2`.")
     check = subprocess.run([sys.executable, "-c", "import evo.engine, evo.suite.loop"], capture_output=True,
-                           text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+                           text=True, cwd=REPO, env=checkout_env(), timeout=300)
     if check.returncode != 0:
         sys.exit(f"suite_search: evo's engine does not import here:\n{check.stderr[-2000:]}")
 
@@ -76,7 +77,7 @@ def task_names(spec: str) -> list[str]:
 def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as f:
         return subprocess.Popen([sys.executable, "-m", "evo", *args], stdout=f, stderr=subprocess.STDOUT, cwd=REPO,
-                                env={**os.environ, "PYTHONPATH": str(REPO)})
+                                env=checkout_env())
 
 
 def stop_all(procs: list[subprocess.Popen[bytes]], grace_s: float) -> None:

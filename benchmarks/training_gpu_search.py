@@ -10,7 +10,6 @@ evaluated again on resume: the store never counts one twice).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import subprocess
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evo.checkout_env import checkout_env
 from evo.errors import EvoError
 
 if TYPE_CHECKING:
@@ -101,8 +101,7 @@ def cmd_search(args: argparse.Namespace, ctx: Context, results: Results, clock: 
     if limit < 1.0:
         print(f"stopped: {clock.left():.0f} s left, an evaluation takes about {est:.0f} s: call again", flush=True)
         return 0, args.evals - done
-    env = {**os.environ, "EVO_DATA": str(ctx.data),
-           "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = checkout_env(EVO_DATA=str(ctx.data))
     if ctx.smoke:
         env["EVO_TRAIN_DEVICE"] = "cpu"
     if done or (run_dir / "evo.db").is_file():

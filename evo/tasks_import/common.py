@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evo.checkout_env import checkout_env
 from evo.errors import EvoError
 
 # The tolerance's floor per output dtype, relative: a kernel's own rounding (another summation order) is of
@@ -90,10 +90,9 @@ def check_seed(folder: Path, atol: float, rtol: float) -> None:
 
     Checked in a child process (the seed may be a published solution: code from outside), on CPU with Triton's
     interpreter where there is no GPU; `evo eval` then takes it through the whole pipeline."""
-    env = dict(os.environ)
+    env = checkout_env()
     if not _has_cuda():
         env.setdefault("TRITON_INTERPRET", "1")
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-c", _SEED_CHECK, str(folder), repr(atol), repr(rtol)], env=env,
                           capture_output=True, text=True, timeout=900)
     if proc.returncode != 0 or proc.stdout.strip() != "ok":

@@ -27,6 +27,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from evo.checkout_env import checkout_env
+
 FAULT_ENV = "EVO_GPU_FAULT_FILE"
 PROBE_TIMEOUT_S = 120.0  # python, torch and a CUDA context, on a busy node: far more than a healthy GPU needs
 SIZE = 64
@@ -35,7 +37,6 @@ SIZE = 64
 CUDA_WORDS = ("cuda error", "cudaerror", "cuda_error", "illegal memory access", "device-side assert",
               "uncorrectable ecc", "gpu is lost", "xid", "cublas_status", "cudnn_status", "nvml")
 SUSPICIOUS_FAILURES = ("crashed", "timeout")  # the worker died or hung: the GPU may have
-_REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclass
@@ -60,8 +61,7 @@ def suspicious(failure: str | None, error: str | None) -> bool:
 def probe(device: str, timeout_s: float = PROBE_TIMEOUT_S) -> Health:
     """Run the probe on `device` ("cuda:0", "cpu") in a fresh process; its `Health`."""
     start = time.monotonic()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")])),
-           "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
+    env = checkout_env(PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1")
     try:
         done = subprocess.run([sys.executable, "-m", "evo.eval.backends.gpu_health", device], env=env,
                               capture_output=True, text=True, timeout=timeout_s, start_new_session=True)
