@@ -17,6 +17,11 @@ is at equal evaluations only where both spent TOTAL.
 
     python3 benchmarks/suite_search.py --total-evals 240 --time-limit 400 --wall-limit 520 \\
         --json benchmarks/results/suite_search.json
+    python3 benchmarks/suite_search.py --arm separate --runs /tmp/ss ...; \\
+        python3 benchmarks/suite_search.py --arm suite --runs /tmp/ss ...    # each arm alone, one call each
+
+Both arms at once are 13 evo processes on one GPU (12 tasks): on the H100 that was too many for one call of 10
+minutes (BENCHMARKS.md, session 8).
 
 Prints a table (task, seed score, best separate, best suite, transfer-credited admissions) and both arms' mean
 best over the tasks (a task without a valid best counts its seed), and writes the JSON (--json). The engine
@@ -131,6 +136,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "suite_search")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "suite_search.json")
+    ap.add_argument("--arm", choices=("both", "separate", "suite"), default="both",
+                    help="run one arm only, into the same --runs as the other (two device calls of ~8 minutes "
+                         "on a warm machine, each arm alone on the GPU); the table reads whatever both left")
     args = ap.parse_args()
     tasks = task_names(args.tasks)
     if len(tasks) < 2:
@@ -139,9 +147,14 @@ def main() -> None:
         sys.exit(f"suite_search: --total-evals {args.total_evals} leaves under 2 evaluations per task; give at "
                  f"least {2 * len(tasks)}")
     preflight()
-    if args.runs.exists():
-        sys.exit(f"suite_search: {args.runs} exists; give a new --runs (each arm needs a fresh run directory)")
-    (args.runs / "separate").mkdir(parents=True)
+    arms = ("separate", "suite") if args.arm == "both" else (args.arm,)
+    taken = [a for a in arms if (args.runs / a).exists()]
+    if taken:
+        sys.exit(f"suite_search: {args.runs / taken[0]} exists; give a new --runs (each arm needs a fresh run "
+                 "directory)")
+    args.runs.mkdir(parents=True, exist_ok=True)
+    if "separate" in arms:
+        (args.runs / "separate").mkdir()
     base = f"seed = {args.seed}\n" + OPERATORS
     separate_cfg, suite_cfg = args.runs / "separate.toml", args.runs / "suite.toml"
     separate_cfg.write_text(f"workers = {args.workers_per_task}\n" + base)
@@ -150,14 +163,15 @@ def main() -> None:
     started = time.monotonic()
     procs: list[subprocess.Popen[bytes]] = []
     share, extra = divmod(args.total_evals, len(tasks))
-    for i, task in enumerate(tasks):
+    for i, task in enumerate(tasks if "separate" in arms else []):
         budget = share + (1 if i < extra else 0)
         procs.append(start(["run", task, "--run-dir", str(args.runs / "separate" / task.replace("/", "__")),
                             "--budget", str(budget), "--config", str(separate_cfg), "--time-limit",
                             str(args.time_limit), "--quiet"], args.runs / f"separate-{task.replace('/', '__')}.log"))
-    procs.append(start(["run", "--suite", ",".join(tasks), "--run-dir", str(args.runs / "suite"), "--budget",
-                        str(args.total_evals), "--config", str(suite_cfg), "--time-limit", str(args.time_limit),
-                        "--quiet"], args.runs / "suite.log"))
+    if "suite" in arms:
+        procs.append(start(["run", "--suite", ",".join(tasks), "--run-dir", str(args.runs / "suite"), "--budget",
+                            str(args.total_evals), "--config", str(suite_cfg), "--time-limit", str(args.time_limit),
+                            "--quiet"], args.runs / "suite.log"))
     while any(p.poll() is None for p in procs) and time.monotonic() - started < args.wall_limit:
         time.sleep(1.0)
     interrupted = any(p.poll() is None for p in procs)
