@@ -69,6 +69,7 @@ class GraphedCalls:
                 elif m != dst:
                     raise NotCapturable(f"a non-tensor input differs between sets ({m!r})")
         self.digest_key = digest_key
+        self.sets = tuple(sets)  # the graphs read the masked words where they lie: kept alive with them
         self._seeds = torch.zeros(len(self.tensor_at), dtype=torch.int64, pin_memory=True)
         self._seeds_view = self._seeds.numpy()
         self._seeds_dev = torch.zeros(len(self.tensor_at), dtype=torch.int64, device=device)
