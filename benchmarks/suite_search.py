@@ -206,9 +206,10 @@ def main() -> None:
     print(f"{'mean':28s} {fmt(mean('seed')):>6s} {fmt(mean('best_separate')):>8s} {fmt(mean('best_suite')):>6s} "
           f"{n_sep:>7d}/{n_suite:<7d} {sum(r['transfer_admissions'] for r in table):>13d}")
     equal = n_sep == n_suite == args.total_evals
+    why = "an arm stopped at its time limit" if min(n_sep, n_suite) else "an arm has not run yet (--arm)"
     print(f"suite mean best {fmt(mean('best_suite'))} against separate {fmt(mean('best_separate'))} "
           f"(seeds {fmt(mean('seed'))}); evaluations {n_sep} separate, {n_suite} suite"
-          f"{'' if equal else ' (NOT equal: an arm stopped at its time limit)'}; wall {wall:.0f} s"
+          f"{'' if equal else ' (NOT equal: ' + why + ')'}; wall {wall:.0f} s"
           f"{'; interrupted at --wall-limit' if interrupted else ''}")
     if failed:
         print(f"failed: {failed}: see the logs in {args.runs}")
