@@ -61,6 +61,8 @@ class GpuPhases(Protocol):
 
     def timing(self) -> AbstractContextManager[None]: ...
 
+    def fetching(self) -> AbstractContextManager[None]: ...
+
 
 class Unshared:
     """No GPU lock at all (the CPU, or a harness used outside the worker)."""
@@ -69,6 +71,9 @@ class Unshared:
         return nullcontext()
 
     def timing(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def fetching(self) -> AbstractContextManager[None]:
         return nullcontext()
 
 
@@ -250,7 +255,7 @@ class Runner:
         wire.send(self.sock, {"ok": True})
 
     def _op_fetch(self, h: dict[str, Any]) -> None:
-        with self.phases.checking():
+        with self.phases.fetching():
             out = self._kept.pop((str(h["w"]), int(h["i"])), ())
             meta, views = wire.pack_tensors(out, self.outbox)
         wire.send(self.sock, {"ok": True, "tensors": meta}, views)

@@ -70,7 +70,8 @@ class GpuLock:
         H100 the timings were no steadier for it (BENCHMARKS.md, session 6), but a timing should share the device
         with nothing. And for the judge's comparisons, which the children's checks wait on: with a slot to take,
         the judge queued behind the very checkers it was to answer (1.7-4.0 s of waiting a candidate on the H100,
-        BENCHMARKS.md session 8); its memory is not what slots bound (the outputs are on the device before)."""
+        BENCHMARKS.md session 8); its memory is not what slots bound (the outputs are on the device before). And
+        for a child's fetch of a timed call's kept outputs, a copy to the host, which waited the same way."""
         with self._through_gate(fcntl.LOCK_SH):
             yield
 

@@ -288,6 +288,11 @@ class _Phases:
     def timing(self) -> AbstractContextManager[None]:
         return self._phase("timing", self.lock.timing)
 
+    def fetching(self) -> AbstractContextManager[None]:
+        # A kept output copied to the host: no kernel, no new device memory, so no checking slot (a fetch
+        # queued for one behind other children's checks, 0.6-1.7 s a candidate on the H100); never in a timing.
+        return self._phase("fetch", self.lock.unslotted)
+
 
 def child_main(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLock, result_path: Path,
                 sock: socket.socket, clock: socket.socket, close_fds: list[int]) -> None:
