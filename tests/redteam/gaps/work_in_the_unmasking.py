@@ -3,9 +3,12 @@
 the reported time nearly nothing), with the child's final report forged as in `forged_evidence.py`, so that
 the changed `masked.unmask` is not reported. The judge's clock sees the work, in the call's gap past the
 no-op's, but counts it only past the slack (`evo/eval/time_bound.py`: 5 ms on a CPU; 380-1,190 us on the H100,
-BENCHMARKS.md, session 6), and this work is under it. On a GPU the same wrap of `unmask_into` would write the
-answer into the recorded graph's outputs; there the engine's impossible-time check (0.9 x the speed of light)
-still caps the gain, at a score near 1.0. The screen refuses it (the harness's modules reached).
+BENCHMARKS.md, session 6), and this work is under it. On a GPU the whole timed call is one graph now
+(`evo/eval/timed_graph.py`): the unmasking is a kernel inside it, this wrap is never called, and the candidate
+computes honestly. The same idea there patches the graph's call to put the outputs right after the replay
+(`tamper/work_after_the_replay.py`, refused by the clock on the H100 in session 8, its work past twice the slack);
+work under the slack (410-540 us at the median) with a forged report would still pass, capped by the engine's
+impossible-time check (0.9 x the speed of light). The screen refuses it (the harness's modules reached).
 """
 
 import torch
