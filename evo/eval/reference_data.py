@@ -159,13 +159,18 @@ def compiled_baseline(reference: ModuleType, config: BenchConfig) -> Any:
         return None
 
 
-def stage_reference(reference: ModuleType, data: WorkloadData, w: Workload, out_dir: Path, device: str,
-                    plan: TimingPlan, masked_dir: Path, compiled: Any) -> str | None:
+def timing_sets_of(reference: ModuleType, w: Workload, plan: TimingPlan) -> list[tuple[Any, ...]]:
+    """One workload's timing sets of the judge's plan, on the CPU (in the reference job only: trusted)."""
+    return [tuple(reference.make_inputs(dict(w.params), seed, "cpu")) for seed, _ in plan[w.name]]
+
+
+def stage_reference(reference: ModuleType, data: WorkloadData, w: Workload, cpu_sets: list[tuple[Any, ...]],
+                    out_dir: Path, device: str, plan: TimingPlan, masked_dir: Path, compiled: Any) -> str | None:
     """The untimed part of the reference job for one workload, which shares the GPU: the expected outputs of its
-    seed pool, timing sets and stress round (to files for the judge), its timing sets masked (to a file for the
-    zygote; also kept in `data` for the no-op calibration), and `compiled` warmed up on the timing sets as they
-    will be timed (so that nothing compiles while the GPU is held alone). Trusted code only. Returns the
-    compiler's error, if any (the baseline is then eager)."""
+    seed pool, timing sets (`cpu_sets`, from `timing_sets_of`) and stress round (to files for the judge), its
+    timing sets masked (to a file for the zygote; also kept in `data` for the no-op calibration), and `compiled`
+    warmed up on the timing sets as they will be timed (so that nothing compiles while the GPU is held alone).
+    Trusted code only. Returns the compiler's error, if any (the baseline is then eager)."""
     (out_dir / w.name).mkdir(parents=True, exist_ok=True)
     for s in data.seeds[w.name]:
         with torch.no_grad():
@@ -174,8 +179,8 @@ def stage_reference(reference: ModuleType, data: WorkloadData, w: Workload, out_
         del out
     masked_sets = []
     compile_error = None
-    for seed, key in plan[w.name]:  # made one set at a time: a workload's sets can be GBs on the host
-        masked = masking.mask(tuple(reference.make_inputs(dict(w.params), seed, "cpu")), key, device)
+    for (seed, key), cpu_inputs in zip(plan[w.name], cpu_sets, strict=True):
+        masked = masking.mask(cpu_inputs, key, device)
         inputs = masking.unmask(masked, key, device)  # the layout the timing will see (`time_baselines`)
         with torch.no_grad():
             out = as_tuple(reference.run(*inputs))

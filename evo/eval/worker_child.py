@@ -40,6 +40,7 @@ from evo.eval.reference_data import (
     compiled_baseline,
     stage_reference,
     time_baselines,
+    timing_sets_of,
 )
 from evo.eval.timing import BenchConfig, sync
 from evo.task import load_module
@@ -152,10 +153,12 @@ def _run_child(job: dict[str, Any], device: str, data: WorkloadData, lock: GpuLo
         # only the baselines' timing and the clock's calibration hold it alone.
         compiled = compiled_baseline(reference, config)
         compile_errors: dict[str, str | None] = {}
-        for w in data.workloads:
+        for w in data.workloads:  # one workload's sets at a time: they can be GBs on the host
+            cpu_sets = timing_sets_of(reference, w, plan)  # on the CPU, before the GPU is held
             with lock.checking():
-                compile_errors[w.name] = stage_reference(reference, data, w, Path(job["expected_dir"]), device,
-                                                         plan, Path(job["masked_dir"]), compiled)
+                compile_errors[w.name] = stage_reference(reference, data, w, cpu_sets, Path(job["expected_dir"]),
+                                                         device, plan, Path(job["masked_dir"]), compiled)
+            del cpu_sets
         with lock.timing(), _at_normal_priority():
             prepared = time_baselines(reference, data, device, config, facts["l2_bytes"], plan, compiled,
                                       compile_errors)
