@@ -201,3 +201,17 @@ def test_a_time_that_is_the_judges_clock_is_said_so() -> None:
     with out.capture() as shown:
         _workload_table("kernels/rmsnorm_fwd", {**report, "workloads": [{**row, "workload": "decode"}]})
     assert "judge's clock" not in shown.get()
+
+
+def test_evo_eval_runs_one_rung_and_names_the_rungs_of_a_wrong_one(tmp_path: Path) -> None:
+    """`--rung correctness` checks a kernel untimed (no SOL score to print, nothing timed in its report);
+    a rung the family lacks is one line naming the family's rungs, before anything runs."""
+    seed = Path(__file__).resolve().parents[1] / "kernels" / "rmsnorm_fwd.py"
+    done = _evo_eval("kernels/rmsnorm_fwd", str(seed), "--rung", "correctness", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(done.stdout)
+    assert data["ok"] and data["rung"] == "correctness" and data["value"] is None
+    assert data["report"]["timed"] is False and all(w["time_s"] is None for w in data["report"]["workloads"])
+    wrong = _evo_eval("kernels/rmsnorm_fwd", str(seed), "--rung", "short", cwd=tmp_path)
+    assert wrong.returncode != 0
+    assert "has no rung 'short'; its rungs: correctness, timing" in wrong.stdout + wrong.stderr

@@ -22,30 +22,37 @@ from evo.errors import EvoError
 @click.option("--json", "as_json", is_flag=True, help="Print the result (with the auditor's verdict) as JSON.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Show everything the program printed that evo kept (the last 256 KiB), not only its tail.")
-def eval_(task: str, file: Path, as_json: bool, verbose: bool) -> None:
+@click.option("--rung", default=None, metavar="NAME",
+              help="Evaluate at one rung of the task family's (kernels: correctness, timing; training: short, "
+                   "full); the last, the whole evaluation, by default.")
+def eval_(task: str, file: Path, as_json: bool, verbose: bool, rung: str | None) -> None:
     """Evaluate one program FILE on TASK and print its score and the auditor's verdict.
 
     The program goes the way every candidate goes (the evaluation pipeline): the static screen, then the
     task family's backend (the CPU sandbox; the GPU harness for kernels), the score, and the full audit.
     What the program printed is shown after the result: its last lines and its traceback, with FILE's own
-    name and line numbers (`--verbose`: all of it).
+    name and line numbers (`--verbose`: all of it). `--rung correctness` checks a kernel on its visible
+    workloads without timing it: a quick look before the whole evaluation.
     """
+    from evo.eval.families import family_of
     from evo.eval.pipeline import evaluate_source, verdict_of
     from evo.task import load_task
 
     t = load_task(task)
+    if rung is not None and rung not in (names := [r.name for r in family_of(t).fidelities]):
+        raise EvoError(f"task {t.name} ({t.config.family}) has no rung {rung!r}; its rungs: {', '.join(names)}")
     try:
         source = Path(file).read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise EvoError(f"cannot read {file}: {getattr(e, 'strerror', None) or e}") from e
     with tempfile.TemporaryDirectory(prefix="evo-eval-") as scratch:
-        result = evaluate_source(t, source, scratch=Path(scratch))
+        result = evaluate_source(t, source, scratch=Path(scratch), fidelity=rung)
     verdict = verdict_of(result)
     value = result.metrics.get(t.config.metric)
     printed = _as_users(printed_by(result), str(file))
     error = _as_users(result.error or "", str(file)) or result.error
     if as_json:
-        data = {"task": t.name, "family": t.config.family, "ok": result.ok, "metric": t.config.metric,
+        data = {"task": t.name, "family": t.config.family, "rung": rung, "ok": result.ok, "metric": t.config.metric,
                 "value": value, "metrics": result.metrics, "failure": result.failure, "error": error,
                 "output": printed, "seconds": round(result.wall_s, 3),
                 "verdict": verdict.to_dict() if verdict else None}
@@ -55,7 +62,9 @@ def eval_(task: str, file: Path, as_json: bool, verbose: bool) -> None:
     else:
         if result.report and result.report.get("workloads"):
             _workload_table(t.name, result.report)
-        if result.ok:
+        if result.ok and value is None:  # a rung that does not score (kernels' correctness)
+            out.print(f"{t.name}: passed the {rung} rung, unscored  ({result.wall_s:.2f} s)", highlight=False)
+        elif result.ok:
             out.print(f"{t.name}: {t.config.metric} = {value:.10g}  ({result.wall_s:.2f} s)", highlight=False)
             for k, v in result.metrics.items():
                 out.print(f"  {k}: {v:.6g}", highlight=False)

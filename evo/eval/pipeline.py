@@ -230,13 +230,15 @@ class Pipeline:
 
 
 def evaluate_source(task: Task | str, source: Source, *, backend: Evaluator | None = None,
-                    level: Level | str = Level.FULL, **backend_options: Any) -> EvalResult:
-    """One program through the pipeline, synchronously. A `backend` given stays open (the caller's);
-    one built here (from `backend_options`: workers, scratch, the backend's own) is closed."""
+                    level: Level | str = Level.FULL, fidelity: str | None = None,
+                    **backend_options: Any) -> EvalResult:
+    """One program through the pipeline, synchronously, at the rung `fidelity` (the family's last when None).
+    A `backend` given stays open (the caller's); one built here (from `backend_options`: workers, scratch, the
+    backend's own) is closed."""
     task = load_task(task) if isinstance(task, str) else task
     pipeline = Pipeline(task, backend, level=level, **backend_options)
     try:
-        return pipeline.evaluate_sync(Program(source=source))
+        return pipeline.evaluate_sync(Program(source=source), fidelity)
     finally:
         pipeline.close(backend=backend is None)
 
