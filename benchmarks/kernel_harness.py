@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -109,8 +111,9 @@ def measure_stream(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: 
         prep[name] = time.perf_counter() - t0
         texts[name] = variants(seed_path(name).read_text(), per_task)
     jobs = [(name, texts[name][i]) for i in range(per_task) for name in names]  # interleaved: no task drains alone
+    load = LoadSampler()
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=parallel * len(pool.devices)) as ex:
+    with load, ThreadPoolExecutor(max_workers=parallel * len(pool.devices)) as ex:
         results = list(ex.map(lambda job: pipelines[job[0]].evaluate_sync(Program(source=job[1]), rung), jobs))
     wall = time.perf_counter() - t0
     rows = []
@@ -128,9 +131,37 @@ def measure_stream(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: 
         pipelines[name].close()
     print(f"{len(jobs)} candidates of {len(names)} tasks in one stream: {wall:.1f} s "
           f"({len(jobs) / wall * 60 / max(1, len(pool.devices)):.1f}/GPU-min), "
-          f"{sum(r['passed'] for r in rows)} passed", flush=True)
+          f"{sum(r['passed'] for r in rows)} passed; {load.summary()}", flush=True)
     return {"rows": rows, "per_gpu_minute": len(jobs) / wall * 60 / len(pool.devices) if wall else 0,
-            "method": "stream", "rung": rung or "timing"}
+            "method": "stream", "rung": rung or "timing", "load_1m": load.samples, "cpus": os.cpu_count()}
+
+
+class LoadSampler:
+    """The machine's 1-minute load average once a second while in use: is the stream short of CPUs (a load
+    at or past the CPU count) rather than of the GPU?"""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(1.0):
+            self.samples.append(os.getloadavg()[0])
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> str:
+        if not self.samples:
+            return "load not sampled"
+        return (f"load average (1 min) median {statistics.median(self.samples):.1f}, max {max(self.samples):.1f} "
+                f"on {os.cpu_count()} CPUs")
 
 
 def measure_throughput(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: str, per_task: int,
