@@ -225,25 +225,23 @@ class Runner:
         # exist in this process before (evo/eval/masked.py). A recorded graph's inputs are written in place,
         # and its outputs digested where they lie: the judge's clock holds as few passes over memory as can be.
         masked, key = self._sets[i % len(self._sets)], int(h["key"])
-        if self._graphed is not None:  # unmask, flush, call, digest: one replay (evo/eval/timed_graph.py)
-            with torch.no_grad():
-                t, digest, graph_out = self._graphed(i, key)
-            wire.send_packet(self.clock, {"ok": True, "t": t, "escaped": 0.0, "digest": digest})
-            self._outs[i] = copies(graph_out)
-            return
         with torch.no_grad():
-            if self._replay is not None:
-                masking.unmask_into(masked, key, self._replay.inputs)
-                s = timed_replay(self._replay, None, self.flush, self.latency_s, copy=False)
+            if self._graphed is not None:  # unmask, flush, call, digest: one replay (evo/eval/timed_graph.py)
+                t, digest, out = self._graphed(i, key)
+                escaped = 0.0  # nothing the call does runs outside its graph
             else:
-                s = timed_sample(self.run, masking.unmask(masked, key, self.device), self.device, self.flush,
-                                 self.latency_s)
-        out = as_tuple(s.out)
-        wire.send_packet(self.clock, {"ok": True, "t": s.time_s, "escaped": s.escaped_s,
-                                      "digest": digests.digest(out, self._key)})
+                if self._replay is not None:
+                    masking.unmask_into(masked, key, self._replay.inputs)
+                    s = timed_replay(self._replay, None, self.flush, self.latency_s, copy=False)
+                else:
+                    s = timed_sample(self.run, masking.unmask(masked, key, self.device), self.device, self.flush,
+                                     self.latency_s)
+                out, t, escaped = as_tuple(s.out), s.time_s, s.escaped_s
+                digest = digests.digest(out, self._key)
+        wire.send_packet(self.clock, {"ok": True, "t": t, "escaped": escaped, "digest": digest})
         # Kept for the judge's recheck, copied after the answer (the digest committed them): the next replay
-        # writes the graph's outputs again.
-        self._outs[i] = copies(out) if self._replay is not None else out
+        # writes a graph's outputs again.
+        self._outs[i] = copies(out) if self._graphed is not None or self._replay is not None else out
 
     def _op_keep(self, h: dict[str, Any]) -> None:
         for i in h.get("keep", []):
