@@ -204,3 +204,36 @@ def test_the_correctness_rung_checks_the_visible_workloads_and_times_nothing(eva
         assert not wrong.ok and wrong.failure == "invalid", (wrong.failure, wrong.error)
     finally:
         pipeline.close(backend=False)
+
+
+def test_a_gpu_report_gives_possible_time_a_result_either_way() -> None:
+    """The publish level asks every dynamic check for a result: `possible_time` must be reported when it holds,
+    not only when it fails (it was missing, and every kernel was refused publication on an H200)."""
+    from types import SimpleNamespace
+
+    from evo.eval.peaks import peaks_for, speed_of_light_s
+    from evo.eval.reference_data import workloads_for
+
+    task = load_task("kernels/rmsnorm_fwd")
+    ref, device = task.reference, "NVIDIA H100 80GB HBM3"
+    workloads = workloads_for(ref.SPEC, "cuda")
+    t_sol = {w.name: speed_of_light_s(ref.flops(dict(w.params)), ref.min_bytes(dict(w.params)), ref.SPEC.dtype,
+                                      peaks_for(device)) for w in workloads}
+    prepared = {"workloads": {w.name: {"eager": {"median_s": 9 * t_sol[w.name]}, "baseline_s": 5 * t_sol[w.name]}
+                              for w in workloads}}
+
+    def report(fraction_of_sol: float) -> dict:
+        times = {w.name: {"median_s": fraction_of_sol * t_sol[w.name], "spread": 0.0} for w in workloads}
+        answer = {"status": "ok", "result": {"checks": [], "workloads": times}}
+        return KernelEvaluator.score(SimpleNamespace(task=task), answer, prepared, device)  # type: ignore[arg-type]
+
+    honest = report(1.5)
+    assert [c for c in honest["checks"] if c[0] == "dynamic:possible_time"] == \
+        [("dynamic:possible_time", True, "")] * len(workloads) and honest["passed"]
+    fooled = report(0.5)
+    assert not fooled["passed"] and fooled["error"].startswith("dynamic:possible_time: workload ")
+    on_cpu = KernelEvaluator.score(SimpleNamespace(task=task), {"status": "ok", "result": {"checks": [], "workloads": {
+        w.name: {"median_s": 1.0, "spread": 0.0} for w in workloads_for(ref.SPEC, "cpu")}}},
+        {"workloads": {w.name: {"eager": {"median_s": 1.0}, "baseline_s": 1.0} for w in workloads_for(ref.SPEC, "cpu")}},
+        "cpu")
+    assert not any(c[0] == "dynamic:possible_time" for c in on_cpu["checks"])  # no bound there: publish refuses

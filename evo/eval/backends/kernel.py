@@ -244,9 +244,13 @@ class KernelEvaluator:
             if timing is not None:
                 row.update(time_s=timing["median_s"], spread=timing["spread"], claimed_s=timing.get("claimed_s"),
                            clock_limited=timing.get("clock_limited", 0))
-                if device_name != "cpu" and timing["median_s"] < IMPOSSIBLE_FRACTION * t_sol:
-                    checks.append(("dynamic:possible_time", False, f"workload {w.name}: {timing['median_s'] * 1e6:.2f} us is "
-                                   f"under 0.9 x the speed of light ({t_sol * 1e6:.2f} us): the timing was fooled"))
+                if device_name != "cpu":
+                    # Reported passed too: the publish level asks every dynamic check for a result. On the CPU
+                    # the peaks are rough, so there is no result, and a kernel cannot be published from it.
+                    possible = timing["median_s"] >= IMPOSSIBLE_FRACTION * t_sol
+                    checks.append(("dynamic:possible_time", possible, "" if possible else
+                                   f"workload {w.name}: {timing['median_s'] * 1e6:.2f} us is under 0.9 x the speed "
+                                   f"of light ({t_sol * 1e6:.2f} us): the timing was fooled"))
                 row["score"] = sol_score(timing["median_s"], base["baseline_s"], t_sol)
             scores.append(row["score"])
             report["workloads"].append(row)
