@@ -37,6 +37,7 @@ from evo.eval.backends.kernel import KernelEvaluator, WorkerPool  # noqa: E402
 from evo.eval.bench import BenchConfig  # noqa: E402
 from evo.eval.pipeline import Pipeline  # noqa: E402
 from evo.eval.suite import kernel_task_names, seed_path  # noqa: E402
+from evo.eval.worker import CHILDREN_PER_JUDGE  # noqa: E402
 from evo.program import Program  # noqa: E402
 from evo.task import load_task  # noqa: E402
 
@@ -126,6 +127,7 @@ def measure_stream(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: 
         rows.append({"task": name, "candidates": len(mine), "passed": ok, "wall_s": wall, "reference_s": prep[name],
                      "per_gpu_minute": len(jobs) / wall * 60 / len(pool.devices),
                      "errors": sorted({str(r.get("error"))[:120] for r in reports if not r.get("passed")}),
+                     "judge_processes_seen": len({r.get("judge_pid") for r in reports} - {None}),
                      "seconds": stage_medians(reports), "bounds": bound_summary(reports),
                      "bound_rows": [r.get("bounds") for r in reports]})
         pipelines[name].close()
@@ -216,6 +218,9 @@ def main() -> None:
                     help="children per GPU alive at once; comma-separated to measure several settings in one call")
     ap.add_argument("--checking-slots", type=_ints, default=[4],
                     help="children checking on a GPU at once, one per --parallel value (or one for all)")
+    ap.add_argument("--judges", type=_ints, default=[0],
+                    help="judge processes per GPU (0: the worker's default, one per 8 children); one value, or one "
+                         "per --parallel value")
     ap.add_argument("--batches", action="store_true",
                     help="time each task's candidates as a batch of its own, the pool drained between tasks "
                          "(the figure of sessions 1-6), instead of one interleaved stream of all tasks")
@@ -229,7 +234,10 @@ def main() -> None:
     slots = args.checking_slots * len(args.parallel) if len(args.checking_slots) == 1 else args.checking_slots
     if len(slots) != len(args.parallel) or min(args.parallel + slots) < 1:
         ap.error("--checking-slots takes one value, or one per --parallel value; each at least 1")
-    settings = list(zip(args.parallel, slots, strict=True))
+    judges = args.judges * len(args.parallel) if len(args.judges) == 1 else args.judges
+    if len(judges) != len(args.parallel) or min(judges) < 0:
+        ap.error("--judges takes one value, or one per --parallel value; each at least 0")
+    settings = list(zip(args.parallel, slots, judges, strict=True))
 
     scratch = Path(tempfile.mkdtemp(prefix="evo-harness-"))
     config = BenchConfig(compile_baseline=False)
@@ -238,14 +246,16 @@ def main() -> None:
                  "checking_slots": settings[0][1], "throughput": {}, "throughput_by_setting": [], "noise": {}}
     try:
         # -- throughput, once per setting (each its own worker pool); noise with the first
-        for i, (parallel, checking) in enumerate(settings):
-            print(f"-- {parallel} children per GPU, {checking} checking at once", flush=True)
-            pool = WorkerPool(scratch, parallel_per_device=parallel, checking_slots=checking)
+        for i, (parallel, checking, judging) in enumerate(settings):
+            print(f"-- {parallel} children per GPU, {checking} checking at once, "
+                  f"{judging or 'default'} judges", flush=True)
+            pool = WorkerPool(scratch, parallel_per_device=parallel, checking_slots=checking, judges=judging or None)
             pools.append(pool)
             out["devices"] = pool.devices
             measure = measure_throughput if args.batches else measure_stream
             measured = measure(pool, config, scratch, args.tasks, args.per_task, parallel, args.rung)
-            out["throughput_by_setting"].append({"parallel": parallel, "checking_slots": checking, **measured})
+            out["throughput_by_setting"].append({"parallel": parallel, "checking_slots": checking,
+                                                 "judges": judging or -(-parallel // CHILDREN_PER_JUDGE), **measured})
             out["throughput"] = out["throughput_by_setting"][0]
             _save(out, args.json)  # each setting as it ends: a call cut by its time limit keeps what it measured
             if i == 0:
@@ -263,10 +273,13 @@ def main() -> None:
     for r in out["throughput"]["rows"]:
         print(f"{r['task']:28s} {r['candidates']:5d} {r['passed']:6d} {r['wall_s']:7.1f} {r['per_gpu_minute']:9.1f}")
     print(f"overall: {out['throughput']['per_gpu_minute']:.1f} candidates per GPU-minute at the {args.rung} rung")
-    for t in out["throughput_by_setting"][1:]:
-        print(f"  with {t['parallel']} children and {t['checking_slots']} checking: "
+    for t in out["throughput_by_setting"]:
+        judge_side = {k: statistics.median(r["seconds"].get(k, 0.0) for r in t["rows"]) if t["rows"] else 0.0
+                      for k in ("judge_compare", "judge_recheck", "judge_unpack")}
+        print(f"  with {t['parallel']} children, {t['checking_slots']} checking, {t['judges']} judges: "
               f"{t['per_gpu_minute']:.1f} per GPU-minute, {sum(r['passed'] for r in t['rows'])} of "
-              f"{sum(r['candidates'] for r in t['rows'])} passed")
+              f"{sum(r['candidates'] for r in t['rows'])} passed; judge's stages (median over tasks, s): "
+              + ", ".join(f"{k[6:]} {v:.2f}" for k, v in judge_side.items()))
     if out["throughput"]["rows"]:
         keys = sorted({k for r in out["throughput"]["rows"] for k in r["seconds"]})
         rows = out["throughput"]["rows"]

@@ -27,7 +27,7 @@ OVER_THE_LIMIT: dict[str, str] = {}
 WORKER_FORBIDDEN = ("faiss", "evo.llm", "openai", "httpx", "vllm", "transformers", "evo.store", "sqlite3",
                     "_sqlite3", "ray", "evo.population", "evo.operators", "evo.engine")
 # The modules that run on such a worker: the zygote, its forked children's code, and the judge.
-WORKER_MODULES = ["evo.eval.worker", "evo.eval.worker_child", "evo.eval.judge"]
+WORKER_MODULES = ["evo.eval.worker", "evo.eval.worker_child", "evo.eval.judge", "evo.eval.judge_process"]
 
 _SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER|PRAGMA|BEGIN|COMMIT|ROLLBACK|"
                   r"WITH|VACUUM|ATTACH)\b", re.IGNORECASE)

@@ -1,10 +1,11 @@
-"""The judge: the trusted side of the kernel harness, one process per worker, that never runs candidate code.
+"""The judge: the trusted side of the kernel harness, which never runs candidate code; here, its judgement
+of one child.
 
-Run as `python -m evo.eval.judge --control FD --device DEV` by the worker (`evo/eval/worker.py`), from a
-fresh interpreter (never forked from a process that held a candidate), it marks itself non-dumpable so
-that a candidate's process of the same user can neither read its memory nor trace it. The worker hands it,
-for every child it forks, the judge's end of a socket pair to that child; the judge then drives the child
-(`evo/eval/bench.py`'s `Runner`) and reports what it decided on the control socket.
+The judge runs as its own processes (`evo/eval/judge_process.py`: a lead the worker starts, and helpers the
+lead starts), each from a fresh interpreter (never forked from a process that held a candidate) and marked
+non-dumpable, so that a candidate's process of the same user can neither read its memory nor trace it. The
+worker hands the lead, for every child it forks, the judge's end of a socket pair to that child; a judge then
+drives the child (`evo/eval/bench.py`'s `Runner`) and reports what it decided on the control socket.
 
 What it decides, and why the candidate cannot forge it:
 
@@ -30,18 +31,11 @@ What it decides, and why the candidate cannot forge it:
 
 from __future__ import annotations
 
-import argparse
-import ctypes
 import inspect
-import json
-import os
 import random
 import socket
 import statistics
-import sys
-import threading
 import time
-import traceback
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -53,10 +47,9 @@ import torch
 
 from evo.eval import wire
 from evo.eval.digest import digest as output_digest
-from evo.eval.digest import prepare_digest
 from evo.eval.integrity import CORRECTNESS_CHECKS, classify_mismatch
 from evo.eval.kernel_spec import Workload, compare_outputs, stress_description, stress_inputs
-from evo.eval.reference_data import NO_REFERENCE_YET, TASKS_HELD, WorkloadData, draw_timing_plan
+from evo.eval.reference_data import WorkloadData, draw_timing_plan
 from evo.eval.time_bound import rechecked_calls, time_bound, timed_calls
 from evo.eval.timing import BenchConfig, spread_of
 from evo.task import load_module
@@ -64,14 +57,6 @@ from evo.task import load_module
 EVIDENCE = ("dynamic:timer_integrity", "dynamic:global_flags", "dynamic:thread_count", "dynamic:files_left",
             "dynamic:stream_join")
 SAMPLE_STRIDE = 997  # every 997th element of an output, kept to tell two outputs apart (fresh_inputs)
-
-
-def _nondumpable() -> None:
-    """No core dumps, no /proc/PID/mem, no ptrace attach from processes of the same user (PR_SET_DUMPABLE 0)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 @dataclass
@@ -86,21 +71,28 @@ class Expected:
         return self.outputs[(w, seed, stressed)]
 
 
-def plan_task(task_root: Path, session_seed: int, device: str, config: BenchConfig) -> Expected:
-    """A task's workloads and seeds, and a fresh timing plan; no expected output yet (`load_expected`)."""
+def plan_task(task_root: Path, session_seed: int, device: str, config: BenchConfig,
+              plan: dict[str, list[list[int]]] | None = None) -> Expected:
+    """A task's workloads and seeds, and a fresh timing plan (or the lead judge's `plan`, in a helper); no
+    expected output yet (`load_expected`)."""
     reference = load_module(task_root / "reference.py", f"evo_reference_judge_{abs(hash((str(task_root), session_seed)))}")
     data = WorkloadData(reference, device, session_seed, config, with_inputs=False)
     # The timing's seeds and mask keys, drawn here: secret from every candidate's process.
-    data.timing_plan = draw_timing_plan(data.workloads, config, data.seeds)
+    data.timing_plan = draw_timing_plan(data.workloads, config, data.seeds) if plan is None else \
+        {w: [(int(seed), int(key)) for seed, key in sets] for w, sets in plan.items()}
     return Expected(reference, data)
 
 
 def load_expected(exp: Expected, device: str, out_dir: Path) -> Expected:
-    """Read the reference job's files onto `device` and delete them."""
+    """Read the reference job's files onto `device` (the lead judge deletes them once every judge has)."""
     for w, seed, stressed, path in exp.data.expected_files(out_dir):
         exp.outputs[(w, seed, stressed)] = [t.to(device) for t in torch.load(path, weights_only=True)]
-        path.unlink()
     return exp
+
+
+def delete_expected(exp: Expected, out_dir: Path) -> None:
+    for *_, path in exp.data.expected_files(out_dir):
+        path.unlink(missing_ok=True)
 
 
 class Refused(Exception):
@@ -393,89 +385,3 @@ def _stress_words(exp: Expected, w: Workload, seed: int) -> str:
 
 
 # -- the process ------------------------------------------------------------------------------------
-
-
-def serve(control: socket.socket, device: str, lock_path: Path | None, checking_slots: int = 4) -> None:
-    """Take requests from the worker; one thread per child."""
-    expected: dict[str, Expected] = {}
-    send_lock = threading.Lock()
-    prepare_digest(device)  # the digest's Triton kernel compiled now, not in the first candidate's recheck
-    gpu_lock = None
-    if lock_path is not None and device.startswith("cuda"):
-        from evo.eval.gpu_lock import GpuLock
-
-        gpu_lock = GpuLock(lock_path, checking_slots).unslotted
-
-    def report(msg: dict[str, Any]) -> None:
-        with send_lock:  # one record per report (the control socket is a SOCK_SEQPACKET pair)
-            control.send(json.dumps(msg).encode())
-
-    def work(req: dict[str, Any], child: socket.socket, clock: socket.socket) -> None:
-        s = Session(child, clock, device, gpu_lock)
-        try:
-            config = BenchConfig(**req.get("config", {}))
-            key = str(req["key"])
-            if req["kind"] == "reference":
-                exp = plan_task(Path(req["task_root"]), int(req["session_seed"]), device, config)
-                wire.send(child, {"op": "plan", "timing": {w: [list(p) for p in sets] for w, sets in exp.data.timing_plan.items()}})
-                hello, _ = wire.recv(child)
-                if hello.get("ok") is not True:
-                    report({"id": req["id"], "judged": {"error": str(hello.get("error"))[:2000]}})
-                    return
-                expected[key] = load_expected(exp, device, Path(req["expected_dir"]))
-                while len(expected) > TASKS_HELD:  # the oldest task's go, as in the zygote
-                    expected.pop(next(iter(expected)))
-                calibration = calibrate(s, expected[key], config)
-                wire.send(child, {"op": "bye"})
-                report({"id": req["id"], "judged": {"calibration": calibration}})
-            else:
-                exp = expected.get(key)
-                if exp is None:
-                    report({"id": req["id"], "judged": {"error": "the judge holds no expected outputs for this task "
-                                                        f"({NO_REFERENCE_YET} here, or its outputs were let go)"}})
-                    return
-                report({"id": req["id"], "judged": judge_candidate(s, exp, config, req.get("prepared", {}),
-                                                                   str(req.get("workdir", "")),
-                                                                   req.get("timed") is not False)})
-        except Exception as e:  # noqa: BLE001 - a broken judgement fails its job, never the judge
-            report({"id": req["id"], "judged": {"error": f"{type(e).__name__}: {e}",
-                                                "traceback": traceback.format_exc()[-3000:]}})
-        finally:
-            child.close()
-            clock.close()
-
-    while True:
-        try:
-            msg, fds, _, _ = socket.recv_fds(control, 1 << 16, 2)
-        except OSError:
-            return
-        if not msg:
-            return
-        req = json.loads(msg)
-        if len(fds) != 2:  # the worker hands over a child's two sockets together, or nothing
-            for fd in fds:
-                os.close(fd)
-            continue
-        child, clock = (socket.socket(fileno=fd) for fd in fds)
-        threading.Thread(target=work, args=(req, child, clock), daemon=True).start()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evo.eval.judge", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--control", type=int, required=True, help="file descriptor of the worker's socket")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--lock", type=Path, default=None, help="the GPU's lock file (see evo.eval.gpu_lock)")
-    parser.add_argument("--checking-slots", type=int, default=4, help="the worker's (see evo.eval.gpu_lock)")
-    args = parser.parse_args(argv)
-    _nondumpable()
-    # One thread per child: a thread that times a call must not wait 5 ms (the default) for another's GIL.
-    sys.setswitchinterval(0.0005)
-    torch.set_num_threads(min(4, os.cpu_count() or 1))
-    if args.device.startswith("cuda"):
-        torch.cuda.set_device(args.device)
-    serve(socket.socket(fileno=args.control), args.device, args.lock, args.checking_slots)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

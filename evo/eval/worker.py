@@ -119,16 +119,21 @@ def _lock_path(device: str) -> Path:
     return folder / f"gpu-{index}.lock"
 
 
-class Judge:
-    """The worker's judge process (`evo/eval/judge.py`): started from a fresh interpreter, never forked from here."""
+# One judge process with 16 children was the harness's bottleneck on an H100 (evo/eval/judge_process.py).
+CHILDREN_PER_JUDGE = 8
 
-    def __init__(self, device: str, lock: GpuLock, session: Path):
+
+class Judge:
+    """The worker's lead judge process (`evo/eval/judge_process.py`, with `helpers` more it starts itself):
+    started from a fresh interpreter, never forked from here."""
+
+    def __init__(self, device: str, lock: GpuLock, session: Path, helpers: int = 0):
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         log = open(session / f"judge-{device.replace(':', '-')}.log", "ab")  # noqa: SIM115 - the judge's lifetime
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "evo.eval.judge", "--control", str(theirs.fileno()), "--device", device,
-             "--lock", str(lock.path), "--checking-slots", str(len(lock.slots))], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=log,
-            stderr=log, start_new_session=True)
+            [sys.executable, "-m", "evo.eval.judge_process", "--control", str(theirs.fileno()), "--device", device,
+             "--lock", str(lock.path), "--checking-slots", str(len(lock.slots)), "--helpers", str(helpers)],
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         theirs.close()
         log.close()
         self.control.setblocking(False)
@@ -230,7 +235,7 @@ def _compose(job: dict[str, Any], payload: dict[str, Any], judged: dict[str, Any
         if not isinstance(prepared, dict):
             return {"status": "error", "error": "the reference job gave no baselines"}
         return {"status": "ok", **facts, "prepared": {**prepared, "calibration": judged.get("calibration", {})}}
-    result = {k: judged[k] for k in ("workloads", "checks", "bounds") if k in judged}
+    result = {k: judged[k] for k in ("workloads", "checks", "bounds", "judge_pid") if k in judged}
     result["seconds"] = {**{f"judge_{k}": v for k, v in judged.get("seconds", {}).items()},
                          **{k: v for k, v in (payload.get("seconds") or {}).items() if isinstance(v, (int, float))}}
     guards = judged.get("guards") if isinstance(judged.get("guards"), dict) else {}
@@ -243,11 +248,13 @@ def _compose(job: dict[str, Any], payload: dict[str, Any], judged: dict[str, Any
     return {"status": "ok", **facts, "result": result, "log_tail": str(payload.get("log_tail", ""))}
 
 
-def serve(device: str, session: Path, parallel: int, checking_slots: int = 4) -> None:
-    """Read jobs from stdin and answer each when its child has exited and the judge has reported on it."""
+def serve(device: str, session: Path, parallel: int, checking_slots: int = 4, judges: int | None = None) -> None:
+    """Read jobs from stdin and answer each when its child has exited and the judge has reported on it.
+    `judges`: judge processes (one per 8 children when None)."""
     session.mkdir(parents=True, exist_ok=True)
     lock = GpuLock(_lock_path(device), checking_slots)
-    judge = Judge(device, lock, session)
+    judges = -(-parallel // CHILDREN_PER_JUDGE) if judges is None else judges
+    judge = Judge(device, lock, session, judges - 1)
     running: dict[int, tuple[dict[str, Any], float, Path]] = {}
     exited: dict[str, tuple[dict[str, Any], dict[str, Any], float]] = {}  # child gone, judge not yet heard
     judged: dict[str, dict[str, Any]] = {}  # judge heard, child not yet gone
@@ -400,11 +407,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=4, help="children alive at once (compiling in parallel)")
     parser.add_argument("--checking-slots", type=int, default=4,
                         help="children (and the judge's comparisons) on the GPU at once for correctness checks")
+    parser.add_argument("--judges", type=int, default=None,
+                        help="judge processes sharing the children (default: one per 8 children)")
     args = parser.parse_args(argv)
-    if args.parallel < 1 or args.checking_slots < 1:
-        parser.error("--parallel and --checking-slots are at least 1")
+    if args.parallel < 1 or args.checking_slots < 1 or (args.judges is not None and args.judges < 1):
+        parser.error("--parallel, --checking-slots and --judges are at least 1")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine stops us by closing stdin
-    serve(args.device, args.session, args.parallel, args.checking_slots)
+    serve(args.device, args.session, args.parallel, args.checking_slots, args.judges)
     return 0
 
 

@@ -53,7 +53,7 @@ class Worker:
     """A zygote process for one device, with futures for the jobs sent to it."""
 
     def __init__(self, device: str, session: Path, parallel: int, task_roots: list[Path] | None = None,
-                 checking_slots: int = 4, tasks_held: int | None = None):
+                 checking_slots: int = 4, tasks_held: int | None = None, judges: int | None = None):
         self.device = device
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "CUDA_VISIBLE_DEVICES",
                                                            "LD_LIBRARY_PATH", "TRITON_CACHE_DIR", "CUDA_HOME", "EVO_LOCK_DIR", "EVO_TASKS_HELD",
@@ -69,7 +69,8 @@ class Worker:
         env.setdefault("TRITON_CACHE_DIR", str(session / "triton-cache"))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "evo.eval.worker", "--device", device, "--session", str(session),
-             "--parallel", str(parallel), "--checking-slots", str(checking_slots)],
+             "--parallel", str(parallel), "--checking-slots", str(checking_slots),
+             *(["--judges", str(judges)] if judges is not None else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(session / f"worker-{device.replace(':', '-')}.log", "ab"),
             env=env, text=True, bufsize=1, start_new_session=True)
         self._futures: dict[str, Future[dict[str, Any]]] = {}
@@ -257,6 +258,7 @@ class KernelEvaluator:
         report["checks"] = checks
         report["seconds"] = result.get("seconds", {})
         report["bounds"] = result.get("bounds", {})  # what the judge's clock allowed, per workload
+        report["judge_pid"] = result.get("judge_pid")  # which of the worker's judge processes judged it
         failures = [f"{n}: {r}" for n, p, r in checks if not p]
         report["error"] = failures[0] if failures else None
         report["passed"] = not failures
@@ -295,13 +297,15 @@ class WorkerPool:
     """One zygote worker per device, shareable by the evaluators of several tasks (`evo bench`)."""
 
     def __init__(self, scratch: Path, devices: list[str] | None = None, parallel_per_device: int = 4,
-                 task_roots: list[Path] | None = None, checking_slots: int = 4, tasks_held: int | None = None):
+                 task_roots: list[Path] | None = None, checking_slots: int = 4, tasks_held: int | None = None,
+                 judges: int | None = None):
         Path(scratch).mkdir(parents=True, exist_ok=True)
         self.session = Path(tempfile.mkdtemp(prefix="session-", dir=scratch))
         self.devices = devices or visible_devices()
         # checking_slots: children checking on one GPU at once (each holds its real shapes' memory meanwhile)
         # tasks_held: tasks whose inputs and expected outputs each worker keeps (a suite's, all of them)
-        self.workers = [Worker(d, self.session, parallel_per_device, task_roots, checking_slots, tasks_held)
+        # judges: judge processes per worker (evo/eval/judge_process.py; one per 8 children when None)
+        self.workers = [Worker(d, self.session, parallel_per_device, task_roots, checking_slots, tasks_held, judges)
                         for d in self.devices]
 
     def close(self) -> None:
