@@ -187,7 +187,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--workers", type=int, default=2, help="candidates in flight per seeding check run")
     ap.add_argument("--work", type=Path, help="folder for the seeding check's runs (default: runs/export_archive-"
                     "<date-time>)")
-    ap.add_argument("--jobs", type=int, default=5, help="runs published at once (each starts its own worker)")
+    ap.add_argument("--jobs", type=int, default=2,
+                    help="runs published at once (each starts its own worker and stages its task's expected outputs "
+                         "on disk: five at once filled a 64 GB disk on an H200, BENCHMARKS.md session 9)")
     ap.add_argument("--json", type=Path, help="results file (default: print only)")
     ap.add_argument("--publish-one", type=Path, help=argparse.SUPPRESS)  # the child process of `export`
     args = ap.parse_args(argv)
