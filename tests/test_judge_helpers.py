@@ -61,6 +61,6 @@ def test_a_helper_that_dies_costs_only_the_child_it_was_judging(two_judges: Kern
     with ThreadPoolExecutor(2) as ex:  # one of two goes to the dead helper's place, or both to the lead
         reports = list(ex.map(two_judges.evaluate_source_sync, [SEED, SEED]))
     for r in reports:
-        assert r["status"] == "ok" and (r["passed"] or "helper judge" in str(r.get("error"))), r.get("error")
+        assert r.get("passed") or "the helper judge judging it exited" in str(r.get("error")), r.get("error")
     after = two_judges.evaluate_source_sync(SEED)
     assert after["passed"] and after["judge_pid"] == lead_pid, after.get("error")
