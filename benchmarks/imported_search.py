@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from evo.checkout_env import checkout_env  # noqa: E402
+from evo.run_group import RunGroup  # noqa: E402
 from evo.store import DB_NAME, Store  # noqa: E402
 from evo.tasks_import.common import task_name  # noqa: E402
 
@@ -168,19 +169,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     config = runs / "search.toml"
     config.write_text(CONFIG.format(budget=budget, workers=workers))
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    group = RunGroup(env)
     start = time.time()
     for name, path in files.items():
-        cmd = [sys.executable, "-m", "evo", "run", name, "--run-dir", str(runs / name), "--config", str(config),
+        cmd = ["run", name, "--run-dir", str(runs / name), "--config", str(config),
                "--time-limit", str(args.time_limit), "--quiet"]
         ours = path.parent / "triton" / f"{name}.py"
         if ours.is_file():
             cmd += ["--seed-from", str(ours)]
-        with open(runs / f"{name}.log", "w") as log:
-            procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    failed = {name: p.wait() for name, p in procs.items()}
+        group.start(name, cmd, runs / f"{name}.log")
+    group.wait(args.time_limit + 120.0)
+    procs = group.procs
     wall = time.time() - start
-    failed = {n: rc for n, rc in failed.items() if rc != 0}
+    failed = group.failed()
 
     rows = [summarise(runs / name, name) for name in procs if (runs / name / DB_NAME).is_file()]
     print()
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{name}: evo run exited {rc}; see {runs / (name + '.log')}")
     result = {"rows": rows, "wall_s": wall, "import_s": import_s, "time_limit_s": args.time_limit, "budget": budget,
               "workers": workers, "dry_run": args.dry_run, "device": _device(), "commit": _commit(),
-              "runs": str(runs), "failed": failed}
+              "runs": str(runs), "failed": failed, "interrupted": group.interrupted}
     out = args.json or (runs / "imported_search.json" if args.dry_run else
                         REPO / "benchmarks" / "results" / "imported_search.json")
     out.parent.mkdir(parents=True, exist_ok=True)

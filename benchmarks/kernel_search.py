@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,8 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evo.checkout_env import checkout_env  # noqa: E402
-from evo.store import Store  # noqa: E402
+from evo.run_group import RunGroup  # noqa: E402
+from evo.store import DB_NAME, Store  # noqa: E402
 
 CONFIG = """
 budget = {budget}
@@ -40,28 +39,33 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=240.0, help="seconds of search per task (runs in parallel)")
     ap.add_argument("--budget", type=int, default=400)
     ap.add_argument("--workers", type=int, default=4, help="candidates in flight per task")
+    ap.add_argument("--wall-limit", type=float, default=None,
+                    help="seconds after which runs still going are stopped cleanly (their evaluations kept) and the "
+                         "table written; Ctrl-C or SIGTERM does the same (default: --time-limit + 120)")
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "kernel_search")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "kernel_search.json")
     args = ap.parse_args()
+    if args.wall_limit is None:
+        args.wall_limit = args.time_limit + 120.0
 
     args.runs.mkdir(parents=True, exist_ok=True)
     config = args.runs / "search.toml"
     config.write_text(CONFIG.format(budget=args.budget, workers=args.workers))
-    procs = {}
+    group = RunGroup()
     start = time.time()
     for name in args.tasks.split(","):
-        run_dir = args.runs / name
-        log = open(args.runs / f"{name}.log", "w")
-        procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "evo", "run", f"kernels/{name}", "--run-dir", str(run_dir), "--config",
-             str(config), "--time-limit", str(args.time_limit), "--quiet"],
-            stdout=log, stderr=subprocess.STDOUT, env=checkout_env())
-    for p in procs.values():
-        p.wait()
+        group.start(name, ["run", f"kernels/{name}", "--run-dir", str(args.runs / name), "--config", str(config),
+                           "--time-limit", str(args.time_limit), "--quiet"], args.runs / f"{name}.log")
+    group.wait(args.wall_limit)
+    procs = group.procs
     wall = time.time() - start
 
     rows = []
     for name in procs:
+        if not (args.runs / name / DB_NAME).is_file():  # the run failed before its store: its log says why
+            rows.append({"task": name, "evaluations": 0, "valid": 0, "seed": None, "best": None,
+                         "best_operator": None, "best_id": None})
+            continue
         store = Store.in_dir(args.runs / name, readonly=True)
         evaluations = list(store.iter_evaluations())
         seed_scores = [e.score for e in evaluations
@@ -80,9 +84,11 @@ def main() -> None:
         best = f"{r['best']:.3f}" if r["best"] is not None else "-"
         print(f"{r['task']:28s} {r['evaluations']:5d} {r['valid']:5d} {seed:>7s} {best:>7s}")
     total = sum(r["evaluations"] for r in rows)
-    print(f"{total} evaluations in {wall:.0f} s: {total / wall * 60:.1f} per minute on the GPU(s)")
+    print(f"{total} evaluations in {wall:.0f} s: {total / wall * 60:.1f} per minute on the GPU(s)"
+          f"{'; stopped early (--wall-limit or a signal)' if group.interrupted else ''}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"rows": rows, "wall_s": wall, "time_limit_s": args.time_limit}, indent=1))
+    args.json.write_text(json.dumps({"rows": rows, "wall_s": wall, "time_limit_s": args.time_limit,
+                                            "interrupted": group.interrupted, "failed": group.failed()}, indent=1))
     print(f"wrote {args.json}")
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from evo.checkout_env import checkout_env  # noqa: E402
+from evo.run_group import RunGroup  # noqa: E402
 
 # Row-wise kernels compile and time quickly; in pairs (or more) that declare the same tunable parameters, so
 # that transfer has somewhere to go.
@@ -77,26 +77,6 @@ def preflight() -> None:
 
 def task_names(spec: str) -> list[str]:
     return [t if "/" in t else f"kernels/{t}" for t in (s.strip() for s in spec.split(",")) if t]
-
-
-def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as f:
-        return subprocess.Popen([sys.executable, "-m", "evo", *args], stdout=f, stderr=subprocess.STDOUT, cwd=REPO,
-                                env=checkout_env())
-
-
-def stop_all(procs: list[subprocess.Popen[bytes]], grace_s: float) -> None:
-    """SIGINT (a clean stop: evaluations in flight are recorded), then SIGKILL after `grace_s`."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + grace_s
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def arm_rows(runs: Path, tasks: list[str]) -> dict[str, dict[str, Any]]:
@@ -161,23 +141,22 @@ def main() -> None:
     suite_cfg.write_text(f"workers = {args.workers_per_task * len(tasks)}\n" + base + f"transplant = {args.transplant}\n")
 
     started = time.monotonic()
-    procs: list[subprocess.Popen[bytes]] = []
+    group = RunGroup(cwd=REPO)
     share, extra = divmod(args.total_evals, len(tasks))
     for i, task in enumerate(tasks if "separate" in arms else []):
         budget = share + (1 if i < extra else 0)
-        procs.append(start(["run", task, "--run-dir", str(args.runs / "separate" / task.replace("/", "__")),
-                            "--budget", str(budget), "--config", str(separate_cfg), "--time-limit",
-                            str(args.time_limit), "--quiet"], args.runs / f"separate-{task.replace('/', '__')}.log"))
+        group.start(f"separate-{task}", ["run", task, "--run-dir", str(args.runs / "separate" / task.replace("/", "__")),
+                                         "--budget", str(budget), "--config", str(separate_cfg), "--time-limit",
+                                         str(args.time_limit), "--quiet"],
+                    args.runs / f"separate-{task.replace('/', '__')}.log")
     if "suite" in arms:
-        procs.append(start(["run", "--suite", ",".join(tasks), "--run-dir", str(args.runs / "suite"), "--budget",
-                            str(args.total_evals), "--config", str(suite_cfg), "--time-limit", str(args.time_limit),
-                            "--quiet"], args.runs / "suite.log"))
-    while any(p.poll() is None for p in procs) and time.monotonic() - started < args.wall_limit:
-        time.sleep(1.0)
-    interrupted = any(p.poll() is None for p in procs)
-    stop_all(procs, grace_s=15.0)
+        group.start("suite", ["run", "--suite", ",".join(tasks), "--run-dir", str(args.runs / "suite"), "--budget",
+                              str(args.total_evals), "--config", str(suite_cfg), "--time-limit", str(args.time_limit),
+                              "--quiet"], args.runs / "suite.log")
+    group.wait(args.wall_limit, grace_s=15.0)
+    interrupted = group.interrupted
     wall = time.monotonic() - started
-    failed = [p.args for p in procs if p.returncode not in (0, 130, -signal.SIGINT)]
+    failed = sorted(group.failed())
 
     rows = arm_rows(args.runs, tasks)
     table = []
@@ -210,7 +189,7 @@ def main() -> None:
     print(f"suite mean best {fmt(mean('best_suite'))} against separate {fmt(mean('best_separate'))} "
           f"(seeds {fmt(mean('seed'))}); evaluations {n_sep} separate, {n_suite} suite"
           f"{'' if equal else ' (NOT equal: ' + why + ')'}; wall {wall:.0f} s"
-          f"{'; interrupted at --wall-limit' if interrupted else ''}")
+          f"{'; stopped early (--wall-limit or a signal)' if interrupted else ''}")
     if failed:
         print(f"failed: {failed}: see the logs in {args.runs}")
     device = None

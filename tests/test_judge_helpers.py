@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,13 +55,31 @@ def test_a_helper_judges_children_as_the_lead_does(two_judges: KernelEvaluator) 
     assert not [p for p in Path(two_judges.pool.session).rglob("*") if p.is_file() and "expected" in p.name]
 
 
+def _parent_of(pid: int) -> int:
+    return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+# The seed, made slow (a pause in every call): still judging when the helper is killed.
+SLOW = SEED + "\n\nimport time as _time\n_fast_run = run\n\n\ndef run(*args):\n    _time.sleep(0.2)\n    return _fast_run(*args)\n"
+
+
 def test_a_helper_that_dies_costs_only_the_child_it_was_judging(two_judges: KernelEvaluator) -> None:
-    lead_pid = two_judges.evaluate_source_sync(SEED)["judge_pid"]  # alone: the lead judges it
-    (helper,) = _children_of(lead_pid)
-    os.kill(helper, signal.SIGKILL)
-    with ThreadPoolExecutor(2) as ex:  # one of two goes to the dead helper's place, or both to the lead
-        reports = list(ex.map(two_judges.evaluate_source_sync, [SEED, SEED]))
-    for r in reports:
-        assert r.get("passed") or "the helper judge judging it exited" in str(r.get("error")), r.get("error")
-    after = two_judges.evaluate_source_sync(SEED)
-    assert after["passed"] and after["judge_pid"] == lead_pid, after.get("error")
+    lead = two_judges.evaluate_source_sync(SEED)["judge_pid"]  # alone: the lead judges it
+    (helper,) = _children_of(lead)
+    zygote = _parent_of(lead)
+    with ThreadPoolExecutor(2) as ex:
+        first = ex.submit(two_judges.evaluate_source_sync, SLOW)  # to the lead
+        deadline = time.monotonic() + 60
+        while not [c for c in _children_of(zygote) if c != lead]:
+            assert time.monotonic() < deadline, "the first child never started"
+            time.sleep(0.05)
+        second = ex.submit(two_judges.evaluate_source_sync, SLOW)  # to the helper: the lead is busy
+        while len([c for c in _children_of(zygote) if c != lead]) < 2:  # both handed over (before the fork)
+            assert time.monotonic() < deadline, "the second child never started"
+            time.sleep(0.05)
+        os.kill(helper, signal.SIGKILL)
+        reports = [first.result(timeout=300), second.result(timeout=300)]
+    assert reports[0]["passed"], reports[0].get("error")
+    assert not reports[1].get("passed") and "the helper judge judging it exited" in str(reports[1].get("error"))
+    after = two_judges.evaluate_source_sync(SEED)  # the lead goes on alone
+    assert after["passed"] and after["judge_pid"] == lead, after.get("error")

@@ -44,7 +44,7 @@ import triton  # noqa: F401
 from evo.eval import fs_guard, wire
 from evo.eval.families.base import task_hash
 from evo.eval.gpu_lock import GpuLock
-from evo.eval.reference_data import NO_REFERENCE_YET, TASKS_HELD, WorkloadData
+from evo.eval.reference_data import TASKS_HELD, WorkloadData
 from evo.eval.timing import BenchConfig
 from evo.eval.worker_child import child_main, private_dir
 from evo.program import MAIN_FILE
@@ -223,12 +223,11 @@ def _resolve(job: dict[str, Any], session: Path) -> dict[str, Any]:
 
 def _compose(job: dict[str, Any], payload: dict[str, Any], judged: dict[str, Any]) -> dict[str, Any]:
     """The worker's answer from the child's exit and the judge's report: the checks and times are the judge's."""
-    if NO_REFERENCE_YET in str(judged.get("error", "")):  # the child's error then is only its socket closed
-        return {"status": "error", "error": f"the judge failed: {judged['error']}"}
+    if "error" in judged:  # the judge failed (no reference yet, its helper gone): the child's error is only its
+        # socket closed under it, and says less
+        return {"status": "error", "error": f"the judge failed: {judged['error']}", "traceback": judged.get("traceback", "")}
     if payload.get("status") != "ok":
         return payload
-    if "error" in judged:
-        return {"status": "error", "error": f"the judge failed: {judged['error']}", "traceback": judged.get("traceback", "")}
     facts = {k: payload[k] for k in ("device_name", "l2_bytes") if k in payload}
     if job["kind"] == "reference":
         prepared = payload.get("prepared")
