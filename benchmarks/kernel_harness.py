@@ -135,15 +135,46 @@ def measure_stream(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: 
           f"({len(jobs) / wall * 60 / max(1, len(pool.devices)):.1f}/GPU-min), "
           f"{sum(r['passed'] for r in rows)} passed; {load.summary()}", flush=True)
     return {"rows": rows, "per_gpu_minute": len(jobs) / wall * 60 / len(pool.devices) if wall else 0,
-            "method": "stream", "rung": rung or "timing", "load_1m": load.samples, "cpus": os.cpu_count()}
+            "method": "stream", "rung": rung or "timing", "load_1m": load.samples, "cpus": os.cpu_count(),
+            "judge_cpu_busy": load.judge_busy}
+
+
+def _stat(pid: int) -> list[str]:
+    return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(marker: bytes) -> dict[int, float]:
+    """CPU seconds (user + system) so far of each process of ours (a descendant of this one) whose command line
+    holds `marker`."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker not in (entry / "cmdline").read_bytes():
+                continue
+            fields, parent = _stat(int(entry.name)), None
+            ancestor = int(fields[1])
+            for _ in range(6):  # worker -> lead judge -> helper judge
+                if ancestor in (os.getpid(), 0, 1):
+                    parent = ancestor
+                    break
+                ancestor = int(_stat(ancestor)[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == os.getpid():
+            out[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
 
 
 class LoadSampler:
     """The machine's 1-minute load average once a second while in use: is the stream short of CPUs (a load
-    at or past the CPU count) rather than of the GPU?"""
+    at or past the CPU count) rather than of the GPU? And each judge process's share of a CPU over the stream:
+    one at 1.0 is the harness's bottleneck (one was, on an H100 with 16 children: BENCHMARKS.md session 9)."""
 
     def __init__(self) -> None:
         self.samples: list[float] = []
+        self.judge_busy: list[float] = []  # CPU seconds per wall second, per judge process
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -152,18 +183,22 @@ class LoadSampler:
             self.samples.append(os.getloadavg()[0])
 
     def __enter__(self) -> LoadSampler:
+        self._judges0, self._t0 = cpu_seconds(b"evo.eval.judge_process"), time.perf_counter()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        wall = time.perf_counter() - self._t0
+        after = cpu_seconds(b"evo.eval.judge_process")
+        self.judge_busy = sorted((after[pid] - self._judges0.get(pid, 0.0)) / wall for pid in after)
 
     def summary(self) -> str:
         if not self.samples:
             return "load not sampled"
         return (f"load average (1 min) median {statistics.median(self.samples):.1f}, max {max(self.samples):.1f} "
-                f"on {os.cpu_count()} CPUs")
+                f"on {os.cpu_count()} CPUs; judges' CPU busy " + ", ".join(f"{b:.2f}" for b in self.judge_busy))
 
 
 def measure_throughput(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: str, per_task: int,

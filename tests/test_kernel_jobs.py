@@ -237,3 +237,15 @@ def test_a_gpu_report_gives_possible_time_a_result_either_way() -> None:
         {"workloads": {w.name: {"eager": {"median_s": 1.0}, "baseline_s": 1.0} for w in workloads_for(ref.SPEC, "cpu")}},
         "cpu")
     assert not any(c[0] == "dynamic:possible_time" for c in on_cpu["checks"])  # no bound there: publish refuses
+
+
+def test_a_runs_workers_are_its_childrens_number_on_each_gpu(tmp_path: Path) -> None:
+    """`--workers` evaluations in flight are that many children (the worker held 4 whatever it said), half of
+    them checking at once past 8."""
+    ev = KernelEvaluator(load_task("kernels/rmsnorm_fwd"), 12, tmp_path, devices=["cpu"])
+    try:
+        argv = ev.pool.workers[0].proc.args
+        assert isinstance(argv, list)
+        assert argv[argv.index("--parallel") + 1] == "12" and argv[argv.index("--checking-slots") + 1] == "6"
+    finally:
+        ev.close()

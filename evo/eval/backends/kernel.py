@@ -128,8 +128,8 @@ class KernelEvaluator:
     """Evaluates kernel candidates on every visible GPU; `workers` candidates in flight in all."""
 
     def __init__(self, task: Task, workers: int, scratch: Path, devices: list[str] | None = None,
-                 config: BenchConfig | None = None, parallel_per_device: int = 4, session_seed: int | None = None,
-                 pool: WorkerPool | None = None):
+                 config: BenchConfig | None = None, parallel_per_device: int | None = None,
+                 session_seed: int | None = None, pool: WorkerPool | None = None):
         if task.config.family != "kernels":
             raise EvoError(f"task {task.name} is of the {task.config.family!r} family, not `kernels`: its candidates "
                            "do not run on the GPU harness")
@@ -138,7 +138,14 @@ class KernelEvaluator:
         self.scratch = Path(scratch)
         self.scratch.mkdir(parents=True, exist_ok=True)
         self._own_pool = pool is None
-        self.pool = pool or WorkerPool(self.scratch, devices, parallel_per_device, [task.root.parent.parent])
+        if pool is None:
+            devices = devices or visible_devices()
+            # `workers` in flight in all are that many children, spread over the GPUs (a worker held 4 whatever
+            # --workers said, so a run never reached the harness's throughput); half of them checking at once.
+            parallel = parallel_per_device or max(1, -(-workers // len(devices)))
+            pool = WorkerPool(self.scratch, devices, parallel, [task.root.parent.parent],
+                              checking_slots=max(4, parallel // 2))
+        self.pool = pool
         self.session = Path(tempfile.mkdtemp(prefix="task-", dir=self.pool.session))
         self.config = config or BenchConfig()
         self.session_seed = session_seed if session_seed is not None else random.SystemRandom().randrange(2**31)
