@@ -237,7 +237,7 @@ def main() -> None:
             for variant in head["variants"]:
                 gaps = []
                 for i in range(args.calls):
-                    answer, seconds = wire.timed_exchange(clock, {"i": i})
+                    answer, seconds, _ = wire.timed_exchange(clock, {"i": i})
                     gaps.append(seconds - float(answer["t"]))
                 row[variant] = _spread(gaps)
                 print(f"{head['w']:26s} {variant:10s} gap median {row[variant]['median_us']:8.1f} us  "

@@ -37,7 +37,7 @@ import socket
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -83,10 +83,14 @@ def plan_task(task_root: Path, session_seed: int, device: str, config: BenchConf
     return Expected(reference, data)
 
 
-def load_expected(exp: Expected, device: str, out_dir: Path) -> Expected:
-    """Read the reference job's files onto `device` (the lead judge deletes them once every judge has)."""
+def load_expected(exp: Expected, device: str, out_dir: Path,
+                  on_gpu: Callable[[], AbstractContextManager[Any]] = nullcontext) -> Expected:
+    """Read the reference job's files onto `device`, each copied there inside `on_gpu` (never beside a timing);
+    the lead judge deletes them once every judge has read them."""
     for w, seed, stressed, path in exp.data.expected_files(out_dir):
-        exp.outputs[(w, seed, stressed)] = [t.to(device) for t in torch.load(path, weights_only=True)]
+        on_host = torch.load(path, weights_only=True)
+        with on_gpu():
+            exp.outputs[(w, seed, stressed)] = [t.to(device) for t in on_host]
     return exp
 
 
@@ -112,6 +116,7 @@ class Session:
         self.lock = lock  # the GPU held shared while the judge compares on it
         self.inbox = wire.Buffer(pinned=device.startswith("cuda"))  # outputs of hundreds of MB, every check
         self.seconds: dict[str, float] = {}
+        self.send_windows: list[float] = []  # per timed call: the send's own seconds, a lost turn of the GIL in it
 
     def ask(self, header: dict[str, Any], max_payload: int = 0) -> tuple[dict[str, Any], bytearray | None]:
         wire.send(self.sock, header)
@@ -122,23 +127,32 @@ class Session:
 
     def timed(self, header: dict[str, Any]) -> tuple[dict[str, Any], float]:
         """One timed call over the clock socket: the answer, and the seconds from the request to the answer."""
-        reply, seconds = wire.timed_exchange(self.clock, header)
+        reply, seconds, window = wire.timed_exchange(self.clock, header)
+        self.send_windows.append(window)
         if reply.get("ok") is not True:
             raise Refused("runs", f"{header.get('op')}: {str(reply.get('error'))[:400]}")
         return reply, seconds
 
+    def on_gpu(self) -> AbstractContextManager[Any]:
+        """The GPU held shared with checkers, never during another child's timing: every GPU operation of the
+        judge runs inside (its copies and kernels beside a timed call were in that call's time, and its gap)."""
+        return self.lock() if self.lock is not None else nullcontext()
+
     def compare(self, meta: Any, payload: bytearray | memoryview | None, expected: list[torch.Tensor], atol: float,
-                rtol: float) -> tuple[str | None, list[Any]]:
+                rtol: float, digest_key: int | None = None) -> tuple[str | None, list[Any], int | None]:
+        """The outputs a child sent, rebuilt on the device and compared with `expected`; with `digest_key`, also
+        their digest under that key (`evo/eval/digest.py`)."""
         t0 = time.perf_counter()
-        got = wire.unpack_tensors(meta, payload, self.device)
-        t1 = time.perf_counter()
-        with self.lock() if self.lock is not None else nullcontext():
+        with self.on_gpu():
+            t1 = time.perf_counter()
+            got = wire.unpack_tensors(meta, payload, self.device)
             t2 = time.perf_counter()
             reason = compare_outputs(tuple(got), tuple(expected), atol, rtol)
+            digest = output_digest(got, digest_key) if digest_key is not None else None
         # Where a check's time goes on this side (the rest is the child's call and the socket), for the benchmark.
-        for key, dt in (("unpack", t1 - t0), ("compare_wait", t2 - t1), ("compare", time.perf_counter() - t2)):
+        for key, dt in (("compare_wait", t1 - t0), ("unpack", t2 - t1), ("compare", time.perf_counter() - t2)):
             self.seconds[key] = self.seconds.get(key, 0.0) + dt
-        return reason, got
+        return reason, got, digest
 
 
 def _max_payload(expected: list[torch.Tensor]) -> int:
@@ -158,12 +172,14 @@ def _timed_batch(s: Session, w: Workload, n: int, key: int, mask_keys: list[int]
     clock need not run there. The child's word on how it timed (a CUDA graph; events inside it) is reported."""
     setup, _ = s.ask({"op": "time_setup", "w": w.name, "key": key, "calls": n})
     answers, clock = [], []
+    s.send_windows.clear()
     for i in range(n):
         reply, seconds = s.timed({"op": "go", "i": i, "key": mask_keys[i % len(mask_keys)]})
         clock.append(seconds)
         answers.append(reply)
     return answers, clock, {"graph": setup.get("graph") is True, "graph_events": setup.get("graph_events") is True,
-                            "one_graph": setup.get("one_graph") is True}
+                            "one_graph": setup.get("one_graph") is True,
+                            "send_window_max_s": max(s.send_windows, default=0.0)}
 
 
 def _floats(answers: list[dict[str, Any]], key: str) -> list[float]:
@@ -252,7 +268,7 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
             poison = sum(e.numel() * e.element_size() for e in expected)
             reply, payload = s.ask({"op": "check", "w": w.name, "seed": seed, "stress": stressed,
                                     "poison_bytes": poison}, _max_payload(expected))
-            reason, got = s.compare(reply.get("tensors"), payload, expected, spec.atol, spec.rtol)
+            reason, got, _ = s.compare(reply.get("tensors"), payload, expected, spec.atol, spec.rtol)
             if reason is not None:
                 where = f"{'hidden' if w.hidden else 'visible'} workload {w.name} (seed {seed})"
                 if kind == "repeat":
@@ -268,12 +284,15 @@ def _judge(s: Session, exp: Expected, config: BenchConfig, prepared: dict[str, A
             if reply.get("aliased") is not False:
                 raise Refused("dynamic:no_alias", f"workload {w.name}: an output shares memory with an input")
             if kind == "fresh" and len(samples.setdefault(w.name, [])) < 2:
-                samples[w.name].append(torch.cat([g.reshape(-1)[::SAMPLE_STRIDE].to(torch.float64) for g in got
-                                                  if isinstance(g, torch.Tensor) and g.is_floating_point()]
-                                                 or [torch.zeros(1, dtype=torch.float64, device=s.device)]))
+                with s.on_gpu():
+                    samples[w.name].append(torch.cat([g.reshape(-1)[::SAMPLE_STRIDE].to(torch.float64) for g in got
+                                                      if isinstance(g, torch.Tensor) and g.is_floating_point()]
+                                                     or [torch.zeros(1, dtype=torch.float64, device=s.device)]))
             del got, payload
     for name, outs in samples.items():  # a constant answer that slipped through a loose tolerance
-        if len(outs) == 2 and outs[0].numel() > 1 and torch.equal(outs[0], outs[1]):
+        with s.on_gpu():
+            same = len(outs) == 2 and outs[0].numel() > 1 and torch.equal(outs[0], outs[1])
+        if same:
             raise Refused("dynamic:fresh_inputs", f"workload {name}: two different inputs gave identical outputs")
     for name in CORRECTNESS_CHECKS + ("dynamic:warmup_invariance", "dynamic:input_mutation", "dynamic:no_alias",
                                       "dynamic:fresh_inputs"):
@@ -362,8 +381,8 @@ def _time_and_recheck(s: Session, exp: Expected, config: BenchConfig, prepared: 
             seed = sets[i % len(sets)]
             expected = exp.of(w.name, seed)
             reply, payload = s.ask({"op": "fetch", "w": w.name, "i": i}, _max_payload(expected))
-            reason, got = s.compare(reply.get("tensors"), payload, expected, spec.atol, spec.rtol)
-            if output_digest(got, key) != committed:
+            reason, _, digest = s.compare(reply.get("tensors"), payload, expected, spec.atol, spec.rtol, key)
+            if digest != committed:
                 raise Refused("dynamic:timed_outputs", f"workload {w.name}: timed call {i}'s outputs changed after its "
                               "timing window closed (their digest differs from the one committed in it)")
             if reason is not None:

@@ -27,6 +27,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,12 @@ class Judging:
             from evo.eval.gpu_lock import GpuLock
 
             self.gpu_lock = GpuLock(lock_path, checking_slots).unslotted
+        with self.on_gpu():  # the CUDA context made, and the digest's Triton kernel compiled and run, now
+            prepare_digest(device)
+
+    def on_gpu(self) -> AbstractContextManager[Any]:
+        """The judge's GPU work held off while any child times (as `Session.on_gpu`)."""
+        return self.gpu_lock() if self.gpu_lock is not None else nullcontext()
 
     def hold(self, key: str, exp: Expected) -> None:
         self.expected[key] = exp
@@ -227,7 +234,7 @@ class Judging:
             return
         out_dir = Path(req["expected_dir"])
         try:
-            self.hold(key, load_expected(exp, self.device, out_dir))
+            self.hold(key, load_expected(exp, self.device, out_dir, self.on_gpu))
             if self.helpers is not None:  # every helper reads the files too, before they go
                 self.helpers.share({"op": "expected", "key": key, "task_root": req["task_root"],
                                     "session_seed": req["session_seed"], "config": req.get("config", {}),
@@ -242,7 +249,7 @@ class Judging:
         """In a helper: the lead's plan of a task and its expected outputs, read from the reference job's files."""
         config = BenchConfig(**msg.get("config", {}))
         exp = plan_task(Path(msg["task_root"]), int(msg["session_seed"]), self.device, config, msg["plan"])
-        self.hold(str(msg["key"]), load_expected(exp, self.device, Path(msg["expected_dir"])))
+        self.hold(str(msg["key"]), load_expected(exp, self.device, Path(msg["expected_dir"]), self.on_gpu))
 
 
 def _reporter(sock: socket.socket) -> Callable[[dict[str, Any]], None]:
@@ -257,7 +264,6 @@ def _reporter(sock: socket.socket) -> Callable[[dict[str, Any]], None]:
 def serve(control: socket.socket, device: str, lock_path: Path | None, checking_slots: int = 4,
           helpers: int = 0) -> None:
     """Take requests from the worker; one thread per child, or the child handed to a helper judge."""
-    prepare_digest(device)  # the digest's Triton kernel compiled now, not in the first candidate's recheck
     report = _reporter(control)
     argv = ["--device", device, "--checking-slots", str(checking_slots)] + \
         (["--lock", str(lock_path)] if lock_path is not None else [])
@@ -298,7 +304,6 @@ def serve(control: socket.socket, device: str, lock_path: Path | None, checking_
 
 def serve_helper(lead: socket.socket, device: str, lock_path: Path | None, checking_slots: int = 4) -> None:
     """A helper judge (`evo/eval/judge_pool.py`): the lead's tasks and children, reports back to the lead."""
-    prepare_digest(device)
     report = _reporter(lead)
     judging = Judging(device, lock_path, checking_slots, report)
     while True:

@@ -194,18 +194,25 @@ def _packet(data: bytes) -> dict[str, Any]:
     return header
 
 
-def timed_exchange(sock: socket.socket, header: dict[str, Any]) -> tuple[dict[str, Any], float]:
+def timed_exchange(sock: socket.socket, header: dict[str, Any]) -> tuple[dict[str, Any], float, float]:
     """Send a request packet and wait for the answer; the seconds from just before the send to the moment the
-    answer was sent, as the kernel stamped it (the receiving thread's own lateness is not in it)."""
-    return answer_to(sock, request(sock, header))
+    answer was sent, as the kernel stamped it (the receiving thread's own lateness is not in it); and the
+    seconds the send itself took as this thread saw it (a wait for the interpreter's lock between the stamp and
+    the send is in the clock: it only ever makes a call look slower)."""
+    sent, window = _send_stamped(sock, json.dumps(header).encode())
+    reply, seconds = answer_to(sock, sent)
+    return reply, seconds, window
 
 
 def request(sock: socket.socket, header: dict[str, Any]) -> int:
     """Send a request packet; the wall clock's nanoseconds just before it went (`answer_to` takes them)."""
-    data = json.dumps(header).encode()
+    return _send_stamped(sock, json.dumps(header).encode())[0]
+
+
+def _send_stamped(sock: socket.socket, data: bytes) -> tuple[int, float]:
     sent = time.time_ns()  # CLOCK_REALTIME, the kernel stamps' clock
     sock.send(data)
-    return sent
+    return sent, (time.time_ns() - sent) / 1e9
 
 
 def answer_to(sock: socket.socket, sent: int) -> tuple[dict[str, Any], float]:
