@@ -83,3 +83,23 @@ def test_a_helper_that_dies_costs_only_the_child_it_was_judging(two_judges: Kern
     assert not reports[1].get("passed") and "the helper judge judging it exited" in str(reports[1].get("error"))
     after = two_judges.evaluate_source_sync(SEED)  # the lead goes on alone
     assert after["passed"] and after["judge_pid"] == lead, after.get("error")
+
+
+def test_two_tasks_prepared_at_once_are_held_by_every_judge(tmp_path: Path) -> None:
+    """Two reference jobs at once: each task is shared with the helper in turn (an ack answers its own share),
+    so the helper holds both and judges either task's children."""
+    pool = WorkerPool(tmp_path, ["cpu"], parallel_per_device=4, checking_slots=4, judges=2)
+    config = BenchConfig(iters=2, warmup=1, compile_baseline=False)
+    pair = [KernelEvaluator(load_task(f"kernels/{name}"), 1, tmp_path, config=config, pool=pool)
+            for name in ("rmsnorm_fwd", "silu_fwd")]
+    try:
+        seeds = [(REPO / "kernels" / f"{e.task.name.split('/')[1]}.py").read_text() for e in pair]
+        with ThreadPoolExecutor(4) as ex:
+            futures = [ex.submit(e.evaluate_source_sync, seed) for e, seed in zip(pair * 2, seeds * 2, strict=True)]
+            reports = [f.result(timeout=600) for f in futures]
+        assert all(r["passed"] for r in reports), [r.get("error") for r in reports]
+        assert len({r["judge_pid"] for r in reports}) == 2
+    finally:
+        for e in pair:
+            e.close()
+        pool.close()

@@ -61,6 +61,7 @@ class JudgeHelpers:
         self._acks: list[threading.Semaphore] = [threading.Semaphore(0) for _ in range(n + 1)]
         self._ack_errors: list[str] = [""] * (n + 1)
         self._alive = [True] * (n + 1)
+        self._sharing = threading.Lock()  # one task shared at a time: each ack answers the one share waiting
         self._socks: list[socket.socket | None] = [None]
         self.procs: list[subprocess.Popen[bytes]] = []
         for i in range(1, n + 1):
@@ -98,6 +99,10 @@ class JudgeHelpers:
     def share(self, msg: dict[str, Any]) -> None:
         """Tell every helper about a task (`op: expected`) and wait until each holds it; one that cannot is let
         go (the others judge the task's children)."""
+        with self._sharing:
+            self._share(msg)
+
+    def _share(self, msg: dict[str, Any]) -> None:
         sent = []
         for i in range(1, len(self._socks)):
             sock = self._socks[i]
@@ -157,9 +162,11 @@ class JudgeHelpers:
         if not self._ack_errors[i]:
             self._ack_errors[i] = "the helper judge exited"
             self._acks[i].release()  # a `share` waiting on it goes on
-        if sock is not None:
-            sock.close()
-            self._socks[i] = None
+        if sock is not None:  # shut, not closed: a relay blocked in recv on it wakes, and the helper sees the end
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         for job_id in orphans:
             self.forward({"id": job_id, "judged": {"error": "the helper judge judging it exited"}})
 
