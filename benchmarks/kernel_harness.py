@@ -176,7 +176,8 @@ def cpu_seconds(marker: bytes) -> dict[int, float]:
 class LoadSampler:
     """The machine's 1-minute load average once a second while in use: is the stream short of CPUs (a load
     at or past the CPU count) rather than of the GPU? And each judge process's share of a CPU over the stream:
-    one at 1.0 is the harness's bottleneck (one was, on an H100 with 16 children: BENCHMARKS.md session 9)."""
+    one at 1.0 is the harness's bottleneck (one judge for 16 children looked like it on an H200: BENCHMARKS.md
+    session 9)."""
 
     def __init__(self) -> None:
         self.samples: list[float] = []

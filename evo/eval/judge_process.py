@@ -1,10 +1,11 @@
 """The judge's processes: the lead the worker starts (`python -m evo.eval.judge_process`), its helpers, and
 how children are shared among them (the judgement itself: `evo/eval/judge.py`).
 
-One judge process judged every child of a worker, one thread each. On an H100 with 16 to 24 children its own
-stages (unpacking outputs, comparing them, the recheck) took 3 to 4 times longer at 24 children than at 16
-while the children's GPU stages did not (BENCHMARKS.md, session 9): its threads queued for one interpreter
-lock and one CUDA context, and the whole harness waited on it. So the lead judge (the process the worker
+One judge process judged every child of a worker, one thread each. On an H200, 16 and 24 children gave the
+same throughput, and the judge's own stages (unpacking outputs, comparing them, the recheck) took 3 to 4 times
+longer at 24 than at 16 while the children's GPU stages did not (BENCHMARKS.md, session 9): its threads
+queued, we read, for one interpreter lock and one CUDA context, and the whole harness waited on it (the
+helpers' gain is still to be measured on a GPU). So the lead judge (the process the worker
 starts) starts helpers, each a fresh interpreter of this module that never ran candidate code, and hands
 each new child to whichever judge (itself included) is judging the fewest.
 

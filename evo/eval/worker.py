@@ -119,7 +119,7 @@ def _lock_path(device: str) -> Path:
     return folder / f"gpu-{index}.lock"
 
 
-# One judge process with 16 children was the harness's bottleneck on an H100 (evo/eval/judge_process.py).
+# One judge process with 16 children looked like the harness's bottleneck on an H200 (evo/eval/judge_process.py).
 CHILDREN_PER_JUDGE = 8
 
 
