@@ -30,7 +30,7 @@ probe (`gpu_health.py`: at its start, or after a job failed as a sick GPU makes 
 takes no more jobs, the jobs it held come back marked and go to another actor the same way (once), it stays
 up, holding its GPU so that nothing else lands there, and `evo cluster status` shows it and why; another
 actor is asked for in its place (it starts when a GPU is free, e.g. a node joins). A drained actor is probed
-again after a back-off (`reprobe_s`, or $EVO_GPU_REPROBE_S as `FIRST,MAX`: 60 s doubling to 10 min by
+again after a back-off (`ray_drained.py`; `reprobe_s`, or $EVO_GPU_REPROBE_S as `FIRST,MAX`: 60 s doubling to 10 min by
 default; `0` never): one whose probe passes goes back into the pool, and a replacement still waiting for a GPU
 is called off in its place.
 
@@ -67,19 +67,18 @@ from evo.eval.backends.ray_connect import (
     simulated_result,
     task_files,
 )
+from evo.eval.backends.ray_drained import REPROBE_ENV, REPROBE_S, DrainedGpus, reprobe_setting
 from evo.eval.families import family_of
 from evo.eval.families.base import Job, task_hash
 from evo.program import Program, source_files
 from evo.task import Task
 
 log = logging.getLogger("evo.ray")
-__all__ = ["INFRASTRUCTURE", "NAMESPACE", "RUN_ENV", "RayEvaluator", "connect", "disconnect", "import_ray",
-           "reprobe_setting", "simulated_result", "task_files"]
+__all__ = ["INFRASTRUCTURE", "NAMESPACE", "REPROBE_ENV", "REPROBE_S", "RUN_ENV", "RayEvaluator", "connect",
+           "disconnect", "import_ray", "reprobe_setting", "simulated_result", "task_files"]
 
 INFRASTRUCTURE = "infrastructure"  # the failure kind of a job lost twice with its actor or node
 ATTEMPTS = 2  # a job lost with its actor is sent once more, to another actor
-REPROBE_ENV = "EVO_GPU_REPROBE_S"  # "FIRST,MAX": seconds before a drained GPU's first re-probe, and the cap
-REPROBE_S = (60.0, 600.0)  # the back-off doubles from the first to the cap
 
 
 @dataclass
@@ -91,35 +90,6 @@ class _Member:
     slots: int
     load: int = 0
     info: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class _Sick:
-    """A drained GPU actor, kept up: when its GPU is probed next (`due`, monotonic) and the back-off now."""
-
-    name: str
-    handle: Any
-    delay: float
-    due: float
-    task: asyncio.Task[None] | None = None
-
-
-def reprobe_setting(value: str | None = None) -> tuple[float, float] | None:
-    """The re-probe back-off from `FIRST,MAX` (or one number for both; `0`: never), default $EVO_GPU_REPROBE_S."""
-    text = (os.environ.get(REPROBE_ENV, "") if value is None else value).strip()
-    if not text:
-        return REPROBE_S
-    try:
-        first, *rest = (float(part) for part in text.split(","))
-        cap = rest[0] if rest else first
-    except ValueError:
-        first = cap = -1.0
-    if first == 0:
-        return None
-    if not 0 < first <= cap or len(text.split(",")) > 2:
-        raise EvoError(f"{REPROBE_ENV}={text!r}: expected FIRST,MAX seconds with 0 < FIRST <= MAX (e.g. 60,600), "
-                       "or 0 to leave drained GPUs drained")
-    return first, cap
 
 
 class RayEvaluator:
@@ -154,7 +124,6 @@ class RayEvaluator:
         self._last_rung = family_of(task).fidelities[-1].name
         self.runs_rungs = False  # whether the actors' backend takes jobs at any rung (set by the first actor up)
         self._backend_name = "backend"
-        self._reprobe = reprobe_setting() if reprobe_s == "env" else reprobe_s
         # The task's files go to each actor once, through the object store (a local folder is refused in an
         # actor's runtime_env; the job's is fixed when the driver connects, before any task is known).
         self._files = self._ray.put(task_files(task))
@@ -170,9 +139,6 @@ class RayEvaluator:
             self._options["runtime_env"] = {"env_vars": self.env}  # merged with the job's (evo's code)
         self._members: list[_Member] = []
         self.drained: dict[str, str] = {}  # actor name -> why it takes no jobs (task folder differs, GPU sick)
-        self._sick: dict[str, _Sick] = {}  # drained GPU actors, kept up (holding their GPUs), probed again
-        self.reprobes = 0  # probes of drained GPUs that came back (passed or not)
-        self.restored = 0  # drained actors back in service after a probe passed
         self.lost = 0  # actors lost with a job in hand
         self.requeued = 0  # jobs sent again after their actor was lost
         self.infrastructure_failures = 0
@@ -182,7 +148,20 @@ class RayEvaluator:
         self._changed: asyncio.Event | None = None
         self._replacements: set[asyncio.Task[None]] = set()
         self._starting: dict[str, Any] = {}  # replacement actors not yet up (waiting for resources, maybe)
+        # drained GPU actors, kept up (holding their GPUs), probed again after a back-off
+        self.quarantine = DrainedGpus(self._ray, reprobe_setting() if reprobe_s == "env" else reprobe_s,
+                                      self._touch, self._wake, self._restore)
         self._start(count, ready_timeout_s)
+
+    @property
+    def reprobes(self) -> int:
+        """Probes of drained GPUs that came back (passed or not)."""
+        return self.quarantine.reprobes
+
+    @property
+    def restored(self) -> int:
+        """Drained actors back in service after a probe passed."""
+        return self.quarantine.restored
 
     # -- building the pool ----------------------------------------------------------------
     def _plan(self, actors: int | None, slots: int | None, gpu_resource: str) -> tuple[int, int, dict[str, Any]]:
@@ -257,7 +236,7 @@ class RayEvaluator:
             why = f"actor {name} on node {info.get('node_ip')} was drained: {info['drained_reason']}"
             log.warning("%s", why)
             self.drained[name] = why
-            self._quarantine(name, handle)
+            self.quarantine.keep(name, handle)
             return False
         if info.get("task_hash") != self._digest:
             why = (f"task {self.task.name!r} differs on node {info.get('node_ip')} from the engine's (folder hash "
@@ -297,7 +276,7 @@ class RayEvaluator:
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Return once `predicate()` holds, checked whenever the pool changes (for monitors and tests)."""
         self._condition()
-        self._schedule_reprobes()
+        self.quarantine.schedule()
         assert self._changed is not None
         while not predicate():
             self._changed.clear()
@@ -307,7 +286,7 @@ class RayEvaluator:
         """A slot of a live actor (one not in `avoid` where one is free), waiting until one frees up. None when
         no actor is left and none is starting."""
         cond = self._condition()
-        self._schedule_reprobes()  # those drained before a loop ran (at the start) get theirs here
+        self.quarantine.schedule()  # those drained before a loop ran (at the start) get theirs here
         async with cond:
             while True:
                 free = [m for m in self._members if m.load < m.slots]
@@ -317,7 +296,7 @@ class RayEvaluator:
                     pick.load += 1
                     self._touch()
                     return pick
-                if not self._members and not self._spawning and not (self._sick and self._reprobe):
+                if not self._members and not self._spawning and not self.quarantine.may_return:
                     return None
                 await cond.wait()
 
@@ -430,61 +409,16 @@ class RayEvaluator:
         if not self._remove(member):
             return  # another job of the same actor reported it first
         self.drained[member.name] = f"actor {member.name} on node {member.info.get('node_ip')} was drained: {why}"
-        self._quarantine(member.name, member.handle)
+        self.quarantine.keep(member.name, member.handle)
         self._touch()
         log.warning("%s; asking for another GPU actor", self.drained[member.name])
         self._ask_replacement()
 
-    def _quarantine(self, name: str, handle: Any) -> None:
-        """Keep a drained GPU actor up, to be probed again after the back-off (never, without `reprobe_s`)."""
-        first = self._reprobe[0] if self._reprobe else math.inf
-        self._sick[name] = _Sick(name, handle, first, time.monotonic() + first)
-        self._schedule_reprobes()
-
-    def _schedule_reprobes(self) -> None:
-        """A re-probe task for each drained actor that lacks one in this event loop (none outside a loop:
-        `_acquire` and `wait_until` schedule them once a loop runs)."""
-        if self._reprobe is None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        for sick in self._sick.values():
-            if sick.task is None or sick.task.done() or sick.task.get_loop() is not loop:
-                sick.task = loop.create_task(self._reprobe_loop(sick))
-
-    async def _reprobe_loop(self, sick: _Sick) -> None:
-        """Probe a drained GPU again whenever its back-off ends, doubling the back-off (up to its cap) after each
-        probe that fails; one that passes returns the actor to the pool."""
-        ray = self._ray
-        assert self._reprobe is not None
-        while self._sick.get(sick.name) is sick:
-            await asyncio.sleep(max(0.0, sick.due - time.monotonic()))
-            try:
-                info = await sick.handle.reprobe.remote()
-            except ray.exceptions.RayActorError as e:  # lost with its node: nothing left to bring back
-                log.warning("drained Ray actor %s was lost: %s", sick.name, first_line(e))
-                self._sick.pop(sick.name, None)
-                await self._wake()
-                return
-            except ray.exceptions.RayError as e:
-                info = {"drained_reason": f"the re-probe failed: {first_line(e)}"}
-            self.reprobes += 1
-            if info.get("drained_reason"):
-                sick.delay = min(sick.delay * 2, self._reprobe[1])
-                sick.due = time.monotonic() + sick.delay
-                self._touch()
-                continue
-            del self._sick[sick.name]
-            self.drained.pop(sick.name, None)
-            self.restored += 1
-            log.warning("drained Ray actor %s on %s passed its GPU probe again: back in service", sick.name,
-                        info.get("node_ip"))
-            self._call_off_replacement()
-            self._admit(sick.name, sick.handle, info)
-            await self._wake()
-            return
+    def _restore(self, name: str, handle: Any, info: dict[str, Any]) -> None:
+        """A drained actor passed its probe again: back in the pool, in place of a replacement still starting."""
+        self.drained.pop(name, None)
+        self._call_off_replacement()
+        self._admit(name, handle, info)
 
     async def _wake(self) -> None:
         """The pool changed outside a job: jobs waiting for a slot look again."""
@@ -538,17 +472,16 @@ class RayEvaluator:
 
     def close(self) -> None:
         """Stop every actor (a GPU actor stops its worker first); shut Ray down if this evaluator started it."""
-        for task in [*self._replacements, *(s.task for s in self._sick.values() if s.task is not None)]:
+        for task in self._replacements:
             task.cancel()
+        sick = self.quarantine.close()
         try:
             self._ray.get([m.handle.close.remote() for m in self._members], timeout=60)
         except Exception:  # noqa: BLE001 - dead actors stop their workers by dying
             pass
-        self._kill_all([*(m.handle for m in self._members), *self._starting.values(),
-                        *(s.handle for s in self._sick.values())])
+        self._kill_all([*(m.handle for m in self._members), *self._starting.values(), *sick])
         self._members.clear()
         self._starting.clear()
-        self._sick.clear()
         if self._started_ray:
             self._ray.shutdown()
 
