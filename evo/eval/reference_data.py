@@ -10,9 +10,12 @@ times PyTorch eager and `torch.compile` on them, the baselines of the SOL score.
 
 from __future__ import annotations
 
+import errno
+import gc
 import math
 import os
 import random
+import shutil
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -164,6 +167,26 @@ def timing_sets_of(reference: ModuleType, w: Workload, plan: TimingPlan) -> list
     return [tuple(reference.make_inputs(dict(w.params), seed, "cpu")) for seed, _ in plan[w.name]]
 
 
+def save_expected(out: tuple[Any, ...], path: Path) -> None:
+    """A reference call's outputs to a file for the judge. A full disk is named as such: torch's own error
+    reads "unexpected pos ... iostream error" (five publish jobs filled a 64 GB disk on an H200)."""
+    tensors = [o.detach().cpu() for o in out]
+    need = sum(t.numel() * t.element_size() for t in tensors)
+    try:
+        torch.save(tensors, path)
+        return
+    except (OSError, RuntimeError):
+        free = shutil.disk_usage(path.parent).free
+        if free >= need + (16 << 20):
+            raise
+    # Out of the handler, the failed writer (still holding its file open) is let go; then the partial file.
+    gc.collect()
+    path.unlink(missing_ok=True)
+    raise OSError(errno.ENOSPC, f"no space left on the disk of {path.parent} for a reference output of "
+                  f"{need / 2**20:.0f} MB ({free / 2**20:.0f} MB free): a task's expected outputs are staged "
+                  "there until the judge reads them; free space, or evaluate fewer tasks at once")
+
+
 def stage_reference(reference: ModuleType, data: WorkloadData, w: Workload, cpu_sets: list[tuple[Any, ...]],
                     out_dir: Path, device: str, plan: TimingPlan, masked_dir: Path, compiled: Any) -> str | None:
     """The untimed part of the reference job for one workload, which shares the GPU: the expected outputs of its
@@ -175,7 +198,7 @@ def stage_reference(reference: ModuleType, data: WorkloadData, w: Workload, cpu_
     for s in data.seeds[w.name]:
         with torch.no_grad():
             out = as_tuple(reference.run(*data.inputs_of(w, s, device)))
-        torch.save([o.detach().cpu() for o in out], expected_path(out_dir, w, s))
+        save_expected(out, expected_path(out_dir, w, s))
         del out
     masked_sets = []
     compile_error = None
@@ -184,7 +207,7 @@ def stage_reference(reference: ModuleType, data: WorkloadData, w: Workload, cpu_
         inputs = masking.unmask(masked, key, device)  # the layout the timing will see (`time_baselines`)
         with torch.no_grad():
             out = as_tuple(reference.run(*inputs))
-            torch.save([o.detach().cpu() for o in out], expected_path(out_dir, w, seed))
+            save_expected(out, expected_path(out_dir, w, seed))
             del out
             if compiled is not None and compile_error is None:
                 try:
@@ -198,7 +221,7 @@ def stage_reference(reference: ModuleType, data: WorkloadData, w: Workload, cpu_
     if w.name in data.stress_seeds:  # the stress round's expected outputs (see `kernel_spec.Stress`)
         with torch.no_grad():
             out = as_tuple(reference.run(*data.stress_inputs_of(w, device)))
-        torch.save([o.detach().cpu() for o in out], expected_path(out_dir, w, data.stress_seeds[w.name], True))
+        save_expected(out, expected_path(out_dir, w, data.stress_seeds[w.name], True))
         del out
     if device.startswith("cuda"):
         torch.cuda.synchronize()
