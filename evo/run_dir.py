@@ -111,10 +111,17 @@ class RunLock:
 
 
 def _describe_holder(fd: int) -> str:
-    try:
-        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
-    except (OSError, ValueError):
-        info = {}
+    # The holder writes who it is just after it takes the lock: a racer that lost by microseconds finds the
+    # file still empty, so it looks again for a moment before it settles for "starting up".
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        except (OSError, ValueError):  # half written
+            info = {}
+        if info or time.monotonic() >= deadline:
+            break
+        time.sleep(0.01)
     if not info:
         return "another evo process (starting up)"
     return (f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')} "
