@@ -102,3 +102,20 @@ def test_two_tasks_prepared_at_once_are_held_by_every_judge(tmp_path: Path) -> N
         for e in pair:
             e.close()
         pool.close()
+
+
+def test_a_candidate_can_neither_stop_nor_read_its_judges(two_judges: KernelEvaluator) -> None:
+    """`tamper/stops_its_judges.py` finds the lead and its helper and signals them and opens their memory:
+    Landlock's signal scope and the judges' non-dumpable state refuse both, and it is refused as wrong."""
+    from evo.eval.fs_guard import landlock_abi
+
+    if landlock_abi()[0] < 6:  # without the scope the stop would land: the defence is not there to test
+        pytest.skip("Landlock ABI >= 6 (signal scope) is not available on this kernel")
+    source = (REPO / "tests" / "redteam" / "tamper" / "stops_its_judges.py").read_text()
+    report = two_judges.evaluate_source_sync(source)
+    assert not report["passed"] and report["error"].startswith("dynamic:precision"), report.get("error")
+    said = next(line for line in report["log_tail"].splitlines() if line.startswith("judges:"))
+    assert "stop refused" in said and "memory refused" in said and "stopped" not in said.replace(
+        "stop refused", "") and "memory read" not in said, said
+    assert said.count("stop refused") >= 2, said  # the lead and its helper, both found
+    assert two_judges.evaluate_source_sync(SEED)["passed"]  # both still judging
