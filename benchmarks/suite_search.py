@@ -17,8 +17,8 @@ is at equal evaluations only where both spent TOTAL.
 
     python3 benchmarks/suite_search.py --total-evals 240 --time-limit 400 --wall-limit 520 \\
         --json benchmarks/results/suite_search.json
-    python3 benchmarks/suite_search.py --arm separate --runs /tmp/ss ...; \\
-        python3 benchmarks/suite_search.py --arm suite --runs /tmp/ss ...    # each arm alone, one call each
+    python3 benchmarks/suite_search.py --arm separate --runs runs/ss ...; \\
+        python3 benchmarks/suite_search.py --arm suite --runs runs/ss ...    # each arm alone, one call each
 
 Both arms at once are 13 evo processes on one GPU (12 tasks): on the H100 that was too many for one call of 10
 minutes (BENCHMARKS.md, session 8).
