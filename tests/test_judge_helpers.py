@@ -104,7 +104,7 @@ def test_two_tasks_prepared_at_once_are_held_by_every_judge(tmp_path: Path) -> N
         pool.close()
 
 
-def test_a_candidate_can_neither_stop_nor_read_its_judges(two_judges: KernelEvaluator) -> None:
+def test_a_candidate_can_neither_stop_nor_read_its_judges(tmp_path: Path) -> None:
     """`tamper/stops_its_judges.py` finds the lead and its helper and signals them and opens their memory:
     Landlock's signal scope and the judges' non-dumpable state refuse both, and it is refused as wrong."""
     from evo.eval.fs_guard import landlock_abi
@@ -112,6 +112,17 @@ def test_a_candidate_can_neither_stop_nor_read_its_judges(two_judges: KernelEval
     if landlock_abi()[0] < 6:  # without the scope the stop would land: the defence is not there to test
         pytest.skip("Landlock ABI >= 6 (signal scope) is not available on this kernel")
     source = (REPO / "tests" / "redteam" / "tamper" / "stops_its_judges.py").read_text()
+    pool = WorkerPool(tmp_path, ["cpu"], parallel_per_device=2, checking_slots=2, judges=2)  # a helper still up
+    two_judges = KernelEvaluator(load_task("kernels/rmsnorm_fwd"), 1, tmp_path,
+                                 config=BenchConfig(iters=2, warmup=1, compile_baseline=False), pool=pool)
+    try:
+        _refused_by_its_judges(two_judges, source)
+    finally:
+        two_judges.close()
+        pool.close()
+
+
+def _refused_by_its_judges(two_judges: KernelEvaluator, source: str) -> None:
     report = two_judges.evaluate_source_sync(source)
     assert not report["passed"] and report["error"].startswith("dynamic:precision"), report.get("error")
     said = next(line for line in report["log_tail"].splitlines() if line.startswith("judges:"))
