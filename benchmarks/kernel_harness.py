@@ -37,7 +37,7 @@ from evo.eval.backends.kernel import KernelEvaluator, WorkerPool  # noqa: E402
 from evo.eval.bench import BenchConfig  # noqa: E402
 from evo.eval.pipeline import Pipeline  # noqa: E402
 from evo.eval.suite import kernel_task_names, seed_path  # noqa: E402
-from evo.eval.worker import CHILDREN_PER_JUDGE  # noqa: E402
+from evo.eval.worker import judges_for  # noqa: E402
 from evo.program import Program  # noqa: E402
 from evo.task import load_task  # noqa: E402
 
@@ -297,7 +297,7 @@ def main() -> None:
             measure = measure_throughput if args.batches else measure_stream
             measured = measure(pool, config, scratch, args.tasks, args.per_task, parallel, args.rung)
             out["throughput_by_setting"].append({"parallel": parallel, "checking_slots": checking,
-                                                 "judges": judging or -(-parallel // CHILDREN_PER_JUDGE), **measured})
+                                                 "judges": judging or judges_for(parallel), **measured})
             out["throughput"] = out["throughput_by_setting"][0]
             _save(out, args.json)  # each setting as it ends: a call cut by its time limit keeps what it measured
             if i == 0:

@@ -110,10 +110,13 @@ class Refused(Exception):
 class Session:
     """One child, driven over its socket."""
 
-    def __init__(self, sock: socket.socket, clock: socket.socket, device: str, lock: Callable[[], Any] | None):
+    def __init__(self, sock: socket.socket, clock: socket.socket, device: str,
+                 on_gpu: Callable[[], AbstractContextManager[Any]] = nullcontext):
         self.sock, self.device = sock, device
         self.clock = clock  # the timed calls' packets (`wire.clock_pair`)
-        self.lock = lock  # the GPU held shared while the judge compares on it
+        # The GPU held shared with checkers, never during another child's timing: every GPU operation of the
+        # judge runs inside (its copies and kernels beside a timed call were in that call's time, and its gap).
+        self.on_gpu = on_gpu
         self.inbox = wire.Buffer(pinned=device.startswith("cuda"))  # outputs of hundreds of MB, every check
         self.seconds: dict[str, float] = {}
         self.send_windows: list[float] = []  # per timed call: the send's own seconds, a lost turn of the GIL in it
@@ -132,11 +135,6 @@ class Session:
         if reply.get("ok") is not True:
             raise Refused("runs", f"{header.get('op')}: {str(reply.get('error'))[:400]}")
         return reply, seconds
-
-    def on_gpu(self) -> AbstractContextManager[Any]:
-        """The GPU held shared with checkers, never during another child's timing: every GPU operation of the
-        judge runs inside (its copies and kernels beside a timed call were in that call's time, and its gap)."""
-        return self.lock() if self.lock is not None else nullcontext()
 
     def compare(self, meta: Any, payload: bytearray | memoryview | None, expected: list[torch.Tensor], atol: float,
                 rtol: float, digest_key: int | None = None) -> tuple[str | None, list[Any], int | None]:

@@ -192,17 +192,14 @@ class Judging:
                  report: Callable[[dict[str, Any]], None], helpers: JudgeHelpers | None = None):
         self.device, self.report, self.helpers = device, report, helpers
         self.expected: dict[str, Expected] = {}
-        self.gpu_lock = None
+        # The judge's GPU work held off while any child times (`Session.on_gpu`).
+        self.on_gpu: Callable[[], AbstractContextManager[Any]] = nullcontext
         if lock_path is not None and device.startswith("cuda"):
             from evo.eval.gpu_lock import GpuLock
 
-            self.gpu_lock = GpuLock(lock_path, checking_slots).unslotted
+            self.on_gpu = GpuLock(lock_path, checking_slots).unslotted
         with self.on_gpu():  # the CUDA context made, and the digest's Triton kernel compiled and run, now
             prepare_digest(device)
-
-    def on_gpu(self) -> AbstractContextManager[Any]:
-        """The judge's GPU work held off while any child times (as `Session.on_gpu`)."""
-        return self.gpu_lock() if self.gpu_lock is not None else nullcontext()
 
     def hold(self, key: str, exp: Expected) -> None:
         self.expected[key] = exp
@@ -211,7 +208,7 @@ class Judging:
 
     def child(self, req: dict[str, Any], child: socket.socket, clock: socket.socket) -> None:
         """Judge one child (its two sockets), or run the reference job's, and report."""
-        s = Session(child, clock, self.device, self.gpu_lock)
+        s = Session(child, clock, self.device, self.on_gpu)
         try:
             config = BenchConfig(**req.get("config", {}))
             key = str(req["key"])

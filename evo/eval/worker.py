@@ -123,6 +123,11 @@ def _lock_path(device: str) -> Path:
 CHILDREN_PER_JUDGE = 8
 
 
+def judges_for(parallel: int) -> int:
+    """Judge processes for `parallel` children, by default."""
+    return -(-parallel // CHILDREN_PER_JUDGE)
+
+
 class Judge:
     """The worker's lead judge process (`evo/eval/judge_process.py`, with `helpers` more it starts itself):
     started from a fresh interpreter, never forked from here."""
@@ -252,7 +257,7 @@ def serve(device: str, session: Path, parallel: int, checking_slots: int = 4, ju
     `judges`: judge processes (one per 8 children when None)."""
     session.mkdir(parents=True, exist_ok=True)
     lock = GpuLock(_lock_path(device), checking_slots)
-    judges = -(-parallel // CHILDREN_PER_JUDGE) if judges is None else judges
+    judges = judges_for(parallel) if judges is None else judges
     judge = Judge(device, lock, session, judges - 1)
     running: dict[int, tuple[dict[str, Any], float, Path]] = {}
     exited: dict[str, tuple[dict[str, Any], dict[str, Any], float]] = {}  # child gone, judge not yet heard
