@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv demo test test-slow lint bench clean
+.PHONY: venv demo test test-slow lint bench browser clean
 
 venv: $(VENV)/.installed
 
@@ -32,6 +32,12 @@ test: venv lint
 
 test-slow: venv
 	$(BIN)/python -m pytest -q -x --timeout 900 -m slow tests
+
+# Debian's chromium for the browser tests (tests/test_report.py, tests/test_ui.py), which skip without it.
+browser:
+	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 || { echo "make browser: run as root (apt-get install chromium)" >&2; exit 1; }; \
+		apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }
+	@chromium --version 2>/dev/null
 
 bench: venv
 	$(BIN)/python benchmarks/engine_overhead.py
