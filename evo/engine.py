@@ -388,9 +388,12 @@ class Engine:
         while not self._stopping and self._reserved < budget:
             if self.population.num_elites == 0:
                 if self._reserved == self.stats.done and queue.empty():
+                    first = next(self.store.iter_programs(statuses=[Status.FAILED], batch=1), None)
+                    err = (first.error or "").strip() if first is not None else ""
+                    why = f" The first failure: {err}" + ("" if err.endswith(("?", ".")) else ".") if err else ""
                     raise EvoError("no valid program to mutate: every seed failed its evaluation. "
-                                   f"Failures so far: {dict(self.stats.failures)}. Check a seed with `evo eval`; "
-                                   f"once fixed, `evo resume {self.run_dir}` evaluates the seeds again.")
+                                   f"Failures so far: {dict(self.stats.failures)}.{why} Check a seed with "
+                                   f"`evo eval`; once fixed, `evo resume {self.run_dir}` evaluates the seeds again.")
                 assert self._admitted is not None
                 await next_admission(self._admitted)
                 continue

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from evo.audit.gate import task_policy
 from evo.config import RunConfig, validate_options
 from evo.embed import Embedder, duplicate_threshold, make_embedder
 from evo.errors import EvoError, OperatorError
@@ -192,7 +193,8 @@ def create_run(run_dir: Path, config: RunConfig) -> OpenedRun:
     run_dir = Path(run_dir)
     # 1. Everything that can be wrong, before anything is written.
     task = load_task(config.task)
-    family_of(task)  # a task.toml without (or with an unknown) family
+    family_of(task)  # a task.toml without (or with an unknown) family, a reference.py without what it calls
+    task_policy(task)  # an [audit] allow that names no check
     seeds = task.seeds()
     # A task given by folder path stays a path (resolved), so that resume finds it again.
     task_ref = str(task.root) if (Path(config.task) / "task.toml").is_file() else task.name

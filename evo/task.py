@@ -20,6 +20,7 @@ task's folder to its candidates (`run_sandboxed(readable=...)`).
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import math
 import os
@@ -234,14 +235,24 @@ class Task:
             return EvalOutcome(False, None, metrics, (), result.get("error") or "invalid output")
         value = metrics.get(self.config.metric)
         if value is None or not math.isfinite(value):
-            return EvalOutcome(False, None, metrics, (), f"metric {self.config.metric!r} missing or not finite")
+            return EvalOutcome(False, None, metrics, (), _unusable(metrics, self.config.metric, "`metric`"))
         descriptors = []
         for d in self.config.descriptors:
             v = metrics.get(d.name)
             if v is None or not math.isfinite(v):
-                return EvalOutcome(False, None, metrics, (), f"descriptor {d.name!r} missing or not finite")
+                return EvalOutcome(False, None, metrics, (), _unusable(metrics, d.name, "`[[descriptors]] name`"))
             descriptors.append(v)
         return EvalOutcome(True, self.orient(value), metrics, tuple(descriptors), None)
+
+
+def _unusable(metrics: dict[str, float], name: str, key: str) -> str:
+    """Why a metric that task.toml names cannot be used: not finite (the candidate's doing), or absent from what
+    `evaluate` returned, which is most often a name in task.toml that differs from evaluate's (the task's)."""
+    if name in metrics:
+        return f"{name} is {metrics[name]}, not a finite number"
+    near = difflib.get_close_matches(name, sorted(metrics), n=1)
+    return (f"evaluate returned no {name!r} (task.toml {key}); it returned "
+            f"{', '.join(sorted(metrics)) or 'no metrics'}" + (f": did you mean `{near[0]}`?" if near else ""))
 
 
 def _task_folders() -> dict[str, Path]:

@@ -88,8 +88,10 @@ def test_each_source_is_read_with_its_provenance(tmp_path: Path, repo: Path) -> 
     # The repository without a revision: HEAD, the later commit.
     head = read_source(f"{repo}:packings/hex4.py", task)
     assert head[0].source == variant(PATTERN="rings") and head[0].provenance["commit"] == git(repo, "rev-parse", "HEAD")
-    # A licence given by the user wins over the one found.
+    # A licence given by the user fills a gap, and never overwrites the one the source names.
     assert read_source(str(one), task, licence="CC0-1.0")[0].provenance["licence"] == "CC0-1.0"
+    assert {s.provenance["licence"] for s in read_source(f"{folder}:**/*.py", task, licence="CC0-1.0")} == {"MIT"}
+    assert read_source(f"{repo}@v1:packings/*.py", task, licence="CC0-1.0")[0].provenance["licence"] == "MIT"
 
 
 @pytest.mark.parametrize(("source", "needle"), [

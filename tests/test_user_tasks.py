@@ -241,3 +241,52 @@ def test_evo_tasks_lists_a_broken_task_alone(tmp_path: Path) -> None:
     assert "math/circle_packing_26" in rows  # the repo's tasks are not hidden by it
     broken = [line for line in result.stdout.splitlines() if line.startswith("broken task mine/bad:")]
     assert len(broken) == 1 and "key `high`" in broken[0] and str(bad / "task.toml") in broken[0]
+
+
+# ----------------------------------------------------------------------------- reference.py's mistakes are the task's
+
+
+@pytest.mark.parametrize(("edit", "needles"), [
+    (lambda ref: ref.write_text(ref.read_text().replace("def evaluate(", "def evaluat(")),
+     ("defines no `evaluate`", "did you mean `evaluat`?")),
+    (lambda ref: ref.write_text(ref.read_text().replace("def run_candidate(", "def run_it(")),
+     ("defines no `run_candidate`",)),
+    (lambda ref: ref.write_text(ref.read_text() + "\ndef broken(:\n"), ("does not parse", "line ")),
+    (lambda ref: ref.unlink(), ("missing", "`evaluate`")),
+], ids=["evaluate-renamed", "run_candidate-renamed", "syntax-error", "deleted"])
+def test_a_broken_reference_is_the_tasks_error_before_anything_runs(tmp_path: Path, edit, needles) -> None:
+    """Never a candidate's failure (`FAILED (invalid): validator raised AttributeError`) nor a run made in vain:
+    `evo eval` and `evo run` refuse the task in one line naming reference.py, and `evo tasks` lists it broken."""
+    folder = outside_task(tmp_path / "roots")
+    edit(folder / "reference.py")
+    seed = tmp_path / "seed.py"
+    shutil.copy(REPO_TASK / "seed.py", seed)
+    assert_user_error(evo("eval", str(folder), str(seed)), str(folder / "reference.py"), *needles)
+    run_dir = tmp_path / "run"
+    assert_user_error(evo("run", str(folder), "--run-dir", str(run_dir), "--budget", "3"), *needles)
+    assert not run_dir.exists()
+    listed = evo("tasks", tasks_path=tmp_path / "roots")
+    broken = [line for line in listed.stdout.splitlines() if line.startswith("broken task mine/mm:")]
+    assert len(broken) == 1 and all(n in broken[0] for n in needles), listed.stdout
+
+
+def test_an_audit_allow_typo_names_the_key_and_the_check_meant(tmp_path: Path) -> None:
+    folder = outside_task(tmp_path)
+    toml = edit_toml(folder, 'allow = ["sleep_and_clock", "module_state"]', 'allow = ["sleep_and_clok"]')
+    run_dir = tmp_path / "run"
+    assert_user_error(evo("run", str(folder), "--run-dir", str(run_dir), "--budget", "3"),
+                      str(toml), "`[audit] allow`", "'sleep_and_clok'", "did you mean `sleep_and_clock`?")
+    assert not run_dir.exists()
+
+
+def test_a_metric_name_that_evaluate_never_returns_is_named_with_the_one_meant(tmp_path: Path) -> None:
+    """task.toml's metric differs from evaluate's key: the message says which key evaluate returned, in
+    `evo eval` and in the error that stops `evo run` when every seed fails for it."""
+    folder = outside_task(tmp_path)
+    edit_toml(folder, 'metric = "ratio_squared"', 'metric = "ratio_sqared"')
+    result = evo("eval", str(folder), str(folder / "seed.py"))
+    said = " ".join(result.stdout.split())  # the terminal's line wrapping undone
+    assert result.returncode == 1 and "evaluate returned no 'ratio_sqared' (task.toml `metric`)" in said
+    assert "did you mean `ratio_squared`?" in said
+    run = evo("run", str(folder), "--run-dir", str(tmp_path / "run"), "--budget", "3")
+    assert run.returncode == 2 and "every seed failed" in run.stderr and "did you mean `ratio_squared`?" in run.stderr

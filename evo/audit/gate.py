@@ -27,6 +27,7 @@ A task allows a check or a capability (see `evo.audit.static`) by naming it in `
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -182,10 +183,15 @@ def task_policy(task: Any) -> TaskPolicy:
         if c.name in builtin or c.name.startswith(DYNAMIC):
             raise EvoError(f"task {getattr(task, 'name', key)}: AUDIT_CHECKS defines {c.name!r}, the name of a "
                            "built-in check; give the task's check a name of its own")
-    unknown = sorted(allow - known_names(checks))
+    known = known_names(checks)
+    unknown = sorted(allow - known)
     if unknown:
-        raise EvoError(f"task {getattr(task, 'name', key)}: AUDIT_ALLOW names {', '.join(map(repr, unknown))}, "
-                       f"which is no check or capability. Known names: {', '.join(sorted(known_names(checks)))}")
+        in_toml = set(getattr(getattr(task, "config", None), "audit_allow", ()))
+        where = (f"{root / 'task.toml'}: `[audit] allow`" if unknown[0] in in_toml
+                 else f"{ref_path}: AUDIT_ALLOW")
+        near = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f"did you mean `{near[0]}`?" if near else "the README's \"Allowing a check\" lists them"
+        raise EvoError(f"{where} names {', '.join(map(repr, unknown))}, which is no check or capability; {hint}")
     policy = TaskPolicy(frozenset(allow), tuple(checks))
     _POLICIES[key] = policy
     return policy

@@ -16,15 +16,24 @@ def tasks(ctx: click.Context) -> None:
     """List the tasks evo knows, with their objective and best published values.
 
     Tasks are found in the repository's tasks/ and in the folders of $EVO_TASKS_PATH (colon-separated). A task
-    whose task.toml is broken is listed with its error; the others are listed as usual.
+    whose task.toml or reference.py is broken is listed with its error; the others are listed as usual.
     `evo tasks import kernelbench|solexecbench PATH` makes tasks of a benchmark's problems."""
     if ctx.invoked_subcommand is not None:
         return
+    from evo.audit.gate import task_policy
+    from evo.errors import EvoError
+    from evo.eval.families import family_of
     from evo.task import scan_tasks
 
     table = Table("task", "family", "objective", "metric", "best known")
     broken: list[tuple[str, Exception]] = []
     for name, t in scan_tasks():
+        if not isinstance(t, Exception):
+            try:  # what `evo eval` and `evo run` would refuse: the family, its reference.py, the [audit] table
+                family_of(t)
+                task_policy(t)
+            except EvoError as e:
+                t = e
         if isinstance(t, Exception):
             broken.append((name, t))
             table.add_row(name, "-", "-", "-", "BROKEN: see below")

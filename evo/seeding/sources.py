@@ -62,7 +62,8 @@ def read_sources(texts: list[str], task: Task, licence: str | None = None) -> li
 
 
 def read_source(text: str, task: Task, licence: str | None = None) -> list[Seed]:
-    """The seeds of one SOURCE for `task`; `licence` (when given) overrides a licence found in the source."""
+    """The seeds of one SOURCE for `task`; `licence` (when given) is theirs where the source names none (a
+    LICENSE file or an archive row's own word always wins: provenance records what the source says)."""
     spec = parse_source(text)
     path = spec.path
     if spec.rev is not None or (path.is_dir() and (path / ".git").exists() and not (path / DB_NAME).is_file()):
@@ -88,7 +89,7 @@ def read_source(text: str, task: Task, licence: str | None = None) -> list[Seed]
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for seed in seeds:
         seed.provenance = {"source": text, **seed.provenance, "imported": now}
-        chosen = licence or seed.provenance.get("licence") or found
+        chosen = seed.provenance.get("licence") or found or licence
         if chosen:
             seed.provenance["licence"] = chosen
     return seeds

@@ -48,10 +48,22 @@ def _same_task(named: str, task: Task) -> bool:
     return named == task.name or Path(named).name == Path(task.name).name
 
 
+def _check_export_task(rows: list[dict[str, Any]], spec: SourceSpec, task: Task) -> None:
+    """An export names no task, but its rows carry their task's metrics (`metric_<name>`): refuse one whose
+    metrics do not include this task's, the export of another task."""
+    metrics = {k.removeprefix("metric_") for r in rows for k in r if k.startswith("metric_")}
+    if metrics and task.config.metric not in metrics:
+        raise EvoError(f"seed source {spec.text!r} is an export of another task: its rows' metrics are "
+                       f"{', '.join(sorted(metrics))}, and {task.name} is scored by {task.config.metric!r}; "
+                       "seed a run of that task, or export a run of this one")
+
+
 def table_rows(spec: SourceSpec, task: Task) -> list[Seed]:
     """The valid programs of an export, or this task's rows of a published archive (rows that name a task)."""
     rows = _rows(spec.path, spec.text)
     kind = "archive" if any("task" in r for r in rows) else "export"
+    if kind == "export":
+        _check_export_task(rows, spec, task)
     seeds, other_tasks = [], set()
     for row in rows:
         if kind == "archive" and not _same_task(str(row.get("task")), task):

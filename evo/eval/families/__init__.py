@@ -45,7 +45,7 @@ def get_family(name: str) -> Family:
 
 def family_of(task: Any) -> Family:
     """The family the task's `task.toml` names; an error that says what to write when it names none or
-    an unknown one."""
+    an unknown one, or when the task's reference.py lacks what the family calls (`Family.check_reference`)."""
     config = task.config
     path = config.path or task.root / "task.toml"
     valid = ", ".join(sorted(FAMILIES))
@@ -54,7 +54,9 @@ def family_of(task: Any) -> Family:
         raise EvoError(f"{path}: the key `family` is missing; add a line `family = \"...\"` with one of: {valid}")
     if name not in FAMILIES:
         raise EvoError(f"{path}: `family = {name!r}` is no task family; valid values: {valid}")
-    return FAMILIES[name]
+    family = FAMILIES[name]
+    family.check_reference(task)
+    return family
 
 
 for _family in (MathFamily(), KernelsFamily(), TrainingFamily()):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import difflib
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -50,6 +52,22 @@ class Job:
 
 
 _HASHES: dict[str, str] = {}
+_CHECKED: set[tuple[str, int, int]] = set()  # reference.py files that passed `Family.check_reference`, as read
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    """Names a module binds at its top level: definitions, assignments, imports."""
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names
 
 
 def task_hash(task: Task, fresh: bool = False) -> str:
@@ -84,9 +102,39 @@ class Family:
     runs_on: str = ""  # where its jobs run, in words
     fidelities: tuple[Fidelity, ...] = ()
     timed: bool = False  # scores are measured times (noisy): re-measured when a run resumes
+    # What the task's reference.py must define at its top level, each with what it is for: checked when the
+    # task is named (`check_reference`), so a renamed function is the task's error, never a candidate's failure.
+    reference_names: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"
+
+    def check_reference(self, task: Task) -> None:
+        """An `EvoError` naming reference.py and the fix when it is missing, does not parse, or lacks a name
+        this family calls (`reference_names`). Static: nothing of the file runs here."""
+        if not self.reference_names:
+            return
+        path = Path(task.root) / "reference.py"
+        try:
+            info = path.stat()
+        except OSError:
+            raise EvoError(f"{path}: missing; a {self.name} task's reference.py defines "
+                           + "; ".join(f"`{n}` ({why})" for n, why in self.reference_names.items())) from None
+        key = (str(path), info.st_mtime_ns, info.st_size)
+        if key in _CHECKED:
+            return
+        try:
+            tree = ast.parse(path.read_bytes(), filename=str(path))
+        except (SyntaxError, ValueError) as e:
+            where = f" line {e.lineno}" if isinstance(e, SyntaxError) and e.lineno else ""
+            raise EvoError(f"{path}{where}: does not parse ({getattr(e, 'msg', e)}); fix the task's reference") from None
+        defined = _top_level_names(tree)
+        for name, why in self.reference_names.items():
+            if name not in defined:
+                near = difflib.get_close_matches(name, sorted(defined), n=1)
+                hint = f"; did you mean `{near[0]}`?" if near else ""
+                raise EvoError(f"{path}: defines no `{name}`, which the {self.name} family calls ({why}){hint}")
+        _CHECKED.add(key)
 
     @property
     def dynamic_checks(self) -> tuple[str, ...]:

@@ -25,6 +25,11 @@ class KernelsFamily(Family):
                  {"shapes": "all", "timed": True}),
     )
     timed = True
+    reference_names = {
+        "SPEC": "the KernelSpec: workloads, tolerances, flops and bytes",
+        "make_inputs": "make_inputs(params, seed, device) builds a workload's inputs",
+        "run": "run(*inputs), the PyTorch reference the candidate must match",
+    }
 
     def backend(self, task: Task, workers: int, scratch: Path, **options: Any) -> Evaluator:
         """A `KernelEvaluator`; `options`: devices, config, parallel_per_device, pool, ..."""

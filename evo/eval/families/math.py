@@ -16,6 +16,10 @@ class MathFamily(Family):
     name = "math"
     runs_on = "a fresh sandboxed CPU process per candidate (evo/eval/sandbox.py)"
     fidelities = (Fidelity("full", "the candidate runs once; the task's evaluate scores its outputs"),)
+    reference_names = {
+        "run_candidate": "run_candidate(module) runs in the sandbox beside the candidate and returns its outputs",
+        "evaluate": "evaluate(outputs) scores those outputs on the trusted side",
+    }
 
     def backend(self, task: Task, workers: int, scratch: Path, **options: Any) -> Evaluator:
         from evo.eval.backends.local import LocalEvaluator
