@@ -19,14 +19,15 @@ def evo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
                           timeout=300)
 
 
-def assert_user_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    """One clear message, exit code 2, no traceback."""
+def assert_user_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """One clear message, exit code 2, no traceback; returns it."""
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     text = " ".join((result.stdout + result.stderr).split())
     assert "Traceback" not in text
     assert text.startswith("error:"), text
     for needle in needles:
         assert needle in text, (needle, text)
+    return text
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +112,28 @@ def test_show_of_a_directory_that_is_no_run(tmp_path: Path) -> None:
     assert_user_error(evo("show", str(tmp_path)), "no run store")
 
 
-def test_store_that_is_not_sqlite(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["show", "resume", "report", "export"])
+def test_store_that_is_not_sqlite(tmp_path: Path, command: str) -> None:
     (tmp_path / "evo.db").write_text("this is not a database" * 100)
-    assert_user_error(evo("show", str(tmp_path)), "not an evo store")
+    assert_user_error(evo(command, str(tmp_path)), "not an evo store")
+
+
+def test_report_of_what_is_no_run_says_so(tmp_path: Path) -> None:
+    assert_user_error(evo("report", str(tmp_path / "missing")), "no such run directory")
+    (tmp_path / "afile").touch()
+    assert_user_error(evo("report", str(tmp_path / "afile")), "is a file, not a run directory")
+    assert_user_error(evo("report", str(tmp_path)), "not an evo run directory")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["show", ".", "--top", "0"], "'--top': 0 is not in the range x>=1"),
+    (["run", "math/circle_packing_26", "--workers", "two"], "'two' is not a valid integer"),
+    (["run", "math/circle_packing_26", "--budgt", "3"], "Did you mean one of: '--budget'"),
+], ids=["top-0", "workers-two", "flag-typo"])
+def test_a_bad_flag_is_one_line_with_where_help_is(args: list[str], needle: str) -> None:
+    result = evo(*args)
+    assert len((result.stdout + result.stderr).strip().splitlines()) == 1, result.stdout + result.stderr
+    assert f" {args[0]} --help` says more" in assert_user_error(result, needle)
 
 
 def test_eval_missing_file() -> None:

@@ -23,6 +23,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         console.print("aborted")
         sys.exit(130)
+    except click.UsageError as e:  # a bad flag or value: one line, as every other mistake, and where help is
+        where = e.ctx.command_path if e.ctx is not None else "evo"
+        console.print(f"error: {e.format_message()} (`{where} --help` says more)", highlight=False, markup=False,
+                      soft_wrap=True)
+        sys.exit(2)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

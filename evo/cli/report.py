@@ -13,7 +13,7 @@ from evo.cli.app import cli, out
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Output file (default RUN_DIR/report.html).")
-@click.option("--top", default=5, show_default=True, help="How many best programs to show with their code.")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(min=1), help="How many best programs to show with their code.")
 def report(run_dir: Path, out_path: Path | None, top: int) -> None:
     """Write an HTML report of the run in RUN_DIR: progress, archive heatmap, embedding map, the best
     program's lineage and diffs, admissions per operator and model, failures, the best programs' code.

@@ -13,7 +13,7 @@ from evo.cli.app import cli, out
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--top", default=5, show_default=True, help="How many best programs to list.")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(min=1), help="How many best programs to list.")
 @click.option("--source", "show_source", is_flag=True, help="Print the best program's source.")
 def show(run_dir: Path, top: int, show_source: bool) -> None:
     """Best programs and the archive of the run in RUN_DIR; for a suite (`evo run --suite`), its tasks side by
@@ -65,7 +65,7 @@ def export(run_dir: Path, fmt: str, out_path: Path | None) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--top", default=5, show_default=True, help="How many of the run's best programs to consider.")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(min=1), help="How many of the run's best programs to consider.")
 @click.option("--archive", "archive_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("archive"),
               show_default=True, help="Folder to publish into (ARCHIVE/<family>/<task>/).")
 def publish(run_dir: Path, top: int, archive_dir: Path) -> None:

@@ -24,6 +24,7 @@ from evo.errors import EvoError
 from evo.report import metrics, plots, provenance
 from evo.report.load import Run, load
 from evo.report.transfer import transfer_section, write_suite_report
+from evo.store import DB_NAME
 from evo.suite import suite_meta
 
 _CSS = """
@@ -168,6 +169,10 @@ def write_report(run_dir: Path, out: Path | None = None, top: int = 5) -> Path:
     """Write the report of the run in `run_dir` to `out` (default RUN_DIR/report.html); returns the path."""
     if suite_meta(run_dir) is not None:  # a suite's directory: its tasks side by side (evo/report/transfer.py)
         return write_suite_report(run_dir, out)
+    if not (Path(run_dir) / DB_NAME).is_file():  # before the output's checks: their advice would not help
+        raise EvoError(f"{run_dir} is not an evo run directory (no {DB_NAME} in it)" if Path(run_dir).is_dir()
+                       else f"{run_dir} is a file, not a run directory" if Path(run_dir).exists()
+                       else f"{run_dir}: no such run directory")
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
     if path.is_dir():
         raise EvoError(f"cannot write {path}: it is a directory; give a file name such as {path / 'report.html'}")

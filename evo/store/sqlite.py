@@ -144,7 +144,11 @@ class Store:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")  # the first read of the file: a foreign one fails here
+            except sqlite3.DatabaseError as e:
+                self.db.close()
+                raise EvoError(f"{self.path} is not an evo store (SQLite said: {e})") from e
             # NORMAL in WAL mode: a commit survives a killed process (it is in the WAL file);
             # only a power cut may lose the last commits. That is the failure we design for.
             self.db.execute("PRAGMA synchronous=NORMAL")
