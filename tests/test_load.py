@@ -331,3 +331,20 @@ def test_seeds_from_outside_the_run_carry_their_provenance(tmp_path: Path) -> No
         assert frame["status"].tolist() == ["evaluated"]
         assert frame["value"].iloc[0] == progs.loc[outside.index[0], "value"] > 0
         assert frame["author"].tolist() == ["Ada Lovelace <ada@example.org>"] and r.task_origin() is None
+
+
+def test_the_rate_counts_the_time_running_not_the_days_between_sessions(tmp_path: Path) -> None:
+    """Two sessions of 10 s each, a day apart: 20 s of running, whatever the calendar says."""
+    from evo.report.metrics import running_seconds
+    from evo.store import Store
+
+    store = Store(tmp_path / "evo.db")
+    day = 86_400.0
+    store.set_meta("created", 1000.0)
+    store._event("run_started", None, None, 1000.0)
+    store._event("run_started", None, None, 1000.0 + day)
+    store.commit()
+    finished = [1002.0, 1010.0, 1000.0 + day + 4, 1000.0 + day + 10]
+    assert running_seconds(store, finished) == pytest.approx(20.0)
+    assert running_seconds(store, finished[:2]) == pytest.approx(10.0)  # a session that evaluated nothing adds 0
+    store.close()

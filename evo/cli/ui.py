@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from pathlib import Path
 
 import click
@@ -53,19 +55,21 @@ def ui(run_dirs: tuple[Path, ...], port: int, host: str, allow_remote: bool, ref
                            "add --allow-remote if that is meant (or tunnel: ssh -L 8765:127.0.0.1:8765 HOST)")
         console.print(f"warning: serving on {host}:{port}, reachable from other machines; the view has no login",
                       highlight=False, markup=False)
+    # Bound here, not by uvicorn: a port in use is one line (uvicorn logs it and exits 3 with a traceback).
+    listening = _listen(host, port)
     app = create_app(list(run_dirs), refresh_s=refresh_s, gpu=gpu)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+    config = uvicorn.Config(app, log_level="warning")
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
 
     async def announce() -> None:  # after startup: the real port when --port 0 was asked
-        bound = next((s.getsockname()[1] for srv in server.servers for s in srv.sockets), port)
+        bound = listening.getsockname()[1]
         console.print(f"evo ui: http://{shown}:{bound}/  ({len(run_dirs)} run(s); Ctrl-C stops)", highlight=False)
 
     import asyncio
 
     async def main() -> None:
-        task = asyncio.create_task(server.serve())
+        task = asyncio.create_task(server.serve(sockets=[listening]))
         while not server.started and not task.done():
             await asyncio.sleep(0.05)
         if server.started:
@@ -73,3 +77,24 @@ def ui(run_dirs: tuple[Path, ...], port: int, host: str, allow_remote: bool, ref
         await task
 
     asyncio.run(main())
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or one line saying why there is none."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        raise EvoError(f"cannot serve on {host}: {e.strerror or e}; give a --host this machine has") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise EvoError(f"port {port} on {host} is in use (another evo ui?): give another --port, or --port 0 "
+                           "for any free one") from None
+        raise EvoError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+    sock.setblocking(False)
+    return sock

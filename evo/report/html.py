@@ -108,7 +108,8 @@ def _report(run: Run, top: int, embedding_sample: int) -> str:
                   s.programs, _num(s.seed_value), _num(s.best_value), f"{s.coverage:.1%}", _num(s.qd_score),
                   s.elites, f"{s.duration_s:.0f} s", _num(s.evals_per_min, ".1f")],
     }, index=pd.Index(["task", "metric", "evaluations", "programs proposed", "best seed", "best",
-                       "coverage (mean over islands)", "QD-score", "elites", "wall time", "evaluations / min"],
+                       "coverage (mean over islands)", "QD-score", "elites (distinct programs)",
+                       "time running (sessions added up)", "evaluations / min (while running)"],
                       name="run"))
     parts = [f"<h1>evo report: {html.escape(str(run.run_dir))}</h1>",
              f'<p class="note">written {time.strftime("%Y-%m-%d %H:%M:%S")} from {html.escape(str(run.run_dir))}'

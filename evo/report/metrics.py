@@ -20,6 +20,7 @@ from evo.store import queries as q
 
 if TYPE_CHECKING:
     from evo.population import Population
+    from evo.store import Store
 
 
 def progress(run: Run, points: int = 2000) -> pd.DataFrame:
@@ -188,6 +189,28 @@ class Summary:
     evals_per_min: float
 
 
+def running_seconds(store: Store, finished: list[float]) -> float:
+    """Seconds the run was running, its sessions added up: from each start (`run_started`) to the last evaluation
+    that finished before the next start. The days between a stop and `evo resume` are no part of a rate."""
+    starts = sorted(float(ts) for _, ts, *_ in store.events("run_started"))
+    created = store.get_meta("created")
+    if not starts and isinstance(created, int | float):
+        starts = [float(created)]
+    if not starts or not finished:
+        return 0.0
+    total, k = 0.0, 0
+    ends = sorted(finished)
+    for i, start in enumerate(starts):
+        nxt = starts[i + 1] if i + 1 < len(starts) else math.inf
+        last = None
+        while k < len(ends) and ends[k] < nxt:
+            last = ends[k] if ends[k] >= start else last
+            k += 1
+        if last is not None:
+            total += last - start
+    return total
+
+
 def summary(run: Run, population: Population | None = None) -> Summary:
     """Headline numbers of the run as it stands (`population`: its archive, if already replayed)."""
     population = run.archive() if population is None else population
@@ -195,10 +218,7 @@ def summary(run: Run, population: Population | None = None) -> Summary:
     ev = run.evaluations()
     seeds = ev[(ev["operator"] == "seed") & ev["ok"]]["value"]
     seed_value = None if seeds.empty else float(seeds.max() if run.objective == "maximize" else seeds.min())
-    duration = 0.0
-    created = run.store.get_meta("created")
-    if len(ev) and isinstance(created, int | float):
-        duration = float(ev["time"].iloc[-1].timestamp() - created)
+    duration = running_seconds(run.store, [ts.timestamp() for ts in ev["time"]]) if len(ev) else 0.0
     return Summary(
         task=run.task.name, metric=run.metric, objective=run.objective, evaluations=len(ev), budget=run.config.budget,
         programs=run.n_programs, best_value=None if best is None else run.value_of(best[1]),

@@ -128,7 +128,9 @@ class LiveRun:
         cells = [{"island": i, "cell": c, "id": pid, "value": _num(run.value_of(_num(scores.get(pid, (None,))[0])))}
                  for (i, c), pid in sorted(self._elite.items())]
         return {
-            "evaluations": done, "budget": run.config.budget, "programs": q.program_count(store), "running": running,
+            # The budget as stored now: `evo resume --budget` raises it while the view is open.
+            "evaluations": done, "budget": int((store.get_meta("config") or {}).get("budget", run.config.budget)),
+            "programs": q.program_count(store), "running": running,
             "elapsed_s": None if now_ts is None else float(now_ts) - start,  # type: ignore[arg-type]
             "evals_per_min": _num(rate), "progress": progress, "best": best,
             "best_value": best[-1]["value"] if best else None, "best_id": best[-1]["id"] if best else None,

@@ -165,9 +165,20 @@ async function refreshOverview(run) {
   el.dataset.evaluations = ov.evaluations;
   const best = ov.best.concat(ov.best.length ? [{n: ov.evaluations, value: ov.best[ov.best.length - 1].value}] : []);
   line($(el, ".best-chart"), best.map(b => b.n), best.map(b => b.value), {step: true, xlabel: "evaluations"});
-  const pr = ov.progress, rate = pr.map((p, i) => i && p.t > pr[i - 1].t ? 60 * (p.n - pr[i - 1].n) / (p.t - pr[i - 1].t) : null);
-  line($(el, ".rate-chart"), pr.map(p => p.t / 60), rate, {xlabel: "minutes"});
+  line($(el, ".rate-chart"), ov.progress.map(p => p.t / 60), windowedRate(ov.progress), {xlabel: "minutes"});
   drawHeatmap(run);
+}
+
+// Evaluations per minute at each progress point, over the window before it (a minute, or a fifth of a shorter
+// run): two evaluations that end 3 ms apart are no rate of 20,000 a minute.
+function windowedRate(pr) {
+  const span = pr.length ? pr[pr.length - 1].t - pr[0].t : 0, w = Math.min(60, span / 5);
+  let j = 0;
+  return pr.map(p => {
+    while (j + 1 < pr.length && pr[j + 1].t <= p.t - w) j++;
+    const q = pr[j];
+    return w > 0 && q.t <= p.t - w ? 60 * (p.n - q.n) / (p.t - q.t) : null;
+  });
 }
 
 async function refreshDetails(run) {
