@@ -193,6 +193,15 @@ def test_loopback_unless_allowed(finished: Path) -> None:
         s.stop()
 
 
+def test_a_port_in_use_is_one_line(server: Server, finished: Path) -> None:
+    port = server.url.rstrip("/").rsplit(":", 1)[1]
+    proc = subprocess.run([sys.executable, "-m", "evo", "ui", str(finished), "--port", port], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == (f"error: port {port} on 127.0.0.1 is in use (another evo ui?): give another "
+                                   "--port, or --port 0 for any free one")
+
+
 def test_live_run_moves(live: Path) -> None:
     s = Server(str(live))
     try:
