@@ -124,7 +124,8 @@ def _publish_one(store: Store, task: Any, program: Program, pipeline: Pipeline, 
     if not (result.ok and verdict.passed):
         return Published(program.id, program.score, None, verdict, None if result.ok else
                          f"the fresh evaluation failed ({result.failure}): {result.error}", metric, value)
-    folder = archive / task.name
+    family = task.config.family or "tasks"
+    folder = archive / family / Path(task.name).name  # a task given by path is named after its parent folder
     folder.mkdir(parents=True, exist_ok=True)
     files = source_files(program.source)
     if len(files) == 1:
@@ -148,7 +149,6 @@ def _publish_one(store: Store, task: Any, program: Program, pipeline: Pipeline, 
     (folder / f"{program.id[:16]}.json").write_text(json.dumps(record, indent=1, default=str))
     # The archive's row: the value measured afresh here, on this device, is the one a seeded run starts at.
     device_name = str((result.report or {}).get("device") or "cpu")
-    family = task.config.family or "tasks"
     origin = store.provenance([program.id]).get(program.id)
     provenance = {"run_dir": str(run_dir.resolve()), "operator": program.operator, "parents": list(program.parents),
                   "lineage": record["lineage"], "run_value": value}

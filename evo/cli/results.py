@@ -67,7 +67,8 @@ def export(run_dir: Path, fmt: str, out_path: Path | None) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=1), help="How many of the run's best programs to consider.")
 @click.option("--archive", "archive_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("archive"),
-              show_default=True, help="Folder to publish into (ARCHIVE/<family>/<task>/).")
+              show_default=True, help="Folder to publish into: the rows to ARCHIVE/<family>-<device>.jsonl (what --seed-from reads), "
+              "each program's file and JSON record to ARCHIVE/<family>/<task>/.")
 def publish(run_dir: Path, top: int, archive_dir: Path) -> None:
     """Publish a run's best programs to the archive, each only with a `publish` verdict of pass.
 
