@@ -366,3 +366,24 @@ def test_outage_pauses_the_calls_and_probes_one_at_a_time(scripted: Scripted, ca
     assert not client.in_outage and client.outages == 1
     text = caplog.text
     assert "unreachable" in text and "still unreachable" in text and "answer again" in text
+
+
+def test_a_rejected_request_or_an_empty_reply_fails_the_call_not_the_run(scripted: Scripted) -> None:
+    """A prompt over the model's context (a long parent) is refused with HTTP 400: that call is an operator
+    failure with the server's reason, as a reply without choices is, and the next call goes on."""
+    from evo.errors import OperatorError
+    from evo.operators.base import ProposalRequest
+    from evo.operators.llm import LLMOperator
+    from evo.program import Program
+
+    srv = scripted([(400, {"error": {"message": "The prompt has 3100 tokens, but the model takes at most 2048"}}),
+                    *[(200, {"id": "x", "object": "chat.completion"})] * 2,  # asked once more for the choice missing
+                    (200, {"model": "m", "choices": [{"message": {"content": "```python\nx = 2\n```"}}]})])
+    op = LLMOperator(LLMClient([Endpoint(srv.url, model="m")], retries=0), mode="rewrite")
+    request = ProposalRequest(parents=[Program(source="x = 1\n")], task_prompt="make x larger")
+    with pytest.raises(OperatorError, match=r"HTTP 400: The prompt has 3100 tokens"):
+        asyncio.run(op.propose(request))
+    with pytest.raises(OperatorError, match="held no choices"):
+        asyncio.run(op.propose(request))
+    (child,) = asyncio.run(op.propose(request))
+    assert child.source.strip() == "x = 2" and len(srv.requests) == 4

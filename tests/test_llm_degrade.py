@@ -24,7 +24,7 @@ from llm_fixtures import ToyCoderServer, free_port
 
 from evo.config import RunConfig
 from evo.engine import Engine
-from evo.errors import OperatorError
+from evo.errors import EvoError, OperatorError
 from evo.llm.client import LLMClient
 from evo.llm.endpoints import Endpoint, probe_endpoints
 from evo.operators import ConstantMutation, FunctionCrossover, ParamCrossover, ParamMutation, ProposalRequest
@@ -119,8 +119,8 @@ def test_probe_endpoints_tells_down_wrong_model_and_well(tmp_path: Path) -> None
     server = ToyCoderServer(model="toy-coder").start()
     try:
         assert probe_endpoints([Endpoint(server.url), Endpoint(server.url, "toy-coder")]) == []
-        (wrong,) = probe_endpoints([Endpoint(server.url, "qwen")])
-        assert "does not serve the model 'qwen'" in wrong and "toy-coder" in wrong
+        with pytest.raises(EvoError, match=r"does not serve the model 'qwen' \(it lists toy-coder\)"):
+            probe_endpoints([Endpoint(server.url, "qwen")])
     finally:
         server.stop()
     (down,) = probe_endpoints([Endpoint(f"http://127.0.0.1:{free_port()}")])

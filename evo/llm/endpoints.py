@@ -118,7 +118,8 @@ def probe_endpoints(endpoints: Sequence[Endpoint], timeout_s: float = 3.0) -> li
     problem (down, refusing, not serving the model named), empty when all is well.
 
     For a warning before a run starts: a server may well come up later, so none of this stops a
-    run (the LLM operators wait for their server while the other operators go on).
+    run (the LLM operators wait for their server while the other operators go on). A server that answers
+    and does not list the model named is an `EvoError`: it will not serve it later either.
     """
     later = "the run starts anyway, and its LLM operators wait for it while the other operators go on"
     wanted: dict[str, list[str]] = {}
@@ -126,7 +127,8 @@ def probe_endpoints(endpoints: Sequence[Endpoint], timeout_s: float = 3.0) -> li
         models = wanted.setdefault(endpoint.root, [])
         if endpoint.model is not None and endpoint.model not in models:
             models.append(endpoint.model)
-    problems = []
+    problems: list[str] = []
+    wrong: list[str] = []
     with httpx2.Client(timeout=timeout_s, trust_env=False) as http:
         for root, models in wanted.items():
             try:
@@ -147,9 +149,10 @@ def probe_endpoints(endpoints: Sequence[Endpoint], timeout_s: float = 3.0) -> li
                 continue
             for model in models:
                 if served and model not in served:
-                    problems.append(f"the LLM server {root} does not serve the model {model!r} (it lists "
-                                    f"{', '.join(served)}): mend the '#model' part of --llm, or the calls will "
-                                    "be refused")
+                    wrong.append(f"the LLM server {root} does not serve the model {model!r} (it lists "
+                                 f"{', '.join(served)}): mend the '#model' part of --llm")
+    if wrong:  # the server said so itself: every call would be refused, so no run is started for it
+        raise EvoError("; ".join(wrong))
     return problems
 
 

@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 
 from evo.errors import OperatorError
-from evo.llm.client import LLMClient, PreferredModel, model_groups
+from evo.llm.client import LLMClient, LLMRequestError, PreferredModel, model_groups
 from evo.llm.edits import apply_reply
 from evo.llm.engine import ChatLLM
 from evo.llm.prompts import build_messages
@@ -59,8 +59,13 @@ class LLMOperator:
         # Every related task's elite shown is an inspiration of each child: the store credits transfer by it.
         transfer = [{"task": str(p.meta.get("task", "")), "program": p.id, "role": "inspiration"}
                     for p in request.foreign]
-        completion = await self.client.chat(messages, n=self.n, max_tokens=self.max_tokens,
-                                            temperature=self.temperature, rng=request.rng)
+        try:
+            completion = await self.client.chat(messages, n=self.n, max_tokens=self.max_tokens,
+                                                temperature=self.temperature, rng=request.rng)
+        except LLMRequestError as e:
+            # This request refused (a prompt over the model's context, as a long parent makes): this call's
+            # failure, recorded like any; the run goes on, and max_consecutive_rejections stops one that only fails.
+            raise OperatorError(f"{self.name}: {e}") from None
         # Thinking apart from the answer: the answer is parsed, and the tokens of each are recorded.
         replies = replies_of(completion)
         usage = token_usage(completion, [r for r, _ in replies])
@@ -75,6 +80,8 @@ class LLMOperator:
                 continue
             proposals.append(Proposal(source=child, parents=tuple(p.id for p in parents), operator=self.name,
                                       meta={**meta, "llm": usage, **({"transfer": transfer} if transfer else {})}))
+        if not completion.texts:
+            raise OperatorError(f"{self.name}: the server's reply held no choices", meta={"llm": usage})
         if not proposals:
             raise OperatorError(f"{self.name}: no usable reply ({len(errors)} of {len(completion.texts)} failed: "
                                 f"{'; '.join(errors[:2])})", meta={"llm": usage})
