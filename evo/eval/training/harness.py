@@ -193,10 +193,12 @@ def score_weights(spec: TrainingSpec, files: dict[str, str], trained: TrainOutco
                                                    "vocab_size": manifest.vocab_size}))
     batches = spec.eval_tokens // (spec.seq_len * spec.eval_batch) + spec.rescore_batches + 4 * spec.probe_trials
     timeout = 2 * (spec.startup_s + 60) + batches * max(2.0, spec.seq_len * spec.eval_batch / 2e4)
-    env = {**os.environ, "PYTHONPATH": str(_REPO_ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(_REPO_ROOT), "EVO_SCORER_PARENT": str(os.getpid())}
     try:
+        # A session of its own: a Ctrl-C at the terminal reaches the engine, which lets this evaluation finish,
+        # never the scorer, whose death would be recorded as the candidate's failure.
         proc = subprocess.run([sys.executable, "-P", "-m", "evo.eval.training.scorer", str(folder)], env=env,
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, start_new_session=True)
     except subprocess.TimeoutExpired:
         return ScoreOutcome(False, failure="timeout", error=f"scoring took over {timeout:.0f} s")
     result_file = folder / "result.json"

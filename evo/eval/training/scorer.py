@@ -25,7 +25,9 @@ import ctypes
 import hashlib
 import json
 import math
+import os
 import random
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -223,9 +225,15 @@ def score(folder: Path) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     try:
-        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no process of ours reads this one's memory
+        libc = ctypes.CDLL(None)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no process of ours reads this one's memory
+        # Started in a session of its own (a Ctrl-C at the terminal is the engine's to handle: it lets the
+        # evaluations in hand finish), so it goes when the process that started it goes instead.
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if os.getppid() != int(os.environ.get("EVO_SCORER_PARENT", os.getppid())):
+        return 1  # the parent died before the line above
     folder = Path(argv[1])
     result = score(folder)
     (folder / "result.json").write_text(json.dumps(result))
