@@ -251,6 +251,26 @@ def test_without_ray_the_error_names_the_extra() -> None:
     assert "pip install 'evo[cluster]'" in out
 
 
+@pytest.mark.parametrize("form", ["{addr}", "ray://{addr}"])
+def test_an_address_where_no_cluster_listens_is_one_line_within_seconds(tmp_path: Path, form: str) -> None:
+    """Ray itself retries a dead GCS address in log lines for minutes; evo says so at once, and makes no run."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        addr = f"127.0.0.1:{s.getsockname()[1]}"  # bound, never listening: refused
+        address = form.format(addr=addr)
+        start = time.monotonic()
+        run = subprocess.run([sys.executable, "-m", "evo", "run", "math/circle_packing_26", "--run-dir",
+                              str(tmp_path / "run"), "--budget", "4", "--backend", "ray", "--ray-address", address],
+                             capture_output=True, text=True, timeout=120)
+        status = subprocess.run([sys.executable, "-m", "evo", "cluster", "status", "--ray-address", address],
+                                capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - start < 60
+    for done in (run, status):
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert done.stderr.strip().startswith(f"error: cannot connect to the Ray cluster at {address}: nothing answers")
+    assert not (tmp_path / "run").exists()
+
+
 def test_cluster_llm_start_refuses_a_restart_count_below_minus_one() -> None:
     run = subprocess.run([sys.executable, "-m", "evo", "cluster", "llm", "start", "toy", "--max-restarts", "-2"],
                          capture_output=True, text=True, timeout=60)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import socket
 from pathlib import Path
 from types import ModuleType
 
@@ -35,6 +37,7 @@ def connect(address: str | None = None, ship_code: bool = True) -> ModuleType:
     dependencies); a driver that runs no actors (`evo cluster status`) sends nothing."""
     ray = import_ray()
     if not ray.is_initialized():
+        _check_reachable(address if address not in (None, "auto") else os.environ.get("RAY_ADDRESS"))
         env = {"py_modules": [str(_EVO_PACKAGE)], "excludes": ["__pycache__", "*.pyc"]} if ship_code else None
         try:
             # log_to_driver=False: the actors' output stays in the nodes' Ray logs instead of breaking the
@@ -47,6 +50,24 @@ def connect(address: str | None = None, ship_code: bool = True) -> ModuleType:
                            "(and `ray start --address HEAD:6379` on each other node), then pass --ray-address "
                            "auto or ray://HEAD:10001") from e
     return ray
+
+
+def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """One line within seconds when nothing listens at a cluster's HOST:PORT (or ray://HOST:PORT): `ray.init`
+    would retry the head's GCS in its own log lines for minutes. "auto", "local" and no address are Ray's."""
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return  # a form Ray reads its own way: its error, if any
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        what = "a Ray client server (ray://, port 10001 by default)" if address.startswith("ray://") else \
+            "a Ray head (its GCS port, 6379 by default)"
+        raise EvoError(f"cannot connect to the Ray cluster at {address}: nothing answers there as {what} "
+                       f"({e.strerror or e}). Start one with `ray start --head`, or give the head's address") from None
 
 
 def task_files(task: Task) -> dict[str, bytes]:
