@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import logging
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -42,6 +43,8 @@ from evo.store.lessons import (
     run_id,
 )
 from evo.task import DescriptorSpec, Task
+
+log = logging.getLogger("evo.lessons")
 
 WINDOW = 2000  # evaluations a lesson looks back over: recent behaviour, and a bounded read on big stores
 MAX_LESSON_CHARS = 3000  # a model's lesson beyond this is cut (the prompt keeps less: LESSONS_TOKENS)
@@ -402,13 +405,29 @@ class LessonKeeper:
 
 def carry_lessons(store: Store, run_dir: Path, task: Task) -> list[Lesson]:
     """Copy the newest lessons of the run in `run_dir` into `store` (once: the copies keep their run and
-    version). A run without lessons gets a structured one written from its store on the way."""
+    version). A run without lessons gets a structured one written from its store on the way. A suite's
+    directory gives this task's run in it; another task's run is carried, said so here and in the prompts."""
+    from evo.suite.layout import MEMBERS, member_dir, suite_meta
+
+    if suite_meta(run_dir) is not None:
+        member = member_dir(run_dir, task.name)
+        if not member.is_dir():
+            held = sorted(p.name.replace("__", "/") for p in (run_dir / MEMBERS).glob("*") if p.is_dir())
+            raise EvoError(f"--lessons-from {run_dir} is a suite without the task {task.name} (its tasks: "
+                           f"{', '.join(held) or 'none'}): give one of its tasks' folders, or a run of this task")
+        run_dir = member
     try:
         old = Store.in_dir(run_dir, readonly=True)
     except EvoError as e:
         raise EvoError(f"--lessons-from {run_dir}: {e}") from None
     try:
         found = latest_lessons(old)
+        if not found and old.count_evaluations() == 0:
+            raise EvoError(f"--lessons-from {run_dir}: that run has no evaluation and no lesson to learn from")
+        other = str(old.get_meta("task") or "")
+        if other and Path(other).name != Path(task.name).name:
+            log.warning(f"--lessons-from {run_dir}: a run of {other}, not {task.name}; its lessons are carried, and "
+                        "the prompts say they come from that task")
         if not found:
             stats = collect(old, task, old.count_evaluations())
             rid = str(old.get_meta("run_id") or run_dir.resolve())

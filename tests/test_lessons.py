@@ -353,3 +353,14 @@ def test_a_lessons_unexplored_regions_are_those_of_every_islands_table(old_run: 
     finally:
         store.close()
     assert stats.unexplored == expected
+
+
+def test_lessons_from_a_run_with_nothing_to_learn_is_refused_before_the_run(old_run: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    Store.in_dir(empty).close()  # a store and no evaluation
+    result = subprocess.run(
+        [sys.executable, "-m", "evo", "run", str(old_run.parent / "quad"), "--run-dir", str(tmp_path / "new"),
+         "--budget", "4", "--lessons-from", str(empty), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "that run has no evaluation and no lesson to learn from" in result.stderr
+    assert not (tmp_path / "new").exists()

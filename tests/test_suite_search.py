@@ -21,6 +21,7 @@ from evo.operators.base import ProposalRequest
 from evo.operators.transplant import ParamTransplant
 from evo.program import Program, Status
 from evo.store import Store
+from evo.store.lessons import lessons
 from evo.store.transfer import transfer_credit, transfers
 from evo.suite import member_dir
 from evo.suite.bandit import TaskBandit
@@ -266,6 +267,16 @@ def test_a_two_task_suite_through_evo_run_and_evo_show(tasks_root: Path, tmp_pat
     assert "pair/near_a" in shown.stdout and "through transfer:" in shown.stdout
     alone = _evo("resume", str(member_dir(run_dir, "pair/near_a")))
     assert alone.returncode != 0 and "is a task of the suite" in alone.stderr
+    assert f"evo show {member_dir(run_dir, 'pair/near_a')}`" in shown.stdout  # the hint names a real folder
+    # --lessons-from a suite's directory takes the lessons of the same task's run in it.
+    after = _evo("run", "pair/near_b", "--run-dir", str(tmp_path / "after"), "--budget", "3", "--config", str(config),
+                 "--lessons-from", str(run_dir), "--quiet")
+    assert after.returncode == 0, after.stderr[-2000:]
+    store = Store.in_dir(tmp_path / "after", readonly=True)
+    carried = lessons(store, carried=True)
+    store.close()
+    assert carried and {x.carried_from for x in carried} == {str(member_dir(run_dir, "pair/near_b"))}
+    assert {x.task for x in carried} == {"pair/near_b"}
 
 
 def test_a_stopped_suite_resumes_with_nothing_lost_or_counted_twice(tasks_root: Path, tmp_path: Path) -> None:

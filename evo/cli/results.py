@@ -22,12 +22,16 @@ def show(run_dir: Path, top: int, show_source: bool) -> None:
     from evo.report.transfer import suite_table, transfer_note
     from evo.store import Store
     from evo.suite import suite_meta
+    from evo.suite.layout import MEMBERS
 
     if suite_meta(run_dir) is not None:
         table, totals = suite_table(run_dir)
         out.print(table)
         out.print(totals, highlight=False)
-        out.print(f"each task: `evo show {run_dir}/tasks/<task>`", highlight=False, markup=False)
+        members = sorted(p.name for p in (run_dir / MEMBERS).iterdir() if p.is_dir()) if (run_dir / MEMBERS).is_dir() else []
+        example = members[0] if members else "<family>__<name>"
+        out.print(f"each task: `evo show {run_dir / MEMBERS / example}` (the folders of {run_dir / MEMBERS}: a task's "
+                  "name with / as __)", highlight=False, markup=False, soft_wrap=True)
         return
     summary = run_summary(run_dir, top=top)
     out.print(summary.header, highlight=False)

@@ -98,6 +98,8 @@ def suite_table(run_dir: Path) -> tuple[Table, str]:
     rows = suite_rows(run_dir)
     table = Table("task", "evaluations", "seed", "best", "best by", "admitted (transfer)", "rises (transfer)",
                   "progress via transfer", "drew on", title=f"suite {run_dir}: {len(rows)} tasks", title_justify="left")
+    table.columns[0].no_wrap = True  # a task's name is never cut: two names alike must stay apart
+    table.columns[-1].overflow = "fold"
     for r in rows:
         table.add_row(r["task"], str(r["evaluations"]), _num(r["seed"]), f"{_num(r['best'])} {r['metric']}",
                       (r["best_operator"] or "-") + (" (transfer)" if r["best_by_transfer"] else ""),
