@@ -295,6 +295,14 @@ def load_task(name: str) -> Task:
     if direct.is_dir():
         raise EvoError(f"{direct} is a folder without a task.toml: give a task folder (`evo task new NAME` "
                        "writes one) or a task name from `evo tasks`")
-    known = ", ".join(list_tasks()) or "none found"
+    if name.startswith(("/", ".", "~")):
+        raise EvoError(f"{name}: no such task folder (a task folder holds a task.toml; `evo task new NAME` writes one)")
+    names = list_tasks()
+    ends = [n for n in names if n.rsplit("/", 1)[-1] == name]
+    near = ends or difflib.get_close_matches(name, names, n=3)
+    if near:
+        raise EvoError(f"unknown task {name!r}; did you mean {' or '.join(f'`{n}`' for n in near)}? (`evo tasks` "
+                       "lists them all)")
+    known = ", ".join(names) or "none found"
     raise EvoError(f"unknown task {name!r}. Known tasks: {known}. (`evo tasks` lists them; a task folder of "
                    f"your own is given by its path, or found by name through ${TASKS_ENV}.)")

@@ -58,6 +58,16 @@ def test_unknown_task(tmp_path: Path) -> None:
     assert_user_error(result, "unknown task 'math/no_such_task'", "math/circle_packing_26")
 
 
+@pytest.mark.parametrize(("given", "needle"), [
+    ("circle_packing_26", "did you mean `math/circle_packing_26`?"),  # the name without its family
+    ("math/circle_packng_26", "did you mean `math/circle_packing_26`"),  # a typo
+    ("./no/such/folder", "./no/such/folder: no such task folder"),  # a path is a folder, not a name
+])
+def test_a_task_misnamed_gets_the_one_meant(tmp_path: Path, given: str, needle: str) -> None:
+    assert_user_error(evo("run", given, "--run-dir", str(tmp_path / "r")), needle)
+    assert not (tmp_path / "r").exists()
+
+
 def test_bad_config_unknown_option(tmp_path: Path) -> None:
     cfg = tmp_path / "evo.toml"
     cfg.write_text("budgett = 10\n")
