@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -40,6 +41,8 @@ from evo.program import Program
 from evo.seeding import ScreenedSeeds, read_sources, screen_seeds
 from evo.store import DB_NAME, Store
 from evo.task import Task, load_task
+
+log = logging.getLogger("evo.run_dir")
 
 LOCK_NAME = "evo.lock"
 
@@ -214,6 +217,7 @@ def create_run(run_dir: Path, config: RunConfig) -> OpenedRun:
         for seed, vector in zip(seeds, vectors, strict=True):
             novelty.add(seed.id, vector)
         screened = _screen(read_sources(config.seed_from, task), embedder, novelty)
+        log.info(f"--seed-from: {screened.describe()}")
         seeds = seeds + [p for p, _ in screened.kept]
         vectors = vectors + [v for _, v in screened.kept]
     cell_space = _fit_cell_space(seeds, config) if config.cells == "embedding" else None

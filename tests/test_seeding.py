@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -99,9 +100,11 @@ def test_each_source_is_read_with_its_provenance(tmp_path: Path, repo: Path) -> 
     ("{repo}@v9", "no commit, tag or branch 'v9'"),
     ("{repo}@v1:*.cu", "holds no program"),
     ("{tmp}/table.jsonl", "line 1"),
+    ("{tmp}/empty.py", "empty.py is empty, not a program"),
 ])
 def test_a_bad_source_is_one_line_naming_it(tmp_path: Path, repo: Path, source: str, needle: str) -> None:
     (tmp_path / "table.jsonl").write_text("[1, 2]\n")
+    (tmp_path / "empty.py").write_text("\n")
     text = source.format(tmp=tmp_path, repo=repo)
     with pytest.raises(EvoError, match=needle) as e:
         read_source(text, load_task(TASK))
@@ -115,7 +118,21 @@ def test_a_run_seeded_from_several_sources_evaluates_each_seed_in_its_budget(tmp
     (folder / "broken.py").write_text("def construct_packing(:\n")  # does not parse
     (folder / "rows3.py").write_text(variant(ROWS=3))
     config = RunConfig(task=TASK, budget=9, workers=2, seed=3, seed_from=[f"{repo}@v1:packings/*.py", str(folder)])
-    engine = Engine.create(tmp_path / "run", config)
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("evo.run_dir")
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO  # as `evo run` shows evo's logs
+    try:
+        engine = Engine.create(tmp_path / "run", config)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    # One line at the start says what was kept and what was dropped, and why, before any budget is spent.
+    (line,) = [s for s in said if s.startswith("--seed-from:")]
+    assert "3 seed(s) kept, 2 dropped" in line and "broken.py: parse_error (line 1" in line
+    assert "copy_of_task_seed.py: near_duplicate" in line
     asyncio.run(engine.run_async())
     engine.close()
     store = Store.in_dir(tmp_path / "run", readonly=True)

@@ -29,6 +29,20 @@ class ScreenedSeeds:
             kinds[kind] = kinds.get(kind, 0) + 1
         return {"kept": len(self.kept), "dropped": kinds}
 
+    def describe(self) -> str:
+        """One line: how many seeds were kept, and each dropped one with its reason."""
+        text = f"{len(self.kept)} seed(s) kept"
+        if self.dropped:
+            why = "; ".join(f"{_where(p)}: {p.meta.get('reason_kind')} ({p.error})" for p in self.dropped[:5])
+            more = f"; {len(self.dropped) - 5} more" if len(self.dropped) > 5 else ""
+            text += f", {len(self.dropped)} dropped: {why}{more}"
+        return text
+
+
+def _where(program: Program) -> str:
+    prov = program.meta.get("provenance")
+    return str(prov.get("path") or prov.get("source")) if isinstance(prov, dict) else program.id[:12]
+
 
 def screen_seeds(programs: list[Program], vectors: list[np.ndarray], novelty: NoveltyArchive) -> ScreenedSeeds:
     """Parse each seed and check it against `novelty` (which the kept ones join, in order)."""

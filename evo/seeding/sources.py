@@ -99,9 +99,12 @@ def _read_text(path: Path, where: str) -> str:
     try:
         if path.stat().st_size > _MAX_SEED_BYTES:
             raise EvoError(f"seed source {where!r}: {path} is over 1 MiB, not a program; narrow the glob")
-        return path.read_text()
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise EvoError(f"seed source {where!r}: cannot read {path} ({getattr(e, 'strerror', None) or e})") from e
+    if not text.strip():
+        raise EvoError(f"seed source {where!r}: {path} is empty, not a program")
+    return text
 
 
 def glob_regex(glob: str) -> re.Pattern[str]:
