@@ -53,6 +53,13 @@ def test_help_teaches_the_commands() -> None:
         assert command in result.stdout
 
 
+def test_a_ray_address_without_the_ray_backend_is_refused(tmp_path: Path) -> None:
+    """Else the run would go on this machine while its user believes it on the cluster."""
+    result = evo("run", "math/circle_packing_26", "--run-dir", str(tmp_path / "r"), "--ray-address", "auto")
+    assert_user_error(result, "ray_address 'auto' is for the Ray backend", "--backend ray")
+    assert not (tmp_path / "r").exists()
+
+
 def test_unknown_task(tmp_path: Path) -> None:
     result = evo("run", "math/no_such_task", "--run-dir", str(tmp_path / "r"))
     assert_user_error(result, "unknown task 'math/no_such_task'", "math/circle_packing_26")

@@ -46,7 +46,7 @@ def connect(address: str | None = None, ship_code: bool = True) -> ModuleType:
                      runtime_env=env)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = address or "$RAY_ADDRESS"
-            raise EvoError(f"cannot connect to the Ray cluster at {where}: {e}. Start one with `ray start --head` "
+            raise EvoError(f"cannot connect to the Ray cluster at {where}: {str(e).strip().rstrip('.')}. Start one with `ray start --head` "
                            "(and `ray start --address HEAD:6379` on each other node), then pass --ray-address "
                            "auto or ray://HEAD:10001") from e
     return ray
