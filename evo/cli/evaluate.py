@@ -170,7 +170,8 @@ def _workload_table(name: str, report: dict[str, Any]) -> None:
             continue
         table.add_row(w["workload"], "yes" if w["hidden"] else "", us(w["time_s"]),
                       f"{w['spread']:.1%}" if w["spread"] is not None else "-", us(w["eager_s"]),
-                      us(w["compile_s"]), us(w["t_sol_s"]), f"{w['score']:.3f}")
+                      us(w["compile_s"]), "-" if untimed else us(w["t_sol_s"]),
+                      "-" if untimed else f"{w['score']:.3f}")  # nothing timed: no score to show
     out.print(table)
     limited = [w["workload"] for w in report["workloads"] if w.get("clock_limited")]
     if limited:  # the time shown is not what the candidate's own events said
