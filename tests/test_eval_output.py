@@ -117,6 +117,12 @@ def test_a_flood_of_output_keeps_a_bounded_tail(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert len(done.stdout) < OUTPUT_KEEP + 16_384
     assert 'File "flood.py", line 8, in construct_packing' in done.stdout
+    # Without --verbose: the output's own last lines, then the traceback of the write that hit the limit.
+    short = _evo_eval(TASK, "flood.py", cwd=tmp_path).stdout
+    printed = short[short.index("--- what the program printed"):short.index("--- its traceback ---")]
+    assert printed.count("y" * 99) >= 15 and "Traceback" not in printed, printed
+    traceback = short[short.index("--- its traceback ---"):]
+    assert 'File "flood.py", line 8, in construct_packing' in traceback and "File too large" in traceback
 
 
 def test_the_log_is_read_without_following_a_link_or_blocking_on_a_fifo(tmp_path: Path) -> None:

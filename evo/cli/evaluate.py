@@ -125,8 +125,16 @@ def _print_output(printed: str, verbose: bool) -> None:
         click.echo(printed.rstrip("\n"))
         click.echo("--- end of output ---")
         return
-    before, mark, after = printed.rpartition(_TRACEBACK)
-    text, traceback = (before, mark + after) if mark else (printed, "")
+    from evo.eval.backends.local import STDERR_MISSED
+
+    # A log cut at the size limit is followed by stderr's tail: the output shown is the log's, the traceback
+    # the first one in that tail (an "Exception ignored" one may follow it).
+    log, cut, stderr = printed.partition(STDERR_MISSED)
+    if cut and _TRACEBACK in stderr:
+        text, traceback = log, stderr[stderr.index(_TRACEBACK):]
+    else:
+        before, mark, after = printed.rpartition(_TRACEBACK)
+        text, traceback = (before, mark + after) if mark else (printed, "")
     lines = text.rstrip("\n").splitlines()
     if lines:
         shown = lines[-TAIL_LINES:]

@@ -83,6 +83,9 @@ def evaluate_in_sandbox(task: Task, program: Program, scratch: Path, screen: boo
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+STDERR_MISSED = "[the end of stderr, which the log above missed:]"  # where the log stopped, stderr's tail follows
+
+
 def candidate_output(workdir: Path, stdout_tail: str = "", stderr_tail: str = "", keep: int = OUTPUT_KEEP) -> str:
     """The last `keep` bytes of what the candidate printed (the child's `output.log`, stdout and stderr in
     order), with the working directory's path taken out of it (`candidate.py`, not a temporary path).
@@ -118,8 +121,7 @@ def candidate_output(workdir: Path, stdout_tail: str = "", stderr_tail: str = ""
         # stderr, where a traceback is, must not go missing then.
         end = stderr_tail.strip()[-200:]
         if end and end not in text:
-            text += ("" if text.endswith("\n") else "\n") + "[the end of stderr, which the log above missed:]\n" \
-                + stderr_tail
+            text += ("" if text.endswith("\n") else "\n") + STDERR_MISSED + "\n" + stderr_tail
     for prefix in {str(workdir), str(workdir.resolve())}:
         text = text.replace(prefix + os.sep, "")
     return text
