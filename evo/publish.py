@@ -28,7 +28,7 @@ from evo.errors import EvoError
 from evo.eval.pipeline import Pipeline, verdict_of
 from evo.program import MAIN_FILE, Program, source_files
 from evo.store import DB_NAME, Store
-from evo.task import load_task
+from evo.task import TASK_ROOT_META, load_run_task
 
 
 @dataclass
@@ -74,7 +74,8 @@ def publish_run(run_dir: Path, top: int, archive: Path) -> list[Published]:
         raise EvoError(f"{run_dir} is not an evo run directory (no {DB_NAME})")
     store = Store.in_dir(run_dir, readonly=True)
     try:
-        task = load_task(str(store.get_meta("config", {}).get("task") or store.get_meta("task")))
+        task = load_run_task(str(store.get_meta("config", {}).get("task") or store.get_meta("task")),
+                             store.get_meta(TASK_ROOT_META))
         with Pipeline(task, level=Level.PUBLISH) as pipeline:
             results = [_publish_one(store, task, program, pipeline, run_dir, Path(archive))
                        for program in store.best_programs(top)]

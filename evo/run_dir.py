@@ -40,7 +40,7 @@ from evo.population.novelty import NoveltyArchive
 from evo.program import Program
 from evo.seeding import ScreenedSeeds, read_sources, screen_seeds
 from evo.store import DB_NAME, Store
-from evo.task import Task, load_task
+from evo.task import TASK_ROOT_META, Task, load_run_task, load_task
 
 log = logging.getLogger("evo.run_dir")
 
@@ -254,6 +254,7 @@ def create_run(run_dir: Path, config: RunConfig) -> OpenedRun:
     if screened is not None:
         _store_dropped(store, screened)
     store.set_meta("task", task.name)
+    store.set_meta(TASK_ROOT_META, str(task.root))
     store.set_meta("config", stored)
     store.set_meta("created", time.time())
     if cell_space is not None:
@@ -290,7 +291,7 @@ def open_run(run_dir: Path, overrides: dict[str, Any] | None = None, source: str
         if config.budget < done:
             raise EvoError(f"budget {config.budget} is lower than the {done} evaluations this run has already "
                            f"done: give --budget {done} or more")
-        task = load_task(config.task)
+        task = load_run_task(config.task, store.get_meta(TASK_ROOT_META))
         stored_changes = {k: v for k, v in changes.items() if k != "time_limit_s"}
         if stored_changes:
             store.set_meta("config", {**config.to_dict(), "time_limit_s": None})

@@ -283,6 +283,20 @@ def scan_tasks() -> list[tuple[str, Task | EvoError]]:
     return out
 
 
+TASK_ROOT_META = "task_root"  # a run's meta row: the folder its task was loaded from, when the run was made
+
+
+def load_run_task(name: str, root: object = None) -> Task:
+    """A run's task: by its name as `load_task` finds it, else from the folder the run was made with (a task
+    found then through $EVO_TASKS_PATH, which this shell may not set): the store is enough to read a run."""
+    try:
+        return load_task(name)
+    except EvoError:
+        if isinstance(root, str) and (Path(root) / "task.toml").is_file():
+            return Task(name, Path(root))
+        raise
+
+
 def load_task(name: str) -> Task:
     """Load `family/name` (or `name`) from the task roots, or a task folder given by path."""
     direct = Path(name)

@@ -290,3 +290,16 @@ def test_a_metric_name_that_evaluate_never_returns_is_named_with_the_one_meant(t
     assert "did you mean `ratio_squared`?" in said
     run = evo("run", str(folder), "--run-dir", str(tmp_path / "run"), "--budget", "3")
     assert run.returncode == 2 and "every seed failed" in run.stderr and "did you mean `ratio_squared`?" in run.stderr
+
+
+def test_a_run_of_a_task_found_by_name_reads_without_evo_tasks_path(tmp_path: Path) -> None:
+    """The run's store names the folder its task came from: `evo show` and `evo resume` need no $EVO_TASKS_PATH."""
+    outside_task(tmp_path / "roots")
+    run_dir = tmp_path / "run"
+    made = evo("run", "mine/mm", "--run-dir", str(run_dir), "--budget", "3", "--quiet", tasks_path=tmp_path / "roots")
+    assert made.returncode == 0, made.stdout + made.stderr
+    shown = evo("show", str(run_dir))
+    assert shown.returncode == 0 and "task mine/mm" in shown.stdout, shown.stdout + shown.stderr
+    resumed = evo("resume", str(run_dir), "--budget", "5", "--quiet")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "5/5" in evo("show", str(run_dir)).stdout

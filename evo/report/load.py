@@ -40,7 +40,7 @@ from evo.errors import EvoError
 from evo.program import Status
 from evo.store import DB_NAME, Store
 from evo.store import queries as q
-from evo.task import Task, load_task
+from evo.task import TASK_ROOT_META, Task, load_run_task
 
 if TYPE_CHECKING:  # the population pulls in pyribs (and torch): imported when an archive is asked for
     from evo.population import Population
@@ -81,7 +81,7 @@ class Run:
             raise EvoError(f"{self.run_dir} has no run config yet (it is being created, or its creation was "
                            "interrupted): load it once `evo run` has started")
         self.config: RunConfig = RunConfig.from_dict(raw, str(self.run_dir / DB_NAME))
-        self.task: Task = load_task(self.config.task)
+        self.task: Task = load_run_task(self.config.task, self.store.get_meta(TASK_ROOT_META))
         self.metric: str = self.task.config.metric
         self.objective: str = self.task.config.objective
         # The order programs store their descriptors in (as `evo.report.programs.descriptor_names`).

@@ -29,7 +29,7 @@ from evo.program import MAIN_FILE, Status, source_files
 from evo.replay import rebuild_population
 from evo.store import Store
 from evo.store.export import Column, ProgramRecord, Value, iter_records, metric_names, write_table
-from evo.task import Task, load_task
+from evo.task import TASK_ROOT_META, Task, load_run_task
 
 FIXED_HEAD = [
     Column("id", "string"), Column("seq", "int"), Column("eval_order", "int"), Column("status", "string"),
@@ -128,7 +128,7 @@ def export_programs(run_dir: Path, path: Path, fmt: str) -> int:
         if raw is None:
             raise EvoError(f"{run_dir} has no run config: was it created by `evo run`?")
         config = RunConfig.from_dict(raw)
-        task = load_task(config.task)
+        task = load_run_task(config.task, store.get_meta(TASK_ROOT_META))
         metric = task.config.metric
         metrics = [metric] + [m for m in metric_names(store) if m != metric]
         descriptors = descriptor_names(task, config, store)

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from evo.errors import EvoError
 from evo.store import Store
-from evo.task import load_task
+from evo.task import TASK_ROOT_META, load_run_task
 
 
 @dataclass
@@ -47,7 +47,7 @@ def run_summary(run_dir: Path, top: int = 5) -> RunSummary:
         if raw is None:
             raise EvoError(f"{run_dir} has no run config: was it created by `evo run`?")
         config = RunConfig.from_dict(raw)
-        task = load_task(config.task)
+        task = load_run_task(config.task, store.get_meta(TASK_ROOT_META))
         done = store.count_evaluations()
         counts = store.event_counts()
         population = rebuild_population(store, task, config)
