@@ -130,6 +130,17 @@ def test_the_cli_imports_and_refuses_to_overwrite(tmp_path: Path) -> None:
     again = evo("tasks", "import", "kernelbench", str(problem), "--out", str(out), tasks_path=out)
     assert again.returncode == 2 and "exists: give --force" in again.stdout + again.stderr
     assert len((again.stdout + again.stderr).strip().splitlines()) == 1
+    # A folder imported again keeps the tasks that exist and adds the new ones.
+    folder = tmp_path / "problems"
+    folder.mkdir()
+    problem.rename(folder / problem.name)
+    (folder / "1_Scaled_GELU_Residual.py").write_text((KB / "1_Scaled_GELU_Residual.py").read_text())
+    before = (out / "double_softplus" / "task.toml").stat().st_mtime_ns
+    more = evo("tasks", "import", "kernelbench", str(folder), "--out", str(out), tasks_path=out)
+    assert more.returncode == 0, more.stderr
+    assert "kept 1 task folder(s) that exist" in more.stderr and "double_softplus" in more.stderr
+    assert (out / "scaled_gelu_residual" / "task.toml").is_file()
+    assert (out / "double_softplus" / "task.toml").stat().st_mtime_ns == before
 
 
 def test_a_file_that_is_no_problem_is_one_line(tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ def _table_findings(a: Analysis) -> Iterable[Finding]:
     for name, file, line in a.idents:
         rule = IDENT_RULES.get(name)
         if rule:
-            what = f"uses the attribute `.{name}`, a module reached through another object" \
+            what = f"uses the attribute `.{name}`, the name of a module (another object may lead to it)" \
                 if name in MODULE_ATTRS else f"uses `{name}`"
             yield Finding(rule[0], rule[1], file, line, what)
         elif L2_PATTERN.search(name):

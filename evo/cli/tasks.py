@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from evo.cli.app import cli, out
+from evo.cli.app import cli, out, show_logs
 
 
 @cli.group(invoke_without_command=True)
@@ -107,6 +107,7 @@ def import_kernelbench_cmd(path: Path, out_dir: Path, force: bool) -> None:
     FLOPs are counted with torch's FlopCounterMode on the reference; minimum bytes are the inputs', weights' and
     outputs' sizes. The seed is the problem's own PyTorch code behind evo's interface."""
     _interpret_without_gpu()
+    show_logs()
     from evo.tasks_import import import_kernelbench
 
     _report(import_kernelbench(path, out_dir, force=force))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ from evo.tasks_import.common import (
     task_toml,
     write_folder,
 )
+
+log = logging.getLogger("evo.tasks_import")
 
 # Globals that are not sizes: changing them changes the problem, not its shape.
 _NOT_SIZES = {"dim", "axis", "kernel_size", "stride", "padding", "dilation", "groups", "output_padding", "eps",
@@ -175,6 +178,12 @@ def import_kernelbench(path: Path, out: Path, force: bool = False) -> list[Path]
     files = sorted(path.glob("*.py")) if path.is_dir() else [path]
     if not files or not all(f.is_file() for f in files):
         raise EvoError(f"{path}: no KernelBench problem file there (give a .py file or a folder of them)")
+    if path.is_dir() and not force:  # a folder imported again: the tasks already there are kept, the others added
+        there = [f for f in files if (Path(out) / task_name(f.stem)).exists()]
+        if there:
+            log.warning(f"kept {len(there)} task folder(s) that exist in {out} ({', '.join(task_name(f.stem) for f in there)}): "
+                        "--force replaces them")
+        files = [f for f in files if f not in there]
     return [_import_one(f, Path(out), force) for f in files]
 
 
