@@ -227,6 +227,12 @@ def test_rerun_is_a_noop_and_a_corrupt_shard_is_found_and_rebuilt(trees: tuple[P
     fixed = prepare(out, default_sources(), root=root, cache=cache, show_progress=False)
     assert fixed.status == "repaired" and fixed.written == [victim]
     assert load_manifest(out).verify() == []
+    # The token byte lengths are checked too, and a rebuild names them among what it wrote.
+    (out / "token_bytes.npy").write_bytes(b"damaged")
+    assert load_manifest(out).verify() == ["token_bytes.npy"]
+    mended = prepare(out, default_sources(), root=root, cache=cache, show_progress=False)
+    assert mended.status == "repaired" and mended.written == ["token_bytes.npy"]
+    assert load_manifest(out).verify() == []
     # Other options make another recipe: a rebuild, not a no-op.
     small = prepare(out, default_sources(), size="small", small_train_bytes=20_000, root=root, cache=cache,
                     show_progress=False)

@@ -41,7 +41,7 @@ def _summary(result: object) -> None:
     out.print(table)
     what = {"up to date": "already up to date (same recipe, every shard matches its sha256): nothing to do",
             "built": f"built {len(result.written)} shard(s)",
-            "repaired": f"rebuilt {len(result.written)} shard(s): {', '.join(result.written)}"}[result.status]
+            "repaired": f"rebuilt {len(result.written)} file(s): {', '.join(result.written)}"}[result.status]
     dups = f"; {result.duplicates} duplicate document(s) dropped" if result.duplicates else ""
     out.print(f"{m.root}: {m.tokenizer_kind} tokenizer, vocabulary {m.vocab_size}; {what} in "
               f"{result.seconds:.1f} s{dups}", highlight=False)
@@ -119,8 +119,8 @@ def verify(folder: Path) -> None:
     if bad:
         for name in bad:
             out.print(f"corrupt or missing: {folder / name}", highlight=False)
-        out.print(f"{len(bad)} of {n} shard(s) do not match the manifest; `evo data prepare` with the same "
-                  f"options rebuilds them", highlight=False)
+        out.print(f"{len(bad)} file(s) of {folder} ({n} shard(s) and the token byte lengths) do not match the "
+                  "manifest; `evo data prepare` with the same options rebuilds them", highlight=False)
         sys.exit(1)
     out.print(f"{folder}: all {n} shard(s) match their sha256", highlight=False)
 

@@ -203,6 +203,7 @@ def build(out: Path, recipe: dict[str, object], documents: Callable[[Progress], 
         raise EvoError(f"{out} holds a manifest that `evo data prepare` did not write (your own shards?); "
                        f"choose another --out so that nothing of yours is overwritten")
     status = "built"
+    bad: list[str] = []
     if old is not None and old.recipe_hash == rhash:
         bad = old.verify()
         if not bad:
@@ -242,6 +243,8 @@ def build(out: Path, recipe: dict[str, object], documents: Callable[[Progress], 
                         token_bytes_sha256=hashlib.sha256(buf.getvalue()).hexdigest(),
                         documents={s: len(splits[s]) for s in SPLITS})
     manifest.write()
+    if status == "repaired":  # what else the manifest checks was written again too (token byte lengths, ...)
+        written += [f for f in bad if f not in written]
     if old is not None:  # shards of an earlier recipe that this one no longer names
         keep = {s.file for v in infos.values() for s in v}
         for s in (s for v in old.splits.values() for s in v):
@@ -280,8 +283,11 @@ def locate(names: list[str], root: Path = Path("/"), cache: Path | None = None) 
         else:
             found.append((source, path))
     if not found:
+        spare = "" if any(s.name == "python-stdlib" for s in missing) else (
+            " (or try the plumbing on any machine with `--sources python-stdlib`: this Python's standard library, "
+            "code only)")
         raise EvoError("no data source is installed; install at least one: " +
-                       "; ".join(f"{s.name}: `{s.install_command(cache)}`" for s in missing))
+                       "; ".join(f"{s.name}: `{s.install_command(cache)}`" for s in missing) + spare)
     return found
 
 
