@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -241,3 +242,15 @@ def test_eval_of_a_task_without_a_family_is_a_user_error(tmp_path: Path) -> None
     (task / "reference.py").write_text((Path(TOY) / "reference.py").read_text())
     result = evo("eval", str(task), str(SEED))
     assert_user_error(result, str(task / "task.toml"), "`family` is missing", "kernels, math, training")
+
+
+def test_resume_of_a_spent_run_says_there_is_nothing_to_do(finished_run: Path) -> None:
+    """No evaluation, no lesson, no status tables: one line saying how to go on."""
+    db = finished_run / "evo.db"
+    with sqlite3.connect(db) as conn:
+        before = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    result = evo("resume", str(finished_run))
+    assert result.returncode == 0, result.stderr
+    assert "nothing to do: the budget of 20 is spent" in result.stdout and "--budget N" in result.stdout
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == before

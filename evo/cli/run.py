@@ -65,9 +65,12 @@ def _run_engine(engine: Any, quiet: bool) -> None:
     if quiet or not console.is_terminal:
         last = [0.0]
 
+        told_done = [False]  # the line at the budget's end is printed once (calls in flight still tick after it)
+
         def tick(stats: Any) -> None:
-            if time.monotonic() - last[0] >= 5 or stats.done >= stats.budget:
-                last[0] = time.monotonic()
+            at_end = stats.done >= stats.budget
+            if (at_end and not told_done[0]) or (not at_end and time.monotonic() - last[0] >= 5):
+                last[0], told_done[0] = time.monotonic(), at_end
                 best = "-" if stats.best_score is None else f"{orient(stats.best_score):.6g}"
                 console.print(f"[{stats.done}/{stats.budget}] best {metric} {best}, coverage {stats.coverage:.1%}, "
                               f"{stats.evals_per_minute:.0f} evals/min, {sum(stats.failures.values())} failed, "
@@ -228,6 +231,11 @@ def resume(run_dir: Path, config_file: Path | None, quiet: bool, **options: Any)
     engine = Engine.open(run_dir, overrides)
     console.print(f"evo resume: {engine.task.name}, {engine.stats.done}/{engine.config.budget} evaluations done",
                   highlight=False)
+    if engine.stats.done >= engine.config.budget and not engine.store.pending_programs():
+        engine.close()
+        out.print(f"nothing to do: the budget of {engine.config.budget} is spent; `evo resume {run_dir} --budget N` "
+                  "with a larger N continues the search", highlight=False)
+        return
     _run_engine(engine, quiet)
 
 
