@@ -169,6 +169,9 @@ def validate_options(raw: Mapping[str, Any], source: str, whole: bool = True) ->
     if values.get("review") and whole and not raw.get("llm"):
         raise EvoError(f"{source}: review = true needs a model to review with: give --llm URL (or llm = \"URL\" "
                        "in the config), or set review = false")
+    if isinstance(values.get("llm"), str) and not values["llm"].strip():
+        raise EvoError(f"{source}: llm is empty; give a model (e.g. --llm http://127.0.0.1:8000), or leave it out "
+                       "for a run without the LLM operators")
     if whole and values.get("ray_address") and values.get("backend", "local") != "ray":
         raise EvoError(f"{source}: ray_address {values['ray_address']!r} is for the Ray backend, and the backend is "
                        "local: add --backend ray (backend = \"ray\"), or leave the address out")

@@ -54,6 +54,12 @@ def test_help_teaches_the_commands() -> None:
         assert command in result.stdout
 
 
+def test_an_empty_llm_is_refused_not_taken_for_none(tmp_path: Path) -> None:
+    result = evo("run", "math/circle_packing_26", "--run-dir", str(tmp_path / "r"), "--llm", "")
+    assert_user_error(result, "llm is empty")
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_ray_address_without_the_ray_backend_is_refused(tmp_path: Path) -> None:
     """Else the run would go on this machine while its user believes it on the cluster."""
     result = evo("run", "math/circle_packing_26", "--run-dir", str(tmp_path / "r"), "--ray-address", "auto")
