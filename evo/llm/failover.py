@@ -147,11 +147,11 @@ class Failover:
             self._outage_since = now
             self._pause = self.pause_s
             self.outages += 1
-            log.warning("LLM server(s) unreachable (%s). LLM proposals pause and retry in %.0f s; "
+            log.warning("LLM server(s) unreachable or not answering usably (%s). LLM proposals pause and retry in %.0f s; "
                         "evaluations go on.", why, self._pause)
         elif probing:
             self._pause = min(self._pause * 2, self.max_pause_s)
-            log.warning("LLM server(s) still unreachable after %.0f s; next try in %.0f s.",
+            log.warning("LLM server(s) still unreachable or unusable after %.0f s; next try in %.0f s.",
                         now - self._outage_since, self._pause)
         else:
             return  # a call that was in flight when the outage began: the pause is set already
