@@ -17,7 +17,7 @@ def llm() -> None:
 
 @llm.command()
 @click.option("--model", required=True, help="Model path or name for `vllm serve`.")
-@click.option("--port", default=8000, show_default=True, help="Port to serve on (loopback and all interfaces).")
+@click.option("--port", default=8000, show_default=True, help="Port to serve on, on every interface of this machine (vllm's default: other machines reach it, as a cluster's runs need; a firewall decides who may).")
 @click.option("--tensor-parallel", default=1, show_default=True, help="GPUs to shard the model over.")
 def serve(model: str, port: int, tensor_parallel: int) -> None:
     """Start `vllm serve`, wait until it is healthy, and keep it up until Ctrl-C.
