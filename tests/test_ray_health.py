@@ -253,3 +253,17 @@ def test_an_llm_replica_lost_with_its_node_starts_again_on_a_node_with_a_free_gp
         assert stop_replicas() == 2
         for node in nodes:
             cluster.remove_node(node)
+
+
+def test_a_young_actors_rate_counts_over_its_life_not_a_whole_minute() -> None:
+    from evo.eval.backends.base import EvalResult
+    from evo.eval.backends.ray_actor import RATE_WINDOW_S, _Counters
+
+    counters = _Counters(slots=2)
+    counters._born -= 30.0  # an actor started 30 s ago
+    for _ in range(15):
+        counters.start()
+        counters.finish(EvalResult(True, score=1.0))
+    assert counters.snapshot()["per_minute"] == pytest.approx(30.0, rel=0.05)  # 15 in 30 s, not 15 a minute
+    counters._born -= 2 * RATE_WINDOW_S  # an old actor: the last minute only
+    assert counters.snapshot()["per_minute"] == pytest.approx(15.0)

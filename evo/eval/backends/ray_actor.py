@@ -58,6 +58,7 @@ class _Counters:
         self.last_error: str | None = None
         self._finished: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
+        self._born = time.monotonic()
 
     def start(self) -> None:
         with self._lock:
@@ -80,8 +81,11 @@ class _Counters:
         now = time.monotonic()
         with self._lock:
             recent = sum(1 for t in self._finished if t >= now - RATE_WINDOW_S)
+            # An actor younger than the window counts over its life (at least 10 s): 47 done in its first 20 s
+            # are 141 a minute, not 47.
+            window = min(RATE_WINDOW_S, max(10.0, now - self._born))
             return {"slots": self.slots, "in_flight": self.in_flight, "done": self.done,
-                    "per_minute": recent * 60.0 / RATE_WINDOW_S, "last_error": self.last_error}
+                    "per_minute": recent * 60.0 / window, "last_error": self.last_error}
 
 
 class _NodeTask:
