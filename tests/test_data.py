@@ -204,7 +204,7 @@ def test_bpe_byte_lengths_sum_to_the_raw_bytes(tmp_path: Path) -> None:
     (m.root / "token_bytes.npy").write_bytes(b"damaged")
     assert m.verify() == ["val_000.bin", "token_bytes.npy"]
     fixed = from_text(src, tmp_path / "out", kind="bpe4096", show_progress=False)
-    assert fixed.status == "repaired" and fixed.written == ["val_000.bin"]
+    assert fixed.status == "repaired" and fixed.written == ["val_000.bin", "token_bytes.npy"]
     assert (m.root / "tokenizer.json").stat().st_mtime_ns == stamp and fixed.manifest.verify() == []
     assert (fixed.manifest.token_byte_lengths() == lengths).all()
 
