@@ -75,6 +75,19 @@ class GpuLock:
         with self._through_gate(fcntl.LOCK_SH):
             yield
 
+    @contextmanager
+    def for_the_judge(self) -> Iterator[None]:
+        """Share the GPU with checkers, never with a timer, without passing the gate: the judge's own work
+        (comparing a child's outputs, loading expected ones), which children wait on. Through the gate it would
+        queue behind a timer that waits for checkers that wait for the judge: no one would go on. Past it, it
+        joins the checkers still holding the GPU (flock grants a shared lock beside shared ones, whoever waits
+        for the exclusive one), and the timer goes once they and the judge let go."""
+        held = _flock(self.path, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            _unlock(held)
+
     def hold_until_exit(self) -> None:
         """Take the GPU as `unslotted` does and keep it until this process exits (the kernel lets it go
         after the process's device files have closed): a child's CUDA context is torn down outside any timing."""

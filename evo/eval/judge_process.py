@@ -194,12 +194,13 @@ class Judging:
         self.expected: dict[str, Expected] = {}
         # The judge's GPU work held off while any child times (`Session.on_gpu`).
         self.on_gpu: Callable[[], AbstractContextManager[Any]] = nullcontext
-        if lock_path is not None and device.startswith("cuda"):
+        if lock_path is not None:  # on a CPU too: the tests then take the same locks as a GPU's judge
             from evo.eval.gpu_lock import GpuLock
 
-            self.on_gpu = GpuLock(lock_path, checking_slots).unslotted
-        with self.on_gpu():  # the CUDA context made, and the digest's Triton kernel compiled and run, now
-            prepare_digest(device)
+            self.on_gpu = GpuLock(lock_path, checking_slots).for_the_judge
+        # The CUDA context made, and the digest's Triton kernel compiled and run, now. Not under the GPU lock: a
+        # helper starts while the reference child may hold it alone, waiting for the lead, which waits for this one.
+        prepare_digest(device)
 
     def hold(self, key: str, exp: Expected) -> None:
         self.expected[key] = exp
@@ -239,7 +240,9 @@ class Judging:
             return
         out_dir = Path(req["expected_dir"])
         try:
-            self.hold(key, load_expected(exp, self.device, out_dir, self.on_gpu))
+            # No GPU lock here: the reference child holds it alone (its timing lock) and waits for this judge's
+            # calibration, so taking it would wait forever; nothing else times meanwhile, so nothing is disturbed.
+            self.hold(key, load_expected(exp, self.device, out_dir))
             if self.helpers is not None:  # every helper reads the files too, before they go
                 self.helpers.share({"op": "expected", "key": key, "task_root": req["task_root"],
                                     "session_seed": req["session_seed"], "config": req.get("config", {}),
@@ -254,7 +257,9 @@ class Judging:
         """In a helper: the lead's plan of a task and its expected outputs, read from the reference job's files."""
         config = BenchConfig(**msg.get("config", {}))
         exp = plan_task(Path(msg["task_root"]), int(msg["session_seed"]), self.device, config, msg["plan"])
-        self.hold(str(msg["key"]), load_expected(exp, self.device, Path(msg["expected_dir"]), self.on_gpu))
+        # Without the GPU lock, as the lead's own read (`_reference`): the reference child holds it until the
+        # lead has calibrated, and the lead waits for this share first.
+        self.hold(str(msg["key"]), load_expected(exp, self.device, Path(msg["expected_dir"])))
 
 
 def _reporter(sock: socket.socket) -> Callable[[dict[str, Any]], None]:
