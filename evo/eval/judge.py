@@ -83,14 +83,11 @@ def plan_task(task_root: Path, session_seed: int, device: str, config: BenchConf
     return Expected(reference, data)
 
 
-def load_expected(exp: Expected, device: str, out_dir: Path,
-                  on_gpu: Callable[[], AbstractContextManager[Any]] = nullcontext) -> Expected:
-    """Read the reference job's files onto `device`, each copied there inside `on_gpu` (never beside a timing);
-    the lead judge deletes them once every judge has read them."""
+def load_expected(exp: Expected, device: str, out_dir: Path) -> Expected:
+    """Read the reference job's files onto `device` (the lead judge deletes them once every judge has). Without
+    the GPU lock: the reference child holds it alone meanwhile, waiting for the judge (`judge_process._reference`)."""
     for w, seed, stressed, path in exp.data.expected_files(out_dir):
-        on_host = torch.load(path, weights_only=True)
-        with on_gpu():
-            exp.outputs[(w, seed, stressed)] = [t.to(device) for t in on_host]
+        exp.outputs[(w, seed, stressed)] = [t.to(device) for t in torch.load(path, weights_only=True)]
     return exp
 
 
