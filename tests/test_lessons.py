@@ -30,7 +30,7 @@ from evo.llm.client import Endpoint, LLMClient
 from evo.llm.prompts import build_messages, lessons_section
 from evo.program import Program, Status
 from evo.store import Store
-from evo.store.lessons import Outcome, RecentOutcomes, lessons, recent_outcomes
+from evo.store.lessons import Outcome, RecentOutcomes, add_lesson, lessons, recent_outcomes
 from evo.task import load_task
 
 TOY = Path(__file__).parent / "fixtures" / "tasks" / "toy" / "quadratic"
@@ -364,3 +364,27 @@ def test_lessons_from_a_run_with_nothing_to_learn_is_refused_before_the_run(old_
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "that run has no evaluation and no lesson to learn from" in result.stderr
     assert not (tmp_path / "new").exists()
+
+
+def test_evo_show_cuts_a_long_lesson_at_a_word_and_prints_it_whole_with_lessons(old_run: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from evo.cli import cli
+
+    run = tmp_path / "run"
+    shutil.copytree(old_run, run)
+    words = [f"word{i:04d}" for i in range(400)]  # 3,600 characters: past the summary's 1,500
+    store = Store.in_dir(run)
+    try:
+        last = lessons(store)[-1]
+        add_lesson(store, last.run, last.task, 31, "structured", " ".join(words))
+    finally:
+        store.close()
+    cut = CliRunner().invoke(cli, ["show", str(run)], terminal_width=200)
+    assert cut.exit_code == 0, cut.output
+    shown = [w for w in cut.output.split() if w.startswith("word")]
+    assert 100 < len(shown) < 400 and shown == words[:len(shown)]  # no word cut in two
+    assert f"{len(' '.join(words)) - len(' '.join(shown))} more characters: evo show RUN_DIR --lessons" in cut.output
+    whole = CliRunner().invoke(cli, ["show", str(run), "--lessons"], terminal_width=200)
+    assert whole.exit_code == 0, whole.output
+    assert [w for w in whole.output.split() if w.startswith("word")] == words and "more characters" not in whole.output

@@ -15,7 +15,9 @@ from evo.cli.app import cli, out
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=1), help="How many best programs to list.")
 @click.option("--source", "show_source", is_flag=True, help="Print the best program's source.")
-def show(run_dir: Path, top: int, show_source: bool) -> None:
+@click.option("--lessons", "whole_lessons", is_flag=True, help="Print the newest lesson whole (the summary cuts it "
+              "to about 1,500 characters).")
+def show(run_dir: Path, top: int, show_source: bool, whole_lessons: bool) -> None:
     """Best programs and the archive of the run in RUN_DIR; for a suite (`evo run --suite`), its tasks side by
     side with how much of their progress came through transfer."""
     from evo.report.summary import run_summary
@@ -33,7 +35,7 @@ def show(run_dir: Path, top: int, show_source: bool) -> None:
         out.print(f"each task: `evo show {run_dir / MEMBERS / example}` (the folders of {run_dir / MEMBERS}: a task's "
                   "name with / as __)", highlight=False, markup=False, soft_wrap=True)
         return
-    summary = run_summary(run_dir, top=top)
+    summary = run_summary(run_dir, top=top, lesson_chars=None if whole_lessons else 1500)
     out.print(summary.header, highlight=False)
     out.print(summary.best_table)
     out.print(summary.archive_table)

@@ -36,8 +36,9 @@ class RunSummary:
     lessons: str = ""  # the run's newest lesson (evo/lessons.py) with its version and source; "" if none
 
 
-def run_summary(run_dir: Path, top: int = 5) -> RunSummary:
-    """Read the run in `run_dir` (rebuilding its archive from the store) and summarise it."""
+def run_summary(run_dir: Path, top: int = 5, lesson_chars: int | None = 1500) -> RunSummary:
+    """Read the run in `run_dir` (rebuilding its archive from the store) and summarise it; its newest lesson
+    cut to about `lesson_chars` (None: whole)."""
     from evo.config import RunConfig
     from evo.replay import rebuild_population
 
@@ -81,13 +82,14 @@ def run_summary(run_dir: Path, top: int = 5) -> RunSummary:
             header += f"; ablation {config.ablation}"
         return RunSummary(header, best_table, archive, best[0].text if best else None, done, best_value,
                           population.coverage, population.qd_score, shown_offset, note,
-                          _seeds_table(store, metric), _lessons(store))
+                          _seeds_table(store, metric), _lessons(store, lesson_chars))
     finally:
         store.close()
 
 
-def _lessons(store: Store, chars: int = 1500) -> str:
-    """The newest lesson (cut to `chars`), headed by its version, evaluation count and source."""
+def _lessons(store: Store, chars: int | None = 1500) -> str:
+    """The newest lesson (cut to about `chars` at a line or word end; None: whole), headed by its version,
+    evaluation count and source."""
     from evo.store.lessons import lessons
 
     found = lessons(store)
@@ -96,7 +98,11 @@ def _lessons(store: Store, chars: int = 1500) -> str:
     own = [x for x in found if x.carried_from is None] or found
     x = own[-1]
     carried = f", carried from {x.carried_from}" if x.carried_from else ""
-    text = x.text if len(x.text) <= chars else x.text[:chars] + "\n..."
+    text = x.text
+    if chars is not None and len(text) > chars:
+        cut = max(text.rfind("\n", 0, chars), text.rfind(" ", 0, chars))
+        shown = text[:cut if cut > chars // 2 else chars].rstrip()  # a word's end, unless it is one long word
+        text = f"{shown}\n... ({len(text) - len(shown)} more characters: evo show RUN_DIR --lessons)"
     return (f"lessons: version {x.version} of {len(own)}, after {x.evaluations} evaluations, {x.source}{carried}"
             f"\n{text}")
 
