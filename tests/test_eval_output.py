@@ -220,6 +220,7 @@ def test_evo_eval_runs_one_rung_and_names_the_rungs_of_a_wrong_one(tmp_path: Pat
     assert data["report"]["timed"] is False and all(w["time_s"] is None for w in data["report"]["workloads"])
     shown = _evo_eval("kernels/rmsnorm_fwd", str(seed), "--rung", "correctness", cwd=tmp_path).stdout
     assert "passed the correctness rung, unscored" in shown and "visible workloads checked" in shown, shown
+    assert "(full level, correctness rung only): pass" in shown and "checks of later rungs did not run" in shown, shown
     hidden = [w["workload"] for w in data["report"]["workloads"] if w["hidden"]]
     assert hidden and not any(name in shown for name in hidden), shown  # not checked at this rung: not shown
     wrong = _evo_eval("kernels/rmsnorm_fwd", str(seed), "--rung", "short", cwd=tmp_path)

@@ -73,7 +73,7 @@ def eval_(task: str, file: Path, as_json: bool, verbose: bool, rung: str | None)
         else:
             out.print(f"{t.name}: FAILED ({result.failure}): {error}", highlight=False, markup=False)
         _print_output(printed, verbose)
-        _print_verdict(verdict, result.ok)
+        _print_verdict(verdict, result.ok, rung)
     if not result.ok:
         sys.exit(1)
 
@@ -150,16 +150,19 @@ def _print_output(printed: str, verbose: bool) -> None:
     click.echo("--- end of output ---")
 
 
-def _print_verdict(verdict: Any, ok: bool = True) -> None:
+def _print_verdict(verdict: Any, ok: bool = True, rung: str | None = None) -> None:
     """The auditor's verdict: pass or fail, and each failing check with its reason. A program that failed
-    on its own (an exception, a timeout) with nothing found by the audit is not told it passed."""
+    on its own (an exception, a timeout) with nothing found by the audit is not told it passed; one evaluated
+    at a rung is told that the checks of later rungs did not run."""
     if verdict is None:
         return
+    level = verdict.level if rung is None else f"{verdict.level} level, {rung} rung only"
     if verdict.passed:
         said = "pass" if ok else "nothing found (the program failed before it was scored)"
-        out.print(f"verdict ({verdict.level}): {said}, {len(verdict.checks)} checks", highlight=False)
+        later = "" if rung is None else "; the checks of later rungs did not run"
+        out.print(f"verdict ({level}): {said}, {len(verdict.checks)} checks{later}", highlight=False)
         return
-    out.print(f"verdict ({verdict.level}): FAIL ({', '.join(verdict.failed)})", highlight=False, markup=False)
+    out.print(f"verdict ({level}): FAIL ({', '.join(verdict.failed)})", highlight=False, markup=False)
     for name, reason in verdict.reasons:
         out.print(f"  - {name}: {reason}", highlight=False, markup=False)
 
