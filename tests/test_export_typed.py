@@ -79,6 +79,9 @@ def test_parquet_has_typed_columns_with_the_runs_values(run_dir: Path, exported:
         assert df[name].dtype == "float64", (name, df[name].dtype)
     for name in ("seq", "eval_order", "island", "cell", "prompt_tokens", "completion_tokens"):
         assert schema.field(name).type == pa.int64(), (name, schema.field(name).type)
+        assert df[name].dtype == "Int64", (name, df[name].dtype)  # pandas' nullable ints, never float64
+    assert df["prompt_tokens"].isna().all()  # no model in this run: missing, not NaN in a float column
+    assert df["admitted"].dtype == "boolean"
     assert schema.field("parents").type == pa.list_(pa.string())
     assert schema.field("reasons").type == pa.list_(pa.string())
     assert schema.field("admitted").type == pa.bool_()

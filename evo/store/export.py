@@ -159,7 +159,14 @@ def _write_parquet(f: IO[bytes], columns: list[Column], rows: Iterable[Mapping[s
         "timestamp": pa.timestamp("us", tz="UTC"), "strings": pa.list_(pa.string()),
         "files": pa.map_(pa.string(), pa.string()),
     }
-    schema = pa.schema([pa.field(c.name, types[c.type]) for c in columns], metadata=dict(metadata))
+    # Told to pandas (which reads this key) that the integer and bool columns are its nullable ones: otherwise
+    # `pandas.read_parquet` makes an int column with a missing value float64 (a token count of 3.0).
+    nullable = {"int": ("int64", "Int64"), "bool": ("bool", "boolean")}
+    pandas_meta = {"index_columns": [], "column_indexes": [], "columns": [
+        {"name": c.name, "field_name": c.name, "pandas_type": nullable[c.type][0], "numpy_type": nullable[c.type][1],
+         "metadata": None} for c in columns if c.type in nullable]}
+    schema = pa.schema([pa.field(c.name, types[c.type]) for c in columns],
+                       metadata={**metadata, "pandas": json.dumps(pandas_meta)})
     stamps = [c.name for c in columns if c.type == "timestamp"]
     n = 0
     with pq.ParquetWriter(f, schema) as writer:
