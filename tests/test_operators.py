@@ -277,6 +277,12 @@ def test_declarations_with_non_ascii_text() -> None:
     assert write_parameters(text, {"GRÜN": "ö", "Π": 0.25}) == expected
 
 
+def test_a_fixed_number_is_neither_a_parameter_nor_a_literal_to_nudge() -> None:
+    text = "N = 12  # evo: fixed (the task's size)\nK = 3  # evo: int(1, 5)\nX = 0.5\n"
+    assert [p.name for p in parse_parameters(text)] == ["K"]
+    assert [lit.value for lit in find_literals(text)] == [0.5]
+
+
 def test_evo_inside_a_string_is_not_a_declaration() -> None:
     text = 'HELP = "write X = 5  # evo: int(3, 8)"\ns = """\n    # evo: nonsense\n"""\n'
     assert parse_parameters(text) == []

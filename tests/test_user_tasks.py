@@ -177,6 +177,38 @@ def test_task_new_writes_a_skeleton_that_evo_eval_accepts_as_written(tmp_path: P
     assert by_name.returncode == 0, by_name.stdout + by_name.stderr
 
 
+def test_the_skeletons_seed_gives_valid_children_under_the_non_llm_operators() -> None:
+    """The numbers the task fixes (12 points, the square's sides) are marked `# evo: fixed`, and the seed has
+    no other number whose change breaks it (the axis of a sum, a shape): every child of the `constants` and
+    `params` operators is scored. Half were invalid before, most with points outside the square."""
+    import asyncio
+    import types
+
+    import numpy as np
+
+    from evo.operators.base import ProposalRequest
+    from evo.operators.constants import ConstantMutation
+    from evo.operators.params import ParamMutation, parse_parameters
+    from evo.program import Program, source_text
+    from evo.task_skeleton import REFERENCE_PY, SEED_PY
+
+    assert [p.name for p in parse_parameters(SEED_PY)] == ["COLS", "STEPS", "STEP_SIZE", "SEED"]  # not N, LOW, HIGH
+    reference = types.ModuleType("skeleton_reference")
+    exec(REFERENCE_PY, reference.__dict__)  # noqa: S102 - the skeleton's own trusted reference
+    rng = np.random.default_rng(7)
+    changed = 0
+    for op in (ConstantMutation(), ParamMutation()):
+        for _ in range(60):
+            child = source_text(asyncio.run(op.propose(ProposalRequest([Program(source=SEED_PY)], rng=rng)))[0].source)
+            changed += child != SEED_PY
+            assert "N = 12 " in child and "LOW = 0.0 " in child and "HIGH = 1.0 " in child
+            module = types.ModuleType("child")
+            exec(child.replace("STEPS = ", "STEPS = 30 or "), module.__dict__)  # noqa: S102 - fewer steps: speed
+            scored = reference.evaluate(reference.run_candidate(module))
+            assert scored["valid"], (scored["error"], child)
+    assert changed > 100
+
+
 def test_task_new_never_overwrites(tmp_path: Path) -> None:
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine\n")

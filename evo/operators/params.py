@@ -11,6 +11,8 @@ PATTERN = "hex"     # evo: ["grid", "hex", "spiral"]
 A declaration is a module-level single-target assignment whose line ends with `# evo: `
 followed by `int(lo, hi)`, `float(lo, hi)` (both bounds inclusive) or a Python list literal of
 choices. The value must be a literal inside its domain. Specs are read with `ast`, never `eval`.
+`N = 12  # evo: fixed` (any words may follow) declares a number the search leaves alone: no operator
+here tunes it, and the `constants` operator skips every `# evo:` line.
 
 `ParamMutation` moves some parameters within their bounds (DEAP's bounded polynomial mutation,
 as in NSGA-II) and `ParamCrossover` mixes the values two parents declare (DEAP's uniform
@@ -180,12 +182,20 @@ def _parse_declaration(text: str, comment: tuple[int, int]) -> Parameter:
     return Parameter(name, kind, domain, value, (line_start + start, line_start + end), line)
 
 
+def _is_fixed(text: str, comment: tuple[int, int]) -> bool:
+    """Whether the `# evo:` comment at `comment` marks its line's value as one the search leaves alone."""
+    words = text[comment[0]:comment[1]].split("evo:", 1)[1].split()
+    return bool(words) and words[0] == "fixed"
+
+
 @lru_cache(maxsize=1024)
 def _parse_cached(text: str) -> tuple[Parameter, ...]:
     if "evo:" not in text:
         return ()
     params: dict[str, Parameter] = {}
     for comment in lex(text).evo_comments:
+        if _is_fixed(text, comment):
+            continue
         p = _parse_declaration(text, comment)
         if p.name in params:
             raise _fail(p.line, f"{p.name} is already declared at line {params[p.name].line}")
