@@ -44,6 +44,7 @@ import triton  # noqa: F401
 from evo.eval import fs_guard, wire
 from evo.eval.families.base import task_hash
 from evo.eval.gpu_lock import GpuLock
+from evo.eval.lock_watch import POLL_S, LockWatch
 from evo.eval.reference_data import TASKS_HELD, WorkloadData
 from evo.eval.timing import BenchConfig
 from evo.eval.worker_child import child_main, private_dir
@@ -51,6 +52,8 @@ from evo.program import MAIN_FILE
 from evo.task import load_module, load_task
 
 MEMORY_POLL_S = 0.5
+# A child's waits on the GPU lock are not charged to its time limit (`LockWatch`); its wall time is, past this many.
+WALL_LIMITS = 4
 
 
 def _private_bytes(pid: int) -> int:
@@ -259,6 +262,7 @@ def serve(device: str, session: Path, parallel: int, checking_slots: int = 4, ju
     lock = GpuLock(_lock_path(device), checking_slots)
     judges = judges_for(parallel) if judges is None else judges
     judge = Judge(device, lock, session, judges - 1)
+    watch = LockWatch(lock)
     running: dict[int, tuple[dict[str, Any], float, Path]] = {}
     exited: dict[str, tuple[dict[str, Any], dict[str, Any], float]] = {}  # child gone, judge not yet heard
     judged: dict[str, dict[str, Any]] = {}  # judge heard, child not yet gone
@@ -299,7 +303,7 @@ def serve(device: str, session: Path, parallel: int, checking_slots: int = 4, ju
             data.load_masked(masked_dir)
         return data
 
-    next_memory_poll = 0.0
+    next_memory_poll = next_lock_poll = 0.0
     print(json.dumps({"ready": True, "device": device, "pid": os.getpid()}), flush=True)
     try:
         while stdin_open or queue or running or exited:
@@ -363,20 +367,29 @@ def serve(device: str, session: Path, parallel: int, checking_slots: int = 4, ju
                 else:
                     judged[job_id] = r.get("judged") or {}
             now = time.monotonic()
+            if now >= next_lock_poll:
+                watch.poll(running.keys(), now)
+                next_lock_poll = now + POLL_S
             for pid, (job, started, result_path) in list(running.items()):
                 done, status = os.waitpid(pid, os.WNOHANG)
                 elapsed = time.monotonic() - started
                 job_id = str(job["id"])
                 if done == 0:
                     kind = None
-                    if elapsed > float(job.get("timeout_s", 120)):
+                    limit = float(job.get("timeout_s", 120))
+                    held = watch.held_too_long(pid, now) if job["kind"] == "candidate" else None
+                    if elapsed - watch.waited(pid) > limit or elapsed > WALL_LIMITS * limit:
                         kind = ("timeout", f"exceeded {job.get('timeout_s', 120)} s; process group killed")
+                    elif held is not None:
+                        kind = ("timeout", f"held the GPU's lock {held:.0f} s on end (the limit is {watch.limit_s:.0f} s),"
+                                " keeping every other child off the GPU; process group killed")
                     elif now >= next_memory_poll and _private_bytes(pid) > int(job.get("memory_mb", 16384)) * 2**20:
                         kind = ("memory", f"exceeded memory limit of {job.get('memory_mb')} MB")
                     if kind is not None:
                         _kill_group(pid)
                         os.waitpid(pid, 0)
                         del running[pid]
+                        watch.forget(pid)
                         _forget(result_path)
                         if judged.pop(job_id, None) is None:
                             answered.add(job_id)
@@ -384,6 +397,7 @@ def serve(device: str, session: Path, parallel: int, checking_slots: int = 4, ju
                     continue
                 _kill_group(pid)  # anything the child left running in its session
                 del running[pid]
+                watch.forget(pid)
                 payload = _read_answer(result_path)
                 _forget(result_path)
                 if payload is None and os.WIFSIGNALED(status):

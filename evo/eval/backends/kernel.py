@@ -56,7 +56,7 @@ class Worker:
                  checking_slots: int = 4, tasks_held: int | None = None, judges: int | None = None):
         self.device = device
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "CUDA_VISIBLE_DEVICES",
-                                                           "LD_LIBRARY_PATH", "TRITON_CACHE_DIR", "CUDA_HOME", "EVO_LOCK_DIR", "EVO_TASKS_HELD",
+                                                           "LD_LIBRARY_PATH", "TRITON_CACHE_DIR", "CUDA_HOME", "EVO_LOCK_DIR", "EVO_TASKS_HELD", "EVO_GPU_HOLD_LIMIT_S",
                                                            TASKS_ENV)}
         if tasks_held is not None:  # tasks whose data the worker keeps at once (evo/eval/reference_data.py)
             env["EVO_TASKS_HELD"] = str(max(1, tasks_held))
