@@ -24,6 +24,7 @@ candidate's child writes decides a check or a time. Children are Landlocked and 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import json
 import os
@@ -108,6 +109,33 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _adopt_orphans() -> None:
+    """Make this worker the parent of every process its children detach (a double fork, whose middle process
+    exits): they come back here, not to init, where `_kill_orphans` finds them (PR_SET_CHILD_SUBREAPER)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _kill_orphans(known: set[int]) -> None:
+    """Kill, and reap once dead, every child of this worker that it did not start itself: what a candidate
+    detached, which would outlive its kill and could keep the GPU or its lock."""
+    for listing in Path("/proc/self/task").glob("*/children"):
+        try:
+            pids = [int(p) for p in listing.read_text().split()]
+        except OSError:
+            continue
+        for pid in pids:
+            if pid in known:
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, os.WNOHANG)  # one still dying is reaped by a later pass
+            except (ProcessLookupError, ChildProcessError):
+                pass
 
 
 def _lock_path(device: str) -> Path:
@@ -263,6 +291,7 @@ def serve(device: str, session: Path, parallel: int, checking_slots: int = 4, ju
     judges = judges_for(parallel) if judges is None else judges
     judge = Judge(device, lock, session, judges - 1)
     watch = LockWatch(lock)
+    _adopt_orphans()
     running: dict[int, tuple[dict[str, Any], float, Path]] = {}
     exited: dict[str, tuple[dict[str, Any], dict[str, Any], float]] = {}  # child gone, judge not yet heard
     judged: dict[str, dict[str, Any]] = {}  # judge heard, child not yet gone
@@ -369,6 +398,7 @@ def serve(device: str, session: Path, parallel: int, checking_slots: int = 4, ju
             now = time.monotonic()
             if now >= next_lock_poll:
                 watch.poll(running.keys(), now)
+                _kill_orphans({judge.proc.pid, *running})
                 next_lock_poll = now + POLL_S
             for pid, (job, started, result_path) in list(running.items()):
                 done, status = os.waitpid(pid, os.WNOHANG)
