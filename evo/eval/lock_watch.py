@@ -1,8 +1,8 @@
 """Who holds a GPU's lock and who waits for it, read by the worker from outside its children (/proc/locks).
 
 The GPU lock (`evo/eval/gpu_lock.py`) is a set of flocks that the children take themselves, so a candidate can
-take them too: a thread that takes the lock's file and keeps it stalls every other child and the judge until
-the worker kills it at its time limit (`tests/redteam/gaps/holds_the_gpu_lock.py`). The kernel's table of
+take them too: a thread that takes the lock's file and keeps it stalled every other child and the judge until
+the worker killed it at its time limit (the candidate of `tests/test_lock_watch.py`). The kernel's table of
 flocks says who holds which file and who waits, by process, and no candidate can change it. From it the
 worker (`evo/eval/worker.py`):
 
@@ -26,8 +26,9 @@ from evo.eval.gpu_lock import GpuLock
 
 PROC_LOCKS = Path("/proc/locks")
 POLL_S = 0.25
-# Longer than any honest child's hold: a candidate's whole timing phase holds the lock alone, seconds for the
-# slowest kernels of the suite; and far shorter than a kernel job's time limit.
+# Longer than an honest child's hold: a candidate's timing holds the lock alone for about ten calls a workload
+# (`BenchConfig`), so 60 s is over half a second a call on every workload, a kernel that scores near zero; and
+# well inside a kernel job's time limit (120 s and more), so that a neighbour kept waiting still has its own.
 HOLD_LIMIT_S = float(os.environ.get("EVO_GPU_HOLD_LIMIT_S", "60"))
 
 
