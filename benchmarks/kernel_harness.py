@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,14 +114,18 @@ def measure_stream(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: 
         ev = KernelEvaluator(task, 1, scratch, config=config, pool=pool)
         pipelines[name] = Pipeline(task, ev)  # every candidate the way a run takes it: screen, harness, audit
         t0 = time.perf_counter()
+        print(f"   reference job of {name} ...", end=" ", flush=True)
         ev._prepare(ev._pick())  # the reference job, once per task and session
         prep[name] = time.perf_counter() - t0
+        print(f"{prep[name]:.1f} s", flush=True)
         texts[name] = variants(seed_path(name).read_text(), per_task)
     jobs = [(name, texts[name][i]) for i in range(per_task) for name in names]  # interleaved: no task drains alone
     load = LoadSampler()
     t0 = time.perf_counter()
     with load, ThreadPoolExecutor(max_workers=parallel * len(pool.devices)) as ex:
-        results = list(ex.map(lambda job: pipelines[job[0]].evaluate_sync(Program(source=job[1]), rung), jobs))
+        futures = [ex.submit(pipelines[name].evaluate_sync, Program(source=text), rung) for name, text in jobs]
+        _follow(futures, pool, t0)
+        results = [f.result() for f in futures]
     wall = time.perf_counter() - t0
     rows = []
     for name in names:
@@ -143,6 +147,59 @@ def measure_stream(pool: WorkerPool, config: BenchConfig, scratch: Path, tasks: 
     return {"rows": rows, "per_gpu_minute": len(jobs) / wall * 60 / len(pool.devices) if wall else 0,
             "method": "stream", "rung": rung or "timing", "load_1m": load.samples, "cpus": os.cpu_count(),
             "judge_cpu_busy": load.judge_busy}
+
+
+PROGRESS_S = 10.0  # a line this often while candidates are judged
+STALL_S = 30.0  # no candidate done for this long: say who holds and waits on the GPU lock, and the judges' logs
+
+
+def _follow(futures: list, pool: WorkerPool, t0: float) -> None:
+    """Print how many candidates are done every PROGRESS_S, and a stall report when none ended in STALL_S: a
+    call cut by its time limit then shows whether the harness was slow or stuck, and where."""
+    pending, last_done, last_line, reported = set(futures), time.perf_counter(), time.perf_counter(), False
+    while pending:
+        done, pending = wait(pending, timeout=PROGRESS_S, return_when=FIRST_COMPLETED)
+        now = time.perf_counter()
+        if done:
+            last_done, reported = now, False
+        if now - last_line >= PROGRESS_S or not pending:
+            print(f"   {len(futures) - len(pending)} of {len(futures)} done after {now - t0:.0f} s", flush=True)
+            last_line = now
+        if now - last_done > STALL_S and not reported:
+            print(stall_report(pool), flush=True)
+            reported = True
+
+
+def stall_report(pool: WorkerPool) -> str:
+    """Who holds and who waits on the GPU lock's files (from /proc/locks, by process), and the tail of each
+    judge's log: what a stalled harness is waiting for."""
+    folder = Path(os.environ.get("EVO_LOCK_DIR", "/tmp/evo-gpu-locks"))
+    files = {f":{p.stat().st_ino} ": p.name for p in folder.glob("gpu-*") if p.is_file()}
+    lines = [f"   STALL: no candidate done in the last {STALL_S:.0f} s; the GPU lock (/proc/locks):"]
+    try:
+        table = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        table = []
+    for row in table:
+        name = next((n for key, n in files.items() if key in row), None)
+        if name is None:
+            continue
+        parts = row.split()
+        waiting = parts[1] == "->"
+        pid = parts[5] if waiting else parts[4]
+        try:
+            cmd = (Path("/proc") / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            cmd = "?"
+        role = "helper judge" if "--helper" in cmd else "judge" if "judge_process" in cmd else \
+            "worker or its child" if "evo.eval.worker" in cmd else cmd[:60]
+        mode = parts[4] if waiting else parts[3]
+        lines.append(f"     {'waits' if waiting else 'holds'} {mode:5} {name:24} pid {pid} ({role})")
+    for log in sorted(Path(pool.session).glob("judge-*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        lines.append(f"   {log.name}, last {len(tail)} lines:")
+        lines += [f"     {line}" for line in tail]
+    return "\n".join(lines)
 
 
 def _stat(pid: int) -> list[str]:
