@@ -130,3 +130,32 @@ def _refused_by_its_judges(two_judges: KernelEvaluator, source: str) -> None:
         "stop refused", "") and "memory read" not in said, said
     assert said.count("stop refused") >= 2, said  # the lead and its helper, both found
     assert two_judges.evaluate_source_sync(SEED)["passed"]  # both still judging
+
+
+def test_a_helper_that_never_holds_the_task_is_let_go_and_the_lead_judges(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A helper stopped before the task is shared (SIGSTOP: a hang of its own) never says it holds it. The
+    reference child holds the GPU alone until it does, so the lead lets it go after its wait and judges alone;
+    before, the lead waited for it forever, and every evaluation with it."""
+    monkeypatch.setenv("EVO_JUDGE_SHARE_TIMEOUT_S", "3")
+    pool = WorkerPool(tmp_path, ["cpu"], parallel_per_device=2, checking_slots=2, judges=2)
+    ev = KernelEvaluator(load_task("kernels/rmsnorm_fwd"), 1, tmp_path,
+                         config=BenchConfig(iters=2, warmup=1, compile_baseline=False), pool=pool)
+    try:
+        worker = pool.workers[0].proc.pid
+        (lead,) = [c for c in _children_of(worker) if b"judge_process" in (Path("/proc") / str(c) / "cmdline").read_bytes()]
+        deadline = time.monotonic() + 60
+        while not _children_of(lead):  # the lead starts its helper once it has imported torch
+            assert time.monotonic() < deadline, "the lead started no helper"
+            time.sleep(0.05)
+        (helper,) = _children_of(lead)
+        os.kill(helper, signal.SIGSTOP)
+        with ThreadPoolExecutor(1) as ex:
+            report = ex.submit(ev.evaluate_source_sync, SEED).result(timeout=120)
+        assert report["status"] == "ok" and report["passed"] and report["judge_pid"] == lead, report.get("error")
+        assert helper not in _children_of(lead)  # killed, and reaped by the lead
+        log = next(tmp_path.glob("session-*/judge-cpu.log")).read_text()
+        assert "helper judge 1 could not hold the task: it did not hold the task within 3 s" in log, log
+    finally:
+        ev.close()
+        pool.close()

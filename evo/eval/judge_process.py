@@ -49,6 +49,9 @@ from evo.eval.reference_data import NO_REFERENCE_YET, TASKS_HELD
 from evo.eval.timing import BenchConfig
 
 REPORT_BYTES = 1 << 22  # a judgement's record (as the worker reads it)
+# A helper that has not read a task's expected outputs in this long is let go (killed; the others judge): the
+# reference child holds the GPU alone until every judge holds them, so one hung helper would stall the GPU.
+SHARE_TIMEOUT_S = float(os.environ.get("EVO_JUDGE_SHARE_TIMEOUT_S", "120"))
 
 
 class JudgeHelpers:
@@ -115,7 +118,10 @@ class JudgeHelpers:
             except OSError:
                 self._gone(i)
         for i in sent:
-            self._acks[i].acquire()
+            if not self._acks[i].acquire(timeout=SHARE_TIMEOUT_S):
+                self._ack_errors[i] = f"it did not hold the task within {SHARE_TIMEOUT_S:.0f} s"
+                self.procs[i - 1].kill()
+                self.procs[i - 1].wait(timeout=10)
             if self._ack_errors[i]:  # it judges nothing more: the others hold the task
                 print(f"helper judge {i} could not hold the task: {self._ack_errors[i]}", file=sys.stderr, flush=True)
                 self._gone(i)

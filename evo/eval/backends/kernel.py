@@ -49,15 +49,18 @@ def visible_devices() -> list[str]:
     return [f"cuda:{i}" for i in range(n)] or ["cpu"]
 
 
+# What a worker takes of this process's environment; the rest it is given below.
+_WORKER_ENV = ("PATH", "HOME", "LANG", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "TRITON_CACHE_DIR", "CUDA_HOME",
+               "EVO_LOCK_DIR", "EVO_TASKS_HELD", "EVO_GPU_HOLD_LIMIT_S", "EVO_JUDGE_SHARE_TIMEOUT_S", TASKS_ENV)
+
+
 class Worker:
     """A zygote process for one device, with futures for the jobs sent to it."""
 
     def __init__(self, device: str, session: Path, parallel: int, task_roots: list[Path] | None = None,
                  checking_slots: int = 4, tasks_held: int | None = None, judges: int | None = None):
         self.device = device
-        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "CUDA_VISIBLE_DEVICES",
-                                                           "LD_LIBRARY_PATH", "TRITON_CACHE_DIR", "CUDA_HOME", "EVO_LOCK_DIR", "EVO_TASKS_HELD", "EVO_GPU_HOLD_LIMIT_S",
-                                                           TASKS_ENV)}
+        env = {k: v for k, v in os.environ.items() if k in _WORKER_ENV}
         if tasks_held is not None:  # tasks whose data the worker keeps at once (evo/eval/reference_data.py)
             env["EVO_TASKS_HELD"] = str(max(1, tasks_held))
         if task_roots:  # where this machine keeps tasks the worker must find by name
