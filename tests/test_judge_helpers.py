@@ -138,6 +138,7 @@ def test_a_helper_that_never_holds_the_task_is_let_go_and_the_lead_judges(tmp_pa
     reference child holds the GPU alone until it does, so the lead lets it go after its wait and judges alone;
     before, the lead waited for it forever, and every evaluation with it."""
     monkeypatch.setenv("EVO_JUDGE_SHARE_TIMEOUT_S", "3")
+    monkeypatch.setenv("EVO_LOCK_DIR", str(tmp_path / "locks"))  # a lead that waited would hold no one else's GPU
     pool = WorkerPool(tmp_path, ["cpu"], parallel_per_device=2, checking_slots=2, judges=2)
     ev = KernelEvaluator(load_task("kernels/rmsnorm_fwd"), 1, tmp_path,
                          config=BenchConfig(iters=2, warmup=1, compile_baseline=False), pool=pool)
