@@ -408,8 +408,11 @@ def serve(device: str, session: Path, parallel: int, checking_slots: int = 4, ju
                     kind = None
                     limit = float(job.get("timeout_s", 120))
                     held = watch.held_too_long(pid, now) if job["kind"] == "candidate" else None
-                    if elapsed - watch.waited(pid) > limit or elapsed > WALL_LIMITS * limit:
+                    if elapsed - watch.waited(pid) > limit:
                         kind = ("timeout", f"exceeded {job.get('timeout_s', 120)} s; process group killed")
+                    elif elapsed > WALL_LIMITS * limit:
+                        kind = ("timeout", f"ran {elapsed:.0f} s, waits for the GPU included: {WALL_LIMITS} times its "
+                                f"limit of {job.get('timeout_s', 120)} s; process group killed")
                     elif held is not None:
                         kind = ("timeout", f"held the GPU's lock {held:.0f} s on end (the limit is {watch.limit_s:.0f} s),"
                                 " keeping every other child off the GPU; process group killed")
