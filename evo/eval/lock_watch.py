@@ -23,6 +23,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from evo.eval.gpu_lock import GpuLock
+from evo.eval.procfs import stat_fields
 
 PROC_LOCKS = Path("/proc/locks")
 POLL_S = 0.25
@@ -39,11 +40,8 @@ def _file_key(path: Path) -> str:
 
 
 def _parent(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(")") + 2:].split()[1])  # after the command name, which may hold spaces
+    fields = stat_fields(f"/proc/{pid}/stat")
+    return None if fields is None else int(fields[1])
 
 
 class LockWatch:

@@ -46,6 +46,7 @@ from evo.eval import fs_guard, wire
 from evo.eval.families.base import task_hash
 from evo.eval.gpu_lock import GpuLock
 from evo.eval.lock_watch import POLL_S, LockWatch
+from evo.eval.procfs import children
 from evo.eval.reference_data import TASKS_HELD, WorkloadData
 from evo.eval.timing import BenchConfig
 from evo.eval.worker_child import child_main, private_dir
@@ -123,19 +124,14 @@ def _adopt_orphans() -> None:
 def _kill_orphans(known: set[int]) -> None:
     """Kill, and reap once dead, every child of this worker that it did not start itself: what a candidate
     detached, which would outlive its kill and could keep the GPU or its lock."""
-    for listing in Path("/proc/self/task").glob("*/children"):
-        try:
-            pids = [int(p) for p in listing.read_text().split()]
-        except OSError:
+    for pid in children(os.getpid()):
+        if pid in known:
             continue
-        for pid in pids:
-            if pid in known:
-                continue
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, os.WNOHANG)  # one still dying is reaped by a later pass
-            except (ProcessLookupError, ChildProcessError):
-                pass
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, os.WNOHANG)  # one still dying is reaped by a later pass
+        except (ProcessLookupError, ChildProcessError):
+            pass
 
 
 def _lock_path(device: str) -> Path:

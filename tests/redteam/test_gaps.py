@@ -32,4 +32,3 @@ def test_the_gap_passes_the_judge_today(rmsnorm_harness: KernelEvaluator, name: 
 def test_the_screen_refuses_every_gap(path: Path) -> None:
     passed = audit(path.read_text(), Level.SCREEN, "kernels/rmsnorm_fwd").passed
     assert passed is (path.stem in SCREEN_PASSES)
-

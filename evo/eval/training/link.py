@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from evo.eval.procfs import children, stat_fields
 from evo.eval.sandbox import Limits, SandboxResult, run_sandboxed
 
 SOCKET_NAME = "link.sock"
@@ -119,42 +120,18 @@ class ChildLink:
 # ----------------------------------------------------------------------------- /proc, read from outside
 
 
-def _stat_fields(path: str) -> list[str] | None:
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2:].split()  # after "pid (comm) ": state is field 0
-
-
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return kids
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                kids += [int(k) for k in f.read().split()]
-        except OSError:
-            continue
-    return kids
-
-
 def sandbox_processes(pid: int) -> list[int]:
     """Every live process of the child's sandbox but the child: the descendants of its parent (the sandbox's
     init, which adopts orphans and double forks) other than `pid` itself, zombies left out."""
-    fields = _stat_fields(f"/proc/{pid}/stat")
+    fields = stat_fields(f"/proc/{pid}/stat")
     if fields is None:
         return []
     parent = int(fields[1])
     found, todo = [], [parent]
     while todo:
-        for kid in _children(todo.pop()):
+        for kid in children(todo.pop()):
             todo.append(kid)
-            state = _stat_fields(f"/proc/{kid}/stat")
+            state = stat_fields(f"/proc/{kid}/stat")
             if kid != pid and state is not None and state[0] not in ("Z", "X"):
                 found.append(kid)
     return found
@@ -168,7 +145,7 @@ def thread_ticks(pid: int) -> dict[int, int]:
     except OSError:
         return out
     for tid in tids:
-        f = _stat_fields(f"/proc/{pid}/task/{tid}/stat")
+        f = stat_fields(f"/proc/{pid}/task/{tid}/stat")
         if f is not None:
             out[int(tid)] = int(f[11]) + int(f[12])
     return out
